@@ -1,0 +1,71 @@
+"""Celery configuration from the settings: the same for the coordinator and the workers.
+
+Choices follow ``shared/notes/celery-on-redis.md`` §3.5: JSON only, late acks with
+requeue on a lost worker, prefetch 1, explicit visibility timeout, events on for Flower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from orchestrator.settings import Settings
+
+JOIN_TASK = "orchestrator.join"
+SUBMIT_TASK = "orchestrator.submit"
+STEP_TASK_PREFIX = "step."
+
+
+def step_task_name(function: str) -> str:
+    """The Celery task name of a step function: ``step.<function name>``."""
+    return STEP_TASK_PREFIX + function
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings dict for ``settings``."""
+    vt = settings.visibility_timeout_s
+    transport = {
+        "visibility_timeout": vt,
+        "socket_keepalive": True,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "health_check_interval": 25,
+        # kombu 5.7: sweep unacked messages every 10 s instead of about every 100 s
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": vt},
+        "visibility_timeout": vt,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": settings.result_expires_s,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 10,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "task_default_queue": settings.default_queue,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "broker_pool_limit": 10,
+    }
+
+
+def client_app(settings: Settings) -> Celery:
+    """A Celery app that only sends tasks (by name); it registers none."""
+    app = Celery("orchestrator", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,315 @@
+"""Workflow DAG → :class:`~orchestrator.plan.Plan`: native canvases where exact, counters
+elsewhere.
+
+1. **Decompose.**  The graph is split recursively: disconnected parts run in *parallel*;
+   a connected part whose topological prefix precedes all the rest is a *series*; a
+   connected part with neither split contains an "N" and is *not series-parallel*.
+2. **Normal form.**  Series → ``chain``; parallel of k ≥ 2 → ``chord(header, join)``
+   (never a bare group, never a one-element or empty group, never a group in a group).
+3. **Non-series-parallel regions.**  Maximal linear runs of steps become chains; every
+   other edge of the region's transitive reduction is a dependency counter between units.
+4. **Segments.**  A canvas whose largest message would carry more than
+   ``max_unit_tasks`` signatures, or whose chords nest deeper than ``max_chord_depth``,
+   is cut at series boundaries into units joined by counters, so no message grows with
+   the workflow's length.
+
+Every cut is exact: a counter edge ``u → v`` is only made when every step of ``u``
+precedes every step of ``v`` in the workflow's own order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.dag import Graph
+from orchestrator.models import WorkflowDef
+from orchestrator.plan import (
+    JOIN_PREFIX,
+    CanvasNode,
+    ChainNode,
+    ChordNode,
+    Plan,
+    TaskNode,
+    Unit,
+)
+
+MAX_UNIT_TASKS = 100
+MAX_CHORD_DEPTH = 3
+
+
+# --- series-parallel decomposition --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leaf:
+    node: int
+
+
+@dataclass(frozen=True)
+class Series:
+    parts: tuple[SPNode, ...]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    parts: tuple[SPNode, ...]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A connected part that is not series-parallel (it contains an "N")."""
+
+    nodes: tuple[int, ...]
+
+
+SPNode = Leaf | Series | Parallel | Region
+
+
+def decompose(graph: Graph) -> SPNode:
+    """Return the series-parallel decomposition tree of an acyclic ``graph``."""
+    pos = {n: i for i, n in enumerate(graph.topo_order)}
+    nodes = list(graph.topo_order)
+    return _decompose(graph, nodes, _mask(nodes), pos)
+
+
+def _mask(nodes: Sequence[int]) -> int:
+    m = 0
+    for n in nodes:
+        m |= 1 << n
+    return m
+
+
+def _decompose(graph: Graph, nodes: list[int], mask: int, pos: dict[int, int]) -> SPNode:
+    if len(nodes) == 1:
+        return Leaf(nodes[0])
+    comps = _components(graph, nodes, mask)
+    if len(comps) > 1:
+        return Parallel(tuple(_decompose(graph, c, _mask(c), pos) for c in comps))
+    factors = _series_factors(graph, nodes, mask)
+    if len(factors) > 1:
+        return Series(tuple(_decompose(graph, f, _mask(f), pos) for f in factors))
+    return Region(tuple(nodes))
+
+
+def _components(graph: Graph, nodes: list[int], mask: int) -> list[list[int]]:
+    """Weakly connected components of the induced subgraph, each in topological order."""
+    parent = {n: n for n in nodes}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for n in nodes:
+        for c in graph.reduced_children[n]:
+            if mask >> c & 1:
+                a, b = find(n), find(c)
+                if a != b:
+                    parent[a] = b
+    groups: dict[int, list[int]] = {}
+    for n in nodes:  # nodes are in topological order, so each group is too
+        groups.setdefault(find(n), []).append(n)
+    return list(groups.values())
+
+
+def _series_factors(graph: Graph, nodes: list[int], mask: int) -> list[list[int]]:
+    """Cut the topological order where every earlier node precedes every later one."""
+    desc = graph.descendants
+    factors: list[list[int]] = []
+    current: list[int] = []
+    common = mask
+    prefix = 0
+    for n in nodes[:-1]:
+        current.append(n)
+        prefix |= 1 << n
+        common &= desc[n]
+        rest = mask & ~prefix
+        if rest & ~common == 0:
+            factors.append(current)
+            current = []
+    current.append(nodes[-1])
+    factors.append(current)
+    return factors
+
+
+# --- canvas building and segmentation ----------------------------------------------------
+
+
+@dataclass
+class _Builder:
+    graph: Graph
+    max_unit_tasks: int
+    max_chord_depth: int
+    units: list[Unit] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    joins: int = 0
+
+    def canvas(self, sp: SPNode) -> CanvasNode:
+        """Normal-form canvas of a region-free subtree."""
+        if isinstance(sp, Leaf):
+            return TaskNode(id=self.graph.nodes[sp.node])
+        if isinstance(sp, Series):
+            items: list[CanvasNode] = []
+            for part in sp.parts:
+                c = self.canvas(part)
+                items.extend(c.items if isinstance(c, ChainNode) else [c])
+            return ChainNode(items=tuple(items))
+        if isinstance(sp, Parallel):
+            self.joins += 1
+            join = f"{JOIN_PREFIX}{self.joins}"
+            return ChordNode(header=tuple(self.canvas(p) for p in sp.parts), join=join)
+        raise TypeError("regions have no canvas")
+
+    def fits(self, sp: SPNode) -> bool:
+        if _has_region(sp):
+            return False
+        return (_largest_message(sp, 0) <= self.max_unit_tasks
+                and _chord_depth(sp) <= self.max_chord_depth)
+
+    def unit(self, sp: SPNode) -> str:
+        canvas = self.canvas(sp)
+        uid = f"u{len(self.units)}"
+        steps = tuple(self.graph.nodes[n] for n in _leaves(sp))
+        self.units.append(Unit(id=uid, canvas=canvas, steps=steps))
+        return uid
+
+    def connect(self, before: list[str], after: list[str]) -> None:
+        self.edges.extend((a, b) for a in before for b in after)
+
+    def segment(self, sp: SPNode) -> tuple[list[str], list[str]]:
+        """Turn ``sp`` into units; return its (source units, sink units)."""
+        if isinstance(sp, Leaf) or self.fits(sp):
+            uid = self.unit(sp)
+            return [uid], [uid]
+        if isinstance(sp, Parallel):
+            sources: list[str] = []
+            sinks: list[str] = []
+            for part in sp.parts:
+                a, b = self.segment(part)
+                sources += a
+                sinks += b
+            return sources, sinks
+        if isinstance(sp, Region):
+            return self.region(sp)
+        assert isinstance(sp, Series)
+        groups: list[list[SPNode]] = []
+        for part in sp.parts:
+            if groups and self.fits(part) and self.fits(Series((*groups[-1], part))):
+                groups[-1].append(part)
+            else:
+                groups.append([part])
+        first: list[str] = []
+        prev: list[str] = []
+        for g in groups:
+            a, b = self.segment(g[0] if len(g) == 1 else Series(tuple(g)))
+            if prev:
+                self.connect(prev, a)
+            else:
+                first = a
+            prev = b
+        return first, prev
+
+    def region(self, sp: Region) -> tuple[list[str], list[str]]:
+        """Chains of the region's linear runs, joined by counters on its other edges."""
+        inside = set(sp.nodes)
+        kids = {n: [c for c in self.graph.reduced_children[n] if c in inside] for n in sp.nodes}
+        indeg = {n: 0 for n in sp.nodes}
+        for n in sp.nodes:
+            for c in kids[n]:
+                indeg[c] += 1
+        head_of: dict[int, int] = {}
+        runs: dict[int, list[int]] = {}
+        for n in sp.nodes:  # topological order: a run's head comes first
+            if n in head_of:
+                continue
+            run = [n]
+            while len(kids[run[-1]]) == 1 and indeg[kids[run[-1]][0]] == 1:
+                run.append(kids[run[-1]][0])
+            for m in run:
+                head_of[m] = n
+            runs[n] = run
+        ends: dict[int, tuple[list[str], list[str]]] = {}
+        for head, run in runs.items():
+            part: SPNode = Leaf(run[0]) if len(run) == 1 else Series(tuple(Leaf(m) for m in run))
+            ends[head] = self.segment(part)
+        for head, run in runs.items():
+            for c in kids[run[-1]]:
+                self.connect(ends[head][1], ends[head_of[c]][0])
+        sources = [u for h, r in runs.items() if indeg[h] == 0 for u in ends[h][0]]
+        sinks = [u for h, r in runs.items() if not kids[r[-1]] for u in ends[h][1]]
+        return sources, sinks
+
+
+def _leaves(sp: SPNode) -> list[int]:
+    if isinstance(sp, Leaf):
+        return [sp.node]
+    if isinstance(sp, Region):
+        return list(sp.nodes)
+    return [n for p in sp.parts for n in _leaves(p)]
+
+
+def _has_region(sp: SPNode) -> bool:
+    if isinstance(sp, Region):
+        return True
+    if isinstance(sp, Leaf):
+        return False
+    return any(_has_region(p) for p in sp.parts)
+
+
+def _size(sp: SPNode) -> int:
+    """Tasks in the canvas of ``sp`` (steps plus joins)."""
+    if isinstance(sp, Leaf):
+        return 1
+    if isinstance(sp, Region):
+        return len(sp.nodes)
+    return sum(_size(p) for p in sp.parts) + (1 if isinstance(sp, Parallel) else 0)
+
+
+def _largest_message(sp: SPNode, tail: int) -> int:
+    """Signatures carried by the largest message of ``sp`` followed by ``tail`` tasks.
+
+    A chain's first message carries the whole rest of the chain; each chord header
+    message carries its branch plus the body (join and everything after it).
+    """
+    if isinstance(sp, Leaf):
+        return 1 + tail
+    if isinstance(sp, Parallel):
+        return max(_largest_message(p, 1 + tail) for p in sp.parts)
+    if isinstance(sp, Series):
+        # Walk the parts from the end, so a long series costs no recursion depth: part i
+        # is followed by everything after it, and a leaf's message carries all of that.
+        worst = 0
+        after = tail
+        for part in reversed(sp.parts):
+            worst = max(worst, _largest_message(part, after))
+            after += _size(part)
+        return worst
+    return _size(sp) + tail
+
+
+def _chord_depth(sp: SPNode) -> int:
+    if isinstance(sp, Leaf | Region):
+        return 0
+    inner = max(_chord_depth(p) for p in sp.parts)
+    return inner + 1 if isinstance(sp, Parallel) else inner
+
+
+def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
+                     max_chord_depth: int = MAX_CHORD_DEPTH) -> Plan:
+    """Compile a validated workflow into a plan.
+
+    Args:
+        wf: a workflow that passed :func:`orchestrator.validation.check`.
+        max_unit_tasks: most signatures one message may carry before a cut.
+        max_chord_depth: deepest chord nesting allowed in one canvas.
+
+    Returns:
+        The plan: units (canvases) and the counter edges between them.
+    """
+    graph = Graph.from_deps(wf.dependencies())
+    b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1))
+    b.segment(decompose(graph))
+    return Plan(workflow=wf.name, version=wf.version, units=tuple(b.units),
+                edges=tuple(dict.fromkeys(b.edges)))

@@ -1,0 +1,50 @@
+"""What a running step function may know about its step run.
+
+The step wrapper sets the context before calling the step function; step functions read
+it with :func:`current` (for the run id, the attempt, or a Redis client for the systems
+they talk to).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """The step run being executed."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    redis: Any
+    """A ``redis.Redis`` client on the orchestrator's Redis (decoded responses)."""
+
+
+_current: ContextVar[StepContext | None] = ContextVar("orchestrator_step", default=None)
+
+
+def current() -> StepContext:
+    """Return the context of the step run executing now.
+
+    Raises:
+        OrchestratorError: called outside a step run.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise OrchestratorError("no step is running here; current() works inside a step")
+    return ctx
+
+
+def set_current(ctx: StepContext | None) -> Any:
+    """Set the context (the step wrapper's job); returns a token for :func:`reset`."""
+    return _current.set(ctx)
+
+
+def reset(token: Any) -> None:
+    """Restore the context that was current before :func:`set_current`."""
+    _current.reset(token)

@@ -1,0 +1,110 @@
+"""The coordinator: submit, inspect and cancel runs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from jsonschema import Draft202012Validator
+
+from orchestrator.catalog import Catalog
+from orchestrator.celeryconf import client_app
+from orchestrator.compiler import compile_workflow
+from orchestrator.dispatch import Definition, Dispatcher
+from orchestrator.errors import InputInvalid
+from orchestrator.models import WorkflowDef
+from orchestrator.settings import Settings
+from orchestrator.states import RunStatus, StepStatus
+from orchestrator.store import RunRecord, RunStore, StepRun
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run with its step runs in workflow order."""
+
+    run: RunRecord
+    steps: list[StepRun]
+    outputs: dict[str, Any]
+
+
+class Coordinator:
+    """Validates, compiles and dispatches runs; cancels them; reads their state."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, app: Celery | None = None,
+                 store: RunStore | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.app = app or client_app(settings)
+        self.store = store or RunStore.from_url(settings.redis_url, settings.key_prefix,
+                                                settings.run_retention_s)
+        self.dispatcher = Dispatcher(self.app, self.store, settings.default_queue)
+        self._compiled: dict[str, Definition] = {}
+
+    def definition(self, workflow: str | WorkflowDef) -> Definition:
+        """Compile (once per version) and store a workflow."""
+        wf = self.catalog.get(workflow) if isinstance(workflow, str) else workflow
+        d = self._compiled.get(wf.version)
+        if d is None:
+            plan = compile_workflow(wf, max_unit_tasks=self.settings.max_unit_tasks)
+            d = self.dispatcher.remember(wf, plan)
+            self._compiled[wf.version] = d
+        return d
+
+    def submit(self, workflow: str | WorkflowDef, run_input: Any = None,
+               run_id: str | None = None) -> str:
+        """Start a run and return its id.
+
+        Args:
+            workflow: a cataloged workflow's name, or a validated definition.
+            run_input: JSON data, checked against the workflow's input schema.
+            run_id: an explicit id (for idempotent submission); default a new UUID.
+
+        Raises:
+            WorkflowNotFound: unknown name.  InputInvalid: input does not match.
+        """
+        d = self.definition(workflow)
+        data = {} if run_input is None else run_input
+        errors = sorted(Draft202012Validator(d.wf.input_schema).iter_errors(data),
+                        key=lambda e: list(e.path))
+        if errors:
+            lines = "; ".join(
+                f"{'/'.join(str(p) for p in e.path) or '(input)'}: {e.message}"
+                for e in errors)
+            raise InputInvalid(f"input of workflow {d.wf.name!r} is invalid: {lines}. "
+                               "Fix the input to match the workflow's input_schema.")
+        rid = run_id or uuid.uuid4().hex
+        self.store.create_run(rid, d.wf, d.plan, data)
+        claimed = self.store.claim_sources(rid, d.plan.sources)
+        self.dispatcher.launch(rid, d, claimed)
+        return rid
+
+    def view(self, run_id: str) -> RunView:
+        """The run and every step run (pending ones included), in workflow order."""
+        run = self.store.run(run_id)
+        d = self.dispatcher.definition(run.version)
+        recs = self.store.step_runs(run_id)
+        steps = [recs.get(s.id, StepRun(s.id, StepStatus.PENDING)) for s in d.wf.steps]
+        return RunView(run, steps, self.store.outputs(run_id))
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: pending steps never start, running ones are revoked.
+
+        Returns:
+            True if the run was cancelled now; False if it had already ended.
+        """
+        if not self.store.transition_run(run_id, RunStatus.CANCELLED):
+            return False
+        running: list[str] = []
+        for rec in self.store.step_runs(run_id).values():
+            if rec.status is StepStatus.RUNNING and rec.task_id:
+                running.append(rec.task_id)
+        run = self.store.run(run_id)
+        d = self.dispatcher.definition(run.version)
+        for s in d.wf.steps:
+            self.store.transition_step(run_id, s.id, StepStatus.CANCELLED,
+                                       reason="run cancelled")
+        if running:
+            self.app.control.revoke(running, terminate=True, signal="SIGTERM")
+        return True

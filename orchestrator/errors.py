@@ -1,0 +1,142 @@
+"""The one exception tree of the orchestrator.
+
+Families are grouped by who must react:
+
+* :class:`DefinitionError` — the author of a workflow must change its definition.
+* :class:`RunError` — the caller of a run (bad input, unknown run, illegal transition).
+* :class:`DispatchError` — the operator (no worker for a queue, broker unreachable).
+* :class:`StepControl` — raised by a step function to steer its own step run
+  (:class:`RetryLater`, :class:`SkipStep`, :class:`FailPermanently`).
+
+Every error carries a message that names the fix.  Errors that cross the wire are stored
+as data (type, message, traceback) by :func:`error_data`.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from dataclasses import dataclass
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """Root of every error raised by the orchestrator."""
+
+
+# --- definition errors ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow definition.
+
+    Attributes:
+        code: stable machine-readable code, e.g. ``cycle`` or ``unknown_step``.
+        message: what is wrong.
+        fix: what to change.
+        workflow: the workflow's name.
+        step: the step the problem is in, if any.
+    """
+
+    code: str
+    message: str
+    fix: str
+    workflow: str = ""
+    step: str | None = None
+
+    def __str__(self) -> str:
+        where = f"workflow {self.workflow!r}" if self.workflow else "workflow"
+        if self.step:
+            where += f", step {self.step!r}"
+        return f"{where}: {self.message} Fix: {self.fix}"
+
+
+class DefinitionError(OrchestratorError):
+    """A workflow definition is invalid: its author must change it."""
+
+
+class WorkflowInvalid(DefinitionError):
+    """A workflow failed validation; ``problems`` lists every problem found at once."""
+
+    def __init__(self, workflow: str, problems: list[Problem]) -> None:
+        self.workflow = workflow
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - [{p.code}] {p}" for p in problems)
+        super().__init__(f"workflow {workflow!r} has {len(problems)} problem(s):\n{lines}")
+
+    def codes(self) -> set[str]:
+        """Return the set of problem codes, handy for tests and API bodies."""
+        return {p.code for p in self.problems}
+
+
+class WorkflowNotFound(DefinitionError):
+    """No workflow of that name or path is known."""
+
+
+class ConditionError(DefinitionError):
+    """A ``when`` condition does not parse or evaluate; ``column`` is 1-based (0: unknown)."""
+
+    def __init__(self, expression: str, reason: str, column: int = 0) -> None:
+        self.expression = expression
+        self.reason = reason
+        self.column = column
+        at = f" at column {column}" if column else ""
+        super().__init__(f"condition {expression!r}{at}: {reason}")
+
+
+# --- run errors ------------------------------------------------------------------------
+
+
+class RunError(OrchestratorError):
+    """A run cannot be started or changed as asked: its caller must react."""
+
+
+class InputInvalid(RunError):
+    """A run's input does not match the workflow's input schema."""
+
+
+class RunNotFound(RunError):
+    """No run with that id is in the store (never created, or expired by retention)."""
+
+
+class IllegalTransition(RunError):
+    """A state transition that the transition table forbids was refused."""
+
+
+# --- dispatch errors -------------------------------------------------------------------
+
+
+class DispatchError(OrchestratorError):
+    """Work cannot reach a worker: the operator must react."""
+
+
+# --- step control flow -----------------------------------------------------------------
+
+
+class StepControl(OrchestratorError):
+    """Raised by a step function to steer its own step run."""
+
+
+class RetryLater(StepControl):
+    """Retry this step run after ``delay_s`` (or the retry policy's backoff if ``None``)."""
+
+    def __init__(self, reason: str = "", delay_s: float | None = None) -> None:
+        self.delay_s = delay_s
+        super().__init__(reason or "step asked to be retried")
+
+
+class SkipStep(StepControl):
+    """Mark this step run as skipped, with ``reason`` recorded."""
+
+
+class FailPermanently(StepControl):
+    """Fail this step run now, without further retries."""
+
+
+def error_data(exc: BaseException) -> dict[str, Any]:
+    """Return ``exc`` as JSON-ready data: ``{"type", "message", "traceback"}``."""
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(_traceback.format_exception(exc)),
+    }

@@ -1,0 +1,74 @@
+"""Every Redis key of the run store, built here and only here, under one prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builders for one ``prefix`` (``Settings.key_prefix``)."""
+
+    prefix: str = "orch"
+
+    def definition(self, version: str) -> str:
+        """String: the workflow's JSON, by version."""
+        return f"{self.prefix}:def:{version}"
+
+    def plan(self, version: str) -> str:
+        """String: the compiled plan's JSON, by workflow version."""
+        return f"{self.prefix}:plan:{version}"
+
+    def run(self, run_id: str) -> str:
+        """Hash: the run's fields (workflow, version, status, input, times, counters)."""
+        return f"{self.prefix}:run:{run_id}"
+
+    def steps(self, run_id: str) -> str:
+        """Hash: step id -> step run JSON (status, attempt, times, worker, error)."""
+        return f"{self.prefix}:run:{run_id}:steps"
+
+    def outputs(self, run_id: str) -> str:
+        """Hash: step id -> output JSON."""
+        return f"{self.prefix}:run:{run_id}:out"
+
+    def counters(self, run_id: str) -> str:
+        """Hash: unit id -> predecessor units not yet finished."""
+        return f"{self.prefix}:run:{run_id}:counters"
+
+    def units_done(self, run_id: str) -> str:
+        """Set: finished units."""
+        return f"{self.prefix}:run:{run_id}:done"
+
+    def units_claimed(self, run_id: str) -> str:
+        """Set: units whose dispatch was claimed by exactly one process."""
+        return f"{self.prefix}:run:{run_id}:claimed"
+
+    def units_published(self, run_id: str) -> str:
+        """Set: units whose canvas was published."""
+        return f"{self.prefix}:run:{run_id}:published"
+
+    def events(self, run_id: str) -> str:
+        """Stream: the run's events, for live following."""
+        return f"{self.prefix}:run:{run_id}:events"
+
+    def run_keys(self, run_id: str) -> list[str]:
+        """Every key of one run (for retention)."""
+        return [self.run(run_id), self.steps(run_id), self.outputs(run_id),
+                self.counters(run_id), self.units_done(run_id), self.units_claimed(run_id),
+                self.units_published(run_id), self.events(run_id)]
+
+    def runs_index(self) -> str:
+        """Sorted set: every run id, scored by creation time."""
+        return f"{self.prefix}:runs"
+
+    def runs_by_workflow(self, workflow: str) -> str:
+        """Sorted set: run ids of one workflow, scored by creation time."""
+        return f"{self.prefix}:runs:wf:{workflow}"
+
+    def runs_by_status(self, status: str) -> str:
+        """Sorted set: run ids in one status, scored by creation time."""
+        return f"{self.prefix}:runs:status:{status}"
+
+    def demo(self, name: str) -> str:
+        """Keys for the example workflows' stand-in systems."""
+        return f"{self.prefix}:demo:{name}"

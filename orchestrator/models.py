@@ -1,0 +1,212 @@
+"""The one canonical model of a workflow.
+
+YAML files, the Python DSL and the HTTP API all produce a :class:`WorkflowDef`; it is what
+we validate, hash for a version, store with each run and compile.  The models only check
+shape (types, identifiers); everything that needs the whole workflow or the step-function
+registry is checked by :mod:`orchestrator.validation`, so that all problems are reported
+at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import Enum
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
+WORKFLOW_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Frozen(BaseModel):
+    """Base of every model here: immutable and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class TriggerRule(str, Enum):
+    """When a step runs, given the final states of its parents.
+
+    ``all_success`` (default) runs only if every parent succeeded; a skipped or failed
+    parent skips the step, so skips propagate downstream.
+    """
+
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ALL_FAILED = "all_failed"
+    ONE_FAILED = "one_failed"
+    ONE_SUCCESS = "one_success"
+    NONE_FAILED = "none_failed"
+
+
+class RetryPolicy(Frozen):
+    """How a failing step run is retried.
+
+    The delay before attempt ``n + 1`` is ``min(initial_backoff_s * multiplier ** (n - 1),
+    max_backoff_s)``, then spread by ``± jitter`` (a fraction of the delay).
+    ``non_retryable`` names exception types (``ValueError`` or ``pkg.mod.MyError``) that
+    fail the step at once.
+    """
+
+    max_attempts: int = 1
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+    non_retryable: tuple[str, ...] = ()
+
+    def delay_s(self, attempt: int, rand: float = 0.5) -> float:
+        """Return the delay before the attempt after ``attempt`` (1-based).
+
+        Args:
+            attempt: the attempt that just failed, starting at 1.
+            rand: a number in ``[0, 1)``; 0.5 gives the un-jittered delay.
+        """
+        base = min(self.initial_backoff_s * self.multiplier ** max(attempt - 1, 0),
+                   self.max_backoff_s)
+        return max(0.0, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
+
+
+class Ref(Frozen):
+    """An input taken from the run's input or from an ancestor step's output.
+
+    ``source`` is ``input``, ``input.<field>…``, ``steps.<id>.output`` or
+    ``steps.<id>.output.<field>…``.
+    """
+
+    source: str = Field(alias="from")
+
+    @field_validator("source")
+    @classmethod
+    def _check_path(cls, v: str) -> str:
+        parse_ref(v)
+        return v
+
+    @property
+    def step(self) -> str | None:
+        """The step this reference reads from, or ``None`` for the run's input."""
+        return parse_ref(self.source)[0]
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Field path inside the run input or the step output."""
+        return parse_ref(self.source)[1]
+
+
+class Value(Frozen):
+    """A literal JSON value given to a step input."""
+
+    value: JsonValue
+
+
+InputSource = Ref | Value
+
+
+def parse_ref(source: str) -> tuple[str | None, tuple[str, ...]]:
+    """Split a reference into (step id or ``None`` for the run input, field path).
+
+    Raises:
+        ValueError: the text is not ``input[.f…]`` or ``steps.<id>.output[.f…]``.
+    """
+    parts = source.split(".")
+    if not all(_IDENT.fullmatch(p) for p in parts):
+        raise ValueError(f"reference {source!r} must be dot-separated identifiers")
+    if parts[0] == "input":
+        return None, tuple(parts[1:])
+    if parts[0] == "steps" and len(parts) >= 3 and parts[2] == "output":
+        return parts[1], tuple(parts[3:])
+    raise ValueError(
+        f"reference {source!r} must start with 'input' or 'steps.<step_id>.output'"
+    )
+
+
+def _normalise_input(v: Any) -> Any:
+    """YAML sugar: ``{from: …}`` is a reference, ``{value: …}`` or any other value a literal."""
+    if isinstance(v, Ref | Value):
+        return v
+    if isinstance(v, dict) and len(v) == 1 and ("from" in v or "value" in v):
+        return Ref(**v) if "from" in v else Value(**v)
+    return Value(value=v)
+
+
+class StepDef(Frozen):
+    """One node of a workflow; it calls one registered step function."""
+
+    id: Annotated[str, Field(pattern=STEP_ID)]
+    function: str
+    description: str = ""
+    inputs: dict[str, InputSource] = Field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    when: str | None = None
+    trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    retry: RetryPolicy = RetryPolicy()
+    soft_timeout_s: float | None = None
+    timeout_s: float | None = None
+    queue: str | None = None
+    on_failure: tuple[str, ...] = ()
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: _normalise_input(x) for k, x in v.items()}
+        return v
+
+    def input_steps(self) -> list[str]:
+        """Step ids this step reads outputs from, in input order, without repeats."""
+        seen: dict[str, None] = {}
+        for src in self.inputs.values():
+            if isinstance(src, Ref) and src.step is not None:
+                seen.setdefault(src.step, None)
+        return list(seen)
+
+
+class WorkflowDef(Frozen):
+    """A named, versioned workflow: a DAG of steps."""
+
+    name: Annotated[str, Field(pattern=WORKFLOW_NAME)]
+    description: str = ""
+    label: str | None = None
+    input_schema: dict[str, JsonValue] = Field(default_factory=lambda: {"type": "object"})
+    default_queue: str | None = None
+    steps: tuple[StepDef, ...]
+
+    @cached_property
+    def version(self) -> str:
+        """Content hash of the definition (the label does not change it), e.g. ``3f2a…``."""
+        body = self.model_dump(mode="json", by_alias=True, exclude={"label"})
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @cached_property
+    def step_map(self) -> dict[str, StepDef]:
+        """Steps by id (the last one wins if ids repeat; validation reports repeats)."""
+        return {s.id: s for s in self.steps}
+
+    def handlers_of(self) -> dict[str, tuple[str, ...]]:
+        """Map each failure-handler step id to the steps whose failure it handles."""
+        out: dict[str, list[str]] = {}
+        for s in self.steps:
+            for h in s.on_failure:
+                out.setdefault(h, []).append(s.id)
+        return {h: tuple(v) for h, v in out.items()}
+
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Each step's parents: steps it reads from, ``after``, and steps it handles.
+
+        Unknown ids are kept; validation reports them.
+        """
+        handled = self.handlers_of()
+        deps: dict[str, tuple[str, ...]] = {}
+        for s in self.steps:
+            seen: dict[str, None] = dict.fromkeys(s.input_steps())
+            seen.update(dict.fromkeys(s.after))
+            seen.update(dict.fromkeys(handled.get(s.id, ())))
+            deps[s.id] = tuple(seen)
+        return deps
+

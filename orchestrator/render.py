@@ -1,0 +1,77 @@
+"""Text views of workflows and plans: the canvas tree, Mermaid and Graphviz dot."""
+
+from __future__ import annotations
+
+from orchestrator.dag import Graph
+from orchestrator.models import WorkflowDef
+from orchestrator.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode
+
+
+def plan_tree(plan: Plan, wf: WorkflowDef | None = None) -> str:
+    """The plan as an indented tree of canvases, then its counter edges."""
+    lines = [f"plan of {plan.workflow!r} (version {plan.version}): {len(plan.units)} "
+             f"unit(s), {len(plan.edges)} counter edge(s)"]
+    queues = {s.id: s.queue or (wf.default_queue if wf else None) for s in wf.steps} \
+        if wf else {}
+    for unit in plan.units:
+        waits = plan.predecessor_counts[unit.id]
+        lines.append(f"unit {unit.id}" + (f"  (waits for {waits} unit(s))" if waits else
+                                          "  (starts with the run)"))
+        _tree(unit.canvas, "  ", lines, queues)
+    if plan.edges:
+        lines.append("dependency counters (unit -> unit, via terminal task):")
+        for a, b in plan.edges:
+            lines.append(f"  {a} [{plan.unit_map[a].terminal}] -> {b}")
+    return "\n".join(lines)
+
+
+def _tree(node: CanvasNode, indent: str, lines: list[str],
+          queues: dict[str, str | None]) -> None:
+    if isinstance(node, TaskNode):
+        q = queues.get(node.id)
+        lines.append(f"{indent}{node.id}" + (f"  @{q}" if q else ""))
+    elif isinstance(node, ChainNode):
+        lines.append(f"{indent}chain")
+        for item in node.items:
+            _tree(item, indent + "  ", lines, queues)
+    elif isinstance(node, ChordNode):
+        lines.append(f"{indent}chord -> {node.join}")
+        for branch in node.header:
+            _tree(branch, indent + "  | ", lines, queues)
+
+
+def mermaid(wf: WorkflowDef) -> str:
+    """The workflow's DAG (transitively reduced) as a Mermaid flowchart."""
+    g = Graph.from_deps(wf.dependencies())
+    handled = wf.handlers_of()
+    lines = ["flowchart TD"]
+    for s in wf.steps:
+        label = s.id + (f"<br/>when {s.when}" if s.when else "")
+        lines.append(f'  {s.id}["{_esc(label)}"]')
+    for i, kids in enumerate(g.reduced_children):
+        for k in kids:
+            a, b = g.nodes[i], g.nodes[k]
+            arrow = "-. on failure .->" if a in handled.get(b, ()) else "-->"
+            lines.append(f"  {a} {arrow} {b}")
+    return "\n".join(lines)
+
+
+def dot(wf: WorkflowDef) -> str:
+    """The workflow's DAG (transitively reduced) in Graphviz dot."""
+    g = Graph.from_deps(wf.dependencies())
+    handled = wf.handlers_of()
+    lines = [f'digraph "{wf.name}" {{', "  rankdir=TB;"]
+    for s in wf.steps:
+        extra = f"\\nwhen {s.when}" if s.when else ""
+        lines.append(f'  "{s.id}" [label="{_esc(s.id + extra)}"];')
+    for i, kids in enumerate(g.reduced_children):
+        for k in kids:
+            a, b = g.nodes[i], g.nodes[k]
+            style = ' [style=dashed, label="on failure"]' if a in handled.get(b, ()) else ""
+            lines.append(f'  "{a}" -> "{b}"{style};')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _esc(text: str) -> str:
+    return text.replace('"', "'")

@@ -1,0 +1,74 @@
+"""Run and step-run states, and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class RunStatus(str, Enum):
+    """Where a run is."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in RUN_TERMINAL
+
+
+class StepStatus(str, Enum):
+    """Where a step run is.  ``pending`` is the state of a step with no record yet."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in STEP_TERMINAL
+
+
+RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
+                           StepStatus.CANCELLED})
+
+_S = StepStatus
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    _S.PENDING: frozenset({_S.QUEUED, _S.RUNNING, _S.SKIPPED, _S.CANCELLED, _S.FAILED}),
+    _S.QUEUED: frozenset({_S.RUNNING, _S.SKIPPED, _S.CANCELLED, _S.FAILED}),
+    # running -> running: a worker died mid-step and the broker redelivered it
+    _S.RUNNING: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.RETRYING, _S.SKIPPED,
+                           _S.CANCELLED}),
+    _S.RETRYING: frozenset({_S.RUNNING, _S.CANCELLED, _S.FAILED, _S.SKIPPED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.SKIPPED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+_R = RunStatus
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    _R.PENDING: frozenset({_R.RUNNING, _R.CANCELLED, _R.FAILED}),
+    _R.RUNNING: frozenset({_R.SUCCEEDED, _R.FAILED, _R.CANCELLED}),
+    _R.SUCCEEDED: frozenset(),
+    _R.FAILED: frozenset(),
+    _R.CANCELLED: frozenset(),
+}
+
+
+def step_sources(target: StepStatus) -> frozenset[StepStatus]:
+    """The states from which a step run may move to ``target``."""
+    return frozenset(s for s, to in STEP_TRANSITIONS.items() if target in to)
+
+
+def run_sources(target: RunStatus) -> frozenset[RunStatus]:
+    """The states from which a run may move to ``target``."""
+    return frozenset(s for s, to in RUN_TRANSITIONS.items() if target in to)

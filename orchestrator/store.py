@@ -1,0 +1,385 @@
+"""The run store in Redis: runs, step runs, outputs, unit counters and event streams.
+
+State changes go through Lua scripts, so each is atomic and checked against the one
+transition table in :mod:`orchestrator.states`; an illegal transition is refused, not
+applied.  Every key comes from :class:`orchestrator.keys.Keys`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from orchestrator.errors import RunNotFound
+from orchestrator.keys import Keys
+from orchestrator.models import WorkflowDef
+from orchestrator.plan import Plan
+from orchestrator.states import RunStatus, StepStatus, run_sources, step_sources
+
+EVENTS_MAXLEN = 10_000
+
+# KEYS: steps, events, outputs.  ARGV: step, new status, allowed sources (","-joined,
+# "pending" meaning no record), patch JSON, output JSON or "", now, maxlen.
+_STEP_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local rec = {}
+local status = 'pending'
+if cur then rec = cjson.decode(cur); status = rec['status'] end
+local ok = false
+for s in string.gmatch(ARGV[3], '[^,]+') do if s == status then ok = true end end
+if not ok then return {0, status} end
+local patch = cjson.decode(ARGV[4])
+for k, v in pairs(patch) do rec[k] = v end
+rec['status'] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[5]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'step', 'step', ARGV[1],
+  'status', ARGV[2], 'attempt', tostring(rec['attempt'] or 0), 'ts', ARGV[6])
+return {1, status}
+"""
+
+# KEYS: run, events, status-index of each RunStatus (in enum order).  ARGV: new status,
+# allowed sources, now, extra fields JSON, status names (","-joined, enum order).
+_RUN_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {-1, ''} end
+local ok = false
+for s in string.gmatch(ARGV[2], '[^,]+') do if s == status then ok = true end end
+if not ok then return {0, status} end
+local created = redis.call('HGET', KEYS[1], 'created_at')
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
+local i = 0
+local id = redis.call('HGET', KEYS[1], 'run_id')
+for name in string.gmatch(ARGV[5], '[^,]+') do
+  i = i + 1
+  if name == status then redis.call('ZREM', KEYS[2 + i], id) end
+  if name == ARGV[1] then redis.call('ZADD', KEYS[2 + i], created, id) end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'kind', 'run', 'status', ARGV[1],
+  'ts', ARGV[3])
+return {1, status}
+"""
+
+# KEYS: counters, done, claimed, run.  ARGV: unit, successors...
+# Returns {units remaining after this one, successors claimed for dispatch by this call}.
+_COMPLETE_UNIT = """
+local ready = {}
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  local remaining = redis.call('HINCRBY', KEYS[4], 'units_remaining', -1)
+  for i = 2, #ARGV do
+    if redis.call('HINCRBY', KEYS[1], ARGV[i], -1) <= 0 then
+      if redis.call('SADD', KEYS[3], ARGV[i]) == 1 then table.insert(ready, ARGV[i]) end
+    end
+  end
+  return {remaining, ready}
+end
+return {tonumber(redis.call('HGET', KEYS[4], 'units_remaining')), ready}
+"""
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One step's record in a run."""
+
+    step_id: str
+    status: StepStatus
+    attempt: int = 0
+    queued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker: str | None = None
+    task_id: str | None = None
+    reason: str | None = None
+    error: dict[str, Any] | None = None
+    retry_at: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    @classmethod
+    def from_json(cls, step_id: str, raw: str | None) -> StepRun:
+        if raw is None:
+            return cls(step_id, StepStatus.PENDING)
+        d = json.loads(raw)
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        fields["status"] = StepStatus(d.get("status", "pending"))
+        return cls(step_id=step_id, **{k: v for k, v in fields.items() if k != "step_id"})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's fields."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input: Any
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    units_remaining: int
+    error: str | None = None
+
+
+def _f(v: Any) -> float | None:
+    return None if v in (None, "") else float(v)
+
+
+class RunStore:
+    """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, retention_s: int) -> None:
+        self.r = client
+        self.keys = keys
+        self.retention_s = retention_s
+        self._step_tx = client.register_script(_STEP_TRANSITION)
+        self._run_tx = client.register_script(_RUN_TRANSITION)
+        self._complete = client.register_script(_COMPLETE_UNIT)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, retention_s: int) -> RunStore:
+        """Connect to ``url`` (decoded responses) and build a store."""
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=25,
+                                      socket_keepalive=True)
+        return cls(client, Keys(prefix), retention_s)
+
+    # --- definitions ---------------------------------------------------------------------
+
+    def save_definition(self, wf: WorkflowDef, plan: Plan) -> None:
+        """Store a workflow version and its plan (idempotent: a version never changes)."""
+        p = self.r.pipeline(transaction=False)
+        p.set(self.keys.definition(wf.version), wf.model_dump_json(by_alias=True), nx=True)
+        p.set(self.keys.plan(wf.version), plan.model_dump_json(), nx=True)
+        p.execute()
+
+    def load_definition(self, version: str) -> tuple[WorkflowDef, Plan]:
+        """Return the workflow and plan a run pinned to.
+
+        Raises:
+            RunNotFound: the version is not stored (expired or never submitted).
+        """
+        wf_raw, plan_raw = self.r.mget(self.keys.definition(version), self.keys.plan(version))
+        if wf_raw is None or plan_raw is None:
+            raise RunNotFound(f"workflow version {version} is not in the store")
+        return WorkflowDef.model_validate_json(wf_raw), Plan.model_validate_json(plan_raw)
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any) -> None:
+        """Create a run in ``running`` with its unit counters, and index it."""
+        now = time.time()
+        k = self.keys
+        p = self.r.pipeline(transaction=True)
+        p.hset(k.run(run_id), mapping={
+            "run_id": run_id, "workflow": wf.name, "version": wf.version,
+            "status": RunStatus.RUNNING.value, "input": json.dumps(run_input),
+            "created_at": now, "started_at": now, "units_remaining": len(plan.units),
+        })
+        counts = {u: n for u, n in plan.predecessor_counts.items() if n}
+        if counts:
+            p.hset(k.counters(run_id), mapping=counts)
+        p.zadd(k.runs_index(), {run_id: now})
+        p.zadd(k.runs_by_workflow(wf.name), {run_id: now})
+        p.zadd(k.runs_by_status(RunStatus.RUNNING.value), {run_id: now})
+        p.xadd(k.events(run_id), {"kind": "run", "status": "running", "ts": now},
+               maxlen=EVENTS_MAXLEN, approximate=True)
+        p.execute()
+
+    def run(self, run_id: str) -> RunRecord:
+        """Return the run's record.
+
+        Raises:
+            RunNotFound: no such run (never created, or expired by retention).
+        """
+        d = self.r.hgetall(self.keys.run(run_id))
+        if not d:
+            raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
+                              f"after the retention of {self.retention_s} s)")
+        return RunRecord(
+            run_id=run_id, workflow=d["workflow"], version=d["version"],
+            status=RunStatus(d["status"]), input=json.loads(d["input"]),
+            created_at=float(d["created_at"]), started_at=_f(d.get("started_at")),
+            ended_at=_f(d.get("ended_at")), units_remaining=int(d["units_remaining"]),
+            error=d.get("error"),
+        )
+
+    def transition_run(self, run_id: str, status: RunStatus, **fields: Any) -> bool:
+        """Move the run to ``status`` if the table allows it; return whether it moved.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        k = self.keys
+        now = time.time()
+        if status.terminal:
+            fields.setdefault("ended_at", now)
+        order = list(RunStatus)
+        res = self._run_tx(
+            keys=[k.run(run_id), k.events(run_id), *[k.runs_by_status(s.value) for s in order]],
+            args=[status.value, ",".join(s.value for s in run_sources(status)), now,
+                  json.dumps(fields), ",".join(s.value for s in order)],
+        )
+        if int(res[0]) == -1:
+            raise RunNotFound(f"run {run_id!r} is not in the store")
+        moved = int(res[0]) == 1
+        if moved and status.terminal:
+            self.expire_run(run_id)
+        return moved
+
+    def expire_run(self, run_id: str) -> None:
+        """Apply retention to every key of the run."""
+        p = self.r.pipeline(transaction=False)
+        for key in self.keys.run_keys(run_id):
+            p.expire(key, self.retention_s)
+        p.execute()
+
+    def list_runs(self, workflow: str | None = None, status: RunStatus | None = None,
+                  offset: int = 0, limit: int = 50) -> list[str]:
+        """Run ids, newest first, from the indexes (no key scans)."""
+        k = self.keys
+        if workflow and status:
+            ids = self.r.zinter([k.runs_by_workflow(workflow), k.runs_by_status(status.value)],
+                                aggregate="MAX", withscores=True)
+            ordered = [i for i, _ in sorted(ids, key=lambda x: -x[1])]
+            return cast(list[str], ordered[offset:offset + limit])
+        key = (k.runs_by_workflow(workflow) if workflow else
+               k.runs_by_status(status.value) if status else k.runs_index())
+        return cast(list[str], self.r.zrevrange(key, offset, offset + limit - 1))
+
+    # --- step runs -------------------------------------------------------------------------
+
+    def transition_step(self, run_id: str, step_id: str, status: StepStatus,
+                        output: Any = None, has_output: bool = False, **patch: Any) -> bool:
+        """Move a step run to ``status`` if allowed; store ``output`` when ``has_output``.
+
+        Returns:
+            True if it moved; False if the transition table refused it.
+        """
+        k = self.keys
+        res = self._step_tx(
+            keys=[k.steps(run_id), k.events(run_id), k.outputs(run_id)],
+            args=[step_id, status.value, ",".join(s.value for s in step_sources(status)),
+                  json.dumps(patch), json.dumps(output) if has_output else "", time.time(),
+                  EVENTS_MAXLEN],
+        )
+        return int(res[0]) == 1
+
+    def mark_queued(self, run_id: str, step_ids: Iterable[str]) -> None:
+        """Record that these steps' tasks were published (skips steps already past it)."""
+        now = time.time()
+        p = self.r.pipeline(transaction=False)
+        k = self.keys
+        sources = ",".join(s.value for s in step_sources(StepStatus.QUEUED))
+        patch = json.dumps({"queued_at": now})
+        for s in step_ids:
+            self._step_tx(keys=[k.steps(run_id), k.events(run_id), k.outputs(run_id)],
+                          args=[s, "queued", sources, patch, "", now, EVENTS_MAXLEN],
+                          client=p)
+        p.execute()
+
+    def step_runs(self, run_id: str, step_ids: Sequence[str] | None = None) -> dict[str, StepRun]:
+        """Step records (``pending`` for steps with none yet)."""
+        key = self.keys.steps(run_id)
+        if step_ids is None:
+            raw = self.r.hgetall(key)
+            return {s: StepRun.from_json(s, v) for s, v in raw.items()}
+        if not step_ids:
+            return {}
+        vals = self.r.hmget(key, list(step_ids))
+        return {s: StepRun.from_json(s, v) for s, v in zip(step_ids, vals, strict=True)}
+
+    def outputs(self, run_id: str, step_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """Stored outputs by step id (steps without an output are absent)."""
+        key = self.keys.outputs(run_id)
+        if step_ids is None:
+            return {s: json.loads(v) for s, v in self.r.hgetall(key).items()}
+        if not step_ids:
+            return {}
+        vals = self.r.hmget(key, list(step_ids))
+        return {s: json.loads(v) for s, v in zip(step_ids, vals, strict=True) if v is not None}
+
+    def step_context(self, run_id: str, parents: Sequence[str], reads: Sequence[str]
+                     ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any]]:
+        """One round trip for what a step needs: the run, its parents' records, outputs."""
+        k = self.keys
+        p = self.r.pipeline(transaction=False)
+        p.hgetall(k.run(run_id))
+        p.hmget(k.steps(run_id), list(parents) or ["-"])
+        p.hmget(k.outputs(run_id), list(reads) or ["-"])
+        run_raw, step_vals, out_vals = p.execute()
+        if not run_raw:
+            raise RunNotFound(f"run {run_id!r} is not in the store")
+        d = run_raw
+        run = RunRecord(
+            run_id=run_id, workflow=d["workflow"], version=d["version"],
+            status=RunStatus(d["status"]), input=json.loads(d["input"]),
+            created_at=float(d["created_at"]), started_at=_f(d.get("started_at")),
+            ended_at=_f(d.get("ended_at")), units_remaining=int(d["units_remaining"]),
+        )
+        steps = {s: StepRun.from_json(s, v) for s, v in zip(parents, step_vals, strict=False)}
+        outs = {s: json.loads(v) for s, v in zip(reads, out_vals, strict=False) if v is not None}
+        return run, steps, outs
+
+    # --- units ---------------------------------------------------------------------------
+
+    def claim_sources(self, run_id: str, units: Sequence[str]) -> list[str]:
+        """Claim the units that start with the run; return those claimed now."""
+        p = self.r.pipeline(transaction=False)
+        for u in units:
+            p.sadd(self.keys.units_claimed(run_id), u)
+        return [u for u, added in zip(units, p.execute(), strict=True) if added]
+
+    def complete_unit(self, run_id: str, unit: str, successors: Sequence[str]
+                      ) -> tuple[int, list[str]]:
+        """Mark a unit finished and advance its successors' counters, atomically.
+
+        Idempotent: a second call for the same unit changes nothing.
+
+        Returns:
+            (units still to finish, successor units this call claimed for dispatch).
+        """
+        k = self.keys
+        remaining, ready = self._complete(
+            keys=[k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id),
+                  k.run(run_id)],
+            args=[unit, *successors],
+        )
+        return int(remaining or 0), [str(u) for u in ready]
+
+    def unpublished_ready(self, run_id: str, successors: Sequence[str]) -> list[str]:
+        """Successors claimed but never published (a worker died between the two)."""
+        k = self.keys
+        if not successors:
+            return []
+        p = self.r.pipeline(transaction=False)
+        for u in successors:
+            p.sismember(k.units_claimed(run_id), u)
+            p.sismember(k.units_published(run_id), u)
+        flags = p.execute()
+        return [u for i, u in enumerate(successors) if flags[2 * i] and not flags[2 * i + 1]]
+
+    def mark_published(self, run_id: str, units: Sequence[str]) -> None:
+        """Record that these units' canvases were published."""
+        if units:
+            self.r.sadd(self.keys.units_published(run_id), *units)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+               count: int = 500) -> list[tuple[str, dict[str, str]]]:
+        """Events after the id ``after``; with ``block_ms``, wait that long for new ones."""
+        key = self.keys.events(run_id)
+        res = self.r.xread({key: after}, count=count, block=block_ms)
+        if not res:
+            return []
+        return [(eid, fields) for eid, fields in res[0][1]]

@@ -1,0 +1,193 @@
+"""Validation of a workflow when it loads: every problem at once, each with its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from orchestrator.conditions import Condition, parse
+from orchestrator.dag import Graph
+from orchestrator.errors import ConditionError, Problem, WorkflowInvalid
+from orchestrator.models import Ref, StepDef, Value, WorkflowDef
+from orchestrator.registry import Registry, StepFunction, default_registry
+from orchestrator.typecheck import (
+    compatible,
+    literal_fits,
+    output_type,
+    schema_type,
+    type_name,
+)
+
+
+def check(wf: WorkflowDef, registry: Registry | None = None) -> WorkflowDef:
+    """Validate ``wf`` and return it unchanged.
+
+    Raises:
+        WorkflowInvalid: with every problem found.
+    """
+    problems = problems_of(wf, registry)
+    if problems:
+        raise WorkflowInvalid(wf.name, problems)
+    return wf
+
+
+def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Problem]:
+    """Return every problem of ``wf`` (empty when it is valid)."""
+    reg = registry if registry is not None else default_registry
+    out: list[Problem] = []
+
+    def add(code: str, message: str, fix: str, step: str | None = None) -> None:
+        out.append(Problem(code, message, fix, wf.name, step))
+
+    if not wf.steps:
+        add("no_steps", "the workflow has no steps.", "add at least one step.")
+    try:
+        Draft202012Validator.check_schema(wf.input_schema)
+    except SchemaError as exc:
+        add("bad_input_schema", f"input_schema is not a valid JSON Schema: {exc.message}.",
+            "correct input_schema (JSON Schema draft 2020-12).")
+
+    ids: set[str] = set()
+    for s in wf.steps:
+        if s.id in ids:
+            add("duplicate_step", f"step id {s.id!r} is used more than once.",
+                "give every step a unique id.", s.id)
+        ids.add(s.id)
+
+    for s in wf.steps:
+        _check_references(s, ids, add)
+        _check_policies(s, add)
+
+    conditions = _parse_conditions(wf, ids, add)
+    graph = Graph.from_deps(wf.dependencies())
+    cycle = graph.find_cycle()
+    if cycle:
+        add("cycle", f"the steps form a cycle: {' -> '.join(cycle)}.",
+            "remove one of these dependencies (an input reference, 'after' or "
+            "'on_failure' entry).", cycle[0])
+    else:
+        for s in wf.steps:
+            cond = conditions.get(s.id)
+            for ref in sorted(cond.steps if cond else ()):
+                if ref in ids and ref != s.id and not graph.is_ancestor(ref, s.id):
+                    add("not_ancestor",
+                        f"condition reads step {ref!r}, which is not an ancestor.",
+                        f"add {ref!r} to this step's 'after' list, or read another step.",
+                        s.id)
+                elif ref == s.id:
+                    add("not_ancestor", "condition reads the step's own output.",
+                        "a condition can only read ancestors' outputs.", s.id)
+
+    for s in wf.steps:
+        fn = reg.get(s.function)
+        if fn is None:
+            add("unknown_function", f"step function {s.function!r} is not registered.",
+                "register it with @step_function(" + repr(s.function) + ") and import "
+                "its module before loading the workflow, or fix the name.", s.id)
+            continue
+        _check_types(wf, s, fn, reg, add)
+    return out
+
+
+def _check_references(s: StepDef, ids: set[str], add: Any) -> None:
+    for name, src in s.inputs.items():
+        if isinstance(src, Ref) and src.step is not None and src.step not in ids:
+            add("unknown_step", f"input {name!r} reads unknown step {src.step!r}.",
+                "use the id of a step of this workflow.", s.id)
+    for dep in s.after:
+        if dep not in ids:
+            add("unknown_step", f"'after' names unknown step {dep!r}.",
+                "use the id of a step of this workflow.", s.id)
+    for h in s.on_failure:
+        if h not in ids:
+            add("unknown_step", f"'on_failure' names unknown step {h!r}.",
+                "define the handler step, or fix its id.", s.id)
+
+
+def _check_policies(s: StepDef, add: Any) -> None:
+    r = s.retry
+    if r.max_attempts < 1:
+        add("bad_retry", f"retry.max_attempts is {r.max_attempts}.",
+            "set max_attempts to 1 (no retry) or more.", s.id)
+    if r.initial_backoff_s < 0 or r.max_backoff_s < 0:
+        add("bad_retry", "retry backoff is negative.", "use backoffs of 0 s or more.", s.id)
+    elif r.max_backoff_s < r.initial_backoff_s:
+        add("bad_retry",
+            f"retry.max_backoff_s ({r.max_backoff_s}) < initial_backoff_s "
+            f"({r.initial_backoff_s}).", "raise max_backoff_s or lower initial_backoff_s.",
+            s.id)
+    if r.multiplier < 1:
+        add("bad_retry", f"retry.multiplier is {r.multiplier}.", "use 1 or more.", s.id)
+    if not 0 <= r.jitter <= 1:
+        add("bad_retry", f"retry.jitter is {r.jitter}.",
+            "use a fraction between 0 and 1.", s.id)
+    for name, v in (("soft_timeout_s", s.soft_timeout_s), ("timeout_s", s.timeout_s)):
+        if v is not None and v <= 0:
+            add("bad_timeout", f"{name} is {v}.", f"set {name} above 0, or omit it.", s.id)
+    if (s.soft_timeout_s and s.timeout_s and s.soft_timeout_s > 0 and s.timeout_s > 0
+            and s.soft_timeout_s >= s.timeout_s):
+        add("bad_timeout",
+            f"soft_timeout_s ({s.soft_timeout_s}) is not below timeout_s ({s.timeout_s}).",
+            "make the soft timeout shorter than the hard one.", s.id)
+
+
+def _parse_conditions(wf: WorkflowDef, ids: set[str], add: Any) -> dict[str, Condition]:
+    out: dict[str, Condition] = {}
+    for s in wf.steps:
+        if s.when is None:
+            continue
+        try:
+            cond = parse(s.when)
+        except ConditionError as exc:
+            add("bad_condition", f"'when' {exc}.",
+                "write a CEL boolean expression over 'input' and 'steps.<id>.output'.", s.id)
+            continue
+        for ref in sorted(cond.steps - ids):
+            add("unknown_step", f"condition reads unknown step {ref!r}.",
+                "use the id of an ancestor step.", s.id)
+        out[s.id] = cond
+    return out
+
+
+def _check_types(wf: WorkflowDef, s: StepDef, fn: StepFunction, reg: Registry,
+                 add: Any) -> None:
+    for name, param in fn.params.items():
+        if param.required and name not in s.inputs:
+            add("missing_input", f"step function {fn.name!r} needs input {name!r}.",
+                f"add '{name}' to the step's inputs.", s.id)
+    for name, src in s.inputs.items():
+        param = fn.params.get(name)
+        if param is None:
+            if not fn.accepts_any_kwargs:
+                add("unknown_input",
+                    f"step function {fn.name!r} has no parameter {name!r}.",
+                    f"remove it, or use one of: {', '.join(fn.params) or '(none)'}.", s.id)
+            continue
+        if isinstance(src, Value):
+            reason = literal_fits(src.value, param.annotation)
+            if reason:
+                add("type_mismatch",
+                    f"literal for input {name!r} does not fit "
+                    f"{type_name(param.annotation)}: {reason}.",
+                    "change the literal value.", s.id)
+            continue
+        if src.step is None:
+            src_t = schema_type(wf.input_schema, src.path)
+            origin = "the workflow's input_schema"
+        else:
+            producer = wf.step_map.get(src.step)
+            pfn = reg.get(producer.function) if producer else None
+            if pfn is None:
+                continue
+            src_t = output_type(pfn.output, src.path)
+            origin = f"step {src.step!r} (function {pfn.name!r})"
+        if src_t is None:
+            add("type_mismatch", f"input {name!r} reads {src.source!r}, a field that "
+                f"{origin} does not have.", "read an existing field.", s.id)
+        elif not compatible(src_t, param.annotation):
+            add("type_mismatch",
+                f"input {name!r} reads {src.source!r} of type {type_name(src_t)} from "
+                f"{origin}, but the parameter is {type_name(param.annotation)}.",
+                "read a field of the right type, or change the parameter's type.", s.id)

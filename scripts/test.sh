@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Lint, type-check and test: bootstrap, then ruff, mypy and pytest.
+#
+# All three run even if one fails; the exit status is non-zero if any failed, if pytest
+# collected no test (its exit status 5), or if no redis-server binary exists: the
+# Redis-backed tests must fail, never skip, so ORCH_TEST_REQUIRE_REDIS=1 is exported.
+# Arguments are passed to pytest (e.g. scripts/test.sh -k dag).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ORCH_LOG_TAG="test"
+cd "$ORCH_ROOT"
+
+bash scripts/bootstrap.sh
+
+export PATH="$ORCH_VENV/bin:$PATH"
+export ORCH_TEST_REQUIRE_REDIS=1
+failed=()
+
+if ! redis_bin="$("$ORCH_VENV/bin/python" -m tests.support.redis_server --which)"; then
+    orch_log "FAIL: no redis-server binary (not on PATH, none shipped by the dev extra)"
+    failed+=("redis-server")
+fi
+
+orch_log "ruff check ."
+"$ORCH_VENV/bin/ruff" check . || failed+=("ruff")
+
+mypy_targets=()
+for pkg in orchestrator workers; do
+    # Skip a package that does not exist yet, or has no Python file yet (mypy would error).
+    if [[ -d "$pkg" ]] && [[ -n "$(find "$pkg" -name '*.py' -print -quit)" ]]; then
+        mypy_targets+=("$pkg")
+    fi
+done
+if ((${#mypy_targets[@]})); then
+    orch_log "mypy ${mypy_targets[*]}"
+    "$ORCH_VENV/bin/mypy" "${mypy_targets[@]}" || failed+=("mypy")
+else
+    orch_log "mypy: no package to check yet (orchestrator/, workers/)"
+fi
+
+orch_log "pytest -q -p no:cacheprovider $* (redis-server: ${redis_bin:-none})"
+pytest_status=0
+"$ORCH_VENV/bin/pytest" -q -p no:cacheprovider "$@" || pytest_status=$?
+case "$pytest_status" in
+    0) ;;
+    5) orch_log "FAIL: pytest collected no test"; failed+=("pytest (no tests)") ;;
+    *) failed+=("pytest (exit $pytest_status)") ;;
+esac
+
+if ((${#failed[@]})); then
+    orch_log "FAILED: ${failed[*]}"
+    exit 1
+fi
+orch_log "all checks passed"

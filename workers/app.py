@@ -1,0 +1,53 @@
+"""The workers' Celery app: built from the one settings object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from orchestrator.catalog import discover
+from orchestrator.celeryconf import JOIN_TASK, celery_config, step_task_name
+from orchestrator.dispatch import Dispatcher
+from orchestrator.registry import StepFunction
+from orchestrator.settings import Settings
+from orchestrator.store import RunStore
+from workers import step as step_mod
+from workers.runtime import Runtime
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """Build the worker app: config, runtime, one task per step function, the join task.
+
+    Importing the configured workflow packages registers their step functions; each gets
+    a task named ``step.<function name>``.
+    """
+    settings = settings or Settings()
+    catalog = discover(settings.workflow_packages)
+    app = Celery("orchestrator", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    store = RunStore.from_url(settings.redis_url, settings.key_prefix, settings.run_retention_s)
+    rt = Runtime(settings, store, Dispatcher(app, store, settings.default_queue),
+                 catalog.registry)
+    step_mod.install(rt)
+    for fn in list(catalog.registry.functions.values()):
+        _register_step(app, fn)
+
+    @app.task(name=JOIN_TASK, acks_late=True, reject_on_worker_lost=True)
+    def join(run_id: str, join_id: str, version: str) -> dict[str, Any]:
+        """Closes a fan-out; when it ends its unit, advances the run."""
+        disp = step_mod.runtime().dispatcher
+        disp.task_finished(run_id, disp.definition(version), join_id)
+        return {"run_id": run_id, "join_id": join_id}
+
+    return app
+
+
+def _register_step(app: Celery, fn: StepFunction) -> None:
+    def run(self: step_mod.StepTask, run_id: str, step_id: str, version: str
+            ) -> dict[str, Any]:
+        return step_mod.execute(self, run_id, step_id, version)
+
+    run.__doc__ = fn.fn.__doc__
+    app.task(name=step_task_name(fn.name), bind=True, base=step_mod.StepTask,
+             function=fn)(run)

@@ -1,0 +1,20 @@
+"""What every worker process shares: settings, store, dispatcher and registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.dispatch import Dispatcher
+from orchestrator.registry import Registry
+from orchestrator.settings import Settings
+from orchestrator.store import RunStore
+
+
+@dataclass
+class Runtime:
+    """Built once by :func:`workers.app.create_app`."""
+
+    settings: Settings
+    store: RunStore
+    dispatcher: Dispatcher
+    registry: Registry

@@ -1,0 +1,1 @@
+"""Example workflows; each subpackage registers its step functions and workflows."""

@@ -1,0 +1,119 @@
+"""Step functions of the customer-order workflow (the seed article's example)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel
+
+from orchestrator.context import current
+from orchestrator.registry import step_function
+from workflows.order import systems
+
+
+class Order(BaseModel):
+    order_id: str
+    sku: str
+    qty: int
+    customer_email: str
+
+
+class InventoryStatus(BaseModel):
+    in_stock: bool
+    available: int
+
+
+class Reservation(BaseModel):
+    reservation_id: str
+
+
+class Invoice(BaseModel):
+    invoice_id: str
+    amount_cents: int
+
+
+class Shipment(BaseModel):
+    tracking_number: str
+
+
+class Notice(BaseModel):
+    sent_to: str
+    text: str
+
+
+UNIT_PRICE_CENTS = 1999
+
+
+def _notify(to: str, text: str) -> Notice:
+    current().redis.rpush(systems.NOTIFICATIONS, f"{to}: {text}")
+    return Notice(sent_to=to, text=text)
+
+
+@step_function("order.receive")
+def receive_order(order: Order) -> Order:
+    """Accept the order as placed (the trigger's payload)."""
+    return order
+
+
+@step_function("inventory.check")
+def check_inventory(sku: str, qty: int) -> InventoryStatus:
+    """Ask the inventory system how many units are available."""
+    r = current().redis
+    if r.exists(systems.INVENTORY_DOWN):
+        raise systems.InventoryDown("inventory system is not answering")
+    available = int(r.hget(systems.STOCK, sku) or 0)
+    return InventoryStatus(in_stock=available >= qty, available=available)
+
+
+@step_function("inventory.reserve")
+def reserve_item(order_id: str, sku: str, qty: int) -> Reservation:
+    """Take ``qty`` units out of stock for the order (idempotent per order)."""
+    r = current().redis
+    key = f"{systems.PREFIX}reservation:{order_id}"
+    if r.set(key, qty, nx=True):
+        r.hincrby(systems.STOCK, sku, -qty)
+    return Reservation(reservation_id=f"R-{order_id}")
+
+
+@step_function("notify.backorder")
+def notify_backorder(order_id: str, customer_email: str) -> Notice:
+    """Tell the customer the item is on back-order."""
+    return _notify(customer_email, f"order {order_id} is on back-order")
+
+
+@step_function("billing.invoice")
+def generate_invoice(order_id: str, qty: int, reservation_id: str) -> Invoice:
+    """Issue the invoice for a reserved order."""
+    digest = hashlib.sha256(f"{order_id}:{reservation_id}".encode()).hexdigest()[:8]
+    return Invoice(invoice_id=f"INV-{digest}", amount_cents=qty * UNIT_PRICE_CENTS)
+
+
+@step_function("shipping.request")
+def send_shipping_request(order_id: str, reservation_id: str) -> Shipment:
+    """Ask the shipping service to ship; it may fail transiently (told by the stand-in)."""
+    r = current().redis
+    if int(r.get(systems.SHIPPING_FAILS) or 0) > 0:
+        r.decr(systems.SHIPPING_FAILS)
+        raise systems.ShippingUnavailable("shipping service is unavailable")
+    return Shipment(tracking_number=f"TRK-{order_id}")
+
+
+@step_function("notify.customer")
+def notify_customer(customer_email: str, order_id: str, tracking_number: str) -> Notice:
+    """Send the customer the tracking number."""
+    return _notify(customer_email, f"order {order_id} shipped, tracking {tracking_number}")
+
+
+@step_function("accounting.record")
+def update_accounting(invoice_id: str, amount_cents: int) -> int:
+    """Book the invoice in the ledger; returns the ledger's balance in cents."""
+    r = current().redis
+    if r.hsetnx(f"{systems.LEDGER}:entries", invoice_id, amount_cents):
+        return int(r.incrby(systems.LEDGER, amount_cents))
+    return int(r.get(systems.LEDGER) or 0)
+
+
+@step_function("notify.admin")
+def notify_admin(order_id: str) -> Notice:
+    """Alert an operator that the order could not be processed."""
+    return _notify("admin@example.com", f"order {order_id}: inventory system down")

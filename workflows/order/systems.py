@@ -1,0 +1,47 @@
+"""Deterministic stand-ins for the systems the order workflow talks to, kept in Redis.
+
+Tests and the demo steer them: stock levels, an inventory system that is down, a
+shipping service that fails its next N calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREFIX = "demo:order:"
+STOCK = PREFIX + "stock"
+INVENTORY_DOWN = PREFIX + "inventory_down"
+SHIPPING_FAILS = PREFIX + "shipping_fails"
+NOTIFICATIONS = PREFIX + "notifications"
+LEDGER = PREFIX + "ledger"
+
+
+class InventoryDown(ConnectionError):
+    """The inventory system does not answer."""
+
+
+class ShippingUnavailable(ConnectionError):
+    """The shipping service refused the request (transient)."""
+
+
+def set_stock(redis: Any, sku: str, qty: int) -> None:
+    """Put ``qty`` units of ``sku`` in stock."""
+    redis.hset(STOCK, sku, qty)
+
+
+def set_inventory_down(redis: Any, down: bool = True) -> None:
+    """Make the inventory system fail every call (or answer again)."""
+    if down:
+        redis.set(INVENTORY_DOWN, 1)
+    else:
+        redis.delete(INVENTORY_DOWN)
+
+
+def fail_shipping(redis: Any, times: int) -> None:
+    """Make the shipping service fail its next ``times`` calls."""
+    redis.set(SHIPPING_FAILS, times)
+
+
+def notifications(redis: Any) -> list[str]:
+    """Every notification sent so far, oldest first."""
+    return [str(x) for x in redis.lrange(NOTIFICATIONS, 0, -1)]
