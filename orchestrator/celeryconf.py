@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from orchestrator.settings import Settings
 
@@ -32,7 +33,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": 10,
         "health_check_interval": 25,
         # kombu 5.7: sweep unacked messages every 10 s instead of about every 100 s
-        "unacked_restore_interval": 10,
+        "unacked_restore_interval": max(1, min(10, vt // 2)),
         "unacked_restore_throttle": 1,
     }
     return {
@@ -64,8 +65,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
+    """The Redis result backend without the per-task result subscription.
+
+    Celery's Redis backend SUBSCRIBEs to every task it publishes so that ``.get()`` can be
+    pushed the result.  The coordinator never waits on Celery results (it reads the run
+    store), so that is one wasted round trip and one dangling channel per published task.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+    def remove_pending_result(self, result: Any) -> Any:
+        return result
+
+
 def client_app(settings: Settings) -> Celery:
     """A Celery app that only sends tasks (by name); it registers none."""
     app = Celery("orchestrator", set_as_current=False)
     app.conf.update(celery_config(settings))
+    app.conf.result_backend = (
+        f"{__name__}:{SendOnlyRedisBackend.__name__}+{settings.redis_url}")
     return app

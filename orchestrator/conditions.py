@@ -83,6 +83,8 @@ def parse(text: str) -> Condition:
     except celpy.CELParseError as exc:
         column = int(getattr(exc, "column", 0) or 0)
         near = repr(text[column - 1]) if 0 < column <= len(text) else "end of text"
+        if getattr(getattr(exc.__context__, "token", None), "type", None) == "$END":
+            column, near = len(text.rstrip()) + 1, "end of text"  # lark names the last token
         raise ConditionError(text, f"syntax error: unexpected {near}", column) from exc
     bound = _macro_variables(ast)
     steps: set[str] = set()

@@ -33,17 +33,25 @@ from orchestrator.validation import check
 
 @dataclass(frozen=True)
 class Path:
-    """A reference under construction: ``wf.input.sku`` or ``step.output.in_stock``."""
+    """A reference under construction: ``wf.input.sku`` or ``step.output.in_stock``.
 
-    text: str
+    Any attribute is a field of the value, so the path's own text lives in ``_text``
+    (a field named ``text`` must stay reachable).  ``eq``, ``ne``, ``gt`` and ``lt``
+    build conditions; reach a field of one of those names with ``path["eq"]``.
+    """
+
+    _text: str
 
     def __getattr__(self, name: str) -> Path:
         if name.startswith("__"):
             raise AttributeError(name)
-        return Path(f"{self.text}.{name}")
+        return Path(f"{self._text}.{name}")
+
+    def __getitem__(self, name: str) -> Path:
+        return Path(f"{self._text}.{name}")
 
     def _cmp(self, op: str, other: Any) -> Condition:
-        return Condition(f"{self.text} {op} {json.dumps(other)}")
+        return Condition(f"{self._text} {op} {json.dumps(other)}")
 
     def eq(self, other: Any) -> Condition:
         """Condition: this value equals ``other`` (a JSON value)."""
@@ -62,7 +70,13 @@ class Path:
         return self._cmp("<", other)
 
     def __invert__(self) -> Condition:
-        return Condition(f"!{self.text}")
+        return Condition(f"!{self._text}")
+
+    def __and__(self, other: Condition | Path) -> Condition:
+        return Condition(f"({self._text}) && ({_cond_text(other)})")
+
+    def __or__(self, other: Condition | Path) -> Condition:
+        return Condition(f"({self._text}) || ({_cond_text(other)})")
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,8 @@ class Condition:
 
 
 def _cond_text(c: Condition | Path | str) -> str:
+    if isinstance(c, Path):
+        return c._text
     return c if isinstance(c, str) else c.text
 
 
@@ -101,7 +117,7 @@ class StepHandle:
 
 def _source(v: Any) -> Ref | Value:
     if isinstance(v, Path):
-        return Ref(source=v.text)
+        return Ref(source=v._text)
     if isinstance(v, StepHandle):
         return Ref(source=f"steps.{v.id}.output")
     return Value(value=v)

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from enum import Enum
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+)
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -67,8 +75,11 @@ class RetryPolicy(Frozen):
             attempt: the attempt that just failed, starting at 1.
             rand: a number in ``[0, 1)``; 0.5 gives the un-jittered delay.
         """
-        base = min(self.initial_backoff_s * self.multiplier ** max(attempt - 1, 0),
-                   self.max_backoff_s)
+        try:
+            grown = self.initial_backoff_s * self.multiplier ** max(attempt - 1, 0)
+        except OverflowError:  # a late attempt of a long retry policy: past any cap
+            grown = math.inf if self.initial_backoff_s > 0 else 0.0
+        base = min(grown, self.max_backoff_s)
         return max(0.0, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
 
 
@@ -153,9 +164,19 @@ class StepDef(Frozen):
     @field_validator("inputs", mode="before")
     @classmethod
     def _inputs(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: _normalise_input(x) for k, x in v.items()}
-        return v
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        bad: list[str] = []
+        for k, x in v.items():
+            try:
+                out[k] = _normalise_input(x)
+            except ValidationError as exc:  # name the input: pydantic's location cannot
+                bad += [f"input {k!r}: {e['msg'].removeprefix('Value error, ')}"
+                        for e in exc.errors()]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return out
 
     def input_steps(self) -> list[str]:
         """Step ids this step reads outputs from, in input order, without repeats."""

@@ -90,6 +90,8 @@ def compatible(src: Any, dst: Any) -> bool:
         return True
     if issubclass(dst_o, BaseModel) and src_o is dict:
         return True  # validated when the step runs
+    if issubclass(src_o, BaseModel) and dst_o is dict:
+        return True  # a model output crosses the wire as a JSON object
     if src_o is bool and dst_o is int:
         return False  # bool is an int subclass, but feeding it is almost always a bug
     return issubclass(src_o, dst_o)

@@ -1,0 +1,63 @@
+"""Integration fixtures: a private Redis, real worker processes, and a coordinator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from orchestrator.catalog import discover
+from orchestrator.coordinator import Coordinator, RunView
+from orchestrator.settings import Settings
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+from tests.support.workers import TEST_PACKAGES, WorkerProcess
+
+pytestmark = pytest.mark.redis
+
+
+def make_settings(url: str, **over: Any) -> Settings:
+    return Settings(redis_url=url, workflow_packages=TEST_PACKAGES, **over)
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: RedisServer) -> Iterator[dict[str, Any]]:
+    """Two worker processes (prefork, 3 children each) on the session Redis."""
+    url = redis_server.url
+    redis_server.client().flushall()
+    settings = make_settings(url)
+    coord = Coordinator(settings, discover(settings.workflow_packages))
+    workers = [WorkerProcess(url, f"w{i}", concurrency=3) for i in (1, 2)]
+    try:
+        for w in workers:
+            w.wait_ready(coord.app)
+        yield {"coord": coord, "workers": workers, "url": url}
+    finally:
+        for w in workers:
+            w.stop()
+
+
+@pytest.fixture
+def coord(stack: dict[str, Any]) -> Coordinator:
+    c: Coordinator = stack["coord"]
+    return c
+
+
+@pytest.fixture
+def r(stack: dict[str, Any]) -> redis.Redis:
+    return redis.Redis.from_url(stack["url"], decode_responses=True)
+
+
+def wait_run(coord: Coordinator, run_id: str, timeout_s: float = 30.0) -> RunView:
+    """Wait until the run ends; return its view (fail with the view if it does not)."""
+    wait_until(lambda: coord.store.run(run_id).status.terminal, timeout_s,
+               message=f"run {run_id} did not end: "
+               + json.dumps({s.step_id: s.status.value for s in coord.view(run_id).steps}))
+    return coord.view(run_id)
+
+
+def statuses(view: RunView) -> dict[str, str]:
+    return {s.step_id: s.status.value for s in view.steps}

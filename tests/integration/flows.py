@@ -1,0 +1,77 @@
+"""Step functions and workflows used only by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from orchestrator.context import current
+from orchestrator.dsl import Workflow
+from orchestrator.models import RetryPolicy
+from orchestrator.registry import step_function
+
+
+def _log(event: str) -> None:
+    ctx = current()
+    ctx.redis.rpush(f"test:log:{ctx.run_id}", json.dumps(
+        {"step": ctx.step_id, "event": event, "t": time.time(), "attempt": ctx.attempt}))
+
+
+@step_function("test.sleep")
+def sleep_step(seconds: float = 0.0) -> float:
+    """Sleep, recording start and end times in the run's test log."""
+    _log("start")
+    time.sleep(seconds)
+    _log("end")
+    return seconds
+
+
+@step_function("test.flaky")
+def flaky(failures: int) -> int:
+    """Fail the first ``failures`` attempts, then succeed."""
+    _log("start")
+    if current().attempt <= failures:
+        raise ConnectionError(f"attempt {current().attempt} fails on purpose")
+    return current().attempt
+
+
+@step_function("test.fail")
+def fail(message: str = "boom") -> None:
+    """Always fail."""
+    raise RuntimeError(message)
+
+
+# The "N": C needs A and B, D needs only B.  D must start before A ends.
+_n = Workflow("n_shape")
+a = _n.step("a", sleep_step, seconds=2.0)
+b = _n.step("b", sleep_step, seconds=0.05)
+_n.step("c", sleep_step, after=[a, b], seconds=0.0)
+_n.step("d", sleep_step, after=[b], seconds=0.0)
+n_shape = _n.build()
+
+_r = Workflow("retry_flow")
+_r.step("flaky", flaky, failures=2,
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.3, multiplier=2.0, jitter=0.0))
+retry_flow = _r.build()
+
+_t = Workflow("timeout_flow")
+slow = _t.step("slow", sleep_step, seconds=30.0, timeout_s=1.0)
+_t.step("after_slow", sleep_step, after=[slow], trigger_rule="all_done", seconds=0.0)
+timeout_flow = _t.build()
+
+_c = Workflow("cancel_flow")
+first = _c.step("first", sleep_step, seconds=30.0)
+_c.step("second", sleep_step, after=[first], seconds=0.0)
+cancel_flow = _c.build()
+
+_k = Workflow("kill_flow")
+long_ = _k.step("long", sleep_step, seconds=3.0)
+_k.step("tail", sleep_step, after=[long_], seconds=0.0)
+kill_flow = _k.build()
+
+_f = Workflow("fail_flow")
+bad = _f.step("bad", fail, message="bad step")
+good = _f.step("good", sleep_step, seconds=0.0)
+_f.step("needs_bad", sleep_step, after=[bad, good], seconds=0.0)
+_f.step("cleanup", sleep_step, after=[bad, good], trigger_rule="all_done", seconds=0.0)
+fail_flow = _f.build()

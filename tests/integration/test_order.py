@@ -1,0 +1,64 @@
+"""The seed article's customer-order workflow, end to end on real workers."""
+
+from __future__ import annotations
+
+import redis
+
+from orchestrator.coordinator import Coordinator
+from tests.integration.conftest import statuses, wait_run
+from workflows.order import systems
+
+ORDER = {"order_id": "o-1", "sku": "SKU-1", "qty": 2, "customer_email": "ann@example.com"}
+
+
+def test_in_stock_ships_and_books(coord: Coordinator, r: redis.Redis) -> None:
+    systems.set_stock(r, "SKU-1", 5)
+    view = wait_run(coord, coord.submit("customer_order", ORDER))
+    assert view.run.status.value == "succeeded"
+    st = statuses(view)
+    assert st["reserve_item"] == "succeeded"
+    assert st["notify_backorder"] == "skipped"
+    assert st["notify_admin"] == "skipped"
+    assert st["notify_customer"] == st["update_accounting"] == "succeeded"
+    assert view.outputs["send_shipping_request"] == {"tracking_number": "TRK-o-1"}
+    assert int(r.hget(systems.STOCK, "SKU-1") or 0) == 3
+    assert "ann@example.com: order o-1 shipped, tracking TRK-o-1" in systems.notifications(r)
+
+
+def test_out_of_stock_notifies_back_order(coord: Coordinator, r: redis.Redis) -> None:
+    systems.set_stock(r, "SKU-2", 1)
+    view = wait_run(coord, coord.submit("customer_order", {**ORDER, "order_id": "o-2",
+                                                           "sku": "SKU-2"}))
+    st = statuses(view)
+    assert view.run.status.value == "succeeded"
+    assert st["notify_backorder"] == "succeeded"
+    assert st["reserve_item"] == "skipped"
+    skipped = {s.step_id: s.reason for s in view.steps}
+    assert "condition is false" in str(skipped["reserve_item"])
+    for later in ("generate_invoice", "send_shipping_request", "notify_customer",
+                  "update_accounting"):
+        assert st[later] == "skipped"
+
+
+def test_inventory_down_notifies_admin(coord: Coordinator, r: redis.Redis) -> None:
+    systems.set_inventory_down(r)
+    try:
+        view = wait_run(coord, coord.submit("customer_order", {**ORDER, "order_id": "o-3"}))
+    finally:
+        systems.set_inventory_down(r, False)
+    st = statuses(view)
+    assert view.run.status.value == "failed"
+    assert st["check_inventory"] == "failed"
+    assert view.steps[1].attempt == 3  # retried per its policy first
+    assert st["notify_admin"] == "succeeded"
+    assert "admin@example.com: order o-3: inventory system down" in systems.notifications(r)
+
+
+def test_shipping_fails_twice_then_ships(coord: Coordinator, r: redis.Redis) -> None:
+    systems.set_stock(r, "SKU-4", 5)
+    systems.fail_shipping(r, 2)
+    view = wait_run(coord, coord.submit("customer_order", {**ORDER, "order_id": "o-4",
+                                                           "sku": "SKU-4"}))
+    ship = next(s for s in view.steps if s.step_id == "send_shipping_request")
+    assert ship.status.value == "succeeded" and ship.attempt == 3
+    assert view.run.status.value == "succeeded"

@@ -1,0 +1,1 @@
+"""Unit tests of the pure core: no broker, no Redis."""
