@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,7 +15,12 @@ from orchestrator.catalog import Catalog, discover
 from orchestrator.compiler import compile_workflow
 from orchestrator.errors import OrchestratorError, WorkflowInvalid
 from orchestrator.render import dot, mermaid, plan_tree
+from orchestrator.follow import follow, step_table
 from orchestrator.settings import Settings
+from orchestrator.states import RunStatus
+
+if TYPE_CHECKING:
+    from orchestrator.coordinator import Coordinator
 
 
 class _Ctx:
@@ -75,6 +84,171 @@ def list_workflows(c: _Ctx) -> None:
     """List the cataloged workflows."""
     for name, wf in sorted(c.catalog.workflows.items()):
         click.echo(f"{name}\t{wf.version}\t{len(wf.steps)} steps\t{wf.description}")
+
+
+def _coordinator(c: _Ctx) -> Coordinator:
+    from orchestrator.coordinator import Coordinator
+
+    return Coordinator(c.settings, c.catalog)
+
+
+def _read_input(value: str | None) -> Any:
+    if value is None:
+        return {}
+    text = value
+    if value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"input is not JSON: {exc}") from exc
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--input", "input_", help="Run input: JSON text, or @file.json.")
+@click.option("--follow/--no-follow", "follow_live", default=True, show_default=True,
+              help="Show progress live, then the per-step table.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Stop following after this many seconds (the run goes on).")
+@pass_ctx
+def run(c: _Ctx, name: str, input_: str | None, follow_live: bool,
+        timeout_s: float | None) -> None:
+    """Start a run of workflow NAME; with --follow, watch it to the end."""
+    coord = _coordinator(c)
+    run_id = coord.submit(name, _read_input(input_))
+    click.echo(f"run {run_id} started ({name})")
+    if follow_live:
+        view = follow(coord, run_id, click.echo, timeout_s)
+        click.echo(step_table(view))
+        if view.run.status is RunStatus.FAILED:
+            sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_id")
+@pass_ctx
+def status(c: _Ctx, run_id: str) -> None:
+    """Print a run's status and its per-step table."""
+    click.echo(step_table(_coordinator(c).view(run_id)))
+
+
+@cli.command()
+@click.option("--workflow", default=None, help="Only runs of this workflow.")
+@click.option("--status", "status_", type=click.Choice([s.value for s in RunStatus]),
+              default=None, help="Only runs in this status.")
+@click.option("--limit", default=20, show_default=True)
+@pass_ctx
+def runs(c: _Ctx, workflow: str | None, status_: str | None, limit: int) -> None:
+    """List recent runs, newest first."""
+    coord = _coordinator(c)
+    ids = coord.store.list_runs(workflow, RunStatus(status_) if status_ else None, 0, limit)
+    for rid in ids:
+        r = coord.store.run(rid)
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        click.echo(f"{rid}  {r.workflow:<20} {r.status.value:<10} {created}")
+
+
+@cli.command()
+@click.argument("run_id")
+@pass_ctx
+def cancel(c: _Ctx, run_id: str) -> None:
+    """Cancel a run: pending steps never start, running ones are revoked."""
+    if _coordinator(c).cancel(run_id):
+        click.echo(f"run {run_id} cancelled")
+    else:
+        click.echo(f"run {run_id} had already ended; nothing to cancel")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--queues", "-Q", default=None, help="Comma-separated queues to consume "
+              "(default: the default queue).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Pool size.")
+@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]),
+              default="prefork", show_default=True)
+@click.option("--autoscale", default=None, help="MAX,MIN pool processes (prefork only).")
+@click.option("--name", "-n", default=None, help="Worker node name, e.g. w1@%h.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def worker(c: _Ctx, queues: str | None, concurrency: int | None, pool: str,
+           autoscale: str | None, name: str | None, celery_args: tuple[str, ...]) -> None:
+    """Start a Celery worker for the workflows' steps (events on, for Flower)."""
+    args = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "-E",
+            "-Q", queues or c.settings.default_queue, "-P", pool]
+    conc = concurrency or c.settings.worker_concurrency
+    if conc:
+        args += ["-c", str(conc)]
+    if autoscale:
+        args += ["--autoscale", autoscale]
+    if name:
+        args += ["-n", name]
+    args += list(celery_args)
+    os.execv(sys.executable, args)
+
+
+DEMO_ORDER = {"order_id": "demo-1", "sku": "SKU-DEMO", "qty": 2,
+              "customer_email": "customer@example.com"}
+
+
+def _wait_for_interrupt(stack: Any) -> None:
+    click.echo("stack is up; press Ctrl-C to stop it")
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        click.echo("")
+
+
+@cli.command()
+@click.option("--concurrency", "-c", type=int, default=2, show_default=True)
+@click.option("--flower-port", type=int, default=5555, show_default=True)
+@pass_ctx
+def up(c: _Ctx, concurrency: int, flower_port: int) -> None:
+    """Start the local stack (Redis, a worker, Flower) until Ctrl-C."""
+    from orchestrator.localstack import LocalStack
+
+    stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
+                       emit=click.echo)
+    stack.start()
+    try:
+        _wait_for_interrupt(stack)
+    finally:
+        stack.stop()
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Stop the stack when the demo run ends.")
+@click.option("--concurrency", "-c", type=int, default=2, show_default=True)
+@click.option("--flower-port", type=int, default=5555, show_default=True)
+@pass_ctx
+def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int) -> None:
+    """Start the local stack and run the customer-order workflow, following it live."""
+    from orchestrator.catalog import discover
+    from orchestrator.coordinator import Coordinator
+    from orchestrator.localstack import LocalStack
+    from workflows.order import systems
+
+    stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
+                       emit=click.echo)
+    stack.start()
+    try:
+        settings = c.settings.model_copy(update={"redis_url": stack.redis_url})
+        coord = Coordinator(settings, discover(settings.workflow_packages))
+        systems.set_stock(coord.store.r, DEMO_ORDER["sku"], 10)
+        run_id = coord.submit("customer_order", DEMO_ORDER)
+        click.echo(f"\nrun {run_id} of customer_order started; following it:")
+        view = follow(coord, run_id, click.echo, timeout_s=120)
+        click.echo("")
+        click.echo(step_table(view))
+        click.echo(f"\nsee its tasks in Flower: http://127.0.0.1:{flower_port}/tasks "
+                   f"(search {run_id})")
+        if not once:
+            _wait_for_interrupt(stack)
+    finally:
+        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> Any:

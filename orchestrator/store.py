@@ -195,6 +195,10 @@ class RunStore:
                maxlen=EVENTS_MAXLEN, approximate=True)
         p.execute()
 
+    def exists(self, run_id: str) -> bool:
+        """True when the run is in the store."""
+        return bool(self.r.exists(self.keys.run(run_id)))
+
     def run(self, run_id: str) -> RunRecord:
         """Return the run's record.
 

@@ -13,6 +13,11 @@ from orchestrator.models import WorkflowDef
 from orchestrator.registry import Registry
 from orchestrator.validation import check
 
+# libyaml's safe loader and dumper when PyYAML was built with it (several times faster),
+# else the pure-Python ones; both accept only standard tags.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 
 def parse_yaml(text: str, source: str = "<yaml>") -> WorkflowDef:
     """Parse YAML text into a model, without the registry-dependent checks.
@@ -22,7 +27,7 @@ def parse_yaml(text: str, source: str = "<yaml>") -> WorkflowDef:
         WorkflowInvalid: fields are missing, unknown or of the wrong type.
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)  # safe: standard tags only
     except yaml.YAMLError as exc:
         raise DefinitionError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -73,4 +78,9 @@ def dump_yaml(wf: WorkflowDef) -> str:
     """Return ``wf`` as YAML that :func:`parse_yaml` reads back to an equal model."""
     data = wf.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     data.setdefault("steps", [])
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
+    if yaml.load(text, Loader=_LOADER) != data:  # safe: standard tags only
+        # PyYAML writes some characters raw (NEL, the Unicode line separators) that its
+        # reader then folds as line breaks; escaping all non-ASCII keeps them.
+        text = yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=False)
+    return text

@@ -7,7 +7,8 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.catalog import discover
-from orchestrator.celeryconf import JOIN_TASK, celery_config, step_task_name
+from orchestrator.celeryconf import SUBMIT_TASK, JOIN_TASK, celery_config, step_task_name
+from orchestrator.coordinator import Coordinator
 from orchestrator.dispatch import Dispatcher
 from orchestrator.registry import StepFunction
 from orchestrator.settings import Settings
@@ -39,6 +40,22 @@ def create_app(settings: Settings | None = None) -> Celery:
         disp = step_mod.runtime().dispatcher
         disp.task_finished(run_id, disp.definition(version), join_id)
         return {"run_id": run_id, "join_id": join_id}
+
+    coordinator: list[Coordinator] = []
+
+    @app.task(name=SUBMIT_TASK, acks_late=True, reject_on_worker_lost=True)
+    def submit(workflow: str, input: Any = None, run_id: str | None = None) -> dict[str, Any]:
+        """Start a run from any Celery client: ``send_task("orchestrator.submit", ...)``.
+
+        Pass ``run_id`` to make the submission idempotent: a redelivered or repeated
+        message with the same id starts the run once.
+        """
+        if not coordinator:
+            coordinator.append(Coordinator(settings, catalog, app=app, store=store))
+        coord = coordinator[0]
+        if run_id is not None and coord.store.exists(run_id):
+            return {"run_id": run_id, "created": False}
+        return {"run_id": coord.submit(workflow, input, run_id=run_id), "created": True}
 
     return app
 

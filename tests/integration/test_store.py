@@ -1,0 +1,77 @@
+"""The Redis run store: atomic, table-checked transitions; idempotent unit counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.compiler import compile_workflow
+from orchestrator.errors import RunNotFound
+from orchestrator.models import WorkflowDef
+from orchestrator.states import RunStatus, StepStatus
+from orchestrator.store import RunStore
+
+pytestmark = pytest.mark.redis
+
+
+def _wf() -> WorkflowDef:
+    # the "N": c needs a and b, d needs b -> four units joined by counters
+    return WorkflowDef(name="n", steps=[
+        {"id": "a", "function": "f"}, {"id": "b", "function": "f"},
+        {"id": "c", "function": "f", "after": ["a", "b"]},
+        {"id": "d", "function": "f", "after": ["b"]}])
+
+
+@pytest.fixture
+def store(redis_url: str) -> RunStore:
+    return RunStore.from_url(redis_url, "t", retention_s=60)
+
+
+def test_step_transitions_follow_the_table(store: RunStore) -> None:
+    wf = _wf()
+    plan = compile_workflow(wf)
+    store.create_run("r1", wf, plan, {"x": 1})
+    assert store.transition_step("r1", "a", StepStatus.RUNNING, attempt=1)
+    assert store.transition_step("r1", "a", StepStatus.SUCCEEDED, output={"v": 2},
+                                 has_output=True)
+    # terminal states are final: an illegal transition is refused, nothing changes
+    assert not store.transition_step("r1", "a", StepStatus.RUNNING)
+    assert not store.transition_step("r1", "a", StepStatus.FAILED)
+    rec = store.step_runs("r1", ["a"])["a"]
+    assert rec.status is StepStatus.SUCCEEDED and rec.attempt == 1
+    assert store.outputs("r1", ["a", "b"]) == {"a": {"v": 2}}
+    assert store.step_runs("r1", ["b"])["b"].status is StepStatus.PENDING
+    kinds = [f["status"] for _, f in store.events("r1")]
+    assert kinds == ["running", "running", "succeeded"]  # run started, a ran, a succeeded
+
+
+def test_run_transitions_and_indexes(store: RunStore) -> None:
+    wf = _wf()
+    store.create_run("r2", wf, compile_workflow(wf), {})
+    assert store.list_runs(status=RunStatus.RUNNING) == ["r2"]
+    assert store.transition_run("r2", RunStatus.SUCCEEDED)
+    assert not store.transition_run("r2", RunStatus.CANCELLED)
+    assert store.run("r2").status is RunStatus.SUCCEEDED
+    assert store.list_runs(status=RunStatus.RUNNING) == []
+    assert store.list_runs(workflow="n", status=RunStatus.SUCCEEDED) == ["r2"]
+    assert 0 < store.r.ttl(store.keys.run("r2")) <= 60  # retention applied at the end
+    with pytest.raises(RunNotFound):
+        store.run("nope")
+
+
+def test_unit_completion_is_atomic_and_idempotent(store: RunStore) -> None:
+    wf = _wf()
+    plan = compile_workflow(wf)
+    store.create_run("r3", wf, plan, {})
+    unit = plan.unit_of_step
+    ua, ub, uc = unit["a"], unit["b"], unit["c"]
+    remaining, ready = store.complete_unit("r3", ub, plan.successors[ub])
+    assert remaining == 3
+    assert uc not in ready and unit["d"] in ready  # d only needed b
+    # a redelivered terminal changes nothing and claims nothing again
+    assert store.complete_unit("r3", ub, plan.successors[ub]) == (3, [])
+    remaining, ready = store.complete_unit("r3", ua, plan.successors[ua])
+    assert ready == [uc] and remaining == 2
+    # claimed but never published: a redelivered terminal can find it again
+    assert store.unpublished_ready("r3", plan.successors[ua]) == [uc]
+    store.mark_published("r3", [uc])
+    assert store.unpublished_ready("r3", plan.successors[ua]) == []
