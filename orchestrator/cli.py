@@ -115,12 +115,14 @@ def _read_input(value: str | None) -> Any:
               help="Show progress live, then the per-step table.")
 @click.option("--timeout", "timeout_s", type=float, default=None,
               help="Stop following after this many seconds (the run goes on).")
+@click.option("--preflight/--no-preflight", default=True, show_default=True,
+              help="First check that live workers can run every step.")
 @pass_ctx
 def run(c: _Ctx, name: str, input_: str | None, follow_live: bool,
-        timeout_s: float | None) -> None:
+        timeout_s: float | None, preflight: bool) -> None:
     """Start a run of workflow NAME; with --follow, watch it to the end."""
     coord = _coordinator(c)
-    run_id = coord.submit(name, _read_input(input_))
+    run_id = coord.submit(name, _read_input(input_), preflight=preflight)
     click.echo(f"run {run_id} started ({name})")
     if follow_live:
         view = follow(coord, run_id, click.echo, timeout_s)

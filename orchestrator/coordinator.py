@@ -13,8 +13,10 @@ from orchestrator.catalog import Catalog
 from orchestrator.celeryconf import client_app
 from orchestrator.compiler import compile_workflow
 from orchestrator.dispatch import Definition, Dispatcher
-from orchestrator.errors import InputInvalid
+from orchestrator.celeryconf import JOIN_TASK, step_task_name
+from orchestrator.errors import DispatchError, InputInvalid
 from orchestrator.models import WorkflowDef
+from orchestrator.plan import ChordNode, walk
 from orchestrator.settings import Settings
 from orchestrator.states import RunStatus, StepStatus
 from orchestrator.store import RunRecord, RunStore, StepRun
@@ -52,19 +54,68 @@ class Coordinator:
             self._compiled[wf.version] = d
         return d
 
+    def preflight(self, workflow: str | WorkflowDef, timeout_s: float = 1.0) -> list[str]:
+        """Check that live workers can run every step; return the problems (empty: ok).
+
+        Asks the workers (Celery remote control) which tasks they registered and which
+        queues they consume: each step's task must be registered on a worker that
+        consumes the step's queue, and some worker must consume the queue of join tasks.
+        """
+        d = self.definition(workflow)
+        insp = self.app.control.inspect(timeout=timeout_s)
+        registered: dict[str, list[str]] = insp.registered() or {}
+        active: dict[str, list[dict[str, Any]]] = insp.active_queues() or {}
+        if not registered:
+            return ["no worker answered; start one with `orchestrator worker` "
+                    f"(queues: {', '.join(sorted(self._queues(d)))})"]
+        consumes = {w: {q["name"] for q in qs} for w, qs in active.items()}
+        needs: dict[tuple[str, str], list[str]] = {}
+        for step in d.wf.steps:
+            key = (step_task_name(step.function), d.queue(step.id, self.settings.default_queue))
+            needs.setdefault(key, []).append(step.id)
+        if any(isinstance(n, ChordNode) for u in d.plan.units for n in walk(u.canvas)):
+            needs.setdefault((JOIN_TASK, self.settings.default_queue), []).append("(joins)")
+        problems = []
+        for (task, queue), steps in needs.items():
+            ok = [w for w, tasks in registered.items()
+                  if task in tasks and queue in consumes.get(w, set())]
+            if not ok:
+                with_task = sorted(w for w, tasks in registered.items() if task in tasks)
+                on_queue = sorted(w for w, qs in consumes.items() if queue in qs)
+                problems.append(
+                    f"steps {', '.join(steps)}: no live worker both registers task {task!r} "
+                    f"and consumes queue {queue!r} (workers with the task: "
+                    f"{', '.join(with_task) or 'none'}; consuming the queue: "
+                    f"{', '.join(on_queue) or 'none'}). Fix: start `orchestrator worker "
+                    f"--queues {queue}` with the package defining the step function in "
+                    "ORCH_WORKFLOW_PACKAGES.")
+        return problems
+
+    def _queues(self, d: Definition) -> set[str]:
+        return {d.queue(s.id, self.settings.default_queue) for s in d.wf.steps}
+
     def submit(self, workflow: str | WorkflowDef, run_input: Any = None,
-               run_id: str | None = None) -> str:
+               run_id: str | None = None, preflight: bool = False) -> str:
         """Start a run and return its id.
 
         Args:
             workflow: a cataloged workflow's name, or a validated definition.
             run_input: JSON data, checked against the workflow's input schema.
             run_id: an explicit id (for idempotent submission); default a new UUID.
+            preflight: first check that live workers can run every step (see
+                :meth:`preflight`), instead of letting a run wait for a missing worker.
 
         Raises:
             WorkflowNotFound: unknown name.  InputInvalid: input does not match.
+            DispatchError: the preflight check found steps no live worker can run.
+            RunExists: ``run_id`` is taken.
         """
         d = self.definition(workflow)
+        if preflight:
+            problems = self.preflight(d.wf)
+            if problems:
+                raise DispatchError(f"workflow {d.wf.name!r} cannot run now:\n  - "
+                                    + "\n  - ".join(problems))
         data = {} if run_input is None else run_input
         errors = sorted(Draft202012Validator(d.wf.input_schema).iter_errors(data),
                         key=lambda e: list(e.path))

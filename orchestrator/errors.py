@@ -99,6 +99,10 @@ class RunNotFound(RunError):
     """No run with that id is in the store (never created, or expired by retention)."""
 
 
+class RunExists(RunError):
+    """A run with the requested id already exists (an idempotent submission repeated)."""
+
+
 class IllegalTransition(RunError):
     """A state transition that the transition table forbids was refused."""
 

@@ -69,6 +69,6 @@ class Keys:
         """Sorted set: run ids in one status, scored by creation time."""
         return f"{self.prefix}:runs:status:{status}"
 
-    def demo(self, name: str) -> str:
-        """Keys for the example workflows' stand-in systems."""
-        return f"{self.prefix}:demo:{name}"
+    def metrics(self) -> str:
+        """Hash: run and step counters and step-duration histogram buckets, by workflow."""
+        return f"{self.prefix}:metrics"

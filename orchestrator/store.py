@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import redis
 
-from orchestrator.errors import RunNotFound
+from orchestrator.errors import RunExists, RunNotFound
 from orchestrator.keys import Keys
 from orchestrator.models import WorkflowDef
 from orchestrator.plan import Plan
@@ -23,8 +23,9 @@ from orchestrator.states import RunStatus, StepStatus, run_sources, step_sources
 
 EVENTS_MAXLEN = 10_000
 
-# KEYS: steps, events, outputs.  ARGV: step, new status, allowed sources (","-joined,
-# "pending" meaning no record), patch JSON, output JSON or "", now, maxlen.
+# KEYS: steps, events, outputs, metrics.  ARGV: step, new status, allowed sources
+# (","-joined, "pending" meaning no record), patch JSON, output JSON or "", now, maxlen,
+# workflow name ("" for no metrics), duration bucket bounds (","-joined, ascending).
 _STEP_TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local rec = {}
@@ -40,11 +41,31 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[5]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'step', 'step', ARGV[1],
   'status', ARGV[2], 'attempt', tostring(rec['attempt'] or 0), 'ts', ARGV[6])
+local final = ARGV[2] == 'succeeded' or ARGV[2] == 'failed' or ARGV[2] == 'skipped'
+  or ARGV[2] == 'cancelled'
+if ARGV[8] ~= '' and final then
+  local base = ARGV[8] .. '|' .. ARGV[1]
+  redis.call('HINCRBY', KEYS[4], 'steps|' .. base .. '|' .. ARGV[2], 1)
+  local s, e = tonumber(rec['started_at']), tonumber(rec['ended_at'])
+  if (ARGV[2] == 'succeeded' or ARGV[2] == 'failed') and s and e then
+    local d = e - s
+    redis.call('HINCRBYFLOAT', KEYS[4], 'dsum|' .. base, d)
+    local bucket = '+Inf'
+    for b in string.gmatch(ARGV[9], '[^,]+') do
+      if d <= tonumber(b) then bucket = b; break end
+    end
+    redis.call('HINCRBY', KEYS[4], 'dbucket|' .. base .. '|' .. bucket, 1)
+  end
+end
 return {1, status}
 """
 
-# KEYS: run, events, status-index of each RunStatus (in enum order).  ARGV: new status,
-# allowed sources, now, extra fields JSON, status names (","-joined, enum order).
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 300.0)
+_BUCKETS_ARG = ",".join(repr(b) for b in DURATION_BUCKETS_S)
+
+# KEYS: run, events, metrics, status-index of each RunStatus (in enum order).
+# ARGV: new status, allowed sources, now, extra fields JSON, status names (enum order).
 _RUN_TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
@@ -58,9 +79,11 @@ local i = 0
 local id = redis.call('HGET', KEYS[1], 'run_id')
 for name in string.gmatch(ARGV[5], '[^,]+') do
   i = i + 1
-  if name == status then redis.call('ZREM', KEYS[2 + i], id) end
-  if name == ARGV[1] then redis.call('ZADD', KEYS[2 + i], created, id) end
+  if name == status then redis.call('ZREM', KEYS[3 + i], id) end
+  if name == ARGV[1] then redis.call('ZADD', KEYS[3 + i], created, id) end
 end
+local wf = redis.call('HGET', KEYS[1], 'workflow')
+redis.call('HINCRBY', KEYS[3], 'runs|' .. wf .. '|' .. ARGV[1], 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'kind', 'run', 'status', ARGV[1],
   'ts', ARGV[3])
 return {1, status}
@@ -176,9 +199,15 @@ class RunStore:
     # --- runs ----------------------------------------------------------------------------
 
     def create_run(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any) -> None:
-        """Create a run in ``running`` with its unit counters, and index it."""
+        """Create a run in ``running`` with its unit counters, and index it.
+
+        Raises:
+            RunExists: a run with this id exists (ids are claimed atomically).
+        """
         now = time.time()
         k = self.keys
+        if not self.r.hsetnx(k.run(run_id), "run_id", run_id):
+            raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
         p = self.r.pipeline(transaction=True)
         p.hset(k.run(run_id), mapping={
             "run_id": run_id, "workflow": wf.name, "version": wf.version,
@@ -191,6 +220,7 @@ class RunStore:
         p.zadd(k.runs_index(), {run_id: now})
         p.zadd(k.runs_by_workflow(wf.name), {run_id: now})
         p.zadd(k.runs_by_status(RunStatus.RUNNING.value), {run_id: now})
+        p.hincrby(k.metrics(), f"runs|{wf.name}|started", 1)
         p.xadd(k.events(run_id), {"kind": "run", "status": "running", "ts": now},
                maxlen=EVENTS_MAXLEN, approximate=True)
         p.execute()
@@ -229,7 +259,8 @@ class RunStore:
             fields.setdefault("ended_at", now)
         order = list(RunStatus)
         res = self._run_tx(
-            keys=[k.run(run_id), k.events(run_id), *[k.runs_by_status(s.value) for s in order]],
+            keys=[k.run(run_id), k.events(run_id), k.metrics(),
+                  *[k.runs_by_status(s.value) for s in order]],
             args=[status.value, ",".join(s.value for s in run_sources(status)), now,
                   json.dumps(fields), ",".join(s.value for s in order)],
         )
@@ -263,18 +294,22 @@ class RunStore:
     # --- step runs -------------------------------------------------------------------------
 
     def transition_step(self, run_id: str, step_id: str, status: StepStatus,
-                        output: Any = None, has_output: bool = False, **patch: Any) -> bool:
+                        output: Any = None, has_output: bool = False, workflow: str = "",
+                        **patch: Any) -> bool:
         """Move a step run to ``status`` if allowed; store ``output`` when ``has_output``.
+
+        With ``workflow``, a final status also counts in the step metrics (totals by
+        status, and the duration histogram for succeeded and failed step runs).
 
         Returns:
             True if it moved; False if the transition table refused it.
         """
         k = self.keys
         res = self._step_tx(
-            keys=[k.steps(run_id), k.events(run_id), k.outputs(run_id)],
+            keys=[k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics()],
             args=[step_id, status.value, ",".join(s.value for s in step_sources(status)),
                   json.dumps(patch), json.dumps(output) if has_output else "", time.time(),
-                  EVENTS_MAXLEN],
+                  EVENTS_MAXLEN, workflow, _BUCKETS_ARG],
         )
         return int(res[0]) == 1
 
@@ -286,8 +321,9 @@ class RunStore:
         sources = ",".join(s.value for s in step_sources(StepStatus.QUEUED))
         patch = json.dumps({"queued_at": now})
         for s in step_ids:
-            self._step_tx(keys=[k.steps(run_id), k.events(run_id), k.outputs(run_id)],
-                          args=[s, "queued", sources, patch, "", now, EVENTS_MAXLEN],
+            self._step_tx(keys=[k.steps(run_id), k.events(run_id), k.outputs(run_id),
+                                k.metrics()],
+                          args=[s, "queued", sources, patch, "", now, EVENTS_MAXLEN, "", ""],
                           client=p)
         p.execute()
 

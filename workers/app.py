@@ -10,6 +10,7 @@ from orchestrator.catalog import discover
 from orchestrator.celeryconf import SUBMIT_TASK, JOIN_TASK, celery_config, step_task_name
 from orchestrator.coordinator import Coordinator
 from orchestrator.dispatch import Dispatcher
+from orchestrator.errors import RunExists
 from orchestrator.registry import StepFunction
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore
@@ -52,10 +53,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         """
         if not coordinator:
             coordinator.append(Coordinator(settings, catalog, app=app, store=store))
-        coord = coordinator[0]
-        if run_id is not None and coord.store.exists(run_id):
+        try:
+            return {"run_id": coordinator[0].submit(workflow, input, run_id=run_id),
+                    "created": True}
+        except RunExists:
             return {"run_id": run_id, "created": False}
-        return {"run_id": coord.submit(workflow, input, run_id=run_id), "created": True}
 
     return app
 

@@ -64,12 +64,11 @@ class StepRequest(Request):
             if run_id and step_id and version:
                 err = error_data(TimeLimitExceeded(timeout))
                 err["message"] = f"hard time limit of {timeout} s exceeded"
+                d = rt.dispatcher.definition(version)
                 rt.store.transition_step(run_id, step_id, StepStatus.FAILED, error=err,
-                                         ended_at=time.time())
-                ctx = self._context
-                continue_canvas(self.task.app, ctx)
-                rt.dispatcher.task_finished(run_id, rt.dispatcher.definition(version),
-                                            step_id)
+                                         ended_at=time.time(), workflow=d.wf.name)
+                continue_canvas(self.task.app, self._context)
+                rt.dispatcher.task_finished(run_id, d, step_id)
         super().on_timeout(soft, timeout)
 
 
@@ -130,7 +129,8 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         return {"run_id": run_id, "step_id": step_id, "status": status.value}
 
     def end(status: StepStatus, **patch: Any) -> dict[str, Any]:
-        store.transition_step(run_id, step_id, status, ended_at=time.time(), **patch)
+        store.transition_step(run_id, step_id, status, ended_at=time.time(),
+                              workflow=d.wf.name, **patch)
         return finish(status)
 
     if own.status.terminal:  # a duplicate delivery: the step run already ended
@@ -203,7 +203,7 @@ def _fail(task: StepTask, rt: Runtime, d: Definition, run_id: str, step_id: str,
           exc: BaseException) -> dict[str, Any]:
     """Record the step as failed, carry the canvas on, and raise so Celery shows FAILURE."""
     rt.store.transition_step(run_id, step_id, StepStatus.FAILED, error=error_data(exc),
-                             ended_at=time.time())
+                             ended_at=time.time(), workflow=d.wf.name)
     continue_canvas(task.app, task.request)
     rt.dispatcher.task_finished(run_id, d, step_id)
     raise exc

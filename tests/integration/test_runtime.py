@@ -89,3 +89,22 @@ def test_invalid_input_is_refused(coord: Coordinator) -> None:
     with pytest.raises(InputInvalid, match="qty"):
         coord.submit("customer_order", {"order_id": "x", "sku": "s", "qty": "two",
                                         "customer_email": "e"})
+
+
+def test_preflight_names_what_is_missing(coord: Coordinator) -> None:
+    import pytest
+
+    from orchestrator.errors import DispatchError
+    from orchestrator.models import WorkflowDef
+    from orchestrator.registry import default_registry
+    from orchestrator.validation import check
+
+    assert coord.preflight("customer_order") == []
+    wf = check(WorkflowDef(name="needs_gpu", steps=[
+        {"id": "train", "function": "test.sleep", "queue": "gpu"}]), default_registry)
+    problems = coord.preflight(wf)
+    assert len(problems) == 1
+    assert "queue 'gpu'" in problems[0] and "step.test.sleep" in problems[0]
+    assert "orchestrator worker --queues gpu" in problems[0]
+    with pytest.raises(DispatchError, match="needs_gpu"):
+        coord.submit(wf, {}, preflight=True)

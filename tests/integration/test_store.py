@@ -75,3 +75,25 @@ def test_unit_completion_is_atomic_and_idempotent(store: RunStore) -> None:
     assert store.unpublished_ready("r3", plan.successors[ua]) == [uc]
     store.mark_published("r3", [uc])
     assert store.unpublished_ready("r3", plan.successors[ua]) == []
+
+
+def test_metrics_count_runs_steps_and_durations(store: RunStore) -> None:
+    from orchestrator.metrics import render
+
+    wf = _wf()
+    store.create_run("r4", wf, compile_workflow(wf), {})
+    store.transition_step("r4", "a", StepStatus.RUNNING, started_at=100.0)
+    store.transition_step("r4", "a", StepStatus.SUCCEEDED, ended_at=100.2, workflow="n")
+    store.transition_step("r4", "b", StepStatus.SKIPPED, workflow="n")
+    store.transition_run("r4", RunStatus.FAILED)
+    store.r.rpush("default", "x", "y")
+    text = render(store, ["default"]).decode()
+    assert 'orchestrator_runs_total{status="started",workflow="n"} 1.0' in text
+    assert 'orchestrator_runs_total{status="failed",workflow="n"} 1.0' in text
+    assert 'orchestrator_steps_total{status="succeeded",step="a",workflow="n"} 1.0' in text
+    assert 'orchestrator_steps_total{status="skipped",step="b",workflow="n"} 1.0' in text
+    assert 'orchestrator_step_duration_seconds_bucket{le="0.1",step="a",workflow="n"} 0.0' \
+        in text
+    assert 'orchestrator_step_duration_seconds_bucket{le="0.25",step="a",workflow="n"} 1.0' \
+        in text
+    assert 'orchestrator_queue_depth{queue="default"} 2.0' in text
