@@ -65,7 +65,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
+class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
     """The Redis result backend without the per-task result subscription.
 
     Celery's Redis backend SUBSCRIBEs to every task it publishes so that ``.get()`` can be

@@ -14,8 +14,8 @@ import click
 from orchestrator.catalog import Catalog, discover
 from orchestrator.compiler import compile_workflow
 from orchestrator.errors import OrchestratorError, WorkflowInvalid
-from orchestrator.render import dot, mermaid, plan_tree
 from orchestrator.follow import follow, step_table
+from orchestrator.render import dot, mermaid, plan_tree
 from orchestrator.settings import Settings
 from orchestrator.states import RunStatus
 
@@ -192,7 +192,7 @@ def worker(c: _Ctx, queues: str | None, concurrency: int | None, pool: str,
     os.execv(sys.executable, args)
 
 
-DEMO_ORDER = {"order_id": "demo-1", "sku": "SKU-DEMO", "qty": 2,
+DEMO_ORDER: dict[str, Any] = {"order_id": "demo-1", "sku": "SKU-DEMO", "qty": 2,
               "customer_email": "customer@example.com"}
 
 
@@ -239,7 +239,7 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int) -> None:
     try:
         settings = c.settings.model_copy(update={"redis_url": stack.redis_url})
         coord = Coordinator(settings, discover(settings.workflow_packages))
-        systems.set_stock(coord.store.r, DEMO_ORDER["sku"], 10)
+        systems.set_stock(coord.store.r, str(DEMO_ORDER["sku"]), 10)
         run_id = coord.submit("customer_order", DEMO_ORDER)
         click.echo(f"\nrun {run_id} of customer_order started; following it:")
         view = follow(coord, run_id, click.echo, timeout_s=120)

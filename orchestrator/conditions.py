@@ -13,7 +13,9 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
-from celpy.evaluation import base_functions
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError, base_functions
 from lark import Token, Tree
 
 from orchestrator.errors import ConditionError
@@ -55,14 +57,14 @@ class Condition:
                 is not a boolean.
         """
         activation = {
-            "input": celpy.json_to_cel(run_input),
-            "steps": celpy.json_to_cel({k: step_views.get(k) for k in self.steps}),
+            "input": json_to_cel(run_input),
+            "steps": json_to_cel({k: step_views.get(k) for k in self.steps}),
         }
         try:
             result = _ENV.program(self._ast).evaluate(activation)
-        except celpy.CELEvalError as exc:  # raised for programming errors in the text
+        except CELEvalError as exc:  # raised for programming errors in the text
             raise ConditionError(self.text, f"evaluation failed: {_reason(exc)}") from exc
-        if isinstance(result, celpy.CELEvalError):
+        if isinstance(result, CELEvalError):
             raise ConditionError(self.text, f"evaluation failed: {_reason(result)}")
         if not isinstance(result, celtypes.BoolType):
             raise ConditionError(self.text, f"result is {type(result).__name__}, not a bool")
@@ -80,7 +82,7 @@ def parse(text: str) -> Condition:
     """
     try:
         ast = _ENV.compile(text)
-    except celpy.CELParseError as exc:
+    except CELParseError as exc:
         column = int(getattr(exc, "column", 0) or 0)
         near = repr(text[column - 1]) if 0 < column <= len(text) else "end of text"
         if getattr(getattr(exc.__context__, "token", None), "type", None) == "$END":
@@ -117,7 +119,7 @@ def parse(text: str) -> Condition:
     return Condition(text=text, steps=frozenset(steps), _ast=ast)
 
 
-def _macro_variables(ast: Tree) -> frozenset[str]:
+def _macro_variables(ast: Tree[Token]) -> frozenset[str]:
     """Names bound by comprehension macros, e.g. the ``i`` of ``xs.all(i, i > 0)``."""
     names: set[str] = set()
     for node in ast.iter_subtrees():
@@ -150,7 +152,7 @@ def _reason(exc: BaseException) -> str:
     return text.split(" (in activation", 1)[0]
 
 
-def _column(node: Tree) -> int:
+def _column(node: Tree[Token]) -> int:
     """1-based column of the first token under ``node`` (0 when unknown)."""
     for tok in node.scan_values(lambda v: isinstance(v, Token)):
         return int(getattr(tok, "column", 0) or 0)

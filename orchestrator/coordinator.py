@@ -10,10 +10,9 @@ from celery import Celery
 from jsonschema import Draft202012Validator
 
 from orchestrator.catalog import Catalog
-from orchestrator.celeryconf import client_app
+from orchestrator.celeryconf import JOIN_TASK, client_app, step_task_name
 from orchestrator.compiler import compile_workflow
 from orchestrator.dispatch import Definition, Dispatcher
-from orchestrator.celeryconf import JOIN_TASK, step_task_name
 from orchestrator.errors import DispatchError, InputInvalid
 from orchestrator.models import WorkflowDef
 from orchestrator.plan import ChordNode, walk

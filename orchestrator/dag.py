@@ -61,7 +61,7 @@ class Graph:
                     stack[-1] = (node, i + 1)
                     k = kids[i]
                     if color[k] == grey:
-                        cyc = path[path.index(k):] + [k]
+                        cyc = [*path[path.index(k):], k]
                         return [self.nodes[j] for j in cyc]
                     if color[k] == white:
                         color[k] = grey

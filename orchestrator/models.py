@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -37,7 +37,7 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-class TriggerRule(str, Enum):
+class TriggerRule(StrEnum):
     """When a step runs, given the final states of its parents.
 
     ``all_success`` (default) runs only if every parent succeeded; a skipped or failed
@@ -187,20 +187,30 @@ class StepDef(Frozen):
         return list(seen)
 
 
+def _object_schema() -> dict[str, JsonValue]:
+    return {"type": "object"}
+
+
 class WorkflowDef(Frozen):
     """A named, versioned workflow: a DAG of steps."""
 
     name: Annotated[str, Field(pattern=WORKFLOW_NAME)]
     description: str = ""
     label: str | None = None
-    input_schema: dict[str, JsonValue] = Field(default_factory=lambda: {"type": "object"})
+    input_schema: dict[str, JsonValue] = Field(default_factory=lambda: _object_schema())
     default_queue: str | None = None
     steps: tuple[StepDef, ...]
 
     @cached_property
     def version(self) -> str:
-        """Content hash of the definition (the label does not change it), e.g. ``3f2a…``."""
-        body = self.model_dump(mode="json", by_alias=True, exclude={"label"})
+        """Content hash of the definition (the label does not change it), e.g. ``3f2a…``.
+
+        Fields left at their defaults are not hashed, so spelling a default out changes
+        nothing, and a field added to the model later (with a default) keeps every
+        existing workflow's version.  Mapping keys are sorted: their order is not content.
+        """
+        body = self.model_dump(mode="json", by_alias=True, exclude={"label"},
+                               exclude_defaults=True)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

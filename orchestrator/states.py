@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """Where a run is."""
 
     PENDING = "pending"
@@ -19,7 +19,7 @@ class RunStatus(str, Enum):
         return self in RUN_TERMINAL
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """Where a step run is.  ``pending`` is the state of a step with no record yet."""
 
     PENDING = "pending"

@@ -162,7 +162,8 @@ class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
 
     def __init__(self, client: redis.Redis, keys: Keys, retention_s: int) -> None:
-        self.r = client
+        # redis-py types replies as ``bytes | str``; with decode_responses=True they are str
+        self.r: Any = client
         self.keys = keys
         self.retention_s = retention_s
         self._step_tx = client.register_script(_STEP_TRANSITION)

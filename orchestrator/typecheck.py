@@ -79,10 +79,10 @@ def compatible(src: Any, dst: Any) -> bool:
     """
     if src is UNKNOWN or src is Any or dst is Any:
         return True
-    if _is_union(dst):
-        return any(compatible(src, d) for d in get_args(dst))
     if _is_union(src):
         return all(compatible(s, dst) for s in get_args(src))
+    if _is_union(dst):
+        return any(compatible(src, d) for d in get_args(dst))
     src_o, dst_o = get_origin(src) or src, get_origin(dst) or dst
     if not isinstance(src_o, type) or not isinstance(dst_o, type):
         return True

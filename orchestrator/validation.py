@@ -153,8 +153,8 @@ def _parse_conditions(wf: WorkflowDef, ids: set[str], add: Any) -> dict[str, Con
 
 def _check_types(wf: WorkflowDef, s: StepDef, fn: StepFunction, reg: Registry,
                  add: Any) -> None:
-    for name, param in fn.params.items():
-        if param.required and name not in s.inputs:
+    for name, p in fn.params.items():
+        if p.required and name not in s.inputs:
             add("missing_input", f"step function {fn.name!r} needs input {name!r}.",
                 f"add '{name}' to the step's inputs.", s.id)
     for name, src in s.inputs.items():

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.catalog import discover
-from orchestrator.celeryconf import SUBMIT_TASK, JOIN_TASK, celery_config, step_task_name
+from orchestrator.celeryconf import JOIN_TASK, SUBMIT_TASK, celery_config, step_task_name
 from orchestrator.coordinator import Coordinator
 from orchestrator.dispatch import Dispatcher
 from orchestrator.errors import RunExists

@@ -13,7 +13,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from billiard.exceptions import TimeLimitExceeded
 from celery import Task
 from celery.worker.request import Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -72,7 +72,7 @@ class StepRequest(Request):
         super().on_timeout(soft, timeout)
 
 
-class StepTask(Task):  # type: ignore[misc]
+class StepTask(Task):
     """Base of every ``step.<function>`` task."""
 
     Request = StepRequest
@@ -208,5 +208,3 @@ def _fail(task: StepTask, rt: Runtime, d: Definition, run_id: str, step_id: str,
     rt.dispatcher.task_finished(run_id, d, step_id)
     raise exc
 
-
-__all__ = ["SoftTimeLimitExceeded", "StepRequest", "StepTask", "execute", "install"]

@@ -20,6 +20,9 @@ from orchestrator.models import (
 )
 
 
+PINNED_VERSION = "b91347bf23bde581"
+
+
 def wf(**fields: Any) -> WorkflowDef:
     data: dict[str, Any] = {"name": "w", "steps": [{"id": "a", "function": "f"}]}
     data.update(fields)
@@ -141,6 +144,18 @@ def test_version_is_stable() -> None:
 
 def test_version_ignores_the_label() -> None:
     assert wf(label="v1").version == wf(label="release 2").version == wf().version
+
+
+def test_version_ignores_spelled_out_defaults() -> None:
+    explicit = wf(steps=[{"id": "a", "function": "f", "retry": {"max_attempts": 1},
+                          "trigger_rule": "all_success", "inputs": {}, "after": []}],
+                  input_schema={"type": "object"}, description="")
+    assert explicit.version == wf().version
+
+
+def test_version_is_pinned() -> None:
+    """The hash of a fixed definition; if this changes, every stored version changes."""
+    assert wf().version == PINNED_VERSION
 
 
 def test_version_ignores_input_key_order() -> None:
