@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -281,16 +281,35 @@ class RunStore:
 
     def list_runs(self, workflow: str | None = None, status: RunStatus | None = None,
                   offset: int = 0, limit: int = 50) -> list[str]:
-        """Run ids, newest first, from the indexes (no key scans)."""
+        """Run ids, newest first, from the indexes (no key scans).
+
+        Runs whose keys expired by retention are dropped from the indexes read here as
+        they are met, so a page may hold fewer than ``limit`` ids.
+        """
         k = self.keys
+        indexes = [k.runs_index()]
+        if workflow:
+            indexes.append(k.runs_by_workflow(workflow))
+        if status:
+            indexes.append(k.runs_by_status(status.value))
         if workflow and status:
-            ids = self.r.zinter([k.runs_by_workflow(workflow), k.runs_by_status(status.value)],
-                                aggregate="MAX", withscores=True)
-            ordered = [i for i, _ in sorted(ids, key=lambda x: -x[1])]
-            return cast(list[str], ordered[offset:offset + limit])
-        key = (k.runs_by_workflow(workflow) if workflow else
-               k.runs_by_status(status.value) if status else k.runs_index())
-        return cast(list[str], self.r.zrevrange(key, offset, offset + limit - 1))
+            ids = self.r.zinter(indexes[1:], aggregate="MAX", withscores=True)
+            found = [i for i, _ in sorted(ids, key=lambda x: -x[1])][offset:offset + limit]
+        else:
+            found = self.r.zrevrange(indexes[-1], offset, offset + limit - 1)
+        if not found:
+            return []
+        p = self.r.pipeline(transaction=False)
+        for rid in found:
+            p.exists(k.run(rid))
+        alive = p.execute()
+        gone = [rid for rid, ok in zip(found, alive, strict=True) if not ok]
+        if gone:
+            p = self.r.pipeline(transaction=False)
+            for index in indexes:
+                p.zrem(index, *gone)
+            p.execute()
+        return [rid for rid, ok in zip(found, alive, strict=True) if ok]
 
     # --- step runs -------------------------------------------------------------------------
 

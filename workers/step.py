@@ -121,7 +121,9 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     d = disp.definition(version)
     step = d.wf.step_map[step_id]
     parents = list(d.deps[step_id])
-    run, recs, outs = store.step_context(run_id, [*parents, step_id], _reads(step, d))
+    reads = _reads(step, d)  # parents' and condition-read ancestors' outputs
+    run, recs, outs = store.step_context(run_id, list(dict.fromkeys([*parents, *reads,
+                                                                     step_id])), reads)
     own = recs[step_id]
 
     def finish(status: StepStatus) -> dict[str, Any]:

@@ -69,6 +69,14 @@ long_ = _k.step("long", sleep_step, seconds=3.0)
 _k.step("tail", sleep_step, after=[long_], seconds=0.0)
 kill_flow = _k.build()
 
+# a condition may read any ancestor, not only a parent
+_g = Workflow("grandparent_condition")
+ga = _g.step("a", sleep_step, seconds=0.01)
+gb = _g.step("b", sleep_step, after=[ga], seconds=0.0)
+_g.step("c", sleep_step, after=[gb], when="steps.a.output > 0.0", seconds=0.0)
+_g.step("d", sleep_step, after=[gb], when="steps.a.output > 1.0", seconds=0.0)
+grandparent_condition = _g.build()
+
 _f = Workflow("fail_flow")
 bad = _f.step("bad", fail, message="bad step")
 good = _f.step("good", sleep_step, seconds=0.0)

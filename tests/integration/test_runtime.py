@@ -108,3 +108,9 @@ def test_preflight_names_what_is_missing(coord: Coordinator) -> None:
     assert "orchestrator worker --queues gpu" in problems[0]
     with pytest.raises(DispatchError, match="needs_gpu"):
         coord.submit(wf, {}, preflight=True)
+
+
+def test_condition_reads_a_grandparent(coord: Coordinator) -> None:
+    view = wait_run(coord, coord.submit("grandparent_condition"))
+    assert statuses(view) == {"a": "succeeded", "b": "succeeded", "c": "succeeded",
+                              "d": "skipped"}

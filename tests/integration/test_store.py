@@ -97,3 +97,13 @@ def test_metrics_count_runs_steps_and_durations(store: RunStore) -> None:
     assert 'orchestrator_step_duration_seconds_bucket{le="0.25",step="a",workflow="n"} 1.0' \
         in text
     assert 'orchestrator_queue_depth{queue="default"} 2.0' in text
+
+
+def test_listing_drops_runs_expired_by_retention(store: RunStore) -> None:
+    wf = _wf()
+    for rid in ("old", "new"):
+        store.create_run(rid, wf, compile_workflow(wf), {})
+    store.r.delete(*store.keys.run_keys("old"))  # what retention does, later
+    assert store.list_runs() == ["new"]
+    assert store.list_runs(workflow="n", status=RunStatus.RUNNING) == ["new"]
+    assert store.r.zscore(store.keys.runs_index(), "old") is None
