@@ -41,19 +41,52 @@ MAX_CHORD_DEPTH = 3
 # --- series-parallel decomposition --------------------------------------------------------
 
 
+# Each node of the decomposition tree knows, from construction, what the budget checks
+# need: ``size`` (tasks in its canvas: steps plus joins), ``largest`` (signatures in its
+# largest message when nothing follows it), ``depth`` (chord nesting) and ``has_region``.
+# Every message of a canvas carries whatever follows the canvas, so the largest message
+# of a node followed by ``t`` tasks is ``largest + t``; that keeps the checks O(1).
+
+
 @dataclass(frozen=True)
 class Leaf:
     node: int
+    size: int = field(default=1, init=False, repr=False, compare=False)
+    largest: int = field(default=1, init=False, repr=False, compare=False)
+    depth: int = field(default=0, init=False, repr=False, compare=False)
+    has_region: bool = field(default=False, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
 class Series:
     parts: tuple[SPNode, ...]
+    size: int = field(init=False, repr=False, compare=False)
+    largest: int = field(init=False, repr=False, compare=False)
+    depth: int = field(init=False, repr=False, compare=False)
+    has_region: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        size, largest = 0, 0
+        for part in reversed(self.parts):  # part i carries every task after it
+            largest = max(largest, part.largest + size)
+            size += part.size
+        _set(self, size, largest, max(p.depth for p in self.parts),
+             any(p.has_region for p in self.parts))
 
 
 @dataclass(frozen=True)
 class Parallel:
     parts: tuple[SPNode, ...]
+    size: int = field(init=False, repr=False, compare=False)
+    largest: int = field(init=False, repr=False, compare=False)
+    depth: int = field(init=False, repr=False, compare=False)
+    has_region: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # each header message carries its branch and the body: the join and what follows
+        _set(self, sum(p.size for p in self.parts) + 1,
+             max(p.largest for p in self.parts) + 1, max(p.depth for p in self.parts) + 1,
+             any(p.has_region for p in self.parts))
 
 
 @dataclass(frozen=True)
@@ -61,6 +94,21 @@ class Region:
     """A connected part that is not series-parallel (it contains an "N")."""
 
     nodes: tuple[int, ...]
+    size: int = field(init=False, repr=False, compare=False)
+    largest: int = field(init=False, repr=False, compare=False)
+    depth: int = field(default=0, init=False, repr=False, compare=False)
+    has_region: bool = field(default=True, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _set(self, len(self.nodes), len(self.nodes), 0, True)
+
+
+def _set(node: Series | Parallel | Region, size: int, largest: int, depth: int,
+         has_region: bool) -> None:
+    object.__setattr__(node, "size", size)
+    object.__setattr__(node, "largest", largest)
+    object.__setattr__(node, "depth", depth)
+    object.__setattr__(node, "has_region", has_region)
 
 
 SPNode = Leaf | Series | Parallel | Region
@@ -102,9 +150,10 @@ def _components(graph: Graph, nodes: list[int], mask: int) -> list[list[int]]:
             x = parent[x]
         return x
 
+    reduced = graph.reduced_children
     for n in nodes:
-        for c in graph.reduced_children[n]:
-            if mask >> c & 1:
+        for c in reduced[n]:
+            if c in parent:  # inside the subgraph (a dict lookup beats a big-int shift)
                 a, b = find(n), find(c)
                 if a != b:
                     parent[a] = b
@@ -163,10 +212,11 @@ class _Builder:
         raise TypeError("regions have no canvas")
 
     def fits(self, sp: SPNode) -> bool:
-        if _has_region(sp):
-            return False
-        return (_largest_message(sp, 0) <= self.max_unit_tasks
-                and _chord_depth(sp) <= self.max_chord_depth)
+        return self.fits_stats(sp.largest, sp.depth, sp.has_region)
+
+    def fits_stats(self, largest: int, depth: int, has_region: bool) -> bool:
+        return (not has_region and largest <= self.max_unit_tasks
+                and depth <= self.max_chord_depth)
 
     def unit(self, sp: SPNode) -> str:
         canvas = self.canvas(sp)
@@ -194,12 +244,21 @@ class _Builder:
         if isinstance(sp, Region):
             return self.region(sp)
         assert isinstance(sp, Series)
+        # Greedy: append each part to the open group while the group's chain still fits.
+        # The group's stats grow in O(1) per part (see the note above ``Leaf``).
         groups: list[list[SPNode]] = []
+        open_fits = False  # whether the open group, groups[-1], fits the budget
+        largest = depth = 0  # the open group's chain: largest message, chord depth
         for part in sp.parts:
-            if groups and self.fits(part) and self.fits(Series((*groups[-1], part))):
+            grown = max(largest + part.size, part.largest)
+            deeper = max(depth, part.depth)
+            if open_fits and self.fits(part) and self.fits_stats(grown, deeper, False):
                 groups[-1].append(part)
+                largest, depth = grown, deeper
             else:
                 groups.append([part])
+                open_fits = self.fits(part)
+                largest, depth = part.largest, part.depth
         first: list[str] = []
         prev: list[str] = []
         for g in groups:
@@ -250,52 +309,6 @@ def _leaves(sp: SPNode) -> list[int]:
     return [n for p in sp.parts for n in _leaves(p)]
 
 
-def _has_region(sp: SPNode) -> bool:
-    if isinstance(sp, Region):
-        return True
-    if isinstance(sp, Leaf):
-        return False
-    return any(_has_region(p) for p in sp.parts)
-
-
-def _size(sp: SPNode) -> int:
-    """Tasks in the canvas of ``sp`` (steps plus joins)."""
-    if isinstance(sp, Leaf):
-        return 1
-    if isinstance(sp, Region):
-        return len(sp.nodes)
-    return sum(_size(p) for p in sp.parts) + (1 if isinstance(sp, Parallel) else 0)
-
-
-def _largest_message(sp: SPNode, tail: int) -> int:
-    """Signatures carried by the largest message of ``sp`` followed by ``tail`` tasks.
-
-    A chain's first message carries the whole rest of the chain; each chord header
-    message carries its branch plus the body (join and everything after it).
-    """
-    if isinstance(sp, Leaf):
-        return 1 + tail
-    if isinstance(sp, Parallel):
-        return max(_largest_message(p, 1 + tail) for p in sp.parts)
-    if isinstance(sp, Series):
-        # Walk the parts from the end, so a long series costs no recursion depth: part i
-        # is followed by everything after it, and a leaf's message carries all of that.
-        worst = 0
-        after = tail
-        for part in reversed(sp.parts):
-            worst = max(worst, _largest_message(part, after))
-            after += _size(part)
-        return worst
-    return _size(sp) + tail
-
-
-def _chord_depth(sp: SPNode) -> int:
-    if isinstance(sp, Leaf | Region):
-        return 0
-    inner = max(_chord_depth(p) for p in sp.parts)
-    return inner + 1 if isinstance(sp, Parallel) else inner
-
-
 def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
                      max_chord_depth: int = MAX_CHORD_DEPTH) -> Plan:
     """Compile a validated workflow into a plan.
@@ -308,7 +321,7 @@ def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
     Returns:
         The plan: units (canvases) and the counter edges between them.
     """
-    graph = Graph.from_deps(wf.dependencies())
+    graph = wf.graph
     b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1))
     b.segment(decompose(graph))
     return Plan(workflow=wf.name, version=wf.version, units=tuple(b.units),

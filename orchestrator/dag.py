@@ -46,6 +46,11 @@ class Graph:
 
     def find_cycle(self) -> list[str] | None:
         """Return one cycle as ``[a, b, …, a]``, or ``None`` if the graph is acyclic."""
+        try:
+            _ = self.topo_order  # the common case, and the compiler needs the order anyway
+            return None
+        except ValueError:
+            pass
         white, grey, black = 0, 1, 2
         color = [white] * len(self.nodes)
         for root in range(len(self.nodes)):

@@ -13,9 +13,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from orchestrator.dag import Graph
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -98,12 +101,12 @@ class Ref(Frozen):
         parse_ref(v)
         return v
 
-    @property
+    @cached_property
     def step(self) -> str | None:
         """The step this reference reads from, or ``None`` for the run's input."""
         return parse_ref(self.source)[0]
 
-    @property
+    @cached_property
     def path(self) -> tuple[str, ...]:
         """Field path inside the run input or the step output."""
         return parse_ref(self.source)[1]
@@ -213,6 +216,22 @@ class WorkflowDef(Frozen):
                                exclude_defaults=True)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Self:
+        """Copy, dropping the cached :attr:`version`, :attr:`graph` and :attr:`step_map`
+        when ``update`` changes fields (pydantic would copy them stale)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in ("version", "graph", "step_map"):
+                copy.__dict__.pop(name, None)
+        return copy
+
+    @cached_property
+    def graph(self) -> Graph:
+        """The DAG of :meth:`dependencies`, built once and shared by validation, the
+        compiler and the renderers (parents that are not steps are left out)."""
+        return Graph.from_deps(self.dependencies())
 
     @cached_property
     def step_map(self) -> dict[str, StepDef]:

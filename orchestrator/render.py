@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from orchestrator.dag import Graph
 from orchestrator.models import WorkflowDef
 from orchestrator.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode
 
@@ -42,7 +41,7 @@ def _tree(node: CanvasNode, indent: str, lines: list[str],
 
 def mermaid(wf: WorkflowDef) -> str:
     """The workflow's DAG (transitively reduced) as a Mermaid flowchart."""
-    g = Graph.from_deps(wf.dependencies())
+    g = wf.graph
     handled = wf.handlers_of()
     lines = ["flowchart TD"]
     for s in wf.steps:
@@ -58,7 +57,7 @@ def mermaid(wf: WorkflowDef) -> str:
 
 def dot(wf: WorkflowDef) -> str:
     """The workflow's DAG (transitively reduced) in Graphviz dot."""
-    g = Graph.from_deps(wf.dependencies())
+    g = wf.graph
     handled = wf.handlers_of()
     lines = [f'digraph "{wf.name}" {{', "  rankdir=TB;"]
     for s in wf.steps:

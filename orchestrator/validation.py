@@ -8,7 +8,6 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from orchestrator.conditions import Condition, parse
-from orchestrator.dag import Graph
 from orchestrator.errors import ConditionError, Problem, WorkflowInvalid
 from orchestrator.models import Ref, StepDef, Value, WorkflowDef
 from orchestrator.registry import Registry, StepFunction, default_registry
@@ -61,7 +60,7 @@ def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Probl
         _check_policies(s, add)
 
     conditions = _parse_conditions(wf, ids, add)
-    graph = Graph.from_deps(wf.dependencies())
+    graph = wf.graph
     cycle = graph.find_cycle()
     if cycle:
         add("cycle", f"the steps form a cycle: {' -> '.join(cycle)}.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.compiler import compile_workflow, decompose, Leaf, Parallel, Region, Series
+from orchestrator.compiler import Leaf, Parallel, Region, Series, compile_workflow, decompose
 from orchestrator.dag import Graph
 from orchestrator.models import WorkflowDef
 from orchestrator.plan import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import networkx as nx
@@ -79,7 +80,7 @@ def test_find_cycle_agrees_with_networkx(deps: dict[str, list[str]], data: st.Da
     assert (cycle is None) == nx.is_directed_acyclic_graph(to_nx(deps))
     if cycle is not None:
         assert cycle[0] == cycle[-1]
-        for a, b in zip(cycle, cycle[1:], strict=False):
+        for a, b in itertools.pairwise(cycle):
             assert a in deps[b], f"{a} -> {b} is not an edge"
 
 

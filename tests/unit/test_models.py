@@ -19,7 +19,6 @@ from orchestrator.models import (
     parse_ref,
 )
 
-
 PINNED_VERSION = "b91347bf23bde581"
 
 
@@ -182,6 +181,17 @@ def test_version_depends_on_content(change: dict[str, Any]) -> None:
     assert wf(**change).version != wf().version
 
 
+def test_model_copy_with_changes_drops_cached_version_and_graph() -> None:
+    w = wf()
+    before = (w.version, w.graph, w.step_map)
+    renamed = w.model_copy(update={"name": "w2"})
+    assert renamed.version == wf(name="w2").version != before[0]
+    grown = w.model_copy(update={"steps": (*w.steps, StepDef(id="b", function="f"))})
+    assert grown.graph.nodes == ("a", "b")
+    assert set(grown.step_map) == {"a", "b"}
+    assert w.model_copy().version == before[0]
+
+
 # --- retry policy ------------------------------------------------------------------------
 
 
@@ -232,6 +242,6 @@ def test_delay_stays_within_jitter_bounds(initial: float, multiplier: float, cap
     except OverflowError:
         base = cap if initial > 0 else 0.0
     d = r.delay_s(attempt, rand)
-    assert 0 <= d
+    assert d >= 0
     assert base * (1 - jitter) - 1e-9 <= d <= base * (1 + jitter) + 1e-9
     assert d <= cap * (1 + jitter) + 1e-9

@@ -1,0 +1,1 @@
+"""Benchmarks of the orchestrator (``make bench``)."""
