@@ -192,6 +192,44 @@ def worker(c: _Ctx, queues: str | None, concurrency: int | None, pool: str,
     os.execv(sys.executable, args)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--host", default=None, help="Bind address (default ORCH_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default ORCH_API_PORT).")
+@click.option("--log-level", default="info", show_default=True)
+def api(host: str | None, port: int | None, log_level: str) -> None:
+    """Serve the HTTP API (bearer tokens from ORCH_API_TOKENS)."""
+    from orchestrator.api.server import main as serve
+
+    args = ["--log-level", log_level]
+    if host:
+        args += ["--host", host]
+    if port:
+        args += ["--port", str(port)]
+    serve(args)
+
+
+@cli.command()
+@click.option("--queue", "-q", "names", multiple=True,
+              help="A queue to report; repeat for more. Default: the default queue, then "
+              "every queue some worker consumes.")
+@click.option("--timeout", "timeout_s", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for the workers' replies.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def queues(c: _Ctx, names: tuple[str, ...], timeout_s: float, as_json: bool) -> None:
+    """Show each queue's waiting tasks and the workers consuming it."""
+    from dataclasses import asdict
+
+    from orchestrator.celeryconf import client_app
+    from orchestrator.queues import format_queues, queue_depths
+
+    depths = queue_depths(client_app(c.settings), names or None, timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps([asdict(d) for d in depths], indent=2))
+    else:
+        click.echo(format_queues(depths))
+
+
 DEMO_ORDER: dict[str, Any] = {"order_id": "demo-1", "sku": "SKU-DEMO", "qty": 2,
               "customer_email": "customer@example.com"}
 
@@ -207,13 +245,14 @@ def _wait_for_interrupt(stack: Any) -> None:
 @cli.command()
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True)
 @click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--api-port", type=int, default=8000, show_default=True)
 @pass_ctx
-def up(c: _Ctx, concurrency: int, flower_port: int) -> None:
-    """Start the local stack (Redis, a worker, Flower) until Ctrl-C."""
+def up(c: _Ctx, concurrency: int, flower_port: int, api_port: int) -> None:
+    """Start the local stack (Redis, a worker, Flower, the API) until Ctrl-C."""
     from orchestrator.localstack import LocalStack
 
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
-                       emit=click.echo)
+                       api_port=api_port, emit=click.echo)
     stack.start()
     try:
         _wait_for_interrupt(stack)
@@ -225,8 +264,9 @@ def up(c: _Ctx, concurrency: int, flower_port: int) -> None:
 @click.option("--once", is_flag=True, help="Stop the stack when the demo run ends.")
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True)
 @click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--api-port", type=int, default=8000, show_default=True)
 @pass_ctx
-def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int) -> None:
+def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int) -> None:
     """Start the local stack and run the customer-order workflow, following it live."""
     from orchestrator.catalog import discover
     from orchestrator.coordinator import Coordinator
@@ -234,7 +274,7 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int) -> None:
     from workflows.order import systems
 
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
-                       emit=click.echo)
+                       api_port=api_port, emit=click.echo)
     stack.start()
     try:
         settings = c.settings.model_copy(update={"redis_url": stack.redis_url})

@@ -107,11 +107,36 @@ class IllegalTransition(RunError):
     """A state transition that the transition table forbids was refused."""
 
 
+class IdempotencyConflict(RunError):
+    """An ``Idempotency-Key`` was reused for a different request (or one still in flight)."""
+
+
 # --- dispatch errors -------------------------------------------------------------------
 
 
 class DispatchError(OrchestratorError):
     """Work cannot reach a worker: the operator must react."""
+
+
+# --- API client errors -----------------------------------------------------------------
+
+
+class ApiError(OrchestratorError):
+    """The HTTP API refused a call (or could not be reached): its caller must react.
+
+    Attributes:
+        status_code: the HTTP status (0 when no answer arrived).
+        code: the machine-readable code of the API's error body, e.g. ``input_invalid``.
+        message: what is wrong, as the API said.
+        fix: what to change, as the API said.
+    """
+
+    def __init__(self, status_code: int, code: str, message: str, fix: str = "") -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{status_code} {code}: {message}" + (f" Fix: {fix}" if fix else ""))
 
 
 # --- step control flow -----------------------------------------------------------------

@@ -69,6 +69,30 @@ class Keys:
         """Sorted set: run ids in one status, scored by creation time."""
         return f"{self.prefix}:runs:status:{status}"
 
+    def idempotency(self, key_digest: str) -> str:
+        """String: JSON ``{"fingerprint", "run_id"}`` of one API ``Idempotency-Key``.
+
+        ``key_digest`` is the SHA-256 hex of the client's key, so any header value is safe
+        in a key name.  Set with NX and the idempotency window as its TTL.
+        """
+        return f"{self.prefix}:idem:{key_digest}"
+
+    def callback(self, run_id: str) -> str:
+        """String: JSON ``{"url", "registered_at"}`` of the run's run-end callback."""
+        return f"{self.prefix}:run:{run_id}:callback"
+
+    def callbacks_pending(self) -> str:
+        """Sorted set: ids of runs whose callback is not yet claimed for delivery.
+
+        Scored by registration time; removing an id (ZREM returning 1) is the claim, so
+        exactly one process delivers each callback.
+        """
+        return f"{self.prefix}:callbacks:pending"
+
+    def callbacks_feed(self) -> str:
+        """Stream: one entry per new callback registration, to wake the deliverers."""
+        return f"{self.prefix}:callbacks:feed"
+
     def metrics(self) -> str:
         """Hash: run and step counters and step-duration histogram buckets, by workflow."""
         return f"{self.prefix}:metrics"

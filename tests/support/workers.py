@@ -17,7 +17,7 @@ from celery import Celery
 
 from tests.support.wait import wait_until
 
-TEST_PACKAGES = ("workflows", "tests.integration.flows")
+TEST_PACKAGES = ("workflows", "tests.integration.flows", "tests.integration.flows_queues")
 
 
 def worker_env(redis_url: str, **settings: Any) -> dict[str, str]:

@@ -1,0 +1,125 @@
+"""The app factory of the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI
+
+from orchestrator.api import failures, health, runs, workflows
+from orchestrator.api import metrics as metrics_api
+from orchestrator.api.auth import TokenTable, any_token
+from orchestrator.api.deps import ApiContext
+from orchestrator.api.limits import BodyLimit, known_query_only
+from orchestrator.callbacks import CallbackDeliverer, CallbackRegistry
+from orchestrator.catalog import Catalog, discover
+from orchestrator.coordinator import Coordinator
+from orchestrator.settings import ApiToken, Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Start, follow and cancel runs of the orchestrator's workflows.
+
+Every endpoint except `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, a
+token from the server's `ORCH_API_TOKENS` with the endpoint's scope (`runs:read`,
+`runs:write` or `workflows:read`). Every error has the body
+`{"error": {"code", "message", "fix"}}`. This schema is at `/openapi.json` (any valid
+token).
+"""
+
+
+def create_api(settings: Settings, catalog: Catalog | None = None,
+               coordinator: Coordinator | None = None) -> FastAPI:
+    """Build the API app.
+
+    Args:
+        settings: the one settings object (tokens, limits, Redis, callbacks).
+        catalog: the workflows to serve; default the coordinator's, else
+            ``discover(settings.workflow_packages)``.
+        coordinator: submits, reads and cancels runs; default one built from ``settings``.
+
+    Returns:
+        The FastAPI app.  While it is served (its lifespan), it holds an asyncio Redis
+        client and, when ``settings.callback_secret`` is set, a
+        :class:`~orchestrator.callbacks.CallbackDeliverer` thread.
+
+    Raises:
+        DefinitionError: a workflow package cannot be imported or holds an invalid one.
+    """
+    if catalog is None:
+        catalog = coordinator.catalog if coordinator else discover(settings.workflow_packages)
+    coord = coordinator or Coordinator(settings, catalog)
+    registry = CallbackRegistry(coord.store.r, coord.store.keys, settings.run_retention_s)
+    ctx = ApiContext(settings=settings, catalog=catalog, coordinator=coord, registry=registry)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ctx.open()
+        deliverer = None
+        if settings.callback_secret.get_secret_value():
+            deliverer = CallbackDeliverer(registry, coord.view, settings)
+            deliverer.start()
+        if not settings.api_tokens:
+            log.warning("no API tokens configured (ORCH_API_TOKENS): every authenticated "
+                        "endpoint answers 401")
+        try:
+            yield
+        finally:
+            if deliverer is not None:
+                await anyio.to_thread.run_sync(deliverer.stop)
+            await ctx.close()
+
+    # No unauthenticated documentation pages: the schema is served below, behind a token.
+    app = FastAPI(title="celery-orchestrator", version="1", description=DESCRIPTION,
+                  lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(known_query_only)])
+    app.state.ctx = ctx
+    app.state.tokens = TokenTable.of(settings.api_tokens)
+    failures.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(workflows.router)
+    app.include_router(runs.router)
+    app.include_router(metrics_api.router)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_token: Annotated[ApiToken, Depends(any_token)]) -> dict[str, Any]:
+        return app.openapi()
+
+    build_schema = app.openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _absent_is_not_null(build_schema())
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
+    return app
+
+
+def _absent_is_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``null`` from optional parameters' schemas in the OpenAPI document.
+
+    FastAPI documents ``x: T | None = None`` as ``anyOf: [T, null]``, but a query string
+    or a header cannot carry a JSON null: an optional parameter is expressed by leaving
+    it out.  (Clients and fuzzers would otherwise send the text ``null``.)
+    """
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            for param in op.get("parameters", []) if isinstance(op, dict) else []:
+                ps = param.get("schema", {})
+                variants = ps.get("anyOf")
+                if not isinstance(variants, list):
+                    continue
+                kept = [v for v in variants if v != {"type": "null"}]
+                if len(kept) == 1 and len(kept) < len(variants):
+                    ps.pop("anyOf")
+                    if ps.get("default", ...) is None:
+                        ps.pop("default")
+                    ps.update(kept[0])
+    return schema

@@ -1,0 +1,142 @@
+"""Every error the API answers, in one body shape: ``{"error": {"code", "message", "fix"}}``.
+
+Bad input is always a 4xx with a code a program can branch on and a fix a person can
+follow; a 5xx means a fault on our side (or a store that cannot be reached: 503).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator.apimodels import ErrorBody, ErrorInfo
+from orchestrator.errors import (
+    ApiError,
+    DefinitionError,
+    DispatchError,
+    IdempotencyConflict,
+    InputInvalid,
+    OrchestratorError,
+    RunExists,
+    RunNotFound,
+    WorkflowNotFound,
+)
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    400: "Malformed request (for example, a body that is not JSON).",
+    401: "Missing or unknown bearer token.",
+    403: "The token lacks the scope this endpoint needs.",
+    404: "No such workflow or run.",
+    409: "Conflict with the current state (run already ended; Idempotency-Key reused "
+         "for a different request, or still in flight).",
+    413: "Request body larger than the configured limit.",
+    415: "Body is not application/json.",
+    422: "Invalid parameters or run input.",
+    503: "The store (Redis) or the broker cannot be reached.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses, all with :class:`ErrorBody`."""
+    return {c: {"model": ErrorBody, "description": _DESCRIPTIONS[c]} for c in codes}
+
+
+def error_json(status: int, code: str, message: str, fix: str = "",
+               details: list[dict[str, Any]] | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error response in the one shape."""
+    body = ErrorBody(error=ErrorInfo(code=code, message=message, fix=fix, details=details))
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status,
+                        headers=headers)
+
+
+def _api_error_headers(exc: ApiError) -> dict[str, str] | None:
+    if exc.status_code == 401:
+        return {"WWW-Authenticate": 'Bearer realm="orchestrator"'}
+    if exc.code == "idempotency_in_progress":
+        return {"Retry-After": "1"}
+    return None
+
+
+def orchestrator_error(exc: OrchestratorError) -> JSONResponse:
+    """The response for an error of the orchestrator's tree."""
+    text = str(exc)
+    if isinstance(exc, ApiError):
+        return error_json(exc.status_code, exc.code, exc.message, exc.fix,
+                          headers=_api_error_headers(exc))
+    if isinstance(exc, WorkflowNotFound):
+        return error_json(404, "workflow_not_found", text,
+                          "GET /v1/workflows lists the workflows this server knows.")
+    if isinstance(exc, RunNotFound):
+        return error_json(404, "run_not_found", text,
+                          "Check the run id; finished runs are kept for the retention only.")
+    if isinstance(exc, InputInvalid):
+        return error_json(422, "input_invalid", text, "GET /v1/workflows/{name} shows the "
+                          "input_schema the body must match.")
+    if isinstance(exc, IdempotencyConflict):
+        return error_json(409, "idempotency_conflict", text,
+                          "Use a new Idempotency-Key for a different request.")
+    if isinstance(exc, RunExists):
+        return error_json(409, "run_exists", text, "Read the run, or use another id.")
+    if isinstance(exc, DispatchError):
+        return error_json(503, "dispatch_unavailable", text, "Start the workers or the broker "
+                          "the message names, then retry.")
+    if isinstance(exc, DefinitionError):
+        log.error("workflow definition error while serving a request: %s", exc)
+        return error_json(500, "definition_error", text,
+                          "The server's workflow catalog is broken; tell its operator.")
+    log.error("unexpected orchestrator error: %r", exc)
+    return error_json(500, "internal_error", text, "Retry later; tell the operator if it "
+                      "persists.")
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers that give every error the one shape."""
+
+    async def on_orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OrchestratorError)
+        return orchestrator_error(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details: list[dict[str, Any]] = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))} for e in exc.errors()]
+        where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
+        return error_json(422, "invalid_request", f"invalid request: {where}",
+                          "Fix the parameters listed in details (see the OpenAPI schema "
+                          "at /openapi.json).", details=details)
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        fixes = {404: "See /openapi.json for the endpoints.",
+                 405: "Use a method the Allow header lists."}
+        return error_json(exc.status_code, codes.get(exc.status_code, "http_error"),
+                          str(exc.detail), fixes.get(exc.status_code, ""),
+                          headers=dict(exc.headers) if exc.headers else None)
+
+    async def on_redis_error(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable: %s", exc)
+        return error_json(503, "store_unavailable", f"the store cannot be reached: {exc}",
+                          "Retry later; the operator should check Redis.",
+                          headers={"Retry-After": "1"})
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_json(500, "internal_error", "internal error",
+                          "Retry later; tell the operator if it persists.")
+
+    app.add_exception_handler(OrchestratorError, on_orchestrator_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(redis.RedisError, on_redis_error)
+    app.add_exception_handler(Exception, on_unexpected)

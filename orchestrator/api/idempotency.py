@@ -1,0 +1,97 @@
+"""``Idempotency-Key`` for run submission.
+
+The key maps to ``{"fingerprint", "run_id"}`` in Redis (:meth:`Keys.idempotency`), set
+with ``SET NX``.  The fingerprint is a SHA-256 of the request's effect: workflow name,
+run input (parsed, so whitespace and key order do not matter) and callback URL; ``wait``
+is not part of it.  A repeat with the same fingerprint gets the same run; a different
+fingerprint is a conflict (409).
+
+The first request claims the key with a short TTL (:data:`PENDING_TTL_S`) and extends it
+to the idempotency window once the run exists, so a process that dies in between does
+not block the key for the whole window.  A submission refused for bad input releases
+the key, so the corrected request may reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from orchestrator.errors import ApiError, IdempotencyConflict
+from orchestrator.keys import Keys
+
+PENDING_TTL_S = 30
+MAX_KEY_CHARS = 255
+
+_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v)['run_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def fingerprint(workflow: str, run_input: Any, callback_url: str | None) -> str:
+    """SHA-256 hex of what a submission does (canonical JSON)."""
+    text = json.dumps({"workflow": workflow, "input": run_input, "callback_url": callback_url},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def redis_key(keys: Keys, idempotency_key: str) -> str:
+    """The Redis key of a client's idempotency key (hashed: any header value is safe)."""
+    return keys.idempotency(hashlib.sha256(idempotency_key.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The run an idempotency key stands for; ``fresh`` when this request must create it."""
+
+    run_id: str
+    fresh: bool
+
+
+async def claim(r: aioredis.Redis, keys: Keys, idempotency_key: str, fp: str,
+                new_run_id: str) -> Claim:
+    """Claim ``idempotency_key`` for a new run, or find the run it already stands for.
+
+    Raises:
+        IdempotencyConflict: the key was used for a request with another fingerprint.
+        ApiError: 409 ``idempotency_in_progress`` if the key keeps changing under us.
+    """
+    key = redis_key(keys, idempotency_key)
+    record = json.dumps({"fingerprint": fp, "run_id": new_run_id})
+    for _ in range(3):
+        if await r.set(key, record, nx=True, ex=PENDING_TTL_S):
+            return Claim(new_run_id, True)
+        raw = await r.get(key)
+        if raw is None:  # expired between SET and GET: claim again
+            continue
+        stored = json.loads(raw)
+        if stored.get("fingerprint") != fp:
+            raise IdempotencyConflict(
+                f"Idempotency-Key {idempotency_key!r} was used for a different request "
+                f"(another workflow, input or callback_url), which started run "
+                f"{stored.get('run_id')!r}")
+        return Claim(str(stored["run_id"]), False)
+    raise in_progress(idempotency_key)
+
+
+def in_progress(idempotency_key: str) -> ApiError:
+    """The 409 for a key whose first request has not created its run yet."""
+    return ApiError(409, "idempotency_in_progress",
+                    f"a request with Idempotency-Key {idempotency_key!r} is still in flight",
+                    "Retry the same request after a moment (see Retry-After).")
+
+
+async def confirm(r: aioredis.Redis, keys: Keys, idempotency_key: str, window_s: int) -> None:
+    """The run exists: keep the key for the whole idempotency window."""
+    await r.expire(redis_key(keys, idempotency_key), window_s)
+
+
+async def release(r: aioredis.Redis, keys: Keys, idempotency_key: str, run_id: str) -> None:
+    """Drop the key if it still stands for ``run_id`` (its submission was refused)."""
+    await r.eval(_RELEASE, 1, redis_key(keys, idempotency_key), run_id)

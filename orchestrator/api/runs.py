@@ -1,0 +1,289 @@
+"""Run endpoints: submit (idempotent, optionally waiting, with a callback), read, list,
+cancel, and follow (server-sent events)."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from orchestrator.api import idempotency, streams
+from orchestrator.api.auth import read_runs, write_runs
+from orchestrator.api.deps import ApiContext, context
+from orchestrator.api.failures import error_responses
+from orchestrator.apimodels import (
+    API_PREFIX,
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    RunOut,
+    RunPage,
+    RunSummary,
+)
+from orchestrator.callbacks import MAX_URL_CHARS, check_url
+from orchestrator.errors import ApiError, RunNotFound
+from orchestrator.models import WORKFLOW_NAME
+from orchestrator.settings import ApiToken
+from orchestrator.states import RunStatus
+
+MAX_WAIT_S = 60.0
+MAX_INPUT_DEPTH = 64
+MAX_PAGE = 200
+
+router = APIRouter(prefix=API_PREFIX, tags=["runs"])
+
+RunId = Annotated[str, Path(min_length=1, max_length=200, description="The run's id.")]
+WorkflowName = Annotated[str, Path(pattern=WORKFLOW_NAME, max_length=200,
+                                   description="A cataloged workflow's name.")]
+
+_LOCATION = {"Location": {"description": "The run: /v1/runs/{run_id}",
+                          "schema": {"type": "string"}}}
+_REPLAYED = {REPLAYED_HEADER: {"description": "`true` when an Idempotency-Key repeat "
+                               "answered with the run of the first request.",
+                               "schema": {"type": "string"}}}
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "description": "The run input (any JSON value; it must match the workflow's "
+                       "input_schema). An empty body means `{}`.",
+        "content": {"application/json": {"schema": {}}},
+    },
+}
+
+
+def _bad_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > limit:
+                return True
+            items = v.values() if isinstance(v, dict) else v
+            stack.extend((x, depth + 1) for x in items)
+    return False
+
+
+async def read_json_body(request: Request) -> Any:
+    """The request's JSON body, or None when it is empty.
+
+    Raises:
+        ApiError: 415 for a body that is not declared JSON, 400 for one that does not
+            parse, 422 for one nested deeper than :data:`MAX_INPUT_DEPTH`; 413 (from the
+            body limit) for one too large.
+    """
+    body = await request.body()
+    if not body.strip():
+        return None
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"the body must be JSON, not {media!r}",
+                       "Send the run input with `Content-Type: application/json`.")
+    try:
+        value = json.loads(body, parse_constant=_bad_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}",
+                       "Send the run input as one JSON document (UTF-8).") from None
+    if _too_deep(value, MAX_INPUT_DEPTH):
+        raise ApiError(422, "input_too_deep",
+                       f"the run input is nested deeper than {MAX_INPUT_DEPTH} levels",
+                       "Flatten the input.")
+    return value
+
+
+def _run_json(out: RunOut, status: int, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse(out.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+@router.post(
+    "/workflows/{name}/runs",
+    status_code=201,
+    summary="Start a run",
+    response_model=RunOut,
+    openapi_extra=_BODY_DOC,
+    responses={
+        201: {"model": RunOut, "description": "Run created (no `wait`).",
+              "headers": _LOCATION},
+        200: {"model": RunOut, "description": "With `wait`: the run ended in time. "
+              "Without: an Idempotency-Key repeat (the first request's run, as it is now).",
+              "headers": {**_LOCATION, **_REPLAYED}},
+        202: {"model": RunOut, "description": "With `wait`: the run had not ended in time; "
+              "follow Location.", "headers": {**_LOCATION, **_REPLAYED}},
+        **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+    },
+)
+async def submit_run(
+    request: Request,
+    name: WorkflowName,
+    ctx: Annotated[ApiContext, Depends(context)],
+    _token: Annotated[ApiToken, Depends(write_runs)],
+    wait: Annotated[float | None, Query(
+        ge=0, le=MAX_WAIT_S, description="Seconds to wait for the run to end (at most "
+        f"{MAX_WAIT_S:g}): 200 with the ended run, else 202 with Location.")] = None,
+    callback_url: Annotated[str | None, Query(
+        max_length=MAX_URL_CHARS, description="http(s) URL to POST the run to when it "
+        "ends, signed with X-Orchestrator-Signature: sha256=<hex HMAC of the body>.")] = None,
+    idempotency_key: Annotated[str | None, Header(
+        alias=IDEMPOTENCY_HEADER, min_length=1, max_length=idempotency.MAX_KEY_CHARS,
+        description="Repeats of the same request within the idempotency window return "
+        "the same run; the same key with another request is a 409.")] = None,
+) -> Response:
+    """Start a run of workflow ``name`` with the JSON body as its input.
+
+    Answers 201 with the run and ``Location`` (200 for an Idempotency-Key repeat); with
+    ``wait``, 200 if the run ended within it, else 202.
+    """
+    settings = ctx.settings
+    wf = ctx.catalog.get(name)
+    if callback_url is not None:
+        if not settings.callback_secret.get_secret_value():
+            raise ApiError(422, "callbacks_disabled",
+                           "this server sends no callbacks (it has no callback secret)",
+                           "Leave out callback_url and follow the run; or ask the operator "
+                           "to set ORCH_CALLBACK_SECRET.")
+        try:
+            check_url(callback_url)
+        except ValueError as exc:
+            raise ApiError(422, "callback_url_invalid", str(exc),
+                           "Pass an absolute http:// or https:// URL.") from None
+    if wait is not None and wait > settings.api_max_wait_s:
+        raise ApiError(422, "wait_too_long",
+                       f"wait is capped at {settings.api_max_wait_s:g} s on this server",
+                       "Wait less, then follow the run's Location.")
+    run_input = await read_json_body(request)
+    run_id, fresh = uuid.uuid4().hex, True
+    r = ctx.aredis
+    if idempotency_key is not None:
+        fp = idempotency.fingerprint(wf.name, run_input, callback_url)
+        claim = await idempotency.claim(r, ctx.keys, idempotency_key, fp, run_id)
+        run_id, fresh = claim.run_id, claim.fresh
+    if fresh:
+        try:
+            if callback_url is not None:
+                await anyio.to_thread.run_sync(ctx.registry.register, run_id, callback_url)
+            await anyio.to_thread.run_sync(ctx.coordinator.submit, wf.name, run_input, run_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if callback_url is not None:
+                    await anyio.to_thread.run_sync(ctx.registry.unregister, run_id)
+                if idempotency_key is not None:
+                    await idempotency.release(r, ctx.keys, idempotency_key, run_id)
+            raise
+        if idempotency_key is not None:
+            await idempotency.confirm(r, ctx.keys, idempotency_key,
+                                      settings.idempotency_window_s)
+    elif not await r.exists(ctx.keys.run(run_id)):
+        raise idempotency.in_progress(idempotency_key or "")
+    headers = {"Location": f"{API_PREFIX}/runs/{run_id}"}
+    if not fresh:
+        headers[REPLAYED_HEADER] = "true"
+    if wait:
+        ended = await streams.wait_for_end(ctx, run_id, wait)
+        out = await _view(ctx, run_id)
+        return _run_json(out, 200 if ended or out.ended else 202, headers)
+    return _run_json(await _view(ctx, run_id), 201 if fresh else 200, headers)
+
+
+async def _view(ctx: ApiContext, run_id: str) -> RunOut:
+    view = await anyio.to_thread.run_sync(ctx.coordinator.view, run_id)
+    return RunOut.from_view(view)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, summary="Read a run",
+            responses=error_responses(401, 403, 404, 422, 503))
+def get_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
+            _token: Annotated[ApiToken, Depends(read_runs)]) -> RunOut:
+    """The run: status, every step (status, attempts, duration, error) and outputs."""
+    return RunOut.from_view(ctx.coordinator.view(run_id))
+
+
+@router.get("/runs", response_model=RunPage, summary="List runs",
+            responses=error_responses(401, 403, 422, 503))
+def list_runs(
+    ctx: Annotated[ApiContext, Depends(context)],
+    _token: Annotated[ApiToken, Depends(read_runs)],
+    workflow: Annotated[str | None, Query(pattern=WORKFLOW_NAME, max_length=200,
+                                          description="Only runs of this workflow.")] = None,
+    status: Annotated[RunStatus | None, Query(description="Only runs in this status.")]
+    = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> RunPage:
+    """Runs, newest first, filtered by workflow and status; paginated by limit/offset.
+
+    A page may hold fewer than ``limit`` runs while ``next_offset`` is set: runs past
+    their retention are left out.
+    """
+    store = ctx.coordinator.store
+    ids = store.list_runs(workflow, status, offset, limit)
+    runs: list[RunSummary] = []
+    for rid in ids:
+        try:
+            rec = store.run(rid)
+        except RunNotFound:
+            continue
+        runs.append(RunSummary(run_id=rec.run_id, workflow=rec.workflow, version=rec.version,
+                               status=rec.status, created_at=rec.created_at,
+                               ended_at=rec.ended_at))
+    return RunPage(runs=runs, limit=limit, offset=offset,
+                   next_offset=offset + len(ids) if len(ids) == limit else None)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, summary="Cancel a run",
+             responses=error_responses(401, 403, 404, 409, 422, 503))
+def cancel_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
+               _token: Annotated[ApiToken, Depends(write_runs)]) -> RunOut:
+    """Cancel a run: pending steps never start, running ones are revoked.
+
+    Answers 409 ``run_ended`` if the run had already ended.
+    """
+    coord = ctx.coordinator
+    if not coord.cancel(run_id):
+        status = coord.store.run(run_id).status.value
+        raise ApiError(409, "run_ended", f"run {run_id!r} already ended ({status})",
+                       "Nothing to cancel; read the run for its outcome.")
+    return RunOut.from_view(coord.view(run_id))
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    summary="Follow a run (server-sent events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "`text/event-stream`: events `run` and `step` (data: a "
+              "RunEvent, id: the stream id), then `end` (data: the final Run).",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **error_responses(401, 403, 404, 422, 503),
+    },
+)
+async def run_events(
+    run_id: RunId,
+    ctx: Annotated[ApiContext, Depends(context)],
+    _token: Annotated[ApiToken, Depends(read_runs)],
+    last_event_id: Annotated[str | None, Header(
+        alias="Last-Event-ID", pattern=r"^[0-9]{1,19}(-[0-9]{1,19})?$",
+        description="Resume after this event id.")] = None,
+) -> StreamingResponse:
+    """Stream the run's events live until it ends (replaying earlier ones first)."""
+    if not await ctx.aredis.exists(ctx.keys.run(run_id)):
+        raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
+                          "after the retention)")
+    return StreamingResponse(
+        streams.run_events(ctx, run_id, last_event_id or "0-0"),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

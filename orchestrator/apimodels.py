@@ -1,0 +1,242 @@
+"""The HTTP API's wire models, shared by the server (:mod:`orchestrator.api`) and the
+Python client (:mod:`orchestrator.client`).
+
+Plain pydantic models with no FastAPI import, so the client installs and imports without
+the server's dependencies.  Responses ignore unknown fields rather than forbid them: an
+older client keeps working against a newer server that adds fields.  Times are Unix
+time in seconds (floats), as in the run store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from orchestrator.states import RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from orchestrator.coordinator import RunView
+    from orchestrator.models import WorkflowDef
+
+API_PREFIX = "/v1"
+SIGNATURE_HEADER = "X-Orchestrator-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class WireModel(BaseModel):
+    """Base of the response models: immutable, tolerant of fields added later."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+class ErrorInfo(WireModel):
+    """What went wrong, for a program (``code``) and for a person (``message``, ``fix``)."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. `input_invalid`.")
+    message: str = Field(description="What is wrong.")
+    fix: str = Field("", description="What to change.")
+    details: list[dict[str, JsonValue]] | None = Field(
+        None, description="Per-field problems, for request validation errors.")
+
+
+class ErrorBody(WireModel):
+    """The one shape of every 4xx and 5xx answer."""
+
+    error: ErrorInfo
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+class StepError(WireModel):
+    """A step run's failure, as stored: the exception's type, message and traceback."""
+
+    type: str = ""
+    message: str = ""
+    traceback: str | None = None
+
+
+class StepRunOut(WireModel):
+    """One step of a run: where it is, how many attempts it took, how long, what failed."""
+
+    step_id: str
+    status: StepStatus
+    attempt: int = Field(0, description="Attempts started so far (0: never started).")
+    queued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = Field(None, description="Last attempt's run time.")
+    worker: str | None = None
+    reason: str | None = Field(None, description="Why it was skipped or cancelled.")
+    error: StepError | None = None
+    retry_at: float | None = None
+
+
+class RunOut(WireModel):
+    """A run with every step (pending ones included, in workflow order) and its outputs."""
+
+    run_id: str
+    workflow: str
+    version: str = Field(description="The workflow version the run is pinned to.")
+    status: RunStatus
+    input: JsonValue = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = Field(None, description="Creation to end, once ended.")
+    error: str | None = None
+    steps: list[StepRunOut] = Field(default_factory=list)
+    outputs: dict[str, JsonValue] = Field(default_factory=dict,
+                                          description="Step outputs by step id.")
+
+    @property
+    def ended(self) -> bool:
+        """True when the run is in a final status."""
+        return self.status.terminal
+
+    @classmethod
+    def from_view(cls, view: RunView) -> RunOut:
+        """Build the wire form of a coordinator's :class:`RunView`."""
+        run = view.run
+        steps = [
+            StepRunOut(
+                step_id=s.step_id, status=s.status, attempt=s.attempt or 0,
+                queued_at=s.queued_at, started_at=s.started_at, ended_at=s.ended_at,
+                duration_s=s.duration_s, worker=s.worker, reason=s.reason,
+                error=StepError.model_validate(s.error) if s.error else None,
+                retry_at=s.retry_at)
+            for s in view.steps]
+        return cls(
+            run_id=run.run_id, workflow=run.workflow, version=run.version, status=run.status,
+            input=run.input, created_at=run.created_at, started_at=run.started_at,
+            ended_at=run.ended_at,
+            duration_s=(run.ended_at - run.created_at) if run.ended_at is not None else None,
+            error=run.error, steps=steps, outputs=view.outputs)
+
+
+class RunSummary(WireModel):
+    """A run in a listing (no steps or outputs: read the run for those)."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    created_at: float
+    ended_at: float | None = None
+
+
+class RunPage(WireModel):
+    """One page of runs, newest first."""
+
+    runs: list[RunSummary]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(None, description="Offset of the next page; null on "
+                                    "the last page.")
+
+
+class RunEvent(WireModel):
+    """One event of a run's stream, as sent by ``GET /v1/runs/{id}/events``.
+
+    ``kind`` is ``run`` (the run changed status) or ``step`` (a step run did); ``id`` is
+    the stream id, usable as ``Last-Event-ID`` to resume.
+    """
+
+    id: str
+    kind: Literal["run", "step"]
+    status: str
+    step: str | None = None
+    attempt: int | None = None
+    ts: float
+
+    @classmethod
+    def from_stream(cls, event_id: str, fields: dict[str, str]) -> RunEvent:
+        """Build an event from a Redis stream entry of the run store."""
+        attempt = fields.get("attempt")
+        return cls(id=event_id, kind="step" if fields.get("kind") == "step" else "run",
+                   status=fields.get("status", ""), step=fields.get("step"),
+                   attempt=int(attempt) if attempt not in (None, "") else None,
+                   ts=float(fields.get("ts") or 0.0))
+
+    @property
+    def ends_run(self) -> bool:
+        """True when this event moved the run to a final status."""
+        return self.kind == "run" and self.status in {s.value for s in RunStatus
+                                                      if s.terminal}
+
+
+# --- workflows -------------------------------------------------------------------------
+
+
+class WorkflowSummary(WireModel):
+    """A workflow in the catalog listing."""
+
+    name: str
+    version: str
+    description: str = ""
+    label: str | None = None
+    step_count: int
+
+
+class WorkflowList(WireModel):
+    """Every cataloged workflow, by name."""
+
+    workflows: list[WorkflowSummary]
+
+
+class StepInfo(WireModel):
+    """One step of a workflow definition."""
+
+    id: str
+    function: str
+    description: str = ""
+    parents: list[str] = Field(description="Steps it waits for: inputs read, `after`, and "
+                               "the steps whose failure it handles.")
+    when: str | None = None
+    trigger_rule: str
+    queue: str | None = None
+    max_attempts: int
+    timeout_s: float | None = None
+    on_failure: list[str] = Field(default_factory=list)
+
+
+class WorkflowDetail(WireModel):
+    """A workflow: version, input JSON schema, steps and its graph in Mermaid."""
+
+    name: str
+    version: str
+    description: str = ""
+    label: str | None = None
+    input_schema: dict[str, JsonValue]
+    default_queue: str | None = None
+    steps: list[StepInfo]
+    mermaid: str = Field(description="The DAG as a Mermaid flowchart.")
+
+    @classmethod
+    def from_workflow(cls, wf: WorkflowDef, mermaid: str) -> WorkflowDetail:
+        """Build the wire form of a workflow definition and its rendered graph."""
+        deps = wf.dependencies()
+        steps = [StepInfo(id=s.id, function=s.function, description=s.description,
+                          parents=list(deps.get(s.id, ())), when=s.when,
+                          trigger_rule=s.trigger_rule.value, queue=s.queue,
+                          max_attempts=s.retry.max_attempts, timeout_s=s.timeout_s,
+                          on_failure=list(s.on_failure))
+                 for s in wf.steps]
+        return cls(name=wf.name, version=wf.version, description=wf.description,
+                   label=wf.label, input_schema=dict(wf.input_schema),
+                   default_queue=wf.default_queue, steps=steps, mermaid=mermaid)
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+class Health(WireModel):
+    """Liveness (``/healthz``) or readiness (``/readyz``)."""
+
+    status: Literal["ok", "ready"]
+    checks: dict[str, str] = Field(default_factory=dict)
