@@ -58,6 +58,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
+        # step and join tasks keep no result (the run store has it); failures still do
+        "task_store_errors_even_if_ignored": True,
         "task_default_queue": settings.default_queue,
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,

@@ -23,41 +23,87 @@ from orchestrator.states import RunStatus, StepStatus, run_sources, step_sources
 
 EVENTS_MAXLEN = 10_000
 
-# KEYS: steps, events, outputs, metrics.  ARGV: step, new status, allowed sources
-# (","-joined, "pending" meaning no record), patch JSON, output JSON or "", now, maxlen,
-# workflow name ("" for no metrics), duration bucket bounds (","-joined, ascending).
-_STEP_TRANSITION = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local rec = {}
-local status = 'pending'
-if cur then rec = cjson.decode(cur); status = rec['status'] end
-local ok = false
-for s in string.gmatch(ARGV[3], '[^,]+') do if s == status then ok = true end end
-if not ok then return {0, status} end
-local patch = cjson.decode(ARGV[4])
-for k, v in pairs(patch) do rec[k] = v end
-rec['status'] = ARGV[2]
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[5]) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'step', 'step', ARGV[1],
-  'status', ARGV[2], 'attempt', tostring(rec['attempt'] or 0), 'ts', ARGV[6])
-local final = ARGV[2] == 'succeeded' or ARGV[2] == 'failed' or ARGV[2] == 'skipped'
-  or ARGV[2] == 'cancelled'
-if ARGV[8] ~= '' and final then
-  local base = ARGV[8] .. '|' .. ARGV[1]
-  redis.call('HINCRBY', KEYS[4], 'steps|' .. base .. '|' .. ARGV[2], 1)
-  local s, e = tonumber(rec['started_at']), tonumber(rec['ended_at'])
-  if (ARGV[2] == 'succeeded' or ARGV[2] == 'failed') and s and e then
-    local d = e - s
-    redis.call('HINCRBYFLOAT', KEYS[4], 'dsum|' .. base, d)
-    local bucket = '+Inf'
-    for b in string.gmatch(ARGV[9], '[^,]+') do
-      if d <= tonumber(b) then bucket = b; break end
+# The one step transition, shared by the scripts below: checks the transition table
+# (sources: ","-joined, "pending" meaning no record), merges the patch, stores the output
+# (if not ""), appends the event, and with a workflow name counts a final status in the
+# metrics (and its duration in the histogram's bucket).  Returns {moved 0/1, old status}.
+_STEP_TX_FN = """
+local function step_tx(k_steps, k_events, k_outputs, k_metrics, step, new, sources, patch,
+                       output, now, maxlen, wf, buckets)
+  local cur = redis.call('HGET', k_steps, step)
+  local rec = {}
+  local status = 'pending'
+  if cur then rec = cjson.decode(cur); status = rec['status'] end
+  local ok = false
+  for s in string.gmatch(sources, '[^,]+') do if s == status then ok = true end end
+  if not ok then return {0, status} end
+  for k, v in pairs(cjson.decode(patch)) do rec[k] = v end
+  rec['status'] = new
+  redis.call('HSET', k_steps, step, cjson.encode(rec))
+  if output ~= '' then redis.call('HSET', k_outputs, step, output) end
+  redis.call('XADD', k_events, 'MAXLEN', '~', maxlen, '*', 'kind', 'step', 'step', step,
+    'status', new, 'attempt', tostring(rec['attempt'] or 0), 'ts', now)
+  local final = new == 'succeeded' or new == 'failed' or new == 'skipped'
+    or new == 'cancelled'
+  if wf ~= '' and final then
+    local base = wf .. '|' .. step
+    redis.call('HINCRBY', k_metrics, 'steps|' .. base .. '|' .. new, 1)
+    local s, e = tonumber(rec['started_at']), tonumber(rec['ended_at'])
+    if (new == 'succeeded' or new == 'failed') and s and e then
+      local d = e - s
+      redis.call('HINCRBYFLOAT', k_metrics, 'dsum|' .. base, d)
+      local bucket = '+Inf'
+      for b in string.gmatch(buckets, '[^,]+') do
+        if d <= tonumber(b) then bucket = b; break end
+      end
+      redis.call('HINCRBY', k_metrics, 'dbucket|' .. base .. '|' .. bucket, 1)
     end
-    redis.call('HINCRBY', KEYS[4], 'dbucket|' .. base .. '|' .. bucket, 1)
+  end
+  return {1, status}
+end
+"""
+
+# KEYS: steps, events, outputs, metrics.  ARGV: step, new status, sources, patch JSON,
+# output JSON or "", now, maxlen, workflow ("" for no metrics), bucket bounds.
+_STEP_TRANSITION = _STEP_TX_FN + """
+return step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+               ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+"""
+
+# What a step needs, in one round trip: the run hash, step records (parents first, the
+# step's own last), outputs; and on the fast path (the caller saw that only "all parents
+# succeeded" matters), the move to running when the run is running and every parent
+# succeeded.  KEYS: run, steps, outputs, events, metrics.  ARGV: step, fast "1"/"0",
+# running sources, running patch JSON, now, maxlen, parents n, ids n, reads n, ids…,
+# reads….  Returns {run HGETALL, records, outputs, began 0/1}.
+_BEGIN_STEP = _STEP_TX_FN + """
+local np, ni, nr = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local run = redis.call('HGETALL', KEYS[1])
+local ids = {}
+for i = 1, ni do ids[i] = ARGV[9 + i] end
+local recs = redis.call('HMGET', KEYS[2], unpack(ids))
+local outs = {}
+if nr > 0 then
+  local rids = {}
+  for i = 1, nr do rids[i] = ARGV[9 + ni + i] end
+  outs = redis.call('HMGET', KEYS[3], unpack(rids))
+end
+local began = 0
+if ARGV[2] == '1' then
+  local status = nil
+  for i = 1, #run, 2 do if run[i] == 'status' then status = run[i + 1] end end
+  local ok = status == 'running'
+  for i = 1, np do
+    if not ok then break end
+    ok = recs[i] and cjson.decode(recs[i])['status'] == 'succeeded'
+  end
+  if ok then
+    local res = step_tx(KEYS[2], KEYS[4], KEYS[3], KEYS[5], ARGV[1], 'running', ARGV[3],
+                        ARGV[4], '', ARGV[5], ARGV[6], '', '')
+    began = res[1]
   end
 end
-return {1, status}
+return {run, recs, outs, began}
 """
 
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -169,6 +215,7 @@ class RunStore:
         self._step_tx = client.register_script(_STEP_TRANSITION)
         self._run_tx = client.register_script(_RUN_TRANSITION)
         self._complete = client.register_script(_COMPLETE_UNIT)
+        self._begin = client.register_script(_BEGIN_STEP)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, retention_s: int) -> RunStore:
@@ -368,27 +415,50 @@ class RunStore:
         vals = self.r.hmget(key, list(step_ids))
         return {s: json.loads(v) for s, v in zip(step_ids, vals, strict=True) if v is not None}
 
-    def step_context(self, run_id: str, parents: Sequence[str], reads: Sequence[str]
-                     ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any]]:
-        """One round trip for what a step needs: the run, its parents' records, outputs."""
+    def begin_step(self, run_id: str, step_id: str, parents: Sequence[str],
+                   ancestors: Sequence[str], reads: Sequence[str], fast: bool,
+                   running_patch: dict[str, Any]
+                   ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any], bool]:
+        """One round trip for what a step needs, and on the fast path its start.
+
+        Args:
+            parents: the step's parents.
+            ancestors: other steps whose records the step reads (its condition's).
+            reads: steps whose outputs the step reads.
+            fast: the step runs iff the run is running and every parent succeeded (no
+                condition, no failure handling, a rule such as ``all_success``); then
+                the move to ``running`` with ``running_patch`` happens here, atomically.
+
+        Returns:
+            (the run, records of parents, ancestors and the step itself, outputs,
+            whether the step moved to ``running``).
+
+        Raises:
+            RunNotFound: the run is not in the store.
+        """
         k = self.keys
-        p = self.r.pipeline(transaction=False)
-        p.hgetall(k.run(run_id))
-        p.hmget(k.steps(run_id), list(parents) or ["-"])
-        p.hmget(k.outputs(run_id), list(reads) or ["-"])
-        run_raw, step_vals, out_vals = p.execute()
-        if not run_raw:
+        ids = list(dict.fromkeys([*parents, *ancestors, step_id]))
+        sources = ",".join(s.value for s in step_sources(StepStatus.RUNNING))
+        raw_run, vals, out_vals, began = self._begin(
+            keys=[k.run(run_id), k.steps(run_id), k.outputs(run_id), k.events(run_id),
+                  k.metrics()],
+            args=[step_id, "1" if fast else "0", sources, json.dumps(running_patch),
+                  time.time(), EVENTS_MAXLEN, len(parents), len(ids), len(reads), *ids,
+                  *reads],
+        )
+        if not raw_run:
             raise RunNotFound(f"run {run_id!r} is not in the store")
-        d = run_raw
+        d = dict(zip(raw_run[::2], raw_run[1::2], strict=True))
         run = RunRecord(
             run_id=run_id, workflow=d["workflow"], version=d["version"],
             status=RunStatus(d["status"]), input=json.loads(d["input"]),
             created_at=float(d["created_at"]), started_at=_f(d.get("started_at")),
             ended_at=_f(d.get("ended_at")), units_remaining=int(d["units_remaining"]),
         )
-        steps = {s: StepRun.from_json(s, v) for s, v in zip(parents, step_vals, strict=False)}
-        outs = {s: json.loads(v) for s, v in zip(reads, out_vals, strict=False) if v is not None}
-        return run, steps, outs
+        recs = {s: StepRun.from_json(s, v) for s, v in zip(ids, vals, strict=True)}
+        outs = {s: json.loads(v) for s, v in zip(reads, out_vals or [], strict=False)
+                if v is not None}
+        return run, recs, outs, bool(began)
 
     # --- units ---------------------------------------------------------------------------
 

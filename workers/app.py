@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     for fn in list(catalog.registry.functions.values()):
         _register_step(app, fn)
 
-    @app.task(name=JOIN_TASK, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=JOIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def join(run_id: str, join_id: str, version: str) -> dict[str, Any]:
         """Closes a fan-out; when it ends its unit, advances the run."""
         disp = step_mod.runtime().dispatcher

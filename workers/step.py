@@ -28,13 +28,17 @@ from orchestrator.errors import (
     SkipStep,
     error_data,
 )
-from orchestrator.models import Ref, RetryPolicy, StepDef, Value
+from orchestrator.models import Ref, RetryPolicy, StepDef, TriggerRule, Value
 from orchestrator.registry import StepFunction
 from orchestrator.states import RunStatus, StepStatus
 from workers.canvas import continue_canvas
 from workers.runtime import Runtime
 
 _runtime: Runtime | None = None
+
+# rules under which "every parent succeeded" means "run" (see store.begin_step)
+_FAST_RULES = frozenset({TriggerRule.ALL_SUCCESS, TriggerRule.ALL_DONE,
+                         TriggerRule.ONE_SUCCESS, TriggerRule.NONE_FAILED})
 
 
 def install(runtime: Runtime) -> None:
@@ -76,6 +80,10 @@ class StepTask(Task):
     """Base of every ``step.<function>`` task."""
 
     Request = StepRequest
+    # outcomes live in the run store; Celery keeps no result (failures still are, for
+    # Flower and AsyncResult, by task_store_errors_even_if_ignored), and chord counting
+    # does not need one
+    ignore_result = True
     acks_late = True
     reject_on_worker_lost = True
     max_retries = None
@@ -122,23 +130,23 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     step = d.wf.step_map[step_id]
     parents = list(d.deps[step_id])
     reads = _reads(step, d)  # parents' and condition-read ancestors' outputs
-    run, recs, outs = store.step_context(run_id, list(dict.fromkeys([*parents, *reads,
-                                                                     step_id])), reads)
+    attempt = task.request.retries + 1
+    running = {"attempt": attempt, "started_at": time.time(), "worker": task.request.hostname,
+               "task_id": task.request.id, "error": None, "retry_at": None}
+    # fast path: when only "every parent succeeded" decides, the store checks that and
+    # starts the step in the same round trip as the reads
+    fast = (step.trigger_rule in _FAST_RULES and step_id not in d.handlers
+            and step_id not in d.conditions)
+    run, recs, outs, began = store.begin_step(run_id, step_id, parents, reads, reads, fast,
+                                              running)
+    if began:
+        return _call(task, rt, d, step, run_id, run.input, outs, attempt)
     own = recs[step_id]
-
-    def finish(status: StepStatus) -> dict[str, Any]:
-        disp.task_finished(run_id, d, step_id)
-        return {"run_id": run_id, "step_id": step_id, "status": status.value}
-
-    def end(status: StepStatus, **patch: Any) -> dict[str, Any]:
-        store.transition_step(run_id, step_id, status, ended_at=time.time(),
-                              workflow=d.wf.name, **patch)
-        return finish(status)
-
     if own.status.terminal:  # a duplicate delivery: the step run already ended
-        return finish(own.status)
+        disp.task_finished(run_id, d, step_id)
+        return {"run_id": run_id, "step_id": step_id, "status": own.status.value}
     if run.status is RunStatus.CANCELLED:
-        return end(StepStatus.CANCELLED, reason="run cancelled")
+        return _end(rt, d, run_id, step_id, StepStatus.CANCELLED, reason="run cancelled")
     reason = triggers.decide(step.trigger_rule, {p: recs[p].status for p in parents},
                              d.handlers.get(step_id, ()))
     if reason is None and step.id in d.conditions:
@@ -150,22 +158,28 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         except ConditionError as exc:
             return _fail(task, rt, d, run_id, step_id, exc)
     if reason is not None:
-        return end(StepStatus.SKIPPED, reason=reason)
+        return _end(rt, d, run_id, step_id, StepStatus.SKIPPED, reason=reason)
+
+    running["started_at"] = time.time()
+    store.transition_step(run_id, step_id, StepStatus.RUNNING, **running)
+    return _call(task, rt, d, step, run_id, run.input, outs, attempt)
+
+
+def _call(task: StepTask, rt: Runtime, d: Definition, step: StepDef, run_id: str,
+          run_input: Any, outs: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """Call the step function of a step run that is ``running``; record the outcome."""
+    store, step_id = rt.store, step.id
 
     try:
-        kwargs = _resolve(step, task.function, run.input, outs)
+        kwargs = _resolve(step, task.function, run_input, outs)
     except ValidationError as exc:
         return _fail(task, rt, d, run_id, step_id, exc)
-
-    attempt = task.request.retries + 1
-    store.transition_step(run_id, step_id, StepStatus.RUNNING, attempt=attempt,
-                          started_at=time.time(), worker=task.request.hostname,
-                          task_id=task.request.id, error=None, retry_at=None)
     token = context.set_current(context.StepContext(run_id, step_id, attempt, store.r))
     try:
         result = task.function.fn(**kwargs)
     except SkipStep as exc:
-        return end(StepStatus.SKIPPED, reason=str(exc) or "skipped by the step")
+        return _end(rt, d, run_id, step_id, StepStatus.SKIPPED,
+                    reason=str(exc) or "skipped by the step")
     except Exception as exc:
         policy = step.retry
         retry = (not isinstance(exc, FailPermanently)
@@ -182,7 +196,16 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         context.reset(token)
     output = result.model_dump(mode="json") if isinstance(result, BaseModel) \
         else to_jsonable_python(result)
-    return end(StepStatus.SUCCEEDED, output=output, has_output=True)
+    return _end(rt, d, run_id, step_id, StepStatus.SUCCEEDED, output=output, has_output=True)
+
+
+def _end(rt: Runtime, d: Definition, run_id: str, step_id: str, status: StepStatus,
+         **patch: Any) -> dict[str, Any]:
+    """Record a final status that is not a failure, then advance the run."""
+    rt.store.transition_step(run_id, step_id, status, ended_at=time.time(),
+                             workflow=d.wf.name, **patch)
+    rt.dispatcher.task_finished(run_id, d, step_id)
+    return {"run_id": run_id, "step_id": step_id, "status": status.value}
 
 
 def _resolve(step: StepDef, fn: StepFunction, run_input: Any,
