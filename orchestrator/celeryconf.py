@@ -68,24 +68,39 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
-    """The Redis result backend without the per-task result subscription.
+    """The Redis result backend without tracking the results of the tasks it publishes.
 
-    Celery's Redis backend SUBSCRIBEs to every task it publishes so that ``.get()`` can be
-    pushed the result.  The coordinator never waits on Celery results (it reads the run
-    store), so that is one wasted round trip and one dangling channel per published task.
+    Celery's Redis backend SUBSCRIBEs to every task it publishes and keeps a result object
+    per task (chord headers included) until it sees that task finish, so that ``.get()``
+    can be pushed the result.  Neither the coordinator nor a worker ever waits on Celery
+    results (they read the run store), so that was a wasted round trip and a dangling
+    channel per task, and memory that grew with every chord a process applied (measured:
+    about 1.4 MiB per 1,000 steps in a worker's pool children).  Storing results and
+    counting chord parts are unchanged.
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
 
+    def add_pending_result(self, result: Any, weak: bool = False,
+                           start_drainer: bool = True) -> Any:
+        return result
+
+    def add_pending_results(self, results: Any, weak: bool = False) -> list[Any]:
+        return list(results)
+
     def remove_pending_result(self, result: Any) -> Any:
         return result
+
+
+def send_only_backend_url(redis_url: str) -> str:
+    """The ``result_backend`` setting that selects :class:`SendOnlyRedisBackend`."""
+    return f"{__name__}:{SendOnlyRedisBackend.__name__}+{redis_url}"
 
 
 def client_app(settings: Settings) -> Celery:
     """A Celery app that only sends tasks (by name); it registers none."""
     app = Celery("orchestrator", set_as_current=False)
     app.conf.update(celery_config(settings))
-    app.conf.result_backend = (
-        f"{__name__}:{SendOnlyRedisBackend.__name__}+{settings.redis_url}")
+    app.conf.result_backend = send_only_backend_url(settings.redis_url)
     return app

@@ -7,7 +7,13 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.catalog import discover
-from orchestrator.celeryconf import JOIN_TASK, SUBMIT_TASK, celery_config, step_task_name
+from orchestrator.celeryconf import (
+    JOIN_TASK,
+    SUBMIT_TASK,
+    celery_config,
+    send_only_backend_url,
+    step_task_name,
+)
 from orchestrator.coordinator import Coordinator
 from orchestrator.dispatch import Dispatcher
 from orchestrator.errors import RunExists
@@ -28,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     catalog = discover(settings.workflow_packages)
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))
+    app.conf.result_backend = send_only_backend_url(settings.redis_url)
     store = RunStore.from_url(settings.redis_url, settings.key_prefix, settings.run_retention_s)
     rt = Runtime(settings, store, Dispatcher(app, store, settings.default_queue),
                  catalog.registry)

@@ -1,0 +1,250 @@
+"""HTTP API benchmark: ``python -m bench.api``.
+
+Starts its own private Redis (:class:`orchestrator.localredis.RedisServer` on a free
+loopback port), one worker process (``celery -A workers.main worker``) and the API
+(``python -m orchestrator.api``, one uvicorn process), then measures, over httpx with a
+few concurrent clients (threads, one keep-alive connection each):
+
+* ``submit``: ``POST /v1/workflows/customer_order/runs`` latency p50/p99 and submits/s;
+* ``submit + Idempotency-Key``: the same with a fresh key per request (SET NX + EXPIRE);
+* ``read``: ``GET /v1/runs/{id}`` of the runs just started;
+
+then waits for every run to end and reports end-to-end runs/s (bound by the worker).
+Every process it starts is stopped (by process id) before it exits.  Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+
+from orchestrator.celeryconf import client_app
+from orchestrator.keys import Keys
+from orchestrator.localredis import RedisServer, free_loopback_port
+from orchestrator.settings import Settings
+from orchestrator.waiting import wait_until
+from workflows.order import systems
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOW = "customer_order"
+SKU = "SKU-BENCH"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measured phase: every request's latency and the wall time of all of them."""
+
+    name: str
+    clients: int
+    latencies_s: list[float]
+    wall_s: float
+    errors: int
+
+    def row(self) -> tuple[str, ...]:
+        lat = sorted(self.latencies_s)
+        return (self.name, str(len(lat)), str(self.clients), f"{self.wall_s:.2f}",
+                f"{len(lat) / self.wall_s:.0f}", f"{_q(lat, 0.5) * 1000:.1f}",
+                f"{_q(lat, 0.99) * 1000:.1f}", f"{lat[-1] * 1000:.1f}", str(self.errors))
+
+
+def _q(xs: Sequence[float], q: float) -> float:
+    """The ``q``-quantile of sorted ``xs`` (linear interpolation)."""
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"ORCH_REDIS_URL": redis_url,
+                "ORCH_WORKFLOW_PACKAGES": json.dumps(["workflows"]),
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO),
+                                                          env.get("PYTHONPATH")) if p)})
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def child(cmd: list[str], env: dict[str, str], name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in its own session with its output in a temp log; stop it on exit."""
+    log = Path(tempfile.mkstemp(prefix=f"bench-api-{name}-", suffix=".log")[1])
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if proc.returncode not in (0, -signal.SIGTERM):
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            print(f"[{name} exited with {proc.returncode}; log {log}]\n" + "\n".join(tail),
+                  file=sys.stderr)
+        else:
+            log.unlink(missing_ok=True)
+
+
+def run_phase(name: str, clients: int, count: int, base_url: str, token: str,
+              request: Callable[[httpx.Client, int], httpx.Response],
+              ok: Callable[[httpx.Response], bool]) -> tuple[Phase, list[httpx.Response]]:
+    """Send ``count`` requests from ``clients`` threads; time each one and the whole."""
+    latencies: list[float] = []
+    responses: list[httpx.Response] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(count))
+
+    def work() -> None:
+        nonlocal errors
+        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
+                          timeout=30) as http:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                resp = request(http, i)
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    responses.append(resp)
+                    errors += 0 if ok(resp) else 1
+
+    threads = [threading.Thread(target=work) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Phase(name, clients, latencies, time.perf_counter() - start, errors), responses
+
+
+def _created(resp: httpx.Response) -> bool:
+    return resp.status_code == 201
+
+
+def table(rows: Sequence[tuple[str, ...]]) -> str:
+    header = ("phase", "requests", "clients", "wall s", "req/s", "p50 ms", "p99 ms",
+              "max ms", "errors")
+    allrows = [header, *rows]
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                       enumerate(zip(r, widths, strict=True))) for r in allrows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.splitlines()[0])
+    p.add_argument("--submits", type=int, default=500, help="requests per phase (500)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
+    p.add_argument("--worker-concurrency", type=int, default=2,
+                   help="prefork children of the worker (2)")
+    p.add_argument("--drain-timeout-s", type=float, default=600.0,
+                   help="longest wait for every run to end (600)")
+    args = p.parse_args(argv)
+
+    token = secrets.token_urlsafe(32)
+    order = {"order_id": "o-bench", "sku": SKU, "qty": 1, "customer_email": "b@example.com"}
+    with RedisServer() as server:
+        url = server.url
+        r = redis.Redis.from_url(url, decode_responses=True)
+        systems.set_stock(r, SKU, 10**9)
+        port = free_loopback_port()
+        worker_cmd = [sys.executable, "-m", "celery", "-A", "workers.main", "worker",
+                      "-n", "bench-api@%h", "-Q", "default", "-c",
+                      str(args.worker_concurrency), "-P", "prefork", "-l", "WARNING",
+                      "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        api_cmd = [sys.executable, "-m", "orchestrator.api", "--port", str(port),
+                   "--log-level", "warning"]
+        api_env = _env(url, ORCH_API_TOKENS=json.dumps(
+            [{"token": token, "scopes": ["runs:read", "runs:write", "workflows:read"]}]))
+        with child(worker_cmd, _env(url), "worker") as worker, \
+                child(api_cmd, api_env, "api") as api:
+            base = f"http://127.0.0.1:{port}"
+            app = client_app(Settings(redis_url=url))
+
+            def up() -> bool:
+                for proc, what in ((worker, "worker"), (api, "API")):
+                    if proc.poll() is not None:
+                        raise SystemExit(f"the {what} exited while starting")
+                try:
+                    ready = httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+                except httpx.TransportError:
+                    return False
+                return ready and bool(app.control.ping(timeout=0.5))
+
+            wait_until(up, 60, interval_s=0.2, message="API or worker did not start")
+            print(f"redis {url}, API {base}, worker -c {args.worker_concurrency}, "
+                  f"{args.clients} clients, {args.submits} requests per phase", flush=True)
+            # warm-up: compile and store the workflow, open connections
+            run_phase("warm-up", args.clients, 20, base, token,
+                      lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order),
+                      _created)
+
+            done = Keys(Settings().key_prefix).runs_by_status("succeeded")
+            expected = 20
+
+            def drain(what: str) -> None:
+                # each phase starts on an idle machine: the worker shares its 2 cores
+                t0 = time.perf_counter()
+                wait_until(lambda: r.zcard(done) >= expected, args.drain_timeout_s,
+                           interval_s=0.25, message=f"the runs of {what} did not all end")
+                if what != "warm-up":
+                    n = args.submits
+                    print(f"  {what}: its {n} runs ended {time.perf_counter() - t0:.1f} s "
+                          f"after the last submit", flush=True)
+
+            drain("warm-up")
+            submit, subs = run_phase(
+                "submit", args.clients, args.submits, base, token,
+                lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order), _created)
+            expected += args.submits
+            t_runs = time.perf_counter() - submit.wall_s
+            drain("submit")
+            e2e_s = time.perf_counter() - t_runs
+            keyed, _ = run_phase(
+                "submit + Idempotency-Key", args.clients, args.submits, base, token,
+                lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order,
+                                    headers={"Idempotency-Key": f"bench-{i}"}), _created)
+            expected += args.submits
+            drain("submit + Idempotency-Key")
+            ids = [s.json()["run_id"] for s in subs if s.status_code == 201]
+            read, _ = run_phase(
+                "read", args.clients, len(ids), base, token,
+                lambda h, i: h.get(f"/v1/runs/{ids[i]}"), lambda resp: resp.is_success)
+            print()
+            print(table([submit.row(), keyed.row(), read.row()]))
+            print(f"\nend to end: {args.submits} runs of {WORKFLOW} (9 steps) in {e2e_s:.1f} s "
+                  f"from the first submit to the last end = {args.submits / e2e_s:.1f} runs/s "
+                  f"(bound by the worker: -c {args.worker_concurrency} on this machine)")
+        r.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The benchmark's own processes: a private Redis and the two arms' workers.
+
+Nothing here touches a Redis or a worker the benchmark did not start: the server is an
+:class:`orchestrator.localredis.RedisServer` on a free loopback port, and every worker is
+a child process in its own session, stopped (then killed if need be) by process id.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from bench.raw import RAW_QUEUE
+from orchestrator.localredis import RedisServer
+from orchestrator.waiting import wait_until
+
+PACKAGES = ("workflows", "bench.flows")
+ORCH_QUEUE = "default"
+REPO = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def env_for(redis_url: str) -> dict[str, str]:
+    """Environment of a worker of either arm on ``redis_url``."""
+    env = dict(os.environ)
+    env["ORCH_REDIS_URL"] = redis_url
+    env["ORCH_WORKFLOW_PACKAGES"] = json.dumps(list(PACKAGES))
+    env["ORCH_DEFAULT_QUEUE"] = ORCH_QUEUE
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+@dataclass
+class Worker:
+    """One ``celery worker`` process of an arm (``orch`` or ``raw``)."""
+
+    arm: str
+    pool: str
+    concurrency: int
+    redis_url: str
+    proc: subprocess.Popen[bytes] = field(init=False)
+    log: Path = field(init=False)
+
+    @property
+    def name(self) -> str:
+        return f"bench-{self.arm}-{self.pool}@{os.uname().nodename}"
+
+    def start(self) -> Worker:
+        module, queue = (("workers.main", ORCH_QUEUE) if self.arm == "orch"
+                         else ("bench.raw_main", RAW_QUEUE))
+        cmd = [sys.executable, "-m", "celery", "-A", module, "worker", "-n", self.name,
+               "-Q", queue, "-c", str(self.concurrency), "-P", self.pool, "-l", "WARNING",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.log = Path(tempfile.mkstemp(prefix=f"bench-{self.arm}-", suffix=".log")[1])
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(
+                cmd, env=env_for(self.redis_url), cwd=REPO, stdout=fh,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent if threading.current_thread() is
+                threading.main_thread() and sys.platform == "linux" else None)
+        return self
+
+    def wait_ready(self, app: Celery, timeout_s: float = 60.0) -> None:
+        """Wait until the worker answers a ping (its pool is up and consuming)."""
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.tail()}")
+            return bool(app.control.ping(destination=[self.name], timeout=0.5))
+        wait_until(ready, timeout_s, interval_s=0.2, message=f"worker {self.name} not ready")
+
+    def pids(self) -> list[int]:
+        """The worker's main process and its pool children."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True, check=False).stdout
+        return [self.proc.pid, *(int(x) for x in out.split())]
+
+    def rss_split(self) -> tuple[int, int]:
+        """Resident memory of (the main process, all pool children)."""
+        main, *children = self.pids()
+        return _rss(main), sum(_rss(p) for p in children)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM); SIGKILL the process group if it lingers.
+
+        The log is deleted after a clean exit and kept (its path printed) otherwise.
+        """
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.proc.returncode == 0:
+            self.log.unlink(missing_ok=True)
+        else:
+            print(f"worker {self.name} exited {self.proc.returncode}; log: {self.log}",
+                  file=sys.stderr)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the benchmark dies (no orphan workers).
+
+    The kernel sends it when the forking *thread* exits, so only use it from the main one.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+class Stack:
+    """A private Redis plus, per phase, one worker for each arm."""
+
+    def __init__(self) -> None:
+        self.server = RedisServer(extra_args=("--maxmemory-policy", "noeviction"))
+        self.workers: list[Worker] = []
+
+    def start(self) -> Stack:
+        self.server.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    @contextmanager
+    def workers_for(self, pool: str, concurrency: int, app: Celery
+                    ) -> Iterator[tuple[Worker, Worker]]:
+        """Both arms' workers with the same pool and concurrency, for one phase."""
+        pair = (Worker("orch", pool, concurrency, self.url),
+                Worker("raw", pool, concurrency, self.url))
+        self.workers.extend(pair)
+        try:
+            for w in pair:
+                w.start()
+            for w in pair:
+                w.wait_ready(app)
+            yield pair
+        finally:
+            for w in pair:
+                w.stop()
+                self.workers.remove(w)
+
+    def close(self) -> None:
+        for w in list(self.workers):
+            w.stop()
+        self.workers.clear()
+        self.server.close()
+
+
+# --- Redis counters ---------------------------------------------------------------------
+
+
+def reset_stats(r: redis.Redis) -> None:
+    """``CONFIG RESETSTAT``: zero the command and I/O counters."""
+    r.config_resetstat()
+
+
+def command_counts(r: redis.Redis) -> dict[str, int]:
+    """Calls per command since the last reset (``INFO commandstats``)."""
+    stats: dict[str, Any] = r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def command_usec(r: redis.Redis) -> int:
+    """Server time spent executing commands since the last reset, in microseconds."""
+    stats: dict[str, Any] = r.info("commandstats")
+    return sum(int(v["usec"]) for k, v in stats.items()
+               if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
+
+
+def reads_processed(r: redis.Redis) -> int:
+    """``total_reads_processed``: socket reads Redis served, about one per round trip."""
+    return int(r.info("stats")["total_reads_processed"])
+
+
+def used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])
+
+
+def purge(r: redis.Redis, queues: Sequence[str]) -> None:
+    """Drop every message left in ``queues``."""
+    if queues:
+        r.delete(*queues)
+
+
+def settle(r: redis.Redis, queues: Sequence[str], timeout_s: float = 30.0) -> None:
+    """Wait until ``queues`` are empty and no message is unacked."""
+    def empty() -> bool:
+        return all(r.llen(q) == 0 for q in queues) and r.hlen("unacked") == 0
+    wait_until(empty, timeout_s, interval_s=0.05, message=f"queues {queues} not drained")

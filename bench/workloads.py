@@ -1,0 +1,348 @@
+"""Workloads 1-4: latency per hop, fan-out throughput, many small runs, random DAGs.
+
+Each workload runs its two arms alternately (:meth:`Bench.alternate`) and adds its rows
+to the report.  Times are wall-clock from just before the submission (ours:
+``Coordinator.submit``; raw: ``apply_async``) to the finish time recorded in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import flows, raw
+from bench.harness import Bench, BenchError
+from bench.report import Row, median, percentile, ratios, spread, verdict
+from bench.stack import (
+    ORCH_QUEUE,
+    command_counts,
+    command_usec,
+    reads_processed,
+    reset_stats,
+    settle,
+    used_memory,
+)
+from orchestrator.dag import Graph
+from orchestrator.waiting import wait_until
+
+# --- 1. linear workflow: ms per hop ---------------------------------------------------------
+
+
+def _linear_ours(b: Bench, n: int) -> float:
+    wf = b.workflow(("linear", n), lambda: flows.linear(n))
+    t0 = time.time()
+    rid = b.coord.submit(wf)
+    run = b.wait_runs([rid])[rid]
+    assert run.ended_at is not None
+    return (run.ended_at - t0) * 1000 / n
+
+
+def _linear_raw(b: Bench, n: int) -> float:
+    t0 = time.time()
+    res = raw.linear(b.raw_app, n).apply_async()
+    end = b.wait_results([res.id])[res.id]
+    return (float(end) - t0) * 1000 / n
+
+
+def linear(b: Bench, label: str = "1. linear") -> tuple[list[float], list[float]]:
+    """Workload 1: a line of no-op steps against a raw ``chain``."""
+    n = b.sizes.linear_steps
+    return b.alternate(label, lambda w: _linear_ours(b, b.size(n, w)),
+                       lambda w: _linear_raw(b, b.size(n, w)), lambda x: f"{x:.2f} ms/hop")
+
+
+def linear_rows(b: Bench, ours: list[float], rawv: list[float], what: str) -> Row:
+    rs = ratios(ours, rawv)
+    return Row(f"{what}: {b.sizes.linear_steps} no-op steps vs raw `chain`, ms per hop",
+               spread(ours), spread(rawv), spread(rs), "≤ 1.15", verdict(median(rs) <= 1.15))
+
+
+def run_linear(b: Bench) -> None:
+    ours, rawv = linear(b)
+    b.report.add(linear_rows(b, ours, rawv, "1. linear workflow"))
+    b.report.notes.append(
+        "1: ms per hop = (finish - submit) / steps; ours finishes at the run's `ended_at`, "
+        "raw at the stamp returned by the chain's last task.  Ours compiles the line into "
+        f"units of ≤ {b.settings.max_unit_tasks} tasks joined by a dependency counter.")
+    command_rows(b)
+    aof_rows(b)
+
+
+# --- Redis commands per step (around workload 1) --------------------------------------------
+
+
+@dataclass
+class Commands:
+    per_step: dict[str, float]
+    reads_per_step: float
+    usec_per_step: float
+
+    @property
+    def total(self) -> float:
+        return sum(self.per_step.values())
+
+    def top(self, k: int = 7) -> str:
+        items = sorted(self.per_step.items(), key=lambda kv: -kv[1])[:k]
+        return ", ".join(f"{c} {v:.1f}" for c, v in items)
+
+
+def _profile(b: Bench, arm: Callable[[], object], steps: int) -> Commands:
+    """Commands Redis served while ``arm`` ran, minus the client's polling and the idle
+    background (measured over an equally long idle window right after)."""
+    settle(b.r, [])
+    before = Counter(b.client_cmds)
+    reset_stats(b.r)
+    t0 = time.monotonic()
+    arm()
+    window = time.monotonic() - t0
+    counts = Counter(command_counts(b.r))
+    reads = reads_processed(b.r)
+    usec = command_usec(b.r)
+    polled = Counter(b.client_cmds)
+    polled.subtract(before)
+    reset_stats(b.r)
+    time.sleep(window)  # the idle window: background traffic (pings, BRPOP timeouts)
+    idle = Counter(command_counts(b.r))
+    idle_reads = reads_processed(b.r)
+    idle_usec = command_usec(b.r)
+    for c in ("info", "config|resetstat", "config"):
+        counts.pop(c, None)
+        idle.pop(c, None)
+    counts.subtract(idle)
+    for c, n in polled.items():
+        if not c.startswith("_"):
+            counts[c] -= n
+    net_reads = reads - idle_reads - polled["_reads"] - 2  # our INFO and RESETSTAT
+    per = {c: max(0.0, n / steps) for c, n in counts.items() if n > 0}
+    return Commands(per, max(0.0, net_reads / steps), max(0.0, (usec - idle_usec) / steps))
+
+
+def command_rows(b: Bench) -> None:
+    n = b.sizes.linear_steps
+    ours = _profile(b, lambda: _linear_ours(b, n), n)
+    rawc = _profile(b, lambda: _linear_raw(b, n), n)
+    b.progress(f"commands per step: ours {ours.total:.1f} ({ours.top()}) | "
+               f"raw {rawc.total:.1f} ({rawc.top()})")
+    b.report.add(Row("1. Redis commands per step (linear workflow)", f"{ours.total:.1f}",
+                     f"{rawc.total:.1f}", f"{ours.total / rawc.total:.2f}"))
+    b.report.add(Row("1. Redis reads (≈ round trips) per step (linear workflow)",
+                     f"{ours.reads_per_step:.1f}", f"{rawc.reads_per_step:.1f}",
+                     f"{ours.reads_per_step / max(rawc.reads_per_step, 1e-9):.2f}"))
+    b.report.add(Row("1. Redis server time per step, µs (linear workflow)",
+                     f"{ours.usec_per_step:.0f}", f"{rawc.usec_per_step:.0f}",
+                     f"{ours.usec_per_step / max(rawc.usec_per_step, 1e-9):.2f}"))
+    b.report.notes.append(
+        "1, commands: `CONFIG RESETSTAT` then `INFO commandstats` around one run of each "
+        "arm, minus the client's completion polls and minus an idle window as long as the "
+        "run (BRPOP timeouts, pidbox).  Reads are `total_reads_processed`: one per request "
+        "or pipeline Redis read, so about one per round trip.  Server time is the sum of "
+        "`usec` over the commands.  Per step, ours: "
+        f"{ours.top(10)}; raw: {rawc.top(10)}.")
+
+
+def aof_rows(b: Bench) -> None:
+    """Workload 1 again with the durable setting: AOF, fsync every second."""
+    b.r.config_set("appendfsync", "everysec")
+    b.r.config_set("appendonly", "yes")
+    try:
+        def rewritten() -> bool:
+            info = b.r.info("persistence")
+            return bool(info["aof_enabled"]) and not info["aof_rewrite_in_progress"] \
+                and not info.get("aof_rewrite_scheduled")
+        wait_until(rewritten, 30.0, interval_s=0.05, message="AOF rewrite did not finish")
+        ours, rawv = linear(b, "1. linear, AOF everysec")
+        b.report.add(linear_rows(b, ours, rawv, "1. linear workflow, AOF everysec"))
+    finally:
+        b.r.config_set("appendonly", "no")
+
+
+# --- 2. fan-out / fan-in: steps per second ----------------------------------------------------
+
+
+def _fan_ours(b: Bench, n: int) -> float:
+    wf = b.workflow(("fan", n), lambda: flows.fan_out_in(n))
+    t0 = time.time()
+    rid = b.coord.submit(wf)
+    run = b.wait_runs([rid], interval_s=0.1)[rid]
+    assert run.ended_at is not None
+    return n / (run.ended_at - t0)
+
+
+def _fan_raw(b: Bench, n: int) -> float:
+    t0 = time.time()
+    res = raw.fan_out_in(b.raw_app, n).apply_async()
+    end = b.wait_results([res.id], interval_s=0.1)[res.id]
+    return n / (float(end) - t0)
+
+
+def run_fan(b: Bench) -> None:
+    """Workload 2: n independent steps then one fan-in step, against a raw ``chord``."""
+    n = b.sizes.fan_steps
+    ours, rawv = b.alternate("2. fan-out/fan-in", lambda w: _fan_ours(b, b.size(n, w)),
+                             lambda w: _fan_raw(b, b.size(n, w)), lambda x: f"{x:.0f} steps/s")
+    rs = ratios(ours, rawv)
+    b.report.add(Row(f"2. fan-out/fan-in: {n} no-op steps + fan-in vs raw `chord` + join, "
+                     "steps/s", spread(ours, "{:.0f}"), spread(rawv, "{:.0f}"), spread(rs),
+                     "≥ 0.85", verdict(median(rs) >= 0.85)))
+    b.report.notes.append(
+        "2: steps/s = steps / (finish - submit), so it includes the client publishing "
+        "every header message.  Ours runs n + 2 tasks (the steps, the chord's join, the "
+        "fan-in step); raw runs n + 1 (the steps, the join).")
+
+
+# --- 3. many small concurrent runs --------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    runs_per_s: float
+    latencies_s: list[float]
+    mem_per_run: float
+
+
+def _batch_ours(b: Bench, k: int) -> Batch:
+    wf = b.workflow(("order",), flows.order_shape)
+    settle(b.r, [])
+    mem0 = used_memory(b.r)
+    subs: dict[str, float] = {}
+    for _ in range(k):
+        t = time.time()
+        subs[b.coord.submit(wf)] = t
+    runs = b.wait_runs(list(subs), interval_s=0.25)
+    settle(b.r, [ORCH_QUEUE])
+    mem1 = used_memory(b.r)
+    ends = {rid: float(rec.ended_at or 0.0) for rid, rec in runs.items()}
+    first = min(subs.values())
+    return Batch(k / (max(ends.values()) - first), [ends[r] - subs[r] for r in subs],
+                 (mem1 - mem0) / k)
+
+
+def _batch_raw(b: Bench, k: int) -> Batch:
+    settle(b.r, [])
+    mem0 = used_memory(b.r)
+    subs: dict[str, float] = {}
+    for _ in range(k):
+        t = time.time()
+        subs[raw.order_shape(b.raw_app).apply_async().id] = t
+    ends = b.wait_results(list(subs), interval_s=0.25)
+    settle(b.r, [raw.RAW_QUEUE])
+    mem1 = used_memory(b.r)
+    first = min(subs.values())
+    return Batch(k / (max(float(e) for e in ends.values()) - first),
+                 [float(ends[t]) - subs[t] for t in subs], (mem1 - mem0) / k)
+
+
+def batches(b: Bench, k: int, label: str, rounds: int | None = None
+            ) -> tuple[list[Batch], list[Batch]]:
+    def show(x: Batch) -> str:
+        return (f"{x.runs_per_s:.1f} runs/s, p50 {percentile(x.latencies_s, 0.5):.2f} s, "
+                f"p99 {percentile(x.latencies_s, 0.99):.2f} s, {x.mem_per_run:.0f} B/run")
+    return b.alternate(label, lambda w: _batch_ours(b, b.size(k, w)),
+                       lambda w: _batch_raw(b, b.size(k, w)), show, rounds)
+
+
+def run_concurrent(b: Bench) -> None:
+    """Workload 3: k order-shaped runs submitted at once."""
+    k = b.sizes.concurrent_runs
+    ours, rawv = batches(b, k, "3. concurrent runs")
+    b.shared["batches"] = (ours, rawv)
+    tput_o = [x.runs_per_s for x in ours]
+    tput_r = [x.runs_per_s for x in rawv]
+    b.report.add(Row(f"3. {k} concurrent order-shaped runs (9 steps), runs/s",
+                     spread(tput_o), spread(tput_r), spread(ratios(tput_o, tput_r))))
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        lo = [percentile(x.latencies_s, q) for x in ours]
+        lr = [percentile(x.latencies_s, q) for x in rawv]
+        b.report.add(Row(f"3. same, {name} submit-to-finish latency, s", spread(lo),
+                         spread(lr), spread(ratios(lo, lr))))
+    b.report.notes.append(
+        "3: all runs are submitted back to back from one client, then awaited; runs/s = "
+        "runs / (last finish - first submit); latency = a run's finish - its own submit. "
+        "With one FIFO queue every run advances one hop per pass over the queue, so all "
+        "runs finish close together and p50 ≈ p99.  "
+        "The shape is customer_order.yaml's dependency graph with no-op steps (no "
+        "conditions, so all 9 steps run); raw is the same canvas by hand (chain → chord "
+        "with a nested chord, 11 tasks with the joins).")
+
+
+# --- 4. random non-series-parallel DAGs -----------------------------------------------------------
+
+
+@dataclass
+class DagRun:
+    makespan_s: float
+    critical_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.makespan_s / self.critical_s
+
+
+def _dag(b: Bench, warm: bool, rnd: list[int]) -> flows.RandomDag:
+    lo, hi = b.sizes.dag_sleep_ms
+    n = b.size(b.sizes.dag_steps, warm, floor=8)
+    return flows.random_dag(n, seed=1000 + rnd[0], sleep_range_ms=(lo, hi))
+
+
+def _dag_ours(b: Bench, dag: flows.RandomDag) -> DagRun:
+    wf = dag.workflow()
+    t0 = time.time()
+    rid = b.coord.submit(wf)
+    run = b.wait_runs([rid])[rid]
+    steps = b.coord.store.step_runs(rid)
+    dur = {s: r.duration_s or 0.0 for s, r in steps.items()}
+    cp = Graph.from_deps(wf.dependencies()).critical_path(dur)
+    assert run.ended_at is not None
+    return DagRun(run.ended_at - t0, cp)
+
+
+def _dag_raw(b: Bench, dag: flows.RandomDag) -> DagRun:
+    tag = uuid.uuid4().hex
+    t0 = time.time()
+    res = raw.level_by_level(b.raw_app, dag.levels(), dag.sleep_ms, tag).apply_async()
+    end = float(b.wait_results([res.id])[res.id])
+    stamps = raw.read_stamps(b.r, tag)
+    if len(stamps) != len(dag.parents):
+        raise BenchError(f"raw DAG {tag}: {len(stamps)} of {len(dag.parents)} tasks ran")
+    dur = {s: e - st for s, (st, e) in stamps.items()}
+    cp = Graph.from_deps(dag.parents).critical_path(dur)
+    return DagRun(end - t0, cp)
+
+
+def run_dags(b: Bench) -> None:
+    """Workload 4: makespan over the critical path of measured durations."""
+    rnd = [0]
+    dags: dict[int, flows.RandomDag] = {}
+
+    def ours(warm: bool) -> DagRun:
+        dags[rnd[0]] = _dag(b, warm, rnd)
+        return _dag_ours(b, dags[rnd[0]])
+
+    def rawarm(warm: bool) -> DagRun:
+        out = _dag_raw(b, dags[rnd[0]])
+        rnd[0] += 1
+        return out
+
+    o, r = b.alternate("4. random DAGs", ours, rawarm,
+                       lambda x: f"makespan {x.makespan_s:.2f} s / CP {x.critical_s:.2f} s "
+                       f"= {x.ratio:.3f}")
+    ro = [x.ratio for x in o]
+    rr = [x.ratio for x in r]
+    n = b.sizes.dag_steps
+    lo, hi = b.sizes.dag_sleep_ms
+    b.report.add(Row(f"4. random non-SP DAG, {n} steps, sleeps {lo}-{hi} ms, threads "
+                     f"-c {b.sizes.dag_threads}: makespan / critical path",
+                     spread(ro, "{:.3f}"), spread(rr, "{:.3f}") + " (level-by-level)",
+                     spread(ratios([x.makespan_s for x in o], [x.makespan_s for x in r])),
+                     "ours ≤ 1.10", verdict(median(ro) <= 1.10)))
+    levels = [len(d.levels()) for k, d in sorted(dags.items()) if k > 0]
+    b.report.notes.append(
+        "4: one random DAG per round (seeded; each step takes 1-3 parents among the 8 "
+        "declared before it, ~10 % are sources; redrawn until it contains an \"N\"), the "
+        "same DAG for both arms.  Critical path = longest path of the durations measured "
+        "in that run (ours: `StepRun.started_at/ended_at`; raw: stamps each task "
+        "records).  Makespan = finish - submit.  The ratio column is ours/raw makespan.  "
+        f"Levels per DAG: {levels}.")

@@ -1,0 +1,47 @@
+"""The benchmark harness runs end to end at tiny sizes (``python -m bench --smoke``).
+
+Only completion is checked: every workload finishes and its rows are in the table.
+Timings at these sizes mean nothing, so none is asserted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.redis
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = (
+    "| 1. linear workflow:",
+    "| 1. Redis commands per step",
+    "| 1. Redis reads",
+    "| 1. linear workflow, AOF everysec:",
+    "| 2. fan-out/fan-in:",
+    "| 3. ",
+    "| 3. same, p50",
+    "| 3. same, p99",
+    "| 4. random non-SP DAG",
+    "| 5. validate + compile + dispatch, layered DAG",
+    "| 5. validate + compile + dispatch, line",
+    "| 5. largest message, layered DAG",
+    "| 5. largest message, line",
+    "| 6. Redis bytes per finished",
+    "| 6. worker RSS",
+)
+
+
+def test_every_workload_completes(redis_binary: str, tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--repeat", "1", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    table = out.read_text(encoding="utf-8")
+    missing = [r for r in ROWS if r not in table]
+    assert not missing, f"rows missing from the table: {missing}\n{table}"
+    assert "FAILED" not in table
+    assert "| workload | orchestrator | raw Celery | ratio | goal | met? |" in proc.stdout
