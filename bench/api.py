@@ -1,6 +1,6 @@
 """HTTP API benchmark: ``python -m bench.api``.
 
-Starts its own private Redis (:class:`orchestrator.localredis.RedisServer` on a free
+Starts its own private Redis (:class:`orchestrator.dev.localredis.RedisServer` on a free
 loopback port), one worker process (``celery -A workers.main worker``) and the API
 (``python -m orchestrator.api``, one uvicorn process), then measures, over httpx with a
 few concurrent clients (threads, one keep-alive connection each):
@@ -33,11 +33,11 @@ from pathlib import Path
 import httpx
 import redis
 
-from orchestrator.celeryconf import client_app
-from orchestrator.keys import Keys
-from orchestrator.localredis import RedisServer, free_loopback_port
+from orchestrator.dev.localredis import RedisServer, free_loopback_port
+from orchestrator.dev.waiting import wait_until
+from orchestrator.runtime.celeryconf import client_app
 from orchestrator.settings import Settings
-from orchestrator.waiting import wait_until
+from orchestrator.store.keys import Keys
 from workflows.order import systems
 
 REPO = Path(__file__).resolve().parent.parent

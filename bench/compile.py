@@ -2,8 +2,8 @@
 
 Workloads (deterministic seed): random layered DAGs of 1,000 and 10,000 steps with about
 three parents per step, a 10,000-step linear chain and a 10,000-wide fan-out.  Validation
-(:func:`orchestrator.validation.problems_of`, with a registry holding the dummy step
-function) and compilation (:func:`orchestrator.compiler.compile_workflow`) are timed
+(:func:`orchestrator.core.validation.problems_of`, with a registry holding the dummy step
+function) and compilation (:func:`orchestrator.core.compiler.compile_workflow`) are timed
 separately, each the median of three runs; every run validates and then compiles a
 freshly built model, as loading a workflow does.
 
@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.compiler import compile_workflow
-from orchestrator.models import StepDef, WorkflowDef
-from orchestrator.plan import Plan, largest_message, task_count
-from orchestrator.registry import Registry
-from orchestrator.validation import problems_of
+from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.models import StepDef, WorkflowDef
+from orchestrator.core.plan import Plan, largest_message, task_count
+from orchestrator.core.registry import Registry
+from orchestrator.core.validation import problems_of
 
 SEED = 20240601
 FUNCTION = "bench.noop"

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.compiler import Leaf, Region, SPNode, decompose
-from orchestrator.dag import Graph
-from orchestrator.dsl import StepHandle, Workflow
-from orchestrator.models import WorkflowDef
-from orchestrator.registry import step_function
+from orchestrator.core.compiler import Leaf, Region, SPNode, decompose
+from orchestrator.core.dag import Graph
+from orchestrator.core.dsl import StepHandle, Workflow
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.registry import step_function
 
 NOOP = "bench.noop"
 SLEEP = "bench.sleep"

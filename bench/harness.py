@@ -23,12 +23,12 @@ from bench import raw
 from bench.report import Progress, Report
 from bench.sizes import Sizes
 from bench.stack import ORCH_QUEUE, PACKAGES, Stack
-from orchestrator.catalog import Catalog, discover
-from orchestrator.celeryconf import client_app
-from orchestrator.coordinator import Coordinator
-from orchestrator.models import WorkflowDef
+from orchestrator.core.models import WorkflowDef
+from orchestrator.runtime.catalog import Catalog, discover
+from orchestrator.runtime.celeryconf import client_app
+from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
-from orchestrator.store import RunRecord
+from orchestrator.store.runs import RunRecord
 
 T = TypeVar("T")
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

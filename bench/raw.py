@@ -1,6 +1,6 @@
 """The raw Celery peer: the same workloads written by hand as plain Celery canvases.
 
-The app uses the orchestrator's own :func:`orchestrator.celeryconf.celery_config` (JSON,
+The app uses the orchestrator's own :func:`orchestrator.runtime.celeryconf.celery_config` (JSON,
 late acks, prefetch 1, events on, Redis broker and results), so the only difference
 between the two arms is the orchestrator's work per step.  Its tasks live on their own
 queue, ``RAW_QUEUE``, so the two arms' workers never take each other's tasks.
@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery, chain, chord
 from celery.canvas import Signature
 
-from orchestrator.celeryconf import celery_config
+from orchestrator.runtime.celeryconf import celery_config
 from orchestrator.settings import Settings
 
 RAW_QUEUE = "bench_raw"

@@ -18,11 +18,11 @@ from bench.harness import Bench, BenchError
 from bench.report import Row, median, ratios, spread, verdict
 from bench.stack import ORCH_QUEUE, Worker, purge
 from bench.workloads import Batch, batches
-from orchestrator.compiler import compile_workflow
-from orchestrator.coordinator import Coordinator
-from orchestrator.models import WorkflowDef
+from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.validation import check
+from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
-from orchestrator.validation import check
 
 IDLE_QUEUE = "bench_idle"
 RAW_IDLE_QUEUE = "bench_raw_idle"

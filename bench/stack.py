@@ -1,7 +1,7 @@
 """The benchmark's own processes: a private Redis and the two arms' workers.
 
 Nothing here touches a Redis or a worker the benchmark did not start: the server is an
-:class:`orchestrator.localredis.RedisServer` on a free loopback port, and every worker is
+:class:`orchestrator.dev.localredis.RedisServer` on a free loopback port, and every worker is
 a child process in its own session, stopped (then killed if need be) by process id.
 """
 
@@ -25,8 +25,8 @@ import redis
 from celery import Celery
 
 from bench.raw import RAW_QUEUE
-from orchestrator.localredis import RedisServer
-from orchestrator.waiting import wait_until
+from orchestrator.dev.localredis import RedisServer
+from orchestrator.dev.waiting import wait_until
 
 PACKAGES = ("workflows", "bench.flows")
 ORCH_QUEUE = "default"

@@ -25,8 +25,8 @@ from bench.stack import (
     settle,
     used_memory,
 )
-from orchestrator.dag import Graph
-from orchestrator.waiting import wait_until
+from orchestrator.core.dag import Graph
+from orchestrator.dev.waiting import wait_until
 
 # --- 1. linear workflow: ms per hop ---------------------------------------------------------
 

@@ -11,7 +11,7 @@
 
 Every refusal of the API raises :class:`~orchestrator.errors.ApiError` with the status,
 the machine-readable code, the message and the fix from the API's error body.  The client
-imports no server code (FastAPI, Celery): only :mod:`orchestrator.apimodels`.
+imports no server code (FastAPI, Celery): only :mod:`orchestrator.api.models`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from orchestrator.apimodels import (
+from orchestrator.api.models import (
     API_PREFIX,
     IDEMPOTENCY_HEADER,
     ErrorBody,
@@ -37,8 +37,8 @@ from orchestrator.apimodels import (
     WorkflowDetail,
     WorkflowList,
 )
+from orchestrator.core.states import RunStatus
 from orchestrator.errors import ApiError
-from orchestrator.states import RunStatus
 
 MAX_SERVER_WAIT_S = 60.0
 

@@ -56,5 +56,5 @@ orch_system_redis_server() {
 
 # orch_shipped_redis_server: print the server binary shipped by the dev extra, if any.
 orch_shipped_redis_server() {
-    (cd "$ORCH_ROOT" && "$ORCH_VENV/bin/python" -m orchestrator.localredis --shipped)
+    (cd "$ORCH_ROOT" && "$ORCH_VENV/bin/python" -m orchestrator.dev.localredis --shipped)
 }

@@ -17,7 +17,7 @@ export PATH="$ORCH_VENV/bin:$PATH"
 export ORCH_TEST_REQUIRE_REDIS=1
 failed=()
 
-if ! redis_bin="$("$ORCH_VENV/bin/python" -m orchestrator.localredis --which)"; then
+if ! redis_bin="$("$ORCH_VENV/bin/python" -m orchestrator.dev.localredis --which)"; then
     orch_log "FAIL: no redis-server binary (not on PATH, none shipped by the dev extra)"
     failed+=("redis-server")
 fi

@@ -28,10 +28,10 @@ import pytest
 import redis
 import yaml
 
-from orchestrator.catalog import discover
-from orchestrator.localredis import free_loopback_port
+from orchestrator.dev.localredis import free_loopback_port
+from orchestrator.dev.waiting import wait_until
+from orchestrator.runtime.catalog import discover
 from orchestrator.settings import Settings
-from orchestrator.waiting import wait_until
 from tests.support.workers import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,7 +316,7 @@ def test_worker_healthcheck_pings_only_its_own_worker(redis_url: str) -> None:
 
     worker = WorkerProcess(redis_url, "celery", concurrency=1)  # node name celery@test
     try:
-        from orchestrator.celeryconf import client_app
+        from orchestrator.runtime.celeryconf import client_app
         from orchestrator.settings import Settings
 
         worker.wait_ready(client_app(Settings(redis_url=redis_url)))

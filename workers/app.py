@@ -6,20 +6,20 @@ from typing import Any
 
 from celery import Celery
 
-from orchestrator.catalog import discover
-from orchestrator.celeryconf import (
+from orchestrator.core.registry import StepFunction
+from orchestrator.errors import RunExists
+from orchestrator.runtime.catalog import discover
+from orchestrator.runtime.celeryconf import (
     JOIN_TASK,
     SUBMIT_TASK,
     celery_config,
     send_only_backend_url,
     step_task_name,
 )
-from orchestrator.coordinator import Coordinator
-from orchestrator.dispatch import Dispatcher
-from orchestrator.errors import RunExists
-from orchestrator.registry import StepFunction
+from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.runtime.progress import Dispatcher
 from orchestrator.settings import Settings
-from orchestrator.store import RunStore
+from orchestrator.store.runs import RunStore
 from workers import step as step_mod
 from workers.runtime import Runtime
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.dispatch import Dispatcher
-from orchestrator.registry import Registry
+from orchestrator.core.registry import Registry
+from orchestrator.runtime.progress import Dispatcher
 from orchestrator.settings import Settings
-from orchestrator.store import RunStore
+from orchestrator.store.runs import RunStore
 
 
 @dataclass

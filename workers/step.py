@@ -19,8 +19,10 @@ from celery.worker.request import Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from orchestrator import context, triggers
-from orchestrator.dispatch import Definition
+from orchestrator.core import rules as triggers
+from orchestrator.core.models import Ref, RetryPolicy, StepDef, TriggerRule, Value
+from orchestrator.core.registry import StepFunction
+from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import (
     ConditionError,
     FailPermanently,
@@ -28,10 +30,9 @@ from orchestrator.errors import (
     SkipStep,
     error_data,
 )
-from orchestrator.models import Ref, RetryPolicy, StepDef, TriggerRule, Value
-from orchestrator.registry import StepFunction
-from orchestrator.states import RunStatus, StepStatus
-from workers.canvas import continue_canvas
+from orchestrator.runtime import context
+from orchestrator.runtime.canvas import continue_canvas
+from orchestrator.runtime.progress import Definition
 from workers.runtime import Runtime
 
 _runtime: Runtime | None = None

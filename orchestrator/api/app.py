@@ -15,9 +15,9 @@ from orchestrator.api import metrics as metrics_api
 from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
 from orchestrator.api.limits import BodyLimit, known_query_only
-from orchestrator.callbacks import CallbackDeliverer, CallbackRegistry
-from orchestrator.catalog import Catalog, discover
-from orchestrator.coordinator import Coordinator
+from orchestrator.callbacks.delivery import CallbackDeliverer, CallbackRegistry
+from orchestrator.runtime.catalog import Catalog, discover
+from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import ApiToken, Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     Returns:
         The FastAPI app.  While it is served (its lifespan), it holds an asyncio Redis
         client and, when ``settings.callback_secret`` is set, a
-        :class:`~orchestrator.callbacks.CallbackDeliverer` thread.
+        :class:`~orchestrator.callbacks.delivery.CallbackDeliverer` thread.
 
     Raises:
         DefinitionError: a workflow package cannot be imported or holds an invalid one.

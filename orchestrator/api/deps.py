@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from fastapi import Request
 
-from orchestrator.callbacks import CallbackRegistry
-from orchestrator.catalog import Catalog
-from orchestrator.coordinator import Coordinator
-from orchestrator.keys import Keys
+from orchestrator.callbacks.delivery import CallbackRegistry
+from orchestrator.runtime.catalog import Catalog
+from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
+from orchestrator.store.keys import Keys
 
 CLIENT_NAME = "orchestrator-api"
 """Name of the API's asyncio Redis connections (``CLIENT LIST`` shows who blocks)."""

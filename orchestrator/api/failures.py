@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.apimodels import ErrorBody, ErrorInfo
+from orchestrator.api.models import ErrorBody, ErrorInfo
 from orchestrator.errors import (
     ApiError,
     DefinitionError,

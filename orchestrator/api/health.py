@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_json, error_responses
-from orchestrator.apimodels import Health
+from orchestrator.api.models import Health
 
 router = APIRouter(tags=["health"])
 

@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from orchestrator.errors import ApiError, IdempotencyConflict
-from orchestrator.keys import Keys
+from orchestrator.store.keys import Keys
 
 PENDING_TTL_S = 30
 MAX_KEY_CHARS = 255

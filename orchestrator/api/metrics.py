@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from orchestrator import metrics
+from orchestrator.api import prometheus as metrics
 from orchestrator.api.auth import read_metrics
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses

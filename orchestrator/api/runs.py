@@ -16,7 +16,7 @@ from orchestrator.api import idempotency, streams
 from orchestrator.api.auth import read_runs, write_runs
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses
-from orchestrator.apimodels import (
+from orchestrator.api.models import (
     API_PREFIX,
     IDEMPOTENCY_HEADER,
     REPLAYED_HEADER,
@@ -24,11 +24,11 @@ from orchestrator.apimodels import (
     RunPage,
     RunSummary,
 )
-from orchestrator.callbacks import MAX_URL_CHARS, check_url
+from orchestrator.callbacks.delivery import MAX_URL_CHARS, check_url
+from orchestrator.core.models import WORKFLOW_NAME
+from orchestrator.core.states import RunStatus
 from orchestrator.errors import ApiError, RunNotFound
-from orchestrator.models import WORKFLOW_NAME
 from orchestrator.settings import ApiToken
-from orchestrator.states import RunStatus
 
 MAX_WAIT_S = 60.0
 MAX_INPUT_DEPTH = 64

@@ -12,8 +12,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from orchestrator.api.app import create_api
+from orchestrator.dev.waiting import wait_until
 from orchestrator.settings import Settings
-from orchestrator.waiting import wait_until
 
 GRACEFUL_SHUTDOWN_S = 5
 

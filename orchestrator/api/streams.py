@@ -15,9 +15,9 @@ import anyio
 import redis.asyncio as aioredis
 
 from orchestrator.api.deps import ApiContext
-from orchestrator.apimodels import RunEvent, RunOut
+from orchestrator.api.models import RunEvent, RunOut
+from orchestrator.core.states import RunStatus
 from orchestrator.errors import RunNotFound
-from orchestrator.states import RunStatus
 
 HEARTBEAT_MS = 15_000
 READ_COUNT = 200

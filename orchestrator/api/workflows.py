@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Path
 from orchestrator.api.auth import read_workflows
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses
-from orchestrator.apimodels import API_PREFIX, WorkflowDetail, WorkflowList, WorkflowSummary
-from orchestrator.models import WORKFLOW_NAME
-from orchestrator.render import mermaid
+from orchestrator.api.models import API_PREFIX, WorkflowDetail, WorkflowList, WorkflowSummary
+from orchestrator.core.models import WORKFLOW_NAME
+from orchestrator.core.render import mermaid
 from orchestrator.settings import ApiToken
 
 router = APIRouter(prefix=API_PREFIX, tags=["workflows"])

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.catalog import discover
-from orchestrator.coordinator import Coordinator, RunView
+from orchestrator.runtime.catalog import discover
+from orchestrator.runtime.coordinator import Coordinator, RunView
 from orchestrator.settings import Settings
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-from orchestrator.context import current
-from orchestrator.dsl import Workflow
-from orchestrator.models import RetryPolicy
-from orchestrator.registry import step_function
+from orchestrator.core.dsl import Workflow
+from orchestrator.core.models import RetryPolicy
+from orchestrator.core.registry import step_function
+from orchestrator.runtime.context import current
 
 
 def _log(event: str) -> None:

@@ -3,7 +3,7 @@ on the default queue."""
 
 from __future__ import annotations
 
-from orchestrator.dsl import Workflow
+from orchestrator.core.dsl import Workflow
 from tests.integration.flows import sleep_step
 
 QUEUE_B = "b"

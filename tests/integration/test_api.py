@@ -17,11 +17,11 @@ import schemathesis
 
 from orchestrator.api import create_api, idempotency
 from orchestrator.api.deps import CLIENT_NAME
+from orchestrator.api.models import RunOut
 from orchestrator.api.server import ServerThread
-from orchestrator.apimodels import RunOut
-from orchestrator.callbacks import CallbackRegistry, verify
-from orchestrator.coordinator import Coordinator
-from orchestrator.localredis import free_loopback_port
+from orchestrator.callbacks.delivery import CallbackRegistry, verify
+from orchestrator.dev.localredis import free_loopback_port
+from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import wait_run
 from tests.support.api import (
     CALLBACK_SECRET,

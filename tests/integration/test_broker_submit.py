@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.coordinator import Coordinator
+from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import statuses, wait_run
 from workflows.order import systems
 

@@ -13,9 +13,9 @@ import redis
 from orchestrator.api import create_api
 from orchestrator.api.server import ServerThread
 from orchestrator.client import Client
+from orchestrator.core.states import RunStatus
+from orchestrator.dev.localredis import free_loopback_port
 from orchestrator.errors import ApiError
-from orchestrator.localredis import free_loopback_port
-from orchestrator.states import RunStatus
 from tests.support.api import ORDER, RO_TOKEN, RW_TOKEN, api_settings
 from workflows.order import systems
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.catalog import discover
-from orchestrator.coordinator import Coordinator
-from orchestrator.localredis import free_loopback_port
-from orchestrator.waiting import wait_until
+from orchestrator.dev.localredis import free_loopback_port
+from orchestrator.dev.waiting import wait_until
+from orchestrator.runtime.catalog import discover
+from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import make_settings, statuses, wait_run
 from tests.support.workers import WorkerProcess, worker_env
 

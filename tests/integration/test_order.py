@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from orchestrator.coordinator import Coordinator
+from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import statuses, wait_run
 from workflows.order import systems
 

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.catalog import discover
-from orchestrator.celeryconf import client_app
-from orchestrator.coordinator import Coordinator
-from orchestrator.queues import QueueDepth, format_queues, queue_depths
-from orchestrator.waiting import wait_until
+from orchestrator.dev.waiting import wait_until
+from orchestrator.runtime.catalog import discover
+from orchestrator.runtime.celeryconf import client_app
+from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.runtime.queues import QueueDepth, format_queues, queue_depths
 from tests.integration.conftest import make_settings, statuses, wait_run
 from tests.integration.flows_queues import QUEUE_B
 from tests.support.workers import WorkerProcess

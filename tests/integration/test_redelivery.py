@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.catalog import discover
-from orchestrator.coordinator import Coordinator
-from orchestrator.states import StepStatus
+from orchestrator.core.states import StepStatus
+from orchestrator.runtime.catalog import discover
+from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import make_settings, statuses, wait_run
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until

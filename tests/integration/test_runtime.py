@@ -7,7 +7,7 @@ import json
 import redis
 from celery.result import AsyncResult
 
-from orchestrator.coordinator import Coordinator
+from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import statuses, wait_run
 from tests.support.wait import wait_until
 
@@ -94,10 +94,10 @@ def test_invalid_input_is_refused(coord: Coordinator) -> None:
 def test_preflight_names_what_is_missing(coord: Coordinator) -> None:
     import pytest
 
+    from orchestrator.core.models import WorkflowDef
+    from orchestrator.core.registry import default_registry
+    from orchestrator.core.validation import check
     from orchestrator.errors import DispatchError
-    from orchestrator.models import WorkflowDef
-    from orchestrator.registry import default_registry
-    from orchestrator.validation import check
 
     assert coord.preflight("customer_order") == []
     wf = check(WorkflowDef(name="needs_gpu", steps=[

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.compiler import compile_workflow
+from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import RunNotFound
-from orchestrator.models import WorkflowDef
-from orchestrator.states import RunStatus, StepStatus
-from orchestrator.store import RunStore
+from orchestrator.store.runs import RunStore
 
 pytestmark = pytest.mark.redis
 
@@ -78,7 +78,7 @@ def test_unit_completion_is_atomic_and_idempotent(store: RunStore) -> None:
 
 
 def test_metrics_count_runs_steps_and_durations(store: RunStore) -> None:
-    from orchestrator.metrics import render
+    from orchestrator.api.prometheus import render
 
     wf = _wf()
     store.create_run("r4", wf, compile_workflow(wf), {})

@@ -1,11 +1,11 @@
-"""Test-side name of :mod:`orchestrator.localredis` (the scripts call ``--which`` here)."""
+"""Test-side name of :mod:`orchestrator.dev.localredis` (the scripts call ``--which`` here)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 
-from orchestrator.localredis import (
+from orchestrator.dev.localredis import (
     RedisServer,
     RedisServerError,
     find_redis_server_binary,

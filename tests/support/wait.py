@@ -1,5 +1,5 @@
-"""Test-side name of :func:`orchestrator.waiting.wait_until`."""
+"""Test-side name of :func:`orchestrator.dev.waiting.wait_until`."""
 
-from orchestrator.waiting import wait_until
+from orchestrator.dev.waiting import wait_until
 
 __all__ = ["wait_until"]

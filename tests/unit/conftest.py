@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.registry import Registry
+from orchestrator.core.registry import Registry
 from tests.unit.fixtures_steps import build_registry
 
 

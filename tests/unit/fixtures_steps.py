@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.registry import Registry
+from orchestrator.core.registry import Registry
 
 
 class Greeting(BaseModel):

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
 
-from orchestrator.models import StepDef, WorkflowDef
-from orchestrator.plan import (
+from orchestrator.core.models import StepDef, WorkflowDef
+from orchestrator.core.plan import (
     ChordNode,
     Plan,
     TaskNode,

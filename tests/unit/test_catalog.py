@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog import Catalog, discover
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.registry import Registry
 from orchestrator.errors import DefinitionError, WorkflowNotFound
-from orchestrator.models import WorkflowDef
-from orchestrator.registry import Registry
+from orchestrator.runtime.catalog import Catalog, discover
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import cli, main
-from orchestrator.plan import Plan
+from orchestrator.cli.main import cli, main
+from orchestrator.core.plan import Plan
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.compiler import Leaf, Parallel, Region, Series, compile_workflow, decompose
-from orchestrator.dag import Graph
-from orchestrator.models import WorkflowDef
-from orchestrator.plan import (
+from orchestrator.core.compiler import Leaf, Parallel, Region, Series, compile_workflow, decompose
+from orchestrator.core.dag import Graph
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.plan import (
     ChainNode,
     ChordNode,
     Plan,
@@ -18,7 +18,7 @@ from orchestrator.plan import (
     unsafe_shapes,
     walk,
 )
-from orchestrator.yamlio import load_yaml
+from orchestrator.core.yamlio import load_yaml
 from tests.unit.plan_checks import check_plan, plan_reach, workflow
 
 

@@ -20,7 +20,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.compiler import compile_workflow
+from orchestrator.core.compiler import compile_workflow
 from tests.unit.plan_checks import check_plan, workflow
 
 MAX_STEPS = 200
@@ -151,8 +151,8 @@ def test_plan_is_exact_safe_and_bounded(deps: Deps, max_unit_tasks: int,
 @given(deps=dags())
 def test_series_parallel_dags_need_no_counters_within_budget(deps: Deps) -> None:
     """Without segmentation pressure, an N-free DAG compiles to canvases alone."""
-    from orchestrator.compiler import Region, decompose
-    from orchestrator.dag import Graph
+    from orchestrator.core.compiler import Region, decompose
+    from orchestrator.core.dag import Graph
 
     wf = workflow(deps)
     graph = Graph.from_deps(wf.dependencies())

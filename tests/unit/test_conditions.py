@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.conditions import parse
+from orchestrator.core.conditions import parse
 from orchestrator.errors import ConditionError
 
 SUCCEEDED = "succeeded"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.dag import Graph
+from orchestrator.core.dag import Graph
 
 
 def bits(mask: int, graph: Graph) -> set[str]:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import yamlio
-from orchestrator.dsl import Workflow
+from orchestrator.core import yamlio
+from orchestrator.core.dsl import Workflow
+from orchestrator.core.models import Ref, RetryPolicy, TriggerRule, Value
+from orchestrator.core.registry import Registry
 from orchestrator.errors import DefinitionError, WorkflowInvalid
-from orchestrator.models import Ref, RetryPolicy, TriggerRule, Value
-from orchestrator.registry import Registry
 from tests.unit import fixtures_steps as fx
 from workflows.order import steps as _order_steps  # noqa: F401  (registers its functions)
 
@@ -127,7 +127,7 @@ def test_conditions(registry: Registry, make: object, text: str) -> None:
 
 
 def test_conditions_evaluate_as_written(registry: Registry) -> None:
-    from orchestrator.conditions import parse
+    from orchestrator.core.conditions import parse
 
     wf = Workflow("w")
     c = wf.step("c", "t.anything")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.plan import (
+from orchestrator.core.plan import (
     CanvasNode,
     ChainNode,
     ChordNode,

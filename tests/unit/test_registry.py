@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.registry import Registry, describe, function_name, step_function
 from orchestrator.errors import DefinitionError
-from orchestrator.registry import Registry, describe, function_name, step_function
 from tests.unit import fixtures_steps as fx
 
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.typecheck import (
+from orchestrator.core.typecheck import (
     UNKNOWN,
     compatible,
     literal_fits,

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.registry import Registry
+from orchestrator.core.validation import check, problems_of
+from orchestrator.core.yamlio import from_data, parse_yaml
 from orchestrator.errors import Problem, WorkflowInvalid
-from orchestrator.models import WorkflowDef
-from orchestrator.registry import Registry
-from orchestrator.validation import check, problems_of
-from orchestrator.yamlio import from_data, parse_yaml
 
 
 def make(*steps: dict[str, Any], **fields: Any) -> WorkflowDef:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core.models import Ref, RetryPolicy, StepDef, TriggerRule, Value, WorkflowDef
+from orchestrator.core.registry import Registry
+from orchestrator.core.yamlio import dump_yaml, from_data, load_yaml, parse_yaml
 from orchestrator.errors import DefinitionError, WorkflowInvalid
-from orchestrator.models import Ref, RetryPolicy, StepDef, TriggerRule, Value, WorkflowDef
-from orchestrator.registry import Registry
-from orchestrator.yamlio import dump_yaml, from_data, load_yaml, parse_yaml
 from workflows.order import steps as _order_steps  # noqa: F401  (registers its functions)
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"

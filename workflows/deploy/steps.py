@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from orchestrator.context import current
-from orchestrator.registry import step_function
+from orchestrator.core.registry import step_function
+from orchestrator.runtime.context import current
 from workflows.deploy import systems
 
 

@@ -6,8 +6,8 @@ load and quality_check (in parallel) -> report.
 
 from __future__ import annotations
 
-from orchestrator.dsl import Workflow
-from orchestrator.models import RetryPolicy, WorkflowDef
+from orchestrator.core.dsl import Workflow
+from orchestrator.core.models import RetryPolicy, WorkflowDef
 from workflows.etl import steps as fn
 
 SCHEMA = {

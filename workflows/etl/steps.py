@@ -10,9 +10,9 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from orchestrator.context import current
+from orchestrator.core.registry import step_function
 from orchestrator.errors import FailPermanently
-from orchestrator.registry import step_function
+from orchestrator.runtime.context import current
 from workflows.etl import systems
 from workflows.etl.systems import Source
 

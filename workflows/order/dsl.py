@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.dsl import Workflow
-from orchestrator.models import RetryPolicy, WorkflowDef
+from orchestrator.core.dsl import Workflow
+from orchestrator.core.models import RetryPolicy, WorkflowDef
 from workflows.order import steps as fn
 
 SCHEMA = {

@@ -6,8 +6,8 @@ import hashlib
 
 from pydantic import BaseModel
 
-from orchestrator.context import current
-from orchestrator.registry import step_function
+from orchestrator.core.registry import step_function
+from orchestrator.runtime.context import current
 from workflows.order import systems
 
 

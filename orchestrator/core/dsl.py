@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.models import (
+from orchestrator.core.models import (
     Ref,
     RetryPolicy,
     StepDef,
@@ -27,8 +27,8 @@ from orchestrator.models import (
     Value,
     WorkflowDef,
 )
-from orchestrator.registry import Registry, function_name
-from orchestrator.validation import check
+from orchestrator.core.registry import Registry, function_name
+from orchestrator.core.validation import check
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.catalog import Catalog, discover
-from orchestrator.compiler import compile_workflow
+from orchestrator.cli.follow import follow, step_table
+from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.render import dot, mermaid, plan_tree
+from orchestrator.core.states import RunStatus
 from orchestrator.errors import OrchestratorError, WorkflowInvalid
-from orchestrator.follow import follow, step_table
-from orchestrator.render import dot, mermaid, plan_tree
+from orchestrator.runtime.catalog import Catalog, discover
 from orchestrator.settings import Settings
-from orchestrator.states import RunStatus
 
 if TYPE_CHECKING:
-    from orchestrator.coordinator import Coordinator
+    from orchestrator.runtime.coordinator import Coordinator
 
 
 class _Ctx:
@@ -87,7 +87,7 @@ def list_workflows(c: _Ctx) -> None:
 
 
 def _coordinator(c: _Ctx) -> Coordinator:
-    from orchestrator.coordinator import Coordinator
+    from orchestrator.runtime.coordinator import Coordinator
 
     return Coordinator(c.settings, c.catalog)
 
@@ -220,8 +220,8 @@ def queues(c: _Ctx, names: tuple[str, ...], timeout_s: float, as_json: bool) -> 
     """Show each queue's waiting tasks and the workers consuming it."""
     from dataclasses import asdict
 
-    from orchestrator.celeryconf import client_app
-    from orchestrator.queues import format_queues, queue_depths
+    from orchestrator.runtime.celeryconf import client_app
+    from orchestrator.runtime.queues import format_queues, queue_depths
 
     depths = queue_depths(client_app(c.settings), names or None, timeout_s=timeout_s)
     if as_json:
@@ -249,7 +249,7 @@ def _wait_for_interrupt(stack: Any) -> None:
 @pass_ctx
 def up(c: _Ctx, concurrency: int, flower_port: int, api_port: int) -> None:
     """Start the local stack (Redis, a worker, Flower, the API) until Ctrl-C."""
-    from orchestrator.localstack import LocalStack
+    from orchestrator.dev.localstack import LocalStack
 
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
                        api_port=api_port, emit=click.echo)
@@ -268,9 +268,9 @@ def up(c: _Ctx, concurrency: int, flower_port: int, api_port: int) -> None:
 @pass_ctx
 def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int) -> None:
     """Start the local stack and run the customer-order workflow, following it live."""
-    from orchestrator.catalog import discover
-    from orchestrator.coordinator import Coordinator
-    from orchestrator.localstack import LocalStack
+    from orchestrator.dev.localstack import LocalStack
+    from orchestrator.runtime.catalog import discover
+    from orchestrator.runtime.coordinator import Coordinator
     from workflows.order import systems
 
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,

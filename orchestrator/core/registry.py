@@ -125,5 +125,5 @@ def function_name(fn: Any) -> str:
         return sf.name
     raise DefinitionError(
         f"{fn!r} is not a registered step function; decorate it with "
-        "@step_function('<name>') from orchestrator.registry"
+        "@step_function('<name>') from orchestrator.core.registry"
     )

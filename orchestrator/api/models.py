@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from orchestrator.states import RunStatus, StepStatus
+from orchestrator.core.states import RunStatus, StepStatus
 
 if TYPE_CHECKING:
-    from orchestrator.coordinator import RunView
-    from orchestrator.models import WorkflowDef
+    from orchestrator.core.models import WorkflowDef
+    from orchestrator.runtime.coordinator import RunView
 
 API_PREFIX = "/v1"
 SIGNATURE_HEADER = "X-Orchestrator-Signature"

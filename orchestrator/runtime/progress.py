@@ -17,12 +17,12 @@ from typing import Any
 from celery import Celery, chain, chord
 from celery.canvas import Signature
 
-from orchestrator.celeryconf import JOIN_TASK, step_task_name
-from orchestrator.conditions import Condition, parse
-from orchestrator.models import WorkflowDef
-from orchestrator.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode, is_join
-from orchestrator.states import RunStatus, StepStatus
-from orchestrator.store import RunStore
+from orchestrator.core.conditions import Condition, parse
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode, is_join
+from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.runtime.celeryconf import JOIN_TASK, step_task_name
+from orchestrator.store.runs import RunStore
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,16 @@ from typing import Any
 from celery import Celery
 from jsonschema import Draft202012Validator
 
-from orchestrator.catalog import Catalog
-from orchestrator.celeryconf import JOIN_TASK, client_app, step_task_name
-from orchestrator.compiler import compile_workflow
-from orchestrator.dispatch import Definition, Dispatcher
+from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.plan import ChordNode, walk
+from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import DispatchError, InputInvalid
-from orchestrator.models import WorkflowDef
-from orchestrator.plan import ChordNode, walk
+from orchestrator.runtime.catalog import Catalog
+from orchestrator.runtime.celeryconf import JOIN_TASK, client_app, step_task_name
+from orchestrator.runtime.progress import Definition, Dispatcher
 from orchestrator.settings import Settings
-from orchestrator.states import RunStatus, StepStatus
-from orchestrator.store import RunRecord, RunStore, StepRun
+from orchestrator.store.runs import RunRecord, RunStore, StepRun
 
 
 @dataclass(frozen=True)

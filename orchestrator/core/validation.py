@@ -7,17 +7,17 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from orchestrator.conditions import Condition, parse
-from orchestrator.errors import ConditionError, Problem, WorkflowInvalid
-from orchestrator.models import Ref, StepDef, Value, WorkflowDef
-from orchestrator.registry import Registry, StepFunction, default_registry
-from orchestrator.typecheck import (
+from orchestrator.core.conditions import Condition, parse
+from orchestrator.core.models import Ref, StepDef, Value, WorkflowDef
+from orchestrator.core.registry import Registry, StepFunction, default_registry
+from orchestrator.core.typecheck import (
     compatible,
     literal_fits,
     output_type,
     schema_type,
     type_name,
 )
+from orchestrator.errors import ConditionError, Problem, WorkflowInvalid
 
 
 def check(wf: WorkflowDef, registry: Registry | None = None) -> WorkflowDef:

@@ -3,7 +3,7 @@
 YAML files, the Python DSL and the HTTP API all produce a :class:`WorkflowDef`; it is what
 we validate, hash for a version, store with each run and compile.  The models only check
 shape (types, identifiers); everything that needs the whole workflow or the step-function
-registry is checked by :mod:`orchestrator.validation`, so that all problems are reported
+registry is checked by :mod:`orchestrator.core.validation`, so that all problems are reported
 at once.
 """
 
@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from orchestrator.dag import Graph
+from orchestrator.core.dag import Graph
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"

@@ -8,10 +8,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.registry import Registry
+from orchestrator.core.validation import check
 from orchestrator.errors import DefinitionError, Problem, WorkflowInvalid
-from orchestrator.models import WorkflowDef
-from orchestrator.registry import Registry
-from orchestrator.validation import check
 
 # libyaml's safe loader and dumper when PyYAML was built with it (several times faster),
 # else the pure-Python ones; both accept only standard tags.

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from orchestrator.store import DURATION_BUCKETS_S, RunStore
+from orchestrator.store.runs import DURATION_BUCKETS_S, RunStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -3,7 +3,7 @@
 On the Redis transport a queue is a Redis list (one list per priority step when messages
 carry a priority), so its depth is an ``LLEN`` per list.  That counts *waiting* messages
 only: prefetched, running and countdown messages sit in kombu's global ``unacked`` hash.
-With ``worker_prefetch_multiplier=1`` (see :mod:`orchestrator.celeryconf`) a depth above
+With ``worker_prefetch_multiplier=1`` (see :mod:`orchestrator.runtime.celeryconf`) a depth above
 zero therefore means work that no worker slot has taken yet, the same number KEDA's
 Redis-list scaler reads.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from orchestrator.coordinator import Coordinator, RunView
+from orchestrator.runtime.coordinator import Coordinator, RunView
 
 
 def step_table(view: RunView) -> str:

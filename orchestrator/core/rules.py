@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from orchestrator.models import TriggerRule
-from orchestrator.states import StepStatus
+from orchestrator.core.models import TriggerRule
+from orchestrator.core.states import StepStatus
 
 OK = StepStatus.SUCCEEDED
 BAD = StepStatus.FAILED

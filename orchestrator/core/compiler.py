@@ -1,4 +1,4 @@
-"""Workflow DAG → :class:`~orchestrator.plan.Plan`: native canvases where exact, counters
+"""Workflow DAG → :class:`~orchestrator.core.plan.Plan`: native canvases where exact, counters
 elsewhere.
 
 1. **Decompose.**  The graph is split recursively: disconnected parts run in *parallel*;
@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.dag import Graph
-from orchestrator.models import WorkflowDef
-from orchestrator.plan import (
+from orchestrator.core.dag import Graph
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.plan import (
     JOIN_PREFIX,
     CanvasNode,
     ChainNode,
@@ -314,7 +314,7 @@ def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
     """Compile a validated workflow into a plan.
 
     Args:
-        wf: a workflow that passed :func:`orchestrator.validation.check`.
+        wf: a workflow that passed :func:`orchestrator.core.validation.check`.
         max_unit_tasks: most signatures one message may carry before a cut.
         max_chord_depth: deepest chord nesting allowed in one canvas.
 

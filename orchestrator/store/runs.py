@@ -1,8 +1,8 @@
 """The run store in Redis: runs, step runs, outputs, unit counters and event streams.
 
 State changes go through Lua scripts, so each is atomic and checked against the one
-transition table in :mod:`orchestrator.states`; an illegal transition is refused, not
-applied.  Every key comes from :class:`orchestrator.keys.Keys`.
+transition table in :mod:`orchestrator.core.states`; an illegal transition is refused, not
+applied.  Every key comes from :class:`orchestrator.store.keys.Keys`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import redis
 
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.plan import Plan
+from orchestrator.core.states import RunStatus, StepStatus, run_sources, step_sources
 from orchestrator.errors import RunExists, RunNotFound
-from orchestrator.keys import Keys
-from orchestrator.models import WorkflowDef
-from orchestrator.plan import Plan
-from orchestrator.states import RunStatus, StepStatus, run_sources, step_sources
+from orchestrator.store.keys import Keys
 
 EVENTS_MAXLEN = 10_000
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.models import WorkflowDef
-from orchestrator.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode
 
 
 def plan_tree(plan: Plan, wf: WorkflowDef | None = None) -> str:

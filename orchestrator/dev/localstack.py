@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from orchestrator.celeryconf import client_app
+from orchestrator.dev.localredis import RedisServer, find_redis_server_binary
+from orchestrator.dev.waiting import wait_until
 from orchestrator.errors import DispatchError
-from orchestrator.localredis import RedisServer, find_redis_server_binary
+from orchestrator.runtime.celeryconf import client_app
 from orchestrator.settings import API_SCOPES, Settings
-from orchestrator.waiting import wait_until
 
 
 @dataclass

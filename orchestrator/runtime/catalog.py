@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.registry import Registry, default_registry
+from orchestrator.core.validation import check
+from orchestrator.core.yamlio import load_yaml, parse_yaml
 from orchestrator.errors import DefinitionError, WorkflowNotFound
-from orchestrator.models import WorkflowDef
-from orchestrator.registry import Registry, default_registry
-from orchestrator.validation import check
-from orchestrator.yamlio import load_yaml, parse_yaml
 
 
 @dataclass
