@@ -17,11 +17,11 @@ from orchestrator.runtime.celeryconf import (
     step_task_name,
 )
 from orchestrator.runtime.coordinator import Coordinator
-from orchestrator.runtime.progress import Dispatcher
+from orchestrator.runtime.definitions import Definitions
+from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
-from orchestrator.store.runs import RunStore
+from orchestrator.store import RunStore
 from workers import step as step_mod
-from workers.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -36,17 +36,17 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
     store = RunStore.from_url(settings.redis_url, settings.key_prefix, settings.run_retention_s)
-    rt = Runtime(settings, store, Dispatcher(app, store, settings.default_queue),
-                 catalog.registry)
-    step_mod.install(rt)
+    progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
+                        settings.default_queue)
+    step_mod.install(progress)
     for fn in list(catalog.registry.functions.values()):
         _register_step(app, fn)
 
     @app.task(name=JOIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def join(run_id: str, join_id: str, version: str) -> dict[str, Any]:
         """Closes a fan-out; when it ends its unit, advances the run."""
-        disp = step_mod.runtime().dispatcher
-        disp.task_finished(run_id, disp.definition(version), join_id)
+        p = step_mod.progress()
+        p.unit_task_done(p.definitions.load(version), run_id, join_id)
         return {"run_id": run_id, "join_id": join_id}
 
     coordinator: list[Coordinator] = []
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         message with the same id starts the run once.
         """
         if not coordinator:
-            coordinator.append(Coordinator(settings, catalog, app=app, store=store))
+            coordinator.append(Coordinator(settings, catalog, progress=progress))
         try:
             return {"run_id": coordinator[0].submit(workflow, input, run_id=run_id),
                     "created": True}

@@ -1,9 +1,7 @@
-"""The HTTP API: FastAPI app factory :func:`create_api`, served by uvicorn.
+"""The HTTP API: the FastAPI app factory (:func:`orchestrator.api.app.create_api`), served
+by uvicorn (``python -m orchestrator.api``).
 
-Start it with ``python -m orchestrator.api``.  Its wire models live in
-:mod:`orchestrator.api.models`, shared with the client (:mod:`orchestrator.client`).
+Its wire models (:mod:`orchestrator.api.models`) are shared with the Python client
+(:mod:`orchestrator.client`); this package's ``__init__`` imports nothing, so the client
+does not load the server.
 """
-
-from orchestrator.api.app import create_api
-
-__all__ = ["create_api"]

@@ -15,10 +15,11 @@ from orchestrator.api import metrics as metrics_api
 from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
 from orchestrator.api.limits import BodyLimit, known_query_only
-from orchestrator.callbacks.delivery import CallbackDeliverer, CallbackRegistry
+from orchestrator.callbacks.delivery import CallbackDeliverer
 from orchestrator.runtime.catalog import Catalog, discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import ApiToken, Settings
+from orchestrator.store import AsyncRunReader, CallbackRegistry
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,14 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     if catalog is None:
         catalog = coordinator.catalog if coordinator else discover(settings.workflow_packages)
     coord = coordinator or Coordinator(settings, catalog)
-    registry = CallbackRegistry(coord.store.r, coord.store.keys, settings.run_retention_s)
-    ctx = ApiContext(settings=settings, catalog=catalog, coordinator=coord, registry=registry)
+    registry = CallbackRegistry(coord.store.client, coord.store.keys, settings.run_retention_s)
+    reader = AsyncRunReader(settings.redis_url, coord.store.keys)
+    ctx = ApiContext(settings=settings, catalog=catalog, coordinator=coord, registry=registry,
+                     reader=reader)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        ctx.open()
+        reader.open()
         deliverer = None
         if settings.callback_secret.get_secret_value():
             deliverer = CallbackDeliverer(registry, coord.view, settings)
@@ -72,7 +75,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
         finally:
             if deliverer is not None:
                 await anyio.to_thread.run_sync(deliverer.stop)
-            await ctx.close()
+            await reader.close()
 
     # No unauthenticated documentation pages: the schema is served below, behind a token.
     app = FastAPI(title="celery-orchestrator", version="1", description=DESCRIPTION,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,6 +26,7 @@ from orchestrator.errors import (
     RunNotFound,
     WorkflowNotFound,
 )
+from orchestrator.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -138,5 +138,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OrchestratorError, on_orchestrator_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(redis.RedisError, on_redis_error)
+    app.add_exception_handler(StoreError, on_redis_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-import redis
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_json, error_responses
 from orchestrator.api.models import Health
+from orchestrator.store import StoreError
 
 router = APIRouter(tags=["health"])
 
@@ -30,8 +30,8 @@ async def readyz(ctx: Annotated[ApiContext, Depends(context)]) -> Health | JSONR
     """Redis (store and broker) answers a PING within a second; else 503."""
     try:
         with anyio.fail_after(READY_TIMEOUT_S):
-            await ctx.aredis.ping()
-    except (redis.RedisError, OSError, TimeoutError) as exc:
+            await ctx.reader.ping()
+    except (StoreError, OSError, TimeoutError) as exc:
         return error_json(503, "store_unavailable", f"Redis does not answer: "
                           f"{type(exc).__name__}", "Check that Redis runs and that "
                           "ORCH_REDIS_URL points at it.", headers={"Retry-After": "1"})

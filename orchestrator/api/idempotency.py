@@ -19,20 +19,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from orchestrator.errors import ApiError, IdempotencyConflict
-from orchestrator.store.keys import Keys
+from orchestrator.store import AsyncRunReader, Keys
 
 PENDING_TTL_S = 30
 MAX_KEY_CHARS = 255
-
-_RELEASE = """
-local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v)['run_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def fingerprint(workflow: str, run_input: Any, callback_url: str | None) -> str:
     """SHA-256 hex of what a submission does (canonical JSON)."""
@@ -43,7 +34,7 @@ def fingerprint(workflow: str, run_input: Any, callback_url: str | None) -> str:
 
 def redis_key(keys: Keys, idempotency_key: str) -> str:
     """The Redis key of a client's idempotency key (hashed: any header value is safe)."""
-    return keys.idempotency(hashlib.sha256(idempotency_key.encode()).hexdigest())
+    return keys.idempotency_of(idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -54,7 +45,7 @@ class Claim:
     fresh: bool
 
 
-async def claim(r: aioredis.Redis, keys: Keys, idempotency_key: str, fp: str,
+async def claim(reader: AsyncRunReader, idempotency_key: str, fp: str,
                 new_run_id: str) -> Claim:
     """Claim ``idempotency_key`` for a new run, or find the run it already stands for.
 
@@ -62,15 +53,12 @@ async def claim(r: aioredis.Redis, keys: Keys, idempotency_key: str, fp: str,
         IdempotencyConflict: the key was used for a request with another fingerprint.
         ApiError: 409 ``idempotency_in_progress`` if the key keeps changing under us.
     """
-    key = redis_key(keys, idempotency_key)
-    record = json.dumps({"fingerprint": fp, "run_id": new_run_id})
     for _ in range(3):
-        if await r.set(key, record, nx=True, ex=PENDING_TTL_S):
+        stored = await reader.idempotency_set(idempotency_key, fp, new_run_id, PENDING_TTL_S)
+        if stored is None:
             return Claim(new_run_id, True)
-        raw = await r.get(key)
-        if raw is None:  # expired between SET and GET: claim again
+        if not stored:  # expired between SET and GET: claim again
             continue
-        stored = json.loads(raw)
         if stored.get("fingerprint") != fp:
             raise IdempotencyConflict(
                 f"Idempotency-Key {idempotency_key!r} was used for a different request "
@@ -87,11 +75,11 @@ def in_progress(idempotency_key: str) -> ApiError:
                     "Retry the same request after a moment (see Retry-After).")
 
 
-async def confirm(r: aioredis.Redis, keys: Keys, idempotency_key: str, window_s: int) -> None:
+async def confirm(reader: AsyncRunReader, idempotency_key: str, window_s: int) -> None:
     """The run exists: keep the key for the whole idempotency window."""
-    await r.expire(redis_key(keys, idempotency_key), window_s)
+    await reader.idempotency_keep(idempotency_key, window_s)
 
 
-async def release(r: aioredis.Redis, keys: Keys, idempotency_key: str, run_id: str) -> None:
+async def release(reader: AsyncRunReader, idempotency_key: str, run_id: str) -> None:
     """Drop the key if it still stands for ``run_id`` (its submission was refused)."""
-    await r.eval(_RELEASE, 1, redis_key(keys, idempotency_key), run_id)
+    await reader.idempotency_release(idempotency_key, run_id)

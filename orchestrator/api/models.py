@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.store.fields import EVENT_STEP, Event
 
 if TYPE_CHECKING:
     from orchestrator.core.models import WorkflowDef
@@ -89,7 +90,8 @@ class RunOut(WireModel):
     started_at: float | None = None
     ended_at: float | None = None
     duration_s: float | None = Field(None, description="Creation to end, once ended.")
-    error: str | None = None
+    error: str | None = Field(None, description="What failed the run: its first failed "
+                              "step and that step's error message; null otherwise.")
     steps: list[StepRunOut] = Field(default_factory=list)
     outputs: dict[str, JsonValue] = Field(default_factory=dict,
                                           description="Step outputs by step id.")
@@ -116,7 +118,16 @@ class RunOut(WireModel):
             input=run.input, created_at=run.created_at, started_at=run.started_at,
             ended_at=run.ended_at,
             duration_s=(run.ended_at - run.created_at) if run.ended_at is not None else None,
-            error=run.error, steps=steps, outputs=view.outputs)
+            error=_run_error(view), steps=steps, outputs=view.outputs)
+
+
+def _run_error(view: RunView) -> str | None:
+    """What failed the run: its first failed step and that step's error message."""
+    for s in view.steps:
+        if s.status is StepStatus.FAILED:
+            message = (s.error or {}).get("message") or "no message"
+            return f"step {s.step_id!r} failed: {message}"
+    return None
 
 
 class RunSummary(WireModel):
@@ -155,13 +166,10 @@ class RunEvent(WireModel):
     ts: float
 
     @classmethod
-    def from_stream(cls, event_id: str, fields: dict[str, str]) -> RunEvent:
-        """Build an event from a Redis stream entry of the run store."""
-        attempt = fields.get("attempt")
-        return cls(id=event_id, kind="step" if fields.get("kind") == "step" else "run",
-                   status=fields.get("status", ""), step=fields.get("step"),
-                   attempt=int(attempt) if attempt not in (None, "") else None,
-                   ts=float(fields.get("ts") or 0.0))
+    def of(cls, ev: Event) -> RunEvent:
+        """The wire form of an event of the run store."""
+        return cls(id=ev.id, kind="step" if ev.kind == EVENT_STEP else "run",
+                   status=ev.status, step=ev.step, attempt=ev.attempt, ts=ev.ts)
 
     @property
     def ends_run(self) -> bool:

@@ -7,7 +7,6 @@ numbers and the exporter holds no state of its own.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,7 +17,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from orchestrator.store.runs import DURATION_BUCKETS_S, RunStore
+from orchestrator.store import RunStore
+from orchestrator.store.fields import DURATION_BUCKETS_S
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,30 +32,22 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily |
                                   HistogramMetricFamily]:
-        raw = self.store.r.hgetall(self.store.keys.metrics())
+        m = self.store.metrics()
         runs = CounterMetricFamily("orchestrator_runs", "Runs by workflow and outcome "
                                    "(status 'started' counts every submitted run).",
                                    labels=["workflow", "status"])
+        for (wf, status), n in m.runs.items():
+            runs.add_metric([wf, status], n)
+        yield runs
         steps = CounterMetricFamily("orchestrator_steps", "Step runs that ended, by status.",
                                     labels=["workflow", "step", "status"])
-        sums: dict[tuple[str, str], float] = {}
-        buckets: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-        for field, value in raw.items():
-            parts = field.split("|")
-            if parts[0] == "runs" and len(parts) == 3:
-                runs.add_metric([parts[1], parts[2]], float(value))
-            elif parts[0] == "steps" and len(parts) == 4:
-                steps.add_metric([parts[1], parts[2], parts[3]], float(value))
-            elif parts[0] == "dsum" and len(parts) == 3:
-                sums[(parts[1], parts[2])] = float(value)
-            elif parts[0] == "dbucket" and len(parts) == 4:
-                buckets[(parts[1], parts[2])][parts[3]] = int(value)
-        yield runs
+        for step_key, n in m.steps.items():
+            steps.add_metric(list(step_key), n)
         yield steps
         hist = HistogramMetricFamily("orchestrator_step_duration_seconds",
                                      "Duration of step runs that succeeded or failed.",
                                      labels=["workflow", "step"])
-        for key, counts in sorted(buckets.items()):
+        for key, counts in sorted(m.duration_buckets.items()):
             cumulative: list[tuple[str, float]] = []
             total = 0
             for bound in DURATION_BUCKETS_S:
@@ -63,17 +55,13 @@ class StoreCollector(Collector):
                 cumulative.append((repr(bound), float(total)))
             total += counts.get("+Inf", 0)
             cumulative.append(("+Inf", float(total)))
-            hist.add_metric(list(key), cumulative, sum_value=sums.get(key, 0.0))
+            hist.add_metric(list(key), cumulative, sum_value=m.duration_sums.get(key, 0.0))
         yield hist
         depth = GaugeMetricFamily("orchestrator_queue_depth",
                                   "Messages waiting in a Celery queue (LLEN).",
                                   labels=["queue"])
-        if self.queues:
-            p = self.store.r.pipeline(transaction=False)
-            for q in self.queues:
-                p.llen(q)
-            for q, n in zip(self.queues, p.execute(), strict=True):
-                depth.add_metric([q], float(n))
+        for q, n in self.store.queue_lengths(self.queues).items():
+            depth.add_metric([q], float(n))
         yield depth
 
 

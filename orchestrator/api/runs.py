@@ -167,10 +167,10 @@ async def submit_run(
                        "Wait less, then follow the run's Location.")
     run_input = await read_json_body(request)
     run_id, fresh = uuid.uuid4().hex, True
-    r = ctx.aredis
+    reader = ctx.reader
     if idempotency_key is not None:
         fp = idempotency.fingerprint(wf.name, run_input, callback_url)
-        claim = await idempotency.claim(r, ctx.keys, idempotency_key, fp, run_id)
+        claim = await idempotency.claim(reader, idempotency_key, fp, run_id)
         run_id, fresh = claim.run_id, claim.fresh
     if fresh:
         try:
@@ -182,12 +182,12 @@ async def submit_run(
                 if callback_url is not None:
                     await anyio.to_thread.run_sync(ctx.registry.unregister, run_id)
                 if idempotency_key is not None:
-                    await idempotency.release(r, ctx.keys, idempotency_key, run_id)
+                    await idempotency.release(reader, idempotency_key, run_id)
             raise
         if idempotency_key is not None:
-            await idempotency.confirm(r, ctx.keys, idempotency_key,
+            await idempotency.confirm(reader, idempotency_key,
                                       settings.idempotency_window_s)
-    elif not await r.exists(ctx.keys.run(run_id)):
+    elif not await reader.exists(run_id):
         raise idempotency.in_progress(idempotency_key or "")
     headers = {"Location": f"{API_PREFIX}/runs/{run_id}"}
     if not fresh:
@@ -280,7 +280,7 @@ async def run_events(
         description="Resume after this event id.")] = None,
 ) -> StreamingResponse:
     """Stream the run's events live until it ends (replaying earlier ones first)."""
-    if not await ctx.aredis.exists(ctx.keys.run(run_id)):
+    if not await ctx.reader.exists(run_id):
         raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
                           "after the retention)")
     return StreamingResponse(

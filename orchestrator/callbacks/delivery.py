@@ -1,31 +1,25 @@
-"""Run-end callbacks: registration in Redis, HMAC-signed delivery, and a deliverer thread.
+"""Delivering run-end callbacks: the HMAC-signed POST, and the deliverer thread.
 
 A caller of the HTTP API may ask to be told when a run ends (``callback_url``).  The
-registration is stored per run (:meth:`CallbackRegistry.register`, before the run is
-created, so no end can be missed).  When the run ends, exactly one process *claims* the
-callback (``ZREM`` of the run from the pending set returns 1 to one caller only) and
-POSTs the run's view, the body of ``GET /v1/runs/{id}``, to the URL, with the header::
+registration is kept by :class:`orchestrator.store.callbacks.CallbackRegistry`.  When the
+run ends, exactly one process claims the callback and POSTs the run's view, the body of
+``GET /v1/runs/{id}``, to the URL, signed (:mod:`orchestrator.callbacks.signing`).
 
-    X-Orchestrator-Signature: sha256=<hex HMAC-SHA256 of the body, key Settings.callback_secret>
+Delivery is tried ``callback_attempts`` times on a connection error, a timeout, a 5xx or
+a 429; any other answer ends it.  Redirects are not followed.  A process that dies
+between the claim and the POST loses that callback: delivery is at most once per claim,
+with retries inside it.
 
-Receivers check it with :func:`verify`.  Delivery is tried ``callback_attempts`` times on
-a connection error, a timeout, a 5xx or a 429; any other answer ends it.  Redirects are
-not followed.  A process that dies between the claim and the POST loses that callback:
-delivery is at most once per claim, with retries inside it.
-
-Who delivers: :class:`CallbackDeliverer`, a thread the API process runs, follows the
-event streams of every run with a pending callback (one blocking ``XREAD`` over all of
-them) and delivers when a run's final status event appears; this covers every way a run
-ends (finalised by a worker, or cancelled).  :func:`deliver_if_registered` is the same
-claim-and-deliver for a process that has just ended a run itself (a worker's
-``Dispatcher.finalize``); whichever claims first delivers.
+Who delivers: :class:`CallbackDeliverer`, a thread the API process runs (workers do not
+deliver callbacks), follows the event streams of every run with a pending callback (one
+blocking ``XREAD`` over all of them) and delivers when a run's final status event
+appears; this covers every way a run ends (finalised by a worker, or cancelled).
+:func:`deliver_if_registered` is the same claim-and-deliver, callable by any process that
+has just seen a run end; whichever claims first delivers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import threading
 import time
@@ -37,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-import redis
 
-from orchestrator.api.models import SIGNATURE_HEADER, RunEvent, RunOut
+from orchestrator.api.models import SIGNATURE_HEADER, RunOut
+from orchestrator.callbacks.signing import sign
 from orchestrator.settings import Settings
-from orchestrator.store.keys import Keys
+from orchestrator.store import StoreError
+from orchestrator.store.callbacks import CallbackRegistry
 
 if TYPE_CHECKING:
     from orchestrator.runtime.coordinator import RunView
@@ -49,26 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_URL_CHARS = 2048
-FEED_MAXLEN = 1000
 # A registration precedes its run's creation; only after this long is a registration
 # whose run is not in the store taken for one whose run expired (or was never created).
 VANISHED_GRACE_S = 60.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-def sign(body: bytes, secret: str) -> str:
-    """Return the signature header value of ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(body: bytes, signature: str | None, secret: str) -> bool:
-    """True when ``signature`` (the header's value) signs ``body`` with ``secret``.
-
-    The comparison takes the same time wherever the first difference is.
-    """
-    if not signature or not secret:
-        return False
-    return hmac.compare_digest(sign(body, secret).encode(), signature.encode())
 
 
 def check_url(url: str) -> str:
@@ -169,72 +148,6 @@ def deliver(view: RunView, url: str, secret: str, *, timeout_s: float = 10.0,
             http.close()
 
 
-class CallbackRegistry:
-    """Callback registrations in Redis: one URL per run, and the set of pending runs."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
-        """Args:
-            client: a redis-py client with ``decode_responses=True``.
-            keys: the key builders (``Settings.key_prefix``).
-            ttl_s: how long a registration is kept (the run retention is a good value).
-        """
-        self.r: Any = client
-        self.keys = keys
-        self.ttl_s = ttl_s
-
-    def register(self, run_id: str, url: str) -> None:
-        """Register ``url`` for the end of ``run_id`` (replacing an earlier one)."""
-        now = time.time()
-        k = self.keys
-        p = self.r.pipeline(transaction=True)
-        p.set(k.callback(run_id), json.dumps({"url": url, "registered_at": now}),
-              ex=self.ttl_s)
-        p.zadd(k.callbacks_pending(), {run_id: now})
-        p.xadd(k.callbacks_feed(), {"run_id": run_id}, maxlen=FEED_MAXLEN, approximate=True)
-        p.execute()
-
-    def unregister(self, run_id: str) -> None:
-        """Forget the registration (the run was never created, or is gone)."""
-        p = self.r.pipeline(transaction=True)
-        p.zrem(self.keys.callbacks_pending(), run_id)
-        p.delete(self.keys.callback(run_id))
-        p.execute()
-
-    def get(self, run_id: str) -> dict[str, Any] | None:
-        """The registration (``url``, ``registered_at``, and ``delivery`` once tried)."""
-        raw = self.r.get(self.keys.callback(run_id))
-        return None if raw is None else dict(json.loads(raw))
-
-    def pending(self, limit: int = 500) -> dict[str, float]:
-        """Runs whose callback is not claimed yet, oldest registration first.
-
-        Returns:
-            run id -> registration time.
-        """
-        pairs = self.r.zrange(self.keys.callbacks_pending(), 0, limit - 1, withscores=True)
-        return {str(rid): float(score) for rid, score in pairs}
-
-    def claim(self, run_id: str) -> str | None:
-        """Claim the run's callback for delivery; return its URL if this caller won.
-
-        Exactly one caller gets the URL, however many processes race.
-        """
-        if not self.r.zrem(self.keys.callbacks_pending(), run_id):
-            return None
-        reg = self.get(run_id)
-        return None if reg is None else str(reg["url"])
-
-    def record(self, delivery: Delivery) -> None:
-        """Store the outcome of a delivery with the registration (for inspection)."""
-        key = self.keys.callback(delivery.run_id)
-        raw = self.r.get(key)
-        if raw is None:
-            return
-        reg = json.loads(raw)
-        reg["delivery"] = delivery.as_json()
-        self.r.set(key, json.dumps(reg), keepttl=True)
-
-
 def deliver_if_registered(registry: CallbackRegistry, view: Callable[[str], RunView],
                           run_id: str, settings: Settings) -> Delivery | None:
     """Claim and deliver the run's callback, if it has one and nobody claimed it.
@@ -250,7 +163,7 @@ def deliver_if_registered(registry: CallbackRegistry, view: Callable[[str], RunV
     result = deliver(view(run_id), url, settings.callback_secret.get_secret_value(),
                      timeout_s=settings.callback_timeout_s,
                      attempts=settings.callback_attempts)
-    registry.record(result)
+    registry.record(run_id, result.as_json())
     if result.ok:
         log.info("callback of run %s delivered to %s (%s)", run_id, url, result.status_code)
     else:
@@ -304,48 +217,28 @@ class CallbackDeliverer:
         while not self._stop.is_set():
             try:
                 self._follow()
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 log.warning("callback deliverer lost Redis (%s); retrying", exc)
                 self._stop.wait(1.0)
 
     def _follow(self) -> None:
-        r = self.registry.r
-        k = self.registry.keys
-        feed = k.callbacks_feed()
-        last = r.xrevrange(feed, count=1)
-        feed_id = last[0][0] if last else "0-0"
+        feed_id = self.registry.feed_cursor()
         cursors: dict[str, str] = {}
         while not self._stop.is_set():
             pending = self.registry.pending(self.max_watched)
             cursors = {rid: cursors.get(rid, "0-0") for rid in pending}
-            stream_of = {k.events(rid): rid for rid in cursors}
-            streams = {feed: feed_id, **{s: cursors[rid] for s, rid in stream_of.items()}}
-            res = r.xread(streams, count=200, block=self.block_ms)
-            if not res:
+            got = self.registry.wait_for_ends(feed_id, cursors, self.block_ms)
+            if got is None:
                 cutoff = time.time() - VANISHED_GRACE_S
-                self._drop_vanished([rid for rid, at in pending.items() if at < cutoff])
+                self.registry.drop_vanished([rid for rid, at in pending.items()
+                                             if at < cutoff])
                 continue
-            for stream, entries in res:
-                if stream == feed:
-                    feed_id = entries[-1][0]
-                    continue
-                rid = stream_of[stream]
-                cursors[rid] = entries[-1][0]
-                if any(RunEvent.from_stream(eid, f).ends_run for eid, f in entries):
-                    self._pool.submit(self._deliver, rid)
+            feed_id, cursors, ended = got
+            for rid in ended:
+                self._pool.submit(self._deliver, rid)
 
     def _deliver(self, run_id: str) -> None:
         try:
             deliver_if_registered(self.registry, self.view, run_id, self.settings)
         except Exception:  # one failed delivery must not stop the others
             log.exception("callback of run %s could not be delivered", run_id)
-
-    def _drop_vanished(self, run_ids: list[str]) -> None:
-        if not run_ids:
-            return
-        p = self.registry.r.pipeline(transaction=False)
-        for rid in run_ids:
-            p.exists(self.registry.keys.run(rid))
-        for rid, present in zip(run_ids, p.execute(), strict=True):
-            if not present:
-                self.registry.unregister(rid)

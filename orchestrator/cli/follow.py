@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from orchestrator.runtime.coordinator import Coordinator, RunView
+from orchestrator.store.fields import EVENT_STEP, Event
 
 
 def step_table(view: RunView) -> str:
@@ -33,14 +34,15 @@ def follow(coord: Coordinator, run_id: str, emit: Callable[[str], None],
     last = "0-0"
     start = time.monotonic()
     while True:
-        for _eid, ev in coord.store.events(run_id, after=last, block_ms=1000):
-            last = _eid
-            t = time.strftime("%H:%M:%S", time.localtime(float(ev.get("ts", 0))))
-            if ev.get("kind") == "step":
-                attempt = f" (attempt {ev['attempt']})" if ev.get("attempt", "0") != "0" else ""
-                emit(f"{t}  {ev['step']:<28} {ev['status']}{attempt}")
+        for eid, fields in coord.store.events(run_id, after=last, block_ms=1000):
+            last = eid
+            ev = Event.parse(eid, fields)
+            t = time.strftime("%H:%M:%S", time.localtime(ev.ts))
+            if ev.kind == EVENT_STEP:
+                attempt = f" (attempt {ev.attempt})" if ev.attempt else ""
+                emit(f"{t}  {ev.step or '':<28} {ev.status}{attempt}")
             else:
-                emit(f"{t}  run {ev['status']}")
+                emit(f"{t}  run {ev.status}")
         run = coord.store.run(run_id)
         if run.status.terminal:
             return coord.view(run_id)

@@ -230,10 +230,6 @@ def queues(c: _Ctx, names: tuple[str, ...], timeout_s: float, as_json: bool) -> 
         click.echo(format_queues(depths))
 
 
-DEMO_ORDER: dict[str, Any] = {"order_id": "demo-1", "sku": "SKU-DEMO", "qty": 2,
-              "customer_email": "customer@example.com"}
-
-
 def _wait_for_interrupt(stack: Any) -> None:
     click.echo("stack is up; press Ctrl-C to stop it")
     try:
@@ -265,23 +261,31 @@ def up(c: _Ctx, concurrency: int, flower_port: int, api_port: int) -> None:
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True)
 @click.option("--flower-port", type=int, default=5555, show_default=True)
 @click.option("--api-port", type=int, default=8000, show_default=True)
+@click.option("--workflow", default="customer_order", show_default=True,
+              help="The workflow whose demo to run (a package declares it as a Demo).")
 @pass_ctx
-def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int) -> None:
-    """Start the local stack and run the customer-order workflow, following it live."""
+def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
+         workflow: str) -> None:
+    """Start the local stack and run a workflow's demo (the customer order), live."""
     from orchestrator.dev.localstack import LocalStack
     from orchestrator.runtime.catalog import discover
     from orchestrator.runtime.coordinator import Coordinator
-    from workflows.order import systems
 
+    spec = c.catalog.demos.get(workflow)
+    if spec is None:
+        raise click.BadParameter(f"no demo for workflow {workflow!r}; demos: "
+                                 f"{', '.join(sorted(c.catalog.demos)) or '(none)'}",
+                                 param_hint="--workflow")
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
                        api_port=api_port, emit=click.echo)
     stack.start()
     try:
         settings = c.settings.model_copy(update={"redis_url": stack.redis_url})
         coord = Coordinator(settings, discover(settings.workflow_packages))
-        systems.set_stock(coord.store.r, str(DEMO_ORDER["sku"]), 10)
-        run_id = coord.submit("customer_order", DEMO_ORDER)
-        click.echo(f"\nrun {run_id} of customer_order started; following it:")
+        if spec.prepare is not None:
+            spec.prepare(coord.store.client)
+        run_id = coord.submit(spec.workflow, spec.input)
+        click.echo(f"\nrun {run_id} of {spec.workflow} started; following it:")
         view = follow(coord, run_id, click.echo, timeout_s=120)
         click.echo("")
         click.echo(step_table(view))

@@ -1,4 +1,8 @@
-"""Carrying a canvas past a failed step.
+"""Canvases: plan units as Celery signatures, and carrying a canvas past a failed step.
+
+:func:`signature` turns a plan node into a chain, a chord closed by a join, or a task;
+signatures are built by task name (immutable, data by reference: each task's kwargs are
+the run id, its step or join id and the workflow version), so no task code is needed.
 
 Celery stops a chain at a failed task and fails the chord it belongs to.  Our trigger
 rules need the canvas to go on (successors decide for themselves whether to run), while
@@ -12,8 +16,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, states
-from celery.canvas import signature
+from celery import Celery, chain, chord, states
+from celery.canvas import Signature
+from celery.canvas import signature as from_dict
+
+from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, TaskNode, is_join
+from orchestrator.runtime.celeryconf import JOIN_TASK, step_task_name
+from orchestrator.runtime.definitions import Definition
+
+
+def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
+              default_queue: str) -> Signature:
+    """The Celery canvas of a plan node (immutable signatures, data by reference).
+
+    Args:
+        app: the app whose ``signature`` builds tasks by name.
+        d: the run's definition.
+        node: a node of one of ``d``'s plan units.
+        run_id: the run the tasks belong to.
+        default_queue: the queue of join tasks and of steps that name none.
+    """
+    if isinstance(node, TaskNode):
+        if is_join(node.id):
+            return app.signature(
+                JOIN_TASK, kwargs={"run_id": run_id, "join_id": node.id,
+                                   "version": d.wf.version},
+                immutable=True, queue=default_queue)
+        step = d.wf.step_map[node.id]
+        opts: dict[str, Any] = {"queue": d.queue(node.id, default_queue)}
+        if step.timeout_s:
+            opts["time_limit"] = step.timeout_s
+        if step.soft_timeout_s:
+            opts["soft_time_limit"] = step.soft_timeout_s
+        return app.signature(step_task_name(step.function),
+                             kwargs={"run_id": run_id, "step_id": node.id,
+                                     "version": d.wf.version},
+                             immutable=True, **opts)
+    if isinstance(node, ChainNode):
+        return chain(*(signature(app, d, n, run_id, default_queue) for n in node.items),
+                     app=app)
+    assert isinstance(node, ChordNode)
+    join = signature(app, d, TaskNode(id=node.join), run_id, default_queue)
+    return chord([signature(app, d, n, run_id, default_queue) for n in node.header], join,
+                 app=app)
 
 
 def continue_canvas(app: Celery, request: Any) -> None:
@@ -23,10 +68,10 @@ def continue_canvas(app: Celery, request: Any) -> None:
         app: the worker's Celery app.
         request: the task's request context (``task.request`` or ``Request._context``).
     """
-    chain = getattr(request, "chain", None)
-    if chain:
-        nxt = signature(chain[-1], app=app)
-        nxt.apply_async(chain=chain[:-1], parent_id=request.id,
+    rest = getattr(request, "chain", None)
+    if rest:
+        nxt = from_dict(rest[-1], app=app)
+        nxt.apply_async(chain=rest[:-1], parent_id=request.id,
                         root_id=getattr(request, "root_id", None) or request.id)
         request.chain = None
     if getattr(request, "chord", None):

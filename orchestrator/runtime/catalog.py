@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.registry import Registry, default_registry
 from orchestrator.core.validation import check
 from orchestrator.core.yamlio import load_yaml, parse_yaml
 from orchestrator.errors import DefinitionError, WorkflowNotFound
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A ready-made run of a workflow for ``orchestrator demo``: its input, and how to set
+    up the stand-in systems its steps talk to.
+
+    A workflow package declares one at module level; :func:`discover` collects it.
+    """
+
+    workflow: str
+    input: dict[str, Any]
+    prepare: Callable[[Any], None] | None = None
+    """Called with the Redis client step functions get (``StepContext.redis``)."""
 
 
 @dataclass
@@ -27,6 +42,7 @@ class Catalog:
     registry: Registry = field(default_factory=lambda: default_registry)
     workflows: dict[str, WorkflowDef] = field(default_factory=dict)
     sources: dict[str, list[str]] = field(default_factory=dict)
+    demos: dict[str, Demo] = field(default_factory=dict)
 
     def add(self, wf: WorkflowDef, source: str) -> None:
         """Add a workflow.
@@ -86,6 +102,8 @@ def discover(packages: Iterable[str], registry: Registry | None = None) -> Catal
             for value in vars(mod).values():
                 if isinstance(value, WorkflowDef):
                     cat.add(check(value, cat.registry), mod.__name__)
+                elif isinstance(value, Demo):
+                    cat.demos.setdefault(value.workflow, value)
         for base in getattr(pkg, "__path__", []):
             for path in sorted(Path(base).rglob("*.y*ml")):
                 wf = check(parse_yaml(path.read_text(encoding="utf-8"), str(path)),

@@ -9,16 +9,16 @@ from typing import Any
 from celery import Celery
 from jsonschema import Draft202012Validator
 
-from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import ChordNode, walk
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import DispatchError, InputInvalid
 from orchestrator.runtime.catalog import Catalog
 from orchestrator.runtime.celeryconf import JOIN_TASK, client_app, step_task_name
-from orchestrator.runtime.progress import Definition, Dispatcher
+from orchestrator.runtime.definitions import Definition, Definitions
+from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
-from orchestrator.store.runs import RunRecord, RunStore, StepRun
+from orchestrator.store import RunRecord, RunStore, StepRun
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,32 @@ class Coordinator:
     """Validates, compiles and dispatches runs; cancels them; reads their state."""
 
     def __init__(self, settings: Settings, catalog: Catalog, app: Celery | None = None,
-                 store: RunStore | None = None) -> None:
+                 store: RunStore | None = None, progress: Progress | None = None) -> None:
+        """Args:
+            settings: the one settings object.
+            catalog: the workflows that can be started by name.
+            app: the Celery app that publishes; default a send-only one.
+            store: the run store; default one on ``settings.redis_url``.
+            progress: the process's run protocol (a worker passes its own, so that the
+                process holds one definitions cache); default a new one.
+        """
         self.settings = settings
         self.catalog = catalog
-        self.app = app or client_app(settings)
-        self.store = store or RunStore.from_url(settings.redis_url, settings.key_prefix,
-                                                settings.run_retention_s)
-        self.dispatcher = Dispatcher(self.app, self.store, settings.default_queue)
-        self._compiled: dict[str, Definition] = {}
+        if progress is None:
+            app = app or client_app(settings)
+            store = store or RunStore.from_url(settings.redis_url, settings.key_prefix,
+                                               settings.run_retention_s)
+            progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
+                                settings.default_queue)
+        self.progress = progress
+        self.app = progress.app
+        self.store = progress.store
+        self.definitions = progress.definitions
 
-    def definition(self, workflow: str | WorkflowDef) -> Definition:
-        """Compile (once per version) and store a workflow."""
+    def compile(self, workflow: str | WorkflowDef) -> Definition:
+        """Compile (once per version) and store a workflow, by name or definition."""
         wf = self.catalog.get(workflow) if isinstance(workflow, str) else workflow
-        d = self._compiled.get(wf.version)
-        if d is None:
-            plan = compile_workflow(wf, max_unit_tasks=self.settings.max_unit_tasks)
-            d = self.dispatcher.remember(wf, plan)
-            self._compiled[wf.version] = d
-        return d
+        return self.definitions.compile(wf)
 
     def preflight(self, workflow: str | WorkflowDef, timeout_s: float = 1.0) -> list[str]:
         """Check that live workers can run every step; return the problems (empty: ok).
@@ -60,7 +68,7 @@ class Coordinator:
         queues they consume: each step's task must be registered on a worker that
         consumes the step's queue, and some worker must consume the queue of join tasks.
         """
-        d = self.definition(workflow)
+        d = self.compile(workflow)
         insp = self.app.control.inspect(timeout=timeout_s)
         registered: dict[str, list[str]] = insp.registered() or {}
         active: dict[str, list[dict[str, Any]]] = insp.active_queues() or {}
@@ -109,7 +117,7 @@ class Coordinator:
             DispatchError: the preflight check found steps no live worker can run.
             RunExists: ``run_id`` is taken.
         """
-        d = self.definition(workflow)
+        d = self.compile(workflow)
         if preflight:
             problems = self.preflight(d.wf)
             if problems:
@@ -125,15 +133,13 @@ class Coordinator:
             raise InputInvalid(f"input of workflow {d.wf.name!r} is invalid: {lines}. "
                                "Fix the input to match the workflow's input_schema.")
         rid = run_id or uuid.uuid4().hex
-        self.store.create_run(rid, d.wf, d.plan, data)
-        claimed = self.store.claim_sources(rid, d.plan.sources)
-        self.dispatcher.launch(rid, d, claimed)
+        self.progress.start(d, rid, data)
         return rid
 
     def view(self, run_id: str) -> RunView:
         """The run and every step run (pending ones included), in workflow order."""
         run = self.store.run(run_id)
-        d = self.dispatcher.definition(run.version)
+        d = self.definitions.load(run.version)
         recs = self.store.step_runs(run_id)
         steps = [recs.get(s.id, StepRun(s.id, StepStatus.PENDING)) for s in d.wf.steps]
         return RunView(run, steps, self.store.outputs(run_id))
@@ -151,7 +157,7 @@ class Coordinator:
             if rec.status is StepStatus.RUNNING and rec.task_id:
                 running.append(rec.task_id)
         run = self.store.run(run_id)
-        d = self.dispatcher.definition(run.version)
+        d = self.definitions.load(run.version)
         for s in d.wf.steps:
             self.store.transition_step(run_id, s.id, StepStatus.CANCELLED,
                                        reason="run cancelled")

@@ -1,133 +1,144 @@
-"""Turning plan units into Celery canvases and advancing the dependency counters.
+"""The run protocol: how a run starts, how each step run's outcome is recorded, and how
+the end of a unit publishes the units after it and finalises the run.
 
-Used by the coordinator (to start a run's source units) and by the workers (to start a
-unit when the last of its predecessor units finishes).  Signatures are built by task
-name, so no task code is needed here.
+Every change to how a run advances goes through :class:`Progress`; the Celery tasks
+(``workers/``) and the coordinator call it and nothing else writes a run's progress.
+
+The data path of one run::
+
+    start(d, run_id, input)           create the run, claim its source units, publish them
+      -> a step task runs             begin() reads what the step needs (and, on the fast
+                                      path, starts it), the step function runs, then one of
+                                      succeeded / skipped / failed / cancelled / retrying
+      -> the unit's terminal task     unit_task_done(): complete the unit, publish the
+                                      successors whose counters reach zero
+      -> no unit left                 finalize(): the run succeeds or fails
+
+A unit's canvas runs natively in Celery (chains and chords); only its terminal task (the
+last step of its chain, or its chord's join) moves the run on.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from celery import Celery, chain, chord
-from celery.canvas import Signature
+from celery import Celery
 
-from orchestrator.core.conditions import Condition, parse
-from orchestrator.core.models import WorkflowDef
-from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode, is_join
 from orchestrator.core.states import RunStatus, StepStatus
-from orchestrator.runtime.celeryconf import JOIN_TASK, step_task_name
-from orchestrator.store.runs import RunStore
+from orchestrator.runtime.canvas import continue_canvas, signature
+from orchestrator.runtime.definitions import Definition, Definitions
+from orchestrator.store import RunRecord, RunStore, StepRun
 
 
 @dataclass(frozen=True)
-class Definition:
-    """A workflow version with everything derived from it that the runtime needs."""
+class Begin:
+    """What a step run starts from (:meth:`Progress.begin`)."""
 
-    wf: WorkflowDef
-    plan: Plan
-
-    @cached_property
-    def deps(self) -> dict[str, tuple[str, ...]]:
-        return self.wf.dependencies()
-
-    @cached_property
-    def handlers(self) -> dict[str, tuple[str, ...]]:
-        return self.wf.handlers_of()
-
-    @cached_property
-    def unit_of_terminal(self) -> dict[str, str]:
-        return {u.terminal: u.id for u in self.plan.units}
-
-    @cached_property
-    def conditions(self) -> dict[str, Condition]:
-        return {s.id: parse(s.when) for s in self.wf.steps if s.when}
-
-    def queue(self, step_id: str, default: str) -> str:
-        return self.wf.step_map[step_id].queue or self.wf.default_queue or default
+    run: RunRecord
+    records: dict[str, StepRun]
+    """Records of the step's parents, of the steps its condition reads, and its own."""
+    outputs: dict[str, Any]
+    """Outputs of the steps it reads."""
+    began: bool
+    """True when the step moved to ``running`` here (the fast path)."""
 
 
-class Dispatcher:
-    """Publishes units and advances counters for runs in one store."""
+class Progress:
+    """Advances the runs of one store; one per process."""
 
-    def __init__(self, app: Celery, store: RunStore, default_queue: str,
-                 cache_size: int = 256) -> None:
+    def __init__(self, app: Celery, store: RunStore, definitions: Definitions,
+                 default_queue: str) -> None:
         self.app = app
         self.store = store
+        self.definitions = definitions
         self.default_queue = default_queue
-        self._cache: OrderedDict[str, Definition] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
 
-    def definition(self, version: str) -> Definition:
-        """The stored definition of ``version`` (cached in this process)."""
-        with self._lock:
-            d = self._cache.get(version)
-            if d is not None:
-                self._cache.move_to_end(version)
-                return d
-        wf, plan = self.store.load_definition(version)
-        d = Definition(wf, plan)
-        with self._lock:
-            self._cache[version] = d
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return d
+    # --- start ---------------------------------------------------------------------------
 
-    def remember(self, wf: WorkflowDef, plan: Plan) -> Definition:
-        """Store a definition and cache it here."""
-        self.store.save_definition(wf, plan)
-        d = Definition(wf, plan)
-        with self._lock:
-            self._cache[wf.version] = d
-        return d
+    def start(self, d: Definition, run_id: str, run_input: Any) -> None:
+        """Create the run, claim its source units and publish them.
 
-    # --- canvases ------------------------------------------------------------------------
+        Raises:
+            RunExists: ``run_id`` is taken.
+        """
+        self.store.create_run(run_id, d.wf, d.plan, run_input)
+        self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources))
 
-    def signature(self, d: Definition, node: CanvasNode, run_id: str) -> Signature:
-        """The Celery canvas of a plan node (immutable signatures, data by reference)."""
-        if isinstance(node, TaskNode):
-            if is_join(node.id):
-                return self.app.signature(
-                    JOIN_TASK, kwargs={"run_id": run_id, "join_id": node.id,
-                                       "version": d.wf.version},
-                    immutable=True, queue=self.default_queue)
-            step = d.wf.step_map[node.id]
-            opts: dict[str, Any] = {"queue": d.queue(node.id, self.default_queue)}
-            if step.timeout_s:
-                opts["time_limit"] = step.timeout_s
-            if step.soft_timeout_s:
-                opts["soft_time_limit"] = step.soft_timeout_s
-            return self.app.signature(step_task_name(step.function),
-                                      kwargs={"run_id": run_id, "step_id": node.id,
-                                              "version": d.wf.version},
-                                      immutable=True, **opts)
-        if isinstance(node, ChainNode):
-            return chain(*(self.signature(d, n, run_id) for n in node.items), app=self.app)
-        assert isinstance(node, ChordNode)
-        join = self.signature(d, TaskNode(id=node.join), run_id)
-        return chord([self.signature(d, n, run_id) for n in node.header], join, app=self.app)
-
-    def launch(self, run_id: str, d: Definition, units: Sequence[str]) -> None:
-        """Publish the canvases of ``units`` (already claimed by this process)."""
+    def publish(self, d: Definition, run_id: str, units: Sequence[str]) -> None:
+        """Publish the canvases of ``units`` (claimed by this process)."""
         for uid in units:
             unit = d.plan.unit_map[uid]
             self.store.mark_queued(run_id, unit.steps)
-            self.signature(d, unit.canvas, run_id).apply_async()
+            signature(self.app, d, unit.canvas, run_id, self.default_queue).apply_async()
         self.store.mark_published(run_id, list(units))
 
-    # --- progress ------------------------------------------------------------------------
+    # --- a step run ----------------------------------------------------------------------
 
-    def task_finished(self, run_id: str, d: Definition, task_id: str) -> None:
-        """Called when a step or join task of ``run_id`` is done (whatever its outcome).
+    def begin(self, d: Definition, run_id: str, step_id: str,
+              running: dict[str, Any]) -> Begin:
+        """Read what the step needs in one round trip; on the fast path (see
+        :meth:`Definition.fast`) also move it to ``running`` with the patch ``running``.
 
-        If it was its unit's terminal task, the unit is complete: successors whose
-        counters reach zero are dispatched, and the run is finalised when no unit is left.
+        Raises:
+            RunNotFound: the run is not in the store.
+        """
+        step = d.wf.step_map[step_id]
+        reads = d.reads(step)  # parents' and condition-read ancestors' outputs
+        run, recs, outs, began = self.store.begin_step(
+            run_id, step_id, list(d.deps[step_id]), reads, reads, d.fast(step), running)
+        return Begin(run, recs, outs, began)
+
+    def running(self, run_id: str, step_id: str, running: dict[str, Any]) -> None:
+        """Move the step to ``running`` (after the trigger rule and condition said run)."""
+        self.store.transition_step(run_id, step_id, StepStatus.RUNNING, **running)
+
+    def retrying(self, run_id: str, step_id: str, error: dict[str, Any],
+                 retry_at: float) -> None:
+        """Record that the step run failed and will be retried at ``retry_at``."""
+        self.store.transition_step(run_id, step_id, StepStatus.RETRYING, error=error,
+                                   retry_at=retry_at)
+
+    def succeeded(self, d: Definition, run_id: str, step_id: str, output: Any) -> None:
+        """Record the step's output and success, then move the run on."""
+        self.store.transition_step(run_id, step_id, StepStatus.SUCCEEDED, output=output,
+                                   has_output=True, ended_at=time.time(),
+                                   workflow=d.wf.name)
+        self.unit_task_done(d, run_id, step_id)
+
+    def ended(self, d: Definition, run_id: str, step_id: str, status: StepStatus,
+              reason: str) -> None:
+        """Record a final status that is neither a success nor a failure (``skipped``,
+        ``cancelled``) with its reason, then move the run on."""
+        self.store.transition_step(run_id, step_id, status, ended_at=time.time(),
+                                   workflow=d.wf.name, reason=reason)
+        self.unit_task_done(d, run_id, step_id)
+
+    def failed(self, d: Definition, run_id: str, step_id: str, error: dict[str, Any],
+               request: Any) -> None:
+        """Record the step's final failure, carry its canvas on past it (successors decide
+        by their trigger rules), then move the run on.
+
+        Args:
+            request: the task's request context (``task.request``, or in the worker's
+                main process ``Request._context``), whose chain and chord go on.
+        """
+        self.store.transition_step(run_id, step_id, StepStatus.FAILED, error=error,
+                                   ended_at=time.time(), workflow=d.wf.name)
+        continue_canvas(self.app, request)
+        self.unit_task_done(d, run_id, step_id)
+
+    # --- units and the run ---------------------------------------------------------------
+
+    def unit_task_done(self, d: Definition, run_id: str, task_id: str) -> None:
+        """A step or join task of the run is done (whatever its outcome).
+
+        Args:
+            task_id: the step id or join id of the task.  If it is its unit's terminal
+                task, the unit is complete: successors whose counters reach zero are
+                published, and the run is finalised when no unit is left.
         """
         uid = d.unit_of_terminal.get(task_id)
         if uid is None:
@@ -137,14 +148,13 @@ class Dispatcher:
         # a redelivered terminal: re-publish what a dead worker claimed but never sent
         ready += [u for u in self.store.unpublished_ready(run_id, successors) if u not in ready]
         if ready:
-            self.launch(run_id, d, ready)
+            self.publish(d, run_id, ready)
         if remaining <= 0:
             self.finalize(run_id)
 
     def finalize(self, run_id: str) -> RunStatus:
-        """Give the run its final status from its steps' statuses (no-op if already final)."""
+        """Give the run its final status from its steps' (no-op if already final)."""
         steps = self.store.step_runs(run_id)
         failed = any(s.status is StepStatus.FAILED for s in steps.values())
-        final = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
-        self.store.transition_run(run_id, final)
+        self.store.transition_run(run_id, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
         return self.store.run(run_id).status

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from orchestrator.errors import DispatchError
+from orchestrator.store import StoreError
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def queue_depths(app: Celery, queues: Iterable[str] | None = None, *,
                 lengths = _list_lengths(channel, names)
             finally:
                 channel.close()
-    except (OperationalError, redis.RedisError, OSError) as exc:
+    except (OperationalError, StoreError, OSError) as exc:
         detail = str(exc).rstrip(". ")
         raise DispatchError(f"cannot read queue depths from the broker at {url}: {detail}; "
                             "check that Redis is up and ORCH_REDIS_URL is right") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -76,6 +77,10 @@ class Keys:
         in a key name.  Set with NX and the idempotency window as its TTL.
         """
         return f"{self.prefix}:idem:{key_digest}"
+
+    def idempotency_of(self, client_key: str) -> str:
+        """The key of a client's ``Idempotency-Key`` header value (hashed here)."""
+        return self.idempotency(hashlib.sha256(client_key.encode()).hexdigest())
 
     def callback(self, run_id: str) -> str:
         """String: JSON ``{"url", "registered_at"}`` of the run's run-end callback."""

@@ -15,13 +15,15 @@ import pytest
 import redis
 import schemathesis
 
-from orchestrator.api import create_api, idempotency
-from orchestrator.api.deps import CLIENT_NAME
+from orchestrator.api import idempotency
+from orchestrator.api.app import create_api
 from orchestrator.api.models import RunOut
 from orchestrator.api.server import ServerThread
-from orchestrator.callbacks.delivery import CallbackRegistry, verify
+from orchestrator.callbacks.signing import verify
 from orchestrator.dev.localredis import free_loopback_port
 from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.store.callbacks import CallbackRegistry
+from orchestrator.store.reader import CLIENT_NAME
 from tests.integration.conftest import wait_run
 from tests.support.api import (
     CALLBACK_SECRET,
@@ -31,6 +33,7 @@ from tests.support.api import (
     TOKENS,
     WF_TOKEN,
     CallbackReceiver,
+    api_server_fixture,
     api_settings,
     bearer,
 )
@@ -41,11 +44,8 @@ from workflows.order import systems
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def api(stack: dict[str, Any]) -> Iterator[ServerThread]:
-    """The API (its own coordinator) on a free loopback port."""
-    with ServerThread(create_api(api_settings(stack["url"]))) as server:
-        yield server
+# The API (its own coordinator) on a free loopback port.
+api = api_server_fixture()
 
 
 @pytest.fixture
@@ -386,7 +386,7 @@ def test_callback_is_signed(http: httpx.Client, coord: Coordinator, r: redis.Red
     payload = json.loads(hit.body)
     assert payload["run_id"] == run_id and payload["status"] == "succeeded"
     assert payload == http.get(f"/v1/runs/{run_id}").json()
-    registry = CallbackRegistry(coord.store.r, coord.store.keys, 60)
+    registry = CallbackRegistry(coord.store.client, coord.store.keys, 60)
     wait_until(lambda: (registry.get(run_id) or {}).get("delivery"), 10)
     reg = registry.get(run_id)
     assert reg is not None
@@ -541,12 +541,9 @@ def test_python_m_orchestrator_api_serves(stack: dict[str, Any]) -> None:
 # --- the OpenAPI schema, fuzzed --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fuzz_api(stack: dict[str, Any]) -> Iterator[ServerThread]:
-    """An API without a callback secret: fuzzed callback URLs are refused (422), so no
-    request ever leaves for an address the fuzzer made up."""
-    with ServerThread(create_api(api_settings(stack["url"], callback_secret=""))) as server:
-        yield server
+# An API without a callback secret: fuzzed callback URLs are refused (422), so no
+# request ever leaves for an address the fuzzer made up.
+fuzz_api = api_server_fixture(callback_secret="")
 
 
 # The schema depends on the code only: build it at collection from an app never served.

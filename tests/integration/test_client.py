@@ -10,22 +10,18 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.api import create_api
 from orchestrator.api.server import ServerThread
 from orchestrator.client import Client
 from orchestrator.core.states import RunStatus
 from orchestrator.dev.localredis import free_loopback_port
 from orchestrator.errors import ApiError
-from tests.support.api import ORDER, RO_TOKEN, RW_TOKEN, api_settings
+from tests.support.api import ORDER, RO_TOKEN, RW_TOKEN, api_server_fixture
 from workflows.order import systems
 
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def server(stack: dict[str, Any]) -> Iterator[ServerThread]:
-    with ServerThread(create_api(api_settings(stack["url"]))) as s:
-        yield s
+server = api_server_fixture()
 
 
 @pytest.fixture

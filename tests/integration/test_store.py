@@ -53,7 +53,7 @@ def test_run_transitions_and_indexes(store: RunStore) -> None:
     assert store.run("r2").status is RunStatus.SUCCEEDED
     assert store.list_runs(status=RunStatus.RUNNING) == []
     assert store.list_runs(workflow="n", status=RunStatus.SUCCEEDED) == ["r2"]
-    assert 0 < store.r.ttl(store.keys.run("r2")) <= 60  # retention applied at the end
+    assert 0 < store.client.ttl(store.keys.run("r2")) <= 60  # retention applied at the end
     with pytest.raises(RunNotFound):
         store.run("nope")
 
@@ -86,7 +86,7 @@ def test_metrics_count_runs_steps_and_durations(store: RunStore) -> None:
     store.transition_step("r4", "a", StepStatus.SUCCEEDED, ended_at=100.2, workflow="n")
     store.transition_step("r4", "b", StepStatus.SKIPPED, workflow="n")
     store.transition_run("r4", RunStatus.FAILED)
-    store.r.rpush("default", "x", "y")
+    store.client.rpush("default", "x", "y")
     text = render(store, ["default"]).decode()
     assert 'orchestrator_runs_total{status="started",workflow="n"} 1.0' in text
     assert 'orchestrator_runs_total{status="failed",workflow="n"} 1.0' in text
@@ -103,7 +103,7 @@ def test_listing_drops_runs_expired_by_retention(store: RunStore) -> None:
     wf = _wf()
     for rid in ("old", "new"):
         store.create_run(rid, wf, compile_workflow(wf), {})
-    store.r.delete(*store.keys.run_keys("old"))  # what retention does, later
+    store.client.delete(*store.keys.run_keys("old"))  # what retention does, later
     assert store.list_runs() == ["new"]
     assert store.list_runs(workflow="n", status=RunStatus.RUNNING) == ["new"]
-    assert store.r.zscore(store.keys.runs_index(), "old") is None
+    assert store.client.zscore(store.keys.runs_index(), "old") is None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from orchestrator.core import yamlio
@@ -11,10 +9,9 @@ from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import Ref, RetryPolicy, TriggerRule, Value
 from orchestrator.core.registry import Registry
 from orchestrator.errors import DefinitionError, WorkflowInvalid
+from tests.support.paths import ORDER_YAML
 from tests.unit import fixtures_steps as fx
 from workflows.order import steps as _order_steps  # noqa: F401  (registers its functions)
-
-ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
 
 
 def test_order_workflow_dsl_equals_yaml() -> None:

@@ -1,0 +1,76 @@
+"""What the store hands out: a run's record and its step runs' records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.states import RunStatus, StepStatus
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One step's record in a run."""
+
+    step_id: str
+    status: StepStatus
+    attempt: int = 0
+    queued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker: str | None = None
+    task_id: str | None = None
+    reason: str | None = None
+    error: dict[str, Any] | None = None
+    retry_at: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end; None until both are known."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    @classmethod
+    def from_json(cls, step_id: str, raw: str | None) -> StepRun:
+        """Parse a stored record (None: the step has no record yet, it is ``pending``)."""
+        if raw is None:
+            return cls(step_id, StepStatus.PENDING)
+        d = json.loads(raw)
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        fields["status"] = StepStatus(d.get("status", "pending"))
+        return cls(step_id=step_id, **{k: v for k, v in fields.items() if k != "step_id"})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's fields."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input: Any
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    units_remaining: int
+
+    @classmethod
+    def from_hash(cls, run_id: str, d: dict[str, str]) -> RunRecord:
+        """Parse the run hash (every field ``create_run`` writes must be there).
+
+        Raises:
+            KeyError, ValueError: the hash is partial or malformed.
+        """
+        return cls(
+            run_id=run_id, workflow=d["workflow"], version=d["version"],
+            status=RunStatus(d["status"]), input=json.loads(d["input"]),
+            created_at=float(d["created_at"]), started_at=_f(d.get("started_at")),
+            ended_at=_f(d.get("ended_at")), units_remaining=int(d["units_remaining"]),
+        )
+
+
+def _f(v: Any) -> float | None:
+    return None if v in (None, "") else float(v)

@@ -1,0 +1,182 @@
+"""Every Lua script of the store, against a real redis-server; and the scripts' text
+checked against the one transition table (no status name of their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from importlib import resources
+
+import pytest
+
+from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.errors import RunNotFound
+from orchestrator.store import AsyncRunReader, RunStore, fields, scripts
+
+pytestmark = pytest.mark.redis
+
+LUA_FILES = sorted(p.name for p in (resources.files("orchestrator.store") / "lua").iterdir()
+                   if p.name.endswith(".lua"))
+# names the scripts must take from states.py / fields.py, never spell themselves
+HANDED = ({s.value for s in StepStatus} | {s.value for s in RunStatus}
+          | {fields.METRIC_RUNS, fields.METRIC_STEPS, fields.METRIC_DURATION_SUM,
+             fields.METRIC_DURATION_BUCKET, fields.EVENT_KIND, str(fields.EVENTS_MAXLEN)})
+
+
+@pytest.mark.parametrize("name", LUA_FILES)
+def test_scripts_spell_no_status_or_field_name(name: str) -> None:
+    text = scripts.read(name.removesuffix(".lua"))
+    code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())  # no comments
+    literals = set(re.findall(r"'([^']*)'", code)) | set(re.findall(r'"([^"]*)"', code))
+    numbers = set(re.findall(r"\b\d{4,}\b", code))
+    assert not (literals | numbers) & HANDED, f"{name} spells {(literals | numbers) & HANDED}"
+
+
+def test_every_script_file_is_loaded() -> None:
+    assert {s.name for s in scripts.ALL} | {"lib"} == {n.removesuffix(".lua")
+                                                       for n in LUA_FILES}
+
+
+def test_prelude_hands_the_transition_table(redis_url: str) -> None:
+    store = RunStore.from_url(redis_url, "t", retention_s=60)
+    src = scripts.prelude() + (
+        "local out = {} for _, v in pairs(STEP) do table.insert(out, v) end "
+        "for _, v in pairs(RUN) do table.insert(out, 'run:' .. v) end "
+        "for k, _ in pairs(STEP_FINAL) do table.insert(out, 'final:' .. k) end return out")
+    got = set(store.client.eval(src, 0))
+    assert got == ({s.value for s in StepStatus} | {f"run:{s.value}" for s in RunStatus}
+                   | {f"final:{s.value}" for s in StepStatus if s.terminal})
+
+
+def _wf() -> WorkflowDef:
+    return WorkflowDef(name="w", steps=[
+        {"id": "a", "function": "f"}, {"id": "b", "function": "f"},
+        {"id": "c", "function": "f", "inputs": {"x": {"from": "steps.a.output"}},
+         "after": ["b"]}])
+
+
+@pytest.fixture
+def store(redis_url: str) -> RunStore:
+    s = RunStore.from_url(redis_url, "t", retention_s=60)
+    wf = _wf()
+    s.create_run("r", wf, compile_workflow(wf), {"k": 1})
+    return s
+
+
+def _succeed(store: RunStore, step: str, output: object = None) -> None:
+    assert store.transition_step("r", step, StepStatus.RUNNING)
+    assert store.transition_step("r", step, StepStatus.SUCCEEDED, output=output,
+                                 has_output=True)
+
+
+def _statuses(store: RunStore) -> list[str]:
+    return [f["status"] for _, f in store.events("r")]
+
+
+def test_begin_step_fast_path_starts_when_every_parent_succeeded(store: RunStore) -> None:
+    for p in ("a", "b"):
+        _succeed(store, p, {"v": p})
+    run, recs, outs, began = store.begin_step("r", "c", ["a", "b"], [], ["a"], True,
+                                              {"attempt": 1, "worker": "w1"})
+    assert began and run.status is RunStatus.RUNNING and run.input == {"k": 1}
+    assert set(recs) == {"a", "b", "c"} and recs["c"].status is StepStatus.PENDING
+    assert outs == {"a": {"v": "a"}}
+    rec = store.step_runs("r", ["c"])["c"]
+    assert rec.status is StepStatus.RUNNING and rec.worker == "w1" and rec.attempt == 1
+    assert _statuses(store)[-1] == "running"
+
+
+def test_begin_step_fast_path_waits_for_a_parent_that_did_not_succeed(store: RunStore
+                                                                      ) -> None:
+    _succeed(store, "a")
+    store.transition_step("r", "b", StepStatus.FAILED)
+    *_, began = store.begin_step("r", "c", ["a", "b"], [], [], True, {"attempt": 1})
+    assert not began
+    assert store.step_runs("r", ["c"])["c"].status is StepStatus.PENDING
+
+
+def test_begin_step_does_not_start_in_a_run_that_is_not_running(store: RunStore) -> None:
+    for p in ("a", "b"):
+        _succeed(store, p)
+    store.transition_run("r", RunStatus.CANCELLED)
+    run, _, _, began = store.begin_step("r", "c", ["a", "b"], [], [], True, {})
+    assert not began and run.status is RunStatus.CANCELLED
+
+
+def test_begin_step_slow_path_only_reads(store: RunStore) -> None:
+    _succeed(store, "a", 3)
+    _, recs, outs, began = store.begin_step("r", "c", ["a", "b"], [], ["a"], False, {})
+    assert not began and outs == {"a": 3} and recs["b"].status is StepStatus.PENDING
+    with pytest.raises(RunNotFound):
+        store.begin_step("nope", "c", ["a"], [], [], True, {})
+
+
+def test_step_transition_counts_final_statuses_and_durations(store: RunStore) -> None:
+    store.transition_step("r", "a", StepStatus.RUNNING, started_at=10.0)
+    assert store.transition_step("r", "a", StepStatus.SUCCEEDED, ended_at=10.03,
+                                 workflow="w")
+    assert not store.transition_step("r", "a", StepStatus.RUNNING)  # final is final
+    m = store.metrics()
+    assert m.steps[("w", "a", "succeeded")] == 1
+    assert m.duration_buckets[("w", "a")] == {"0.05": 1}
+    assert m.duration_sums[("w", "a")] == pytest.approx(0.03)
+    assert m.runs[("w", "started")] == 1
+
+
+def test_run_transition_moves_indexes_and_refuses_a_missing_run(store: RunStore) -> None:
+    assert store.transition_run("r", RunStatus.FAILED)
+    assert store.list_runs(status=RunStatus.FAILED) == ["r"]
+    assert store.list_runs(status=RunStatus.RUNNING) == []
+    assert store.metrics().runs[("w", "failed")] == 1
+    assert _statuses(store)[-1] == "failed"
+    with pytest.raises(RunNotFound):
+        store.transition_run("gone", RunStatus.FAILED)
+
+
+def test_complete_unit_claims_each_successor_once(redis_url: str) -> None:
+    # the "N": c needs a and b, d needs b: four units joined by counters
+    wf = WorkflowDef(name="n", steps=[
+        {"id": "a", "function": "f"}, {"id": "b", "function": "f"},
+        {"id": "c", "function": "f", "after": ["a", "b"]},
+        {"id": "d", "function": "f", "after": ["b"]}])
+    plan = compile_workflow(wf)
+    store = RunStore.from_url(redis_url, "t", retention_s=60)
+    store.create_run("r", wf, plan, {})
+    ua, ub = plan.unit_of_step["a"], plan.unit_of_step["b"]
+    succ = plan.successors
+    total = len(plan.units)
+    first = store.complete_unit("r", ua, succ[ua])
+    second = store.complete_unit("r", ub, succ[ub])
+    assert first[0] == total - 1 and second[0] == total - 2
+    assert sorted(first[1] + second[1]) == sorted(set(succ[ua]) | set(succ[ub]))
+    assert store.complete_unit("r", ub, succ[ub]) == (total - 2, [])  # idempotent
+
+
+def test_scripts_reload_after_redis_forgets_them(store: RunStore) -> None:
+    store.client.script_flush()
+    store.mark_queued("r", ["a", "b"])  # a pipeline of script calls
+    assert {s.status for s in store.step_runs("r", ["a", "b"]).values()} == {
+        StepStatus.QUEUED}
+    store.client.script_flush()
+    assert store.transition_step("r", "a", StepStatus.RUNNING)
+
+
+def test_idempotency_keys_claim_keep_and_release(redis_url: str) -> None:
+    async def scenario() -> None:
+        reader = AsyncRunReader(redis_url, RunStore.from_url(redis_url, "t", 60).keys)
+        reader.open()
+        try:
+            assert await reader.idempotency_set("k", "fp", "run1", 30) is None
+            assert await reader.idempotency_set("k", "fp2", "run2", 30) == {
+                "fingerprint": "fp", "run_id": "run1"}
+            await reader.idempotency_release("k", "run2")  # not its run: kept
+            assert await reader.idempotency_set("k", "fp", "run3", 30)
+            await reader.idempotency_release("k", "run1")
+            assert await reader.idempotency_set("k", "fp", "run3", 30) is None
+            await reader.idempotency_keep("k", 1000)
+        finally:
+            await reader.close()
+
+    asyncio.run(scenario())
