@@ -103,10 +103,6 @@ class RunExists(RunError):
     """A run with the requested id already exists (an idempotent submission repeated)."""
 
 
-class IllegalTransition(RunError):
-    """A state transition that the transition table forbids was refused."""
-
-
 class IdempotencyConflict(RunError):
     """An ``Idempotency-Key`` was reused for a different request (or one still in flight)."""
 

@@ -8,7 +8,6 @@ from enum import StrEnum
 class RunStatus(StrEnum):
     """Where a run is."""
 
-    PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -56,7 +55,6 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 
 _R = RunStatus
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    _R.PENDING: frozenset({_R.RUNNING, _R.CANCELLED, _R.FAILED}),
     _R.RUNNING: frozenset({_R.SUCCEEDED, _R.FAILED, _R.CANCELLED}),
     _R.SUCCEEDED: frozenset(),
     _R.FAILED: frozenset(),
