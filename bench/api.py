@@ -22,7 +22,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,8 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.report import percentile
+from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer, free_loopback_port
 from orchestrator.dev.waiting import wait_until
 from orchestrator.runtime.celeryconf import client_app
@@ -58,18 +59,9 @@ class Phase:
     def row(self) -> tuple[str, ...]:
         lat = sorted(self.latencies_s)
         return (self.name, str(len(lat)), str(self.clients), f"{self.wall_s:.2f}",
-                f"{len(lat) / self.wall_s:.0f}", f"{_q(lat, 0.5) * 1000:.1f}",
-                f"{_q(lat, 0.99) * 1000:.1f}", f"{lat[-1] * 1000:.1f}", str(self.errors))
-
-
-def _q(xs: Sequence[float], q: float) -> float:
-    """The ``q``-quantile of sorted ``xs`` (linear interpolation)."""
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+                f"{len(lat) / self.wall_s:.0f}", f"{percentile(lat, 0.5) * 1000:.1f}",
+                f"{percentile(lat, 0.99) * 1000:.1f}", f"{lat[-1] * 1000:.1f}",
+                str(self.errors))
 
 
 def _env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -85,23 +77,14 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
 @contextmanager
 def child(cmd: list[str], env: dict[str, str], name: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` in its own session with its output in a temp log; stop it on exit."""
-    log = Path(tempfile.mkstemp(prefix=f"bench-api-{name}-", suffix=".log")[1])
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    log = procs.temp_log(f"bench-api-{name}-")
+    proc = procs.spawn(cmd, log=log, env=env, cwd=REPO)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        if proc.returncode not in (0, -signal.SIGTERM):
-            tail = log.read_text(errors="replace").splitlines()[-20:]
-            print(f"[{name} exited with {proc.returncode}; log {log}]\n" + "\n".join(tail),
+        code = procs.stop(proc, 20)
+        if code not in (0, -signal.SIGTERM):
+            print(f"[{name} exited with {code}; log {log}]\n" + procs.log_tail(log, 20),
                   file=sys.stderr)
         else:
             log.unlink(missing_ok=True)

@@ -21,39 +21,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.core.compiler import compile_workflow
-from orchestrator.core.models import StepDef, WorkflowDef
+from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import Plan, largest_message, task_count
 from orchestrator.core.registry import Registry
 from orchestrator.core.validation import problems_of
+from orchestrator.dev.shapes import Deps, chain, layered, workflow
 
 SEED = 20240601
 FUNCTION = "bench.noop"
 GOAL_S = 1.0
-
-Deps = dict[str, list[str]]
 
 
 def noop() -> None:
     """The dummy step function every benchmark step calls."""
 
 
-def layered(n: int, *, width: int = 50, fan_in: int = 3, seed: int = SEED) -> Deps:
-    """Layers of ``width`` steps; each step has ``fan_in`` parents in the two layers above."""
-    rng = random.Random(seed)
-    deps: Deps = {}
-    layers: list[list[str]] = []
-    for start in range(0, n, width):
-        layer = [f"s{i}" for i in range(start, min(start + width, n))]
-        pool = [p for lay in layers[-2:] for p in lay]
-        for s in layer:
-            deps[s] = rng.sample(pool, min(fan_in, len(pool)))
-        layers.append(layer)
-    return deps
-
-
-def chain(n: int) -> Deps:
-    """``s0 -> s1 -> … -> s{n-1}``."""
-    return {f"s{i}": ([f"s{i - 1}"] if i else []) for i in range(n)}
+def layered_50x3(n: int) -> Deps:
+    """Layers of 50 steps; each step has 3 parents in the two layers above (seed ``SEED``)."""
+    return layered(random.Random(SEED), n, width=50, fan_in=3)
 
 
 def fan_out(width: int) -> Deps:
@@ -66,8 +51,7 @@ def fan_out(width: int) -> Deps:
 
 def build(deps: Deps, name: str) -> WorkflowDef:
     """The workflow model of ``deps`` (every step calls the dummy function)."""
-    return WorkflowDef(name=name, steps=tuple(
-        StepDef(id=s, function=FUNCTION, after=tuple(ps)) for s, ps in deps.items()))
+    return workflow(deps, name=name, function=FUNCTION)
 
 
 @dataclass
@@ -115,8 +99,8 @@ def measure(name: str, deps: Deps, registry: Registry, repeat: int = 3) -> Row:
 
 
 WORKLOADS: dict[str, Callable[[], Deps]] = {
-    "layered 1k": lambda: layered(1_000),
-    "layered 10k": lambda: layered(10_000),
+    "layered 1k": lambda: layered_50x3(1_000),
+    "layered 10k": lambda: layered_50x3(10_000),
     "chain 10k": lambda: chain(10_000),
     "fan-out 10k": lambda: fan_out(10_000),
 }

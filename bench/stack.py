@@ -7,14 +7,11 @@ a child process in its own session, stopped (then killed if need be) by process 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,13 +22,13 @@ import redis
 from celery import Celery
 
 from bench.raw import RAW_QUEUE
+from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer
 from orchestrator.dev.waiting import wait_until
 
 PACKAGES = ("workflows", "bench.flows")
 ORCH_QUEUE = "default"
 REPO = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def env_for(redis_url: str) -> dict[str, str]:
@@ -65,28 +62,26 @@ class Worker:
         cmd = [sys.executable, "-m", "celery", "-A", module, "worker", "-n", self.name,
                "-Q", queue, "-c", str(self.concurrency), "-P", self.pool, "-l", "WARNING",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        self.log = Path(tempfile.mkstemp(prefix=f"bench-{self.arm}-", suffix=".log")[1])
-        with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen(
-                cmd, env=env_for(self.redis_url), cwd=REPO, stdout=fh,
-                stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if threading.current_thread() is
-                threading.main_thread() and sys.platform == "linux" else None)
+        self.log = procs.temp_log(f"bench-{self.arm}-")
+        # SIGTERM if the benchmark dies: no orphan workers.
+        self.proc = procs.spawn(cmd, log=self.log, env=env_for(self.redis_url), cwd=REPO,
+                                death_signal=signal.SIGTERM)
         return self
 
     def wait_ready(self, app: Celery, timeout_s: float = 60.0) -> None:
-        """Wait until the worker answers a ping (its pool is up and consuming)."""
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited:\n{self.tail()}")
-            return bool(app.control.ping(destination=[self.name], timeout=0.5))
-        wait_until(ready, timeout_s, interval_s=0.2, message=f"worker {self.name} not ready")
+        """Wait until the worker answers a ping (its pool is up and consuming).
+
+        Raises:
+            ChildExited: The worker exited first (its log's tail in the message).
+            WaitTimeout: It did not answer within ``timeout_s``.
+        """
+        procs.wait_ready(
+            self.proc, lambda: app.control.ping(destination=[self.name], timeout=0.5),
+            timeout_s, name=f"worker {self.name}", log=self.log)
 
     def pids(self) -> list[int]:
         """The worker's main process and its pool children."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                             text=True, check=False).stdout
-        return [self.proc.pid, *(int(x) for x in out.split())]
+        return [self.proc.pid, *procs.child_pids(self.proc.pid)]
 
     def rss_split(self) -> tuple[int, int]:
         """Resident memory of (the main process, all pool children)."""
@@ -98,29 +93,11 @@ class Worker:
 
         The log is deleted after a clean exit and kept (its path printed) otherwise.
         """
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self.proc.returncode == 0:
+        code = procs.stop(self.proc, 20)
+        if code == 0:
             self.log.unlink(missing_ok=True)
         else:
-            print(f"worker {self.name} exited {self.proc.returncode}; log: {self.log}",
-                  file=sys.stderr)
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the benchmark dies (no orphan workers).
-
-    The kernel sends it when the forking *thread* exits, so only use it from the main one.
-    """
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            print(f"worker {self.name} exited {code}; log: {self.log}", file=sys.stderr)
 
 
 def _rss(pid: int) -> int:

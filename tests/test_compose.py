@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,8 +27,8 @@ import pytest
 import redis
 import yaml
 
+from orchestrator.dev import procs
 from orchestrator.dev.localredis import free_loopback_port
-from orchestrator.dev.waiting import wait_until
 from orchestrator.runtime.catalog import discover
 from orchestrator.settings import Settings
 from tests.support.workers import WorkerProcess
@@ -383,19 +382,13 @@ def test_flower_command_and_healthcheck_run_for_real(redis_url: str) -> None:
     check = [ours("python"), *[a.replace(":5555/", f":{port}/")
                                for a in healthcheck_argv("flower")[1:]]]
     log = data / "flower.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen([ours(program), *args], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    proc = procs.spawn([ours(program), *args], log=log, env=env, cwd=ROOT)
     try:
-        wait_until(lambda: proc.poll() is None and run(check, env, 30).returncode == 0, 60,
-                   interval_s=0.3, message=lambda: f"flower not healthy:\n{log.read_text()}")
+        procs.wait_ready(proc, lambda: run(check, env, 30).returncode == 0, 60,
+                         name="flower", log=log, interval_s=0.3,
+                         message=lambda: f"flower not healthy:\n{log.read_text()}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        procs.stop(proc, 20)
     try:
         assert list(data.glob("flower.db*")), f"no state saved:\n{log.read_text()}"
     finally:
@@ -411,21 +404,19 @@ def test_redis_command_and_healthcheck_run_for_real(redis_binary: str) -> None:
     args = argv_of("redis")
     port = free_loopback_port()
     data = Path(tempfile.mkdtemp(prefix="redis-compose-"))
-    proc = subprocess.Popen(
-        [redis_binary, *args[1:], "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True)
+    proc = procs.spawn([redis_binary, *args[1:], "--port", str(port), "--bind", "127.0.0.1",
+                        "--dir", str(data)])
     client = redis.Redis(port=port, password=SECRETS["REDIS_PASSWORD"],
                          socket_timeout=2, decode_responses=True)
     try:
         def pings() -> bool:
-            assert proc.poll() is None, "redis-server exited"
             try:
                 return bool(client.ping())
             except redis.ConnectionError:
                 return False
 
-        wait_until(pings, 10, interval_s=0.05, message="redis-server did not start")
+        procs.wait_ready(proc, pings, 10, name="redis-server", interval_s=0.05,
+                         message="redis-server did not start")
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
@@ -441,10 +432,5 @@ def test_redis_command_and_healthcheck_run_for_real(redis_binary: str) -> None:
         assert run(hc, base).returncode != 0
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        procs.stop(proc, 10)
         shutil.rmtree(data, ignore_errors=True)

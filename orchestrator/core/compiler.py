@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from orchestrator.core.dag import Graph
 from orchestrator.core.models import WorkflowDef
@@ -49,66 +50,63 @@ MAX_CHORD_DEPTH = 3
 
 
 @dataclass(frozen=True)
-class Leaf:
-    node: int
-    size: int = field(default=1, init=False, repr=False, compare=False)
-    largest: int = field(default=1, init=False, repr=False, compare=False)
-    depth: int = field(default=0, init=False, repr=False, compare=False)
-    has_region: bool = field(default=False, init=False, repr=False, compare=False)
+class _Figures:
+    """The figures of a decomposition node that the budget checks read (see above)."""
 
-
-@dataclass(frozen=True)
-class Series:
-    parts: tuple[SPNode, ...]
     size: int = field(init=False, repr=False, compare=False)
     largest: int = field(init=False, repr=False, compare=False)
     depth: int = field(init=False, repr=False, compare=False)
     has_region: bool = field(init=False, repr=False, compare=False)
+
+    def _set(self, size: int, largest: int, depth: int, has_region: bool) -> None:
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "largest", largest)
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "has_region", has_region)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    node: int
+    # the same for every leaf, so class constants: building a leaf sets nothing
+    size: ClassVar[int] = 1
+    largest: ClassVar[int] = 1
+    depth: ClassVar[int] = 0
+    has_region: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Series(_Figures):
+    parts: tuple[SPNode, ...]
 
     def __post_init__(self) -> None:
         size, largest = 0, 0
         for part in reversed(self.parts):  # part i carries every task after it
             largest = max(largest, part.largest + size)
             size += part.size
-        _set(self, size, largest, max(p.depth for p in self.parts),
-             any(p.has_region for p in self.parts))
+        self._set(size, largest, max(p.depth for p in self.parts),
+                  any(p.has_region for p in self.parts))
 
 
 @dataclass(frozen=True)
-class Parallel:
+class Parallel(_Figures):
     parts: tuple[SPNode, ...]
-    size: int = field(init=False, repr=False, compare=False)
-    largest: int = field(init=False, repr=False, compare=False)
-    depth: int = field(init=False, repr=False, compare=False)
-    has_region: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # each header message carries its branch and the body: the join and what follows
-        _set(self, sum(p.size for p in self.parts) + 1,
-             max(p.largest for p in self.parts) + 1, max(p.depth for p in self.parts) + 1,
-             any(p.has_region for p in self.parts))
+        self._set(sum(p.size for p in self.parts) + 1,
+                  max(p.largest for p in self.parts) + 1, max(p.depth for p in self.parts) + 1,
+                  any(p.has_region for p in self.parts))
 
 
 @dataclass(frozen=True)
-class Region:
+class Region(_Figures):
     """A connected part that is not series-parallel (it contains an "N")."""
 
     nodes: tuple[int, ...]
-    size: int = field(init=False, repr=False, compare=False)
-    largest: int = field(init=False, repr=False, compare=False)
-    depth: int = field(default=0, init=False, repr=False, compare=False)
-    has_region: bool = field(default=True, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, len(self.nodes), len(self.nodes), 0, True)
-
-
-def _set(node: Series | Parallel | Region, size: int, largest: int, depth: int,
-         has_region: bool) -> None:
-    object.__setattr__(node, "size", size)
-    object.__setattr__(node, "largest", largest)
-    object.__setattr__(node, "depth", depth)
-    object.__setattr__(node, "has_region", has_region)
+        self._set(len(self.nodes), len(self.nodes), 0, True)
 
 
 SPNode = Leaf | Series | Parallel | Region

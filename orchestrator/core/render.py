@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode
 
@@ -41,35 +43,38 @@ def _tree(node: CanvasNode, indent: str, lines: list[str],
 
 def mermaid(wf: WorkflowDef) -> str:
     """The workflow's DAG (transitively reduced) as a Mermaid flowchart."""
-    g = wf.graph
-    handled = wf.handlers_of()
     lines = ["flowchart TD"]
     for s in wf.steps:
         label = s.id + (f"<br/>when {s.when}" if s.when else "")
         lines.append(f'  {s.id}["{_esc(label)}"]')
-    for i, kids in enumerate(g.reduced_children):
-        for k in kids:
-            a, b = g.nodes[i], g.nodes[k]
-            arrow = "-. on failure .->" if a in handled.get(b, ()) else "-->"
-            lines.append(f"  {a} {arrow} {b}")
+    for a, b, on_failure in _edges(wf):
+        arrow = "-. on failure .->" if on_failure else "-->"
+        lines.append(f"  {a} {arrow} {b}")
     return "\n".join(lines)
 
 
 def dot(wf: WorkflowDef) -> str:
     """The workflow's DAG (transitively reduced) in Graphviz dot."""
-    g = wf.graph
-    handled = wf.handlers_of()
     lines = [f'digraph "{wf.name}" {{', "  rankdir=TB;"]
     for s in wf.steps:
         extra = f"\\nwhen {s.when}" if s.when else ""
         lines.append(f'  "{s.id}" [label="{_esc(s.id + extra)}"];')
+    for a, b, on_failure in _edges(wf):
+        style = ' [style=dashed, label="on failure"]' if on_failure else ""
+        lines.append(f'  "{a}" -> "{b}"{style};')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _edges(wf: WorkflowDef) -> Iterator[tuple[str, str, bool]]:
+    """Yield each edge ``(parent, child, on_failure)`` of the DAG's transitive reduction,
+    ``on_failure`` true where the child handles the parent's failure."""
+    g = wf.graph
+    handled = wf.handlers_of()
     for i, kids in enumerate(g.reduced_children):
         for k in kids:
             a, b = g.nodes[i], g.nodes[k]
-            style = ' [style=dashed, label="on failure"]' if a in handled.get(b, ()) else ""
-            lines.append(f'  "{a}" -> "{b}"{style};')
-    lines.append("}")
-    return "\n".join(lines)
+            yield a, b, a in handled.get(b, ())
 
 
 def _esc(text: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -23,25 +22,31 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from orchestrator.dev.waiting import wait_until
+from orchestrator.dev import procs
+from orchestrator.dev.waiting import WaitTimeout
+from orchestrator.errors import DispatchError
 
 LOOPBACK = "127.0.0.1"
 _LOG_NAME = "redis-server.log"
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+T = TypeVar("T")
 
 
-class RedisServerError(RuntimeError):
-    """The private Redis server could not be found, started or stopped."""
+class RedisServerError(DispatchError, RuntimeError):
+    """The private Redis server could not be found, started or stopped.
+
+    A :class:`~orchestrator.errors.DispatchError` (without its broker, no work reaches a
+    worker), and still a :class:`RuntimeError` as it was before the exception tree.
+    """
 
 
 def shipped_redis_server_binary() -> str | None:
@@ -85,18 +90,15 @@ def free_loopback_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel to SIGKILL it when pytest dies.
+def _known(value: T | None, what: str) -> T:
+    """Return ``value``, which :meth:`RedisServer.start` sets if it was not given.
 
-    Without this, a test run that is itself SIGKILLed (a CI time limit, an OOM kill) would
-    leave redis-server processes behind.
+    Raises:
+        RedisServerError: If it is still None (the server was never started).
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class _ServerExited(Exception):
-    """The server process exited while we waited for it to answer PING."""
+    if value is None:
+        raise RedisServerError(f"the server has no {what} yet: call start() first")
+    return value
 
 
 class RedisServer:
@@ -156,7 +158,6 @@ class RedisServer:
         self._stop_timeout_s = stop_timeout_s
         self._extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -171,9 +172,7 @@ class RedisServer:
         Raises:
             RedisServerError: If the server was never started and no port was given.
         """
-        if self._port is None:
-            raise RedisServerError("the server has no port yet: call start() first")
-        return self._port
+        return _known(self._port, "port")
 
     @property
     def url(self) -> str:
@@ -187,9 +186,7 @@ class RedisServer:
         Raises:
             RedisServerError: If the server was never started and no directory was given.
         """
-        if self._dir is None:
-            raise RedisServerError("the server has no directory yet: call start() first")
-        return self._dir
+        return _known(self._dir, "directory")
 
     @property
     def pid(self) -> int | None:
@@ -241,26 +238,18 @@ class RedisServer:
         Args:
             timeout_s: How long to wait after SIGTERM; default ``stop_timeout_s``.
         """
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self._stop_timeout_s if timeout_s is None else timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._reap()
+        if self._proc is not None:
+            procs.stop(self._proc, self._stop_timeout_s if timeout_s is None else timeout_s)
+        self._proc = None
 
     def kill(self) -> None:
         """Kill the server with SIGKILL (a crash: nothing is flushed) and reap it.
 
         Does nothing if the server is not running.
         """
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        self._reap()
+        if self._proc is not None:
+            procs.kill_group(self._proc)
+        self._proc = None
 
     def restart(self) -> Self:
         """Stop the server if it runs (gracefully), then start it on the same port and dir.
@@ -327,13 +316,7 @@ class RedisServer:
 
     def log_tail(self, lines: int = 30) -> str:
         """Return the last ``lines`` lines of the server's log (empty if there is none)."""
-        if self._dir is None:
-            return ""
-        try:
-            text = (self._dir / _LOG_NAME).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "" if self._dir is None else procs.log_tail(self._dir / _LOG_NAME, lines)
 
     # ------------------------------------------------------------------ internals
     def _command(self) -> list[str]:
@@ -355,49 +338,28 @@ class RedisServer:
 
     def _spawn_and_wait(self) -> None:
         assert self._dir is not None and self._port is not None
-        self._log = (self._dir / _LOG_NAME).open("ab")
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        self._proc = subprocess.Popen(
-            self._command(),
-            cwd=self._dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C in the terminal reaches pytest, whose teardown stops the
-            # server in order, rather than racing it.
-            start_new_session=True,
-            # PDEATHSIG fires when the *thread* that forked exits, so only from the main one.
-            preexec_fn=_die_with_parent if sys.platform == "linux" and on_main_thread else None,
-        )
-        proc = self._proc
-
-        def answers_ping() -> bool:
-            if proc.poll() is not None:
-                raise _ServerExited
-            return self.ping()
-
+        # SIGKILL when pytest dies: a test run that is itself SIGKILLed (a CI time limit, an
+        # OOM kill) leaves no redis-server behind.
+        self._proc = proc = procs.spawn(self._command(), log=self._dir / _LOG_NAME,
+                                        cwd=self._dir, death_signal=signal.SIGKILL)
         try:
-            wait_until(
-                answers_ping,
-                timeout_s=self._startup_timeout_s,
+            procs.wait_ready(
+                proc,
+                self.ping,
+                self._startup_timeout_s,
+                name="redis-server",
+                interval_s=0.02,
                 message=lambda: f"redis-server on port {self._port} did not answer PING",
             )
-        except _ServerExited:
-            code = proc.returncode
-            self._reap()
+        except procs.ChildExited as exc:
+            self._proc = None
             raise RedisServerError(
-                f"redis-server exited with status {code} while starting on port "
+                f"redis-server exited with status {exc.returncode} while starting on port "
                 f"{self._port}; log tail:\n{self.log_tail()}"
             ) from None
-        except AssertionError as exc:
+        except WaitTimeout as exc:
             self.kill()
             raise RedisServerError(f"{exc}; log tail:\n{self.log_tail()}") from None
-
-    def _reap(self) -> None:
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

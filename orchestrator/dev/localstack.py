@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,10 +19,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
+from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer, find_redis_server_binary
-from orchestrator.dev.waiting import wait_until
+from orchestrator.dev.waiting import WaitTimeout
 from orchestrator.errors import DispatchError
 from orchestrator.runtime.celeryconf import client_app
 from orchestrator.settings import API_SCOPES, Settings
@@ -36,7 +35,16 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
-    fh: IO[bytes]
+
+    def wait_ready(self, ready: Callable[[], object]) -> None:
+        """Wait up to 60 s until ``ready()`` is truthy while the process runs.
+
+        Raises:
+            ChildExited: The process exited first (its log's tail in the message).
+            WaitTimeout: ``ready()`` stayed falsy (the message names the log).
+        """
+        procs.wait_ready(self.proc, ready, 60, name=self.name, log=self.log, interval_s=0.3,
+                         message=f"{self.name} did not start; see {self.log}")
 
 
 @dataclass
@@ -69,10 +77,7 @@ class LocalStack:
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.log_dir / f"{name}.log"
-        fh = log.open("ab")
-        proc = subprocess.Popen(args, env=self._env(), stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        child = Child(name, proc, log, fh)
+        child = Child(name, procs.spawn(args, log=log, env=self._env()), log)
         self.children.append(child)
         return child
 
@@ -109,15 +114,11 @@ class LocalStack:
                                   "--host", "127.0.0.1", "--port", str(self.api_port)])
         app = client_app(self.settings.model_copy(update={"redis_url": self.redis_url}))
         try:
-            wait_until(lambda: self._alive(worker) and app.control.ping(timeout=0.5), 60,
-                       interval_s=0.3, message=f"worker did not start; see {worker.log}")
-            wait_until(lambda: self._alive(flower) and self._http_ok(
-                f"http://127.0.0.1:{self.flower_port}/healthcheck"), 60, interval_s=0.3,
-                message=f"flower did not start; see {flower.log}")
-            wait_until(lambda: self._alive(api) and self._http_ok(
-                f"http://127.0.0.1:{self.api_port}/readyz"), 60, interval_s=0.3,
-                message=f"api did not start; see {api.log}")
-        except AssertionError as exc:
+            worker.wait_ready(lambda: app.control.ping(timeout=0.5))
+            flower.wait_ready(
+                lambda: self._http_ok(f"http://127.0.0.1:{self.flower_port}/healthcheck"))
+            api.wait_ready(lambda: self._http_ok(f"http://127.0.0.1:{self.api_port}/readyz"))
+        except (procs.ChildExited, WaitTimeout) as exc:
             self.stop()
             raise DispatchError(str(exc)) from None
         self.emit(f"worker     ready, concurrency {self.concurrency}  (log {worker.log})")
@@ -126,14 +127,6 @@ class LocalStack:
         token = self.api_token or "<a token from ORCH_API_TOKENS>"
         self.emit(f"api        http://127.0.0.1:{self.api_port}/v1/workflows  "
                   f"(Authorization: Bearer {token})")
-
-    @staticmethod
-    def _alive(child: Child) -> bool:
-        if child.proc.poll() is not None:
-            tail = child.log.read_text(errors="replace").splitlines()[-20:]
-            raise AssertionError(f"{child.name} exited with {child.proc.returncode}:\n"
-                                 + "\n".join(tail))
-        return True
 
     @staticmethod
     def _http_ok(url: str) -> bool:
@@ -145,16 +138,7 @@ class LocalStack:
 
     def stop(self) -> None:
         """Warm-stop every child (SIGTERM, then SIGKILL after 30 s), then Redis."""
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            try:
-                child.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.proc.pid, signal.SIGKILL)
-                child.proc.wait(10)
-            child.fh.close()
+        procs.stop_all([child.proc for child in reversed(self.children)], 30)
         self.children.clear()
         if self.redis is not None:
             self.redis.stop()

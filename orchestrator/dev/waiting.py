@@ -6,7 +6,17 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from orchestrator.errors import OrchestratorError
+
 T = TypeVar("T")
+
+
+class WaitTimeout(OrchestratorError, AssertionError):
+    """A condition polled by :func:`wait_until` was not met before its deadline.
+
+    It is also an :class:`AssertionError`, so a test that times out waiting is reported as
+    a failure, like any other unmet expectation of a test.
+    """
 
 
 def wait_until(
@@ -32,7 +42,7 @@ def wait_until(
         The predicate's first truthy return value.
 
     Raises:
-        AssertionError: If the predicate never returned a truthy value before the deadline.
+        WaitTimeout: If the predicate never returned a truthy value before the deadline.
             Its text is ``message`` followed by how long it waited.
         ValueError: If ``timeout_s`` is negative or ``interval_s`` is not positive.
     """
@@ -49,5 +59,5 @@ def wait_until(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             text = message() if callable(message) else message
-            raise AssertionError(f"{text} (waited {time.monotonic() - start:.2f}s)")
+            raise WaitTimeout(f"{text} (waited {time.monotonic() - start:.2f}s)")
         time.sleep(min(interval_s, remaining))

@@ -6,10 +6,8 @@ from __future__ import annotations
 import ast
 import base64
 import json
-import signal
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.dev import procs
 from orchestrator.dev.localredis import free_loopback_port
 from orchestrator.dev.waiting import wait_until
 from orchestrator.runtime.catalog import discover
@@ -58,39 +57,30 @@ class Flower:
             return status, None
 
     def up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"flower exited with {self.proc.returncode}:\n{self.tail()}")
         try:
             return self.get("/healthcheck", auth=None)[0] == 200
         except OSError:
             return False
 
     def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return procs.log_tail(self.log, lines)
 
 
 @pytest.fixture
 def flower(redis_url: str) -> Iterator[Flower]:
     port = free_loopback_port()
-    log = Path(tempfile.mkstemp(prefix="flower-", suffix=".log")[1])
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.main", "flower",
-             "--address=127.0.0.1", f"--port={port}", f"--basic-auth={USER}:{PASSWORD}"],
-            env=worker_env(redis_url), stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    log = procs.temp_log("flower-")
+    proc = procs.spawn(
+        [sys.executable, "-m", "celery", "-A", "workers.main", "flower",
+         "--address=127.0.0.1", f"--port={port}", f"--basic-auth={USER}:{PASSWORD}"],
+        log=log, env=worker_env(redis_url))
     f = Flower(f"http://127.0.0.1:{port}", proc, log)
     try:
-        wait_until(f.up, 60, interval_s=0.2, message=lambda: f"flower not up:\n{f.tail()}")
+        procs.wait_ready(proc, f.up, 60, name="flower", log=log,
+                         message=lambda: f"flower not up:\n{f.tail()}")
         yield f
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        procs.stop(proc, 20)
 
 
 def _kwargs(task: dict[str, Any]) -> dict[str, Any]:

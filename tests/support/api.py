@@ -1,13 +1,19 @@
-"""Helpers for the HTTP API tests: tokens, settings, and a loopback callback receiver."""
+"""Helpers for the HTTP API tests: tokens, settings, the API server as a fixture, and a
+loopback callback receiver."""
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
+import pytest
+
+from orchestrator.api.app import create_api
+from orchestrator.api.server import ServerThread
 from orchestrator.settings import Settings
 from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES
@@ -34,6 +40,23 @@ def api_settings(redis_url: str, **over: Any) -> Settings:
                               "api_tokens": TOKENS, "callback_secret": CALLBACK_SECRET}
     values.update(over)
     return Settings(**values)
+
+
+def api_server_fixture(**over: Any) -> Callable[..., Iterator[ServerThread]]:
+    """Make a module-scoped fixture: the API of :func:`api_settings` (with ``over``), its
+    own coordinator, on the ``stack`` fixture's Redis and a free loopback port.
+
+    The fixture is named after the module attribute it is assigned to::
+
+        server = api_server_fixture()  # the fixture `server`
+    """
+
+    @pytest.fixture(scope="module")
+    def api_server(stack: dict[str, Any]) -> Iterator[ServerThread]:
+        with ServerThread(create_api(api_settings(stack["url"], **over))) as server:
+            yield server
+
+    return api_server
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the compiler tests: workflows from edge lists, and the plan checker."""
+"""Helpers shared by the compiler tests: workflows from edge lists, canvases written
+compactly (``chain(T("a"), chord(1, T("b"), T("c")))``), and the plan checker."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
 
-from orchestrator.core.models import StepDef, WorkflowDef
+from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import (
+    CanvasNode,
+    ChainNode,
     ChordNode,
     Plan,
     TaskNode,
@@ -18,14 +21,29 @@ from orchestrator.core.plan import (
     unsafe_shapes,
     walk,
 )
+from orchestrator.dev import shapes
 
 DUMMY_FUNCTION = "t.noop"
 
 
 def workflow(deps: Mapping[str, Sequence[str]], name: str = "w") -> WorkflowDef:
     """A workflow whose step ``s`` runs after ``deps[s]`` (a dummy function everywhere)."""
-    return WorkflowDef(name=name, steps=tuple(
-        StepDef(id=s, function=DUMMY_FUNCTION, after=tuple(ps)) for s, ps in deps.items()))
+    return shapes.workflow(deps, name=name, function=DUMMY_FUNCTION)
+
+
+def T(step: str) -> TaskNode:
+    """The task of step ``step``."""
+    return TaskNode(id=step)
+
+
+def chain(*items: CanvasNode) -> ChainNode:
+    """``items`` one after the other."""
+    return ChainNode(items=items)
+
+
+def chord(join: int, *header: CanvasNode) -> ChordNode:
+    """``header`` in parallel, then the compiler's ``join``-th join task, ``join:{join}``."""
+    return ChordNode(header=header, join=f"join:{join}")
 
 
 def closure(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]:

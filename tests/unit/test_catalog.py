@@ -11,8 +11,6 @@ from orchestrator.core.registry import Registry
 from orchestrator.errors import DefinitionError, WorkflowNotFound
 from orchestrator.runtime.catalog import Catalog, discover
 
-ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
-
 
 def wf(function: str = "t.noop") -> WorkflowDef:
     return WorkflowDef.model_validate({"name": "w", "steps": [{"id": "a", "function": function}]})

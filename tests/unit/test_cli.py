@@ -10,8 +10,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.main import cli, main
 from orchestrator.core.plan import Plan
-
-ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
+from tests.support.paths import ORDER_YAML
 
 INVALID = """
 name: broken_order

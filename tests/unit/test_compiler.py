@@ -19,19 +19,9 @@ from orchestrator.core.plan import (
     walk,
 )
 from orchestrator.core.yamlio import load_yaml
-from tests.unit.plan_checks import check_plan, plan_reach, workflow
-
-
-def T(step: str) -> TaskNode:
-    return TaskNode(id=step)
-
-
-def chain(*items: TaskNode | ChainNode | ChordNode) -> ChainNode:
-    return ChainNode(items=items)
-
-
-def chord(join: int, *header: TaskNode | ChainNode | ChordNode) -> ChordNode:
-    return ChordNode(header=header, join=f"join:{join}")
+from orchestrator.dev import shapes
+from tests.support.paths import ORDER_YAML
+from tests.unit.plan_checks import T, chain, check_plan, chord, plan_reach, workflow
 
 
 def compiled(deps: dict[str, list[str]], **budget: int) -> tuple[Plan, WorkflowDef]:
@@ -45,10 +35,6 @@ def only_canvas(plan: Plan) -> TaskNode | ChainNode | ChordNode:
     assert len(plan.units) == 1
     assert plan.edges == ()
     return plan.units[0].canvas
-
-
-def chain_deps(n: int, prefix: str = "s") -> dict[str, list[str]]:
-    return {f"{prefix}{i}": ([f"{prefix}{i - 1}"] if i else []) for i in range(n)}
 
 
 # --- native canvases ------------------------------------------------------------------
@@ -166,7 +152,7 @@ def test_decompose_finds_the_region() -> None:
 
 
 def test_long_chain_is_split_into_bounded_units() -> None:
-    plan, _ = compiled(chain_deps(1000), max_unit_tasks=100)
+    plan, _ = compiled(shapes.chain(1000), max_unit_tasks=100)
     assert len(plan.units) == 10
     assert [task_count(u.canvas) for u in plan.units] == [100] * 10
     assert all(largest_message(u.canvas) <= 100 for u in plan.units)
@@ -175,13 +161,13 @@ def test_long_chain_is_split_into_bounded_units() -> None:
 
 @pytest.mark.parametrize("budget", [2, 3, 7, 64])
 def test_chain_units_respect_any_budget(budget: int) -> None:
-    plan, _ = compiled(chain_deps(150), max_unit_tasks=budget)
+    plan, _ = compiled(shapes.chain(150), max_unit_tasks=budget)
     assert max(largest_message(u.canvas) for u in plan.units) == budget
     assert len(plan.units) == -(-150 // budget)
 
 
 def test_default_budget_bounds_a_long_chain() -> None:
-    wf = workflow(chain_deps(2500))
+    wf = workflow(shapes.chain(2500))
     plan = compile_workflow(wf)
     check_plan(plan, wf)
     assert max(largest_message(u.canvas) for u in plan.units) <= 100
@@ -258,7 +244,7 @@ def test_wide_fan_out_without_a_sink() -> None:
 
 
 def test_budget_below_two_is_raised_to_two() -> None:
-    wf = workflow(chain_deps(5))
+    wf = workflow(shapes.chain(5))
     plan = compile_workflow(wf, max_unit_tasks=0, max_chord_depth=0)
     check_plan(plan, wf, max_unit_tasks=2, max_chord_depth=1)
 
@@ -269,7 +255,7 @@ def test_budget_below_two_is_raised_to_two() -> None:
 def test_order_workflow_compiles_to_one_unit() -> None:
     from workflows.order import steps as _  # noqa: F401  (registers its functions)
 
-    wf = load_yaml("workflows/order/customer_order.yaml")
+    wf = load_yaml(ORDER_YAML)
     plan = compile_workflow(wf)
     check_plan(plan, wf)
     canvas = only_canvas(plan)

@@ -21,11 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.compiler import compile_workflow
+from orchestrator.dev.shapes import Deps, layered
 from tests.unit.plan_checks import check_plan, workflow
 
 MAX_STEPS = 200
-
-Deps = dict[str, list[str]]
 
 
 def _sp(rng: random.Random, names: list[str], deps: Deps) -> tuple[list[str], list[str]]:
@@ -54,19 +53,6 @@ def series_parallel(rng: random.Random, n: int, noise: float) -> Deps:
         i, j = sorted(rng.sample(range(n), 2)) if n > 1 else (0, 0)
         if i != j and order[i] not in deps[order[j]]:
             deps[order[j]] = [*deps[order[j]], order[i]]
-    return deps
-
-
-def layered(rng: random.Random, n: int, width: int, fan_in: int) -> Deps:
-    """Layers of ``width`` steps; each step has up to ``fan_in`` parents in the last two."""
-    deps: Deps = {}
-    layers: list[list[str]] = []
-    for start in range(0, n, width):
-        layer = [f"s{i}" for i in range(start, min(start + width, n))]
-        pool = [p for lay in layers[-2:] for p in lay]
-        for s in layer:
-            deps[s] = rng.sample(pool, min(fan_in, len(pool)))
-        layers.append(layer)
     return deps
 
 

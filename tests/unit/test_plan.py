@@ -6,10 +6,8 @@ import pytest
 
 from orchestrator.core.plan import (
     CanvasNode,
-    ChainNode,
     ChordNode,
     Plan,
-    TaskNode,
     Unit,
     chord_depth,
     largest_message,
@@ -17,27 +15,15 @@ from orchestrator.core.plan import (
     terminal,
     unsafe_shapes,
 )
+from tests.unit.plan_checks import T, chain, chord
 
-
-def T(step: str) -> TaskNode:
-    return TaskNode(id=step)
-
-
-def chain(*items: CanvasNode) -> ChainNode:
-    return ChainNode(items=items)
-
-
-def chord(join: str, *header: CanvasNode) -> ChordNode:
-    return ChordNode(header=header, join=join)
-
-
-SAFE = chain(T("a"), chord("join:1", chain(T("b"), T("c")), T("d")), T("e"))
+SAFE = chain(T("a"), chord(1, chain(T("b"), T("c")), T("d")), T("e"))
 
 
 def test_normal_form_is_safe() -> None:
     assert unsafe_shapes(SAFE) == []
     assert unsafe_shapes(T("a")) == []
-    assert unsafe_shapes(chord("join:1", T("a"), T("b"))) == []
+    assert unsafe_shapes(chord(1, T("a"), T("b"))) == []
 
 
 @pytest.mark.parametrize(
@@ -46,14 +32,14 @@ def test_normal_form_is_safe() -> None:
         (chain(), "chain of 0 item(s)"),
         (chain(T("a")), "chain of 1 item(s)"),
         (chain(T("a"), chain(T("b"), T("c"))), "chain directly inside a chain"),
-        (chord("join:1"), "chord with 0 header branch(es)"),
-        (chord("join:1", T("a")), "chord with 1 header branch(es)"),
-        (chord("", T("a"), T("b")), "chord without a join task"),
-        (chord("join:1", chord("join:2", T("a"), T("b")), T("c")),
+        (chord(1), "chord with 0 header branch(es)"),
+        (chord(1, T("a")), "chord with 1 header branch(es)"),
+        (ChordNode(header=(T("a"), T("b")), join=""), "chord without a join task"),
+        (chord(1, chord(2, T("a"), T("b")), T("c")),
          "chord directly in a chord header"),
         (T(""), "task without an id"),
         (chain(T("a"), T("a")), "task 'a' appears twice"),
-        (chain(chord("join:1", T("a"), T("b")), chord("join:1", T("c"), T("d"))),
+        (chain(chord(1, T("a"), T("b")), chord(1, T("c"), T("d"))),
          "join 'join:1' appears twice"),
     ],
 )
@@ -63,7 +49,7 @@ def test_unsafe_shapes_are_flagged(canvas: CanvasNode, words: str) -> None:
 
 
 def test_problems_say_where() -> None:
-    canvas = chain(T("a"), chord("join:1", chain(T("b")), T("c")))
+    canvas = chain(T("a"), chord(1, chain(T("b")), T("c")))
     assert unsafe_shapes(canvas) == ["canvas.items[1].header[0]: chain of 1 item(s); "
                                      "needs 2 or more"]
 
@@ -71,7 +57,7 @@ def test_problems_say_where() -> None:
 def test_task_count_and_terminal() -> None:
     assert task_count(SAFE) == 6  # five steps and one join
     assert terminal(SAFE) == "e"
-    assert terminal(chain(T("a"), chord("join:7", T("b"), T("c")))) == "join:7"
+    assert terminal(chain(T("a"), chord(7, T("b"), T("c")))) == "join:7"
 
 
 def test_largest_message() -> None:
@@ -80,7 +66,7 @@ def test_largest_message() -> None:
     # the chain's first message carries all six signatures
     assert largest_message(SAFE) == 6
     # a header message carries its branch, the join and what follows the join
-    starts_with_chord = chain(chord("join:1", chain(T("a"), T("b"), T("c")), T("d")), T("e"))
+    starts_with_chord = chain(chord(1, chain(T("a"), T("b"), T("c")), T("d")), T("e"))
     assert largest_message(starts_with_chord) == 5
     assert largest_message(T("a"), tail=4) == 5
 
@@ -89,13 +75,13 @@ def test_chord_depth() -> None:
     assert chord_depth(T("a")) == 0
     assert chord_depth(chain(T("a"), T("b"))) == 0
     assert chord_depth(SAFE) == 1
-    inner = chord("join:2", T("x"), T("y"))
-    assert chord_depth(chord("join:1", chain(T("a"), inner), T("b"))) == 2
+    inner = chord(2, T("x"), T("y"))
+    assert chord_depth(chord(1, chain(T("a"), inner), T("b"))) == 2
 
 
 def test_step_edges_and_counters() -> None:
     plan = Plan(workflow="w", version="v", units=(
-        Unit(id="u0", canvas=chain(T("a"), chord("join:1", T("b"), T("c"))),
+        Unit(id="u0", canvas=chain(T("a"), chord(1, T("b"), T("c"))),
              steps=("a", "b", "c")),
         Unit(id="u1", canvas=T("d"), steps=("d",)),
         Unit(id="u2", canvas=T("e"), steps=("e",)),

@@ -13,9 +13,8 @@ from orchestrator.core.models import Ref, RetryPolicy, StepDef, TriggerRule, Val
 from orchestrator.core.registry import Registry
 from orchestrator.core.yamlio import dump_yaml, from_data, load_yaml, parse_yaml
 from orchestrator.errors import DefinitionError, WorkflowInvalid
+from tests.support.paths import ORDER_YAML
 from workflows.order import steps as _order_steps  # noqa: F401  (registers its functions)
-
-ORDER_YAML = Path(__file__).resolve().parents[2] / "workflows" / "order" / "customer_order.yaml"
 
 SUGAR = """
 name: sugar

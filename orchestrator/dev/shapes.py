@@ -1,0 +1,54 @@
+"""Generated workflow shapes, for the compiler's property tests and the compile benchmark.
+
+A shape is a :data:`Deps` map, step id to the ids of its parents; :func:`workflow` turns
+one into a :class:`~orchestrator.core.models.WorkflowDef` whose steps all call one function.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from orchestrator.core.models import StepDef, WorkflowDef
+
+Deps = dict[str, list[str]]
+"""Step id -> the ids of the steps it runs after, in declaration order."""
+
+
+def chain(n: int, prefix: str = "s") -> Deps:
+    """``s0 -> s1 -> … -> s{n-1}`` (with ``prefix`` in place of ``s``)."""
+    return {f"{prefix}{i}": ([f"{prefix}{i - 1}"] if i else []) for i in range(n)}
+
+
+def layered(rng: random.Random, n: int, width: int, fan_in: int) -> Deps:
+    """Steps ``s0`` … ``s{n-1}`` in layers of ``width``, with parents drawn at random.
+
+    Each step's parents are ``min(fan_in, k)`` distinct steps of the two layers above it
+    (``k`` steps in all; the first layer has no parents), drawn with ``rng``: the same seed
+    gives the same shape.
+
+    Args:
+        rng: The source of randomness; it is advanced.
+        n: How many steps.
+        width: Steps per layer (the last layer may have fewer); must be >= 1.
+        fan_in: Most parents a step has.
+    """
+    deps: Deps = {}
+    layers: list[list[str]] = []
+    for start in range(0, n, width):
+        layer = [f"s{i}" for i in range(start, min(start + width, n))]
+        pool = [p for lay in layers[-2:] for p in lay]
+        for s in layer:
+            deps[s] = rng.sample(pool, min(fan_in, len(pool)))
+        layers.append(layer)
+    return deps
+
+
+def workflow(deps: Mapping[str, Sequence[str]], *, name: str, function: str) -> WorkflowDef:
+    """The workflow ``name`` whose step ``s`` runs after ``deps[s]`` and calls ``function``.
+
+    Only the model's own checks run, not :func:`~orchestrator.core.validation.problems_of`:
+    ``function`` need not be registered.
+    """
+    return WorkflowDef(name=name, steps=tuple(
+        StepDef(id=s, function=function, after=tuple(ps)) for s, ps in deps.items()))
