@@ -26,7 +26,7 @@ from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer
 from orchestrator.dev.waiting import wait_until
 
-PACKAGES = ("workflows", "bench.flows")
+PACKAGES = ("workflows", "bench.flows", "bench.chaos_steps")
 ORCH_QUEUE = "default"
 REPO = Path(__file__).resolve().parent.parent
 

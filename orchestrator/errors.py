@@ -99,6 +99,11 @@ class RunNotFound(RunError):
     """No run with that id is in the store (never created, or expired by retention)."""
 
 
+class RunDamaged(RunError):
+    """A run's record in the store is partial or malformed (written by a straggler after
+    its keys expired, or by another program); it cannot be read as a run."""
+
+
 class RunExists(RunError):
     """A run with the requested id already exists (an idempotent submission repeated)."""
 

@@ -55,8 +55,18 @@ class Settings(BaseSettings):
         ("workflows",), description="Packages imported to find workflows and step functions.")
     default_queue: str = Field("default", description="Queue of steps that name none.")
     visibility_timeout_s: int = Field(
-        3600, description="Broker redelivery delay after a worker dies; keep it above the "
-        "longest step and the longest retry backoff.")
+        3600, description="The broker's own redelivery delay after a worker dies: a last "
+        "resort (leases recover a step within seconds); keep it above the longest step.")
+    lease_s: float = Field(8.0, ge=2.0, description="How long a step run's lease lasts "
+                           "unless its worker renews it (every lease_s / 4); a killed "
+                           "worker's step runs again about this long after the kill.")
+    reaper_interval_s: float = Field(1.0, gt=0, description="How often a worker looks for "
+                                     "expired leases, stale claims and due retry timers.")
+    claim_grace_s: float = Field(10.0, gt=0, description="A unit claimed for dispatch and "
+                                 "not published within this long is published by the "
+                                 "reaper (its claimer died in between).")
+    orphan_recheck_s: float = Field(60.0, gt=0, description="How often a running step run "
+                                    "with neither an owner nor a message is reported again.")
     result_expires_s: int = Field(7 * 24 * 3600, description="Celery result/chord key TTL.")
     run_retention_s: int = Field(7 * 24 * 3600,
                                  description="How long a finished run stays in the store.")

@@ -22,6 +22,7 @@ from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore
 from workers import step as step_mod
+from workers.leases import LeaseKeeper
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -37,17 +38,17 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
     store = RunStore.from_url(settings.redis_url, settings.key_prefix, settings.run_retention_s)
     progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
-                        settings.default_queue)
-    step_mod.install(progress)
+                        settings.default_queue, lease_s=settings.lease_s)
+    step_mod.install(progress, settings)
+    app.steps["worker"].add(LeaseKeeper)
     for fn in list(catalog.registry.functions.values()):
         _register_step(app, fn)
 
-    @app.task(name=JOIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def join(run_id: str, join_id: str, version: str) -> dict[str, Any]:
+    @app.task(name=JOIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+              ignore_result=True, Request=step_mod.StepRequest)
+    def join(self: Any, run_id: str, join_id: str, version: str) -> dict[str, Any]:
         """Closes a fan-out; when it ends its unit, advances the run."""
-        p = step_mod.progress()
-        p.unit_task_done(p.definitions.load(version), run_id, join_id)
-        return {"run_id": run_id, "join_id": join_id}
+        return step_mod.join(self, run_id, join_id, version)
 
     coordinator: list[Coordinator] = []
 

@@ -9,13 +9,16 @@ with) to the protocol's calls.  Soft and hard time limits come from the step def
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+import uuid
 from functools import lru_cache
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded
 from celery import Task
+from celery.exceptions import Retry
 from celery.worker.request import Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
@@ -29,20 +32,37 @@ from orchestrator.errors import (
     FailPermanently,
     OrchestratorError,
     RetryLater,
+    RunNotFound,
     SkipStep,
     error_data,
 )
 from orchestrator.runtime import context
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
+from orchestrator.settings import Settings
+from orchestrator.store.leases import Held
+from orchestrator.store.records import LeaseMode
+from workers import leases
+
+log = logging.getLogger(__name__)
 
 _progress: Progress | None = None
+_settings: Settings | None = None
 
 
-def install(progress: Progress) -> None:
+def install(progress: Progress, settings: Settings) -> None:
     """Make ``progress`` the run protocol the tasks of this process use."""
-    global _progress
+    global _progress, _settings
     _progress = progress
+    _settings = settings
+
+
+def settings() -> Settings:
+    """The settings of this worker process."""
+    if _settings is None:
+        raise OrchestratorError("worker runtime not installed; build the app with "
+                                "workers.app.create_app()")
+    return _settings
 
 
 def progress() -> Progress:
@@ -57,22 +77,60 @@ def progress() -> Progress:
     return _progress
 
 
-class StepRequest(Request):
-    """Records a hard time limit in the run store before Celery fails the task.
+LEASE_TOKEN = "orch_lease"
+"""Name of the request field that carries a delivery's lease token to the pool child."""
+DELIVERY_TAG = "orch_tag"
+"""Name of the request field that carries the broker's delivery tag to the pool child."""
 
-    A hard limit kills the pool process, so the step's own code never sees it; this runs
-    in the worker's main process instead.
+
+class StepRequest(Request):
+    """A delivery of a step or join task, as the worker's main process sees it.
+
+    It makes the delivery's lease token (a new one per delivery) and hands it, with the
+    broker's delivery tag, to the pool child in the request; the lease keeper renews the
+    lease while the request is active (:mod:`workers.leases`), and the lease is released
+    when the message is acknowledged or requeued.  It also records a hard time limit in
+    the run store before Celery fails the task (a hard limit kills the pool process, so
+    the step's own code never sees it).
     """
 
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(message, *args, **kwargs)
+        kw = self.kwargs or {}
+        item = kw.get("step_id") or kw.get("join_id")
+        self.orch_held: Held | None = None
+        self._orch_how = "check"
+        if kw.get("run_id") and item:
+            token = uuid.uuid4().hex
+            self.orch_held = Held(str(kw["run_id"]), str(item), token)
+            self._request_dict[LEASE_TOKEN] = token
+            self._request_dict[DELIVERY_TAG] = str(getattr(message, "delivery_tag", "") or "")
+
+    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> None:
+        if not failed__retval__runtime[0]:
+            self._orch_how = "done"
+        super().on_success(failed__retval__runtime, **kwargs)
+
+    def acknowledge(self) -> None:
+        super().acknowledge()
+        if self.orch_held is not None:
+            leases.release_later(self.orch_held, self._orch_how)
+
+    def reject(self, requeue: bool = False) -> None:
+        super().reject(requeue=requeue)
+        if self.orch_held is not None:
+            leases.release_later(self.orch_held, "back" if requeue else "check")
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        if not soft:
+        if not soft and self.orch_held is not None:
             kw = self.kwargs or {}
             run_id, step_id, version = kw.get("run_id"), kw.get("step_id"), kw.get("version")
             if run_id and step_id and version:
                 err = error_data(TimeLimitExceeded(timeout))
                 err["message"] = f"hard time limit of {timeout} s exceeded"
                 p = progress()
-                p.failed(p.definitions.load(version), run_id, step_id, err, self._context)
+                p.failed(p.definitions.load(version), run_id, step_id, err, self._context,
+                         self.orch_held.token)
         super().on_timeout(soft, timeout)
 
 
@@ -118,23 +176,53 @@ def _done(run_id: str, step_id: str, status: StepStatus) -> dict[str, Any]:
     return {"run_id": run_id, "step_id": step_id, "status": status.value}
 
 
+def lease_of(task: Task) -> tuple[str, str]:
+    """This delivery's lease token and delivery tag (made by :class:`StepRequest`; a task
+    run without one, e.g. called directly, gets a token of its own)."""
+    req = task.request
+    return (str(getattr(req, LEASE_TOKEN, None) or uuid.uuid4().hex),
+            str(getattr(req, DELIVERY_TAG, None) or ""))
+
+
+def drop_canvas(task: Task) -> None:
+    """This delivery must not carry its canvas on (another one does, or did)."""
+    task.request.chain = None
+    task.request.chord = None
+
+
 def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str, Any]:
     """Run one step run; the body of every step task.  See the module docstring."""
     p = progress()
     d = p.definitions.load(version)
     step = d.wf.step_map[step_id]
     attempt = task.request.retries + 1
+    token, tag = lease_of(task)
     running = {"attempt": attempt, "started_at": time.time(), "worker": task.request.hostname,
                "task_id": task.request.id, "error": None, "retry_at": None}
-    b = p.begin(d, run_id, step_id, running)
-    if b.began:
-        return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt)
+    try:
+        b = p.begin(d, run_id, step_id, running, token, tag)
+    except RunNotFound:
+        log.info("step %s of run %s: the run is gone (expired or never created); message "
+                 "dropped", step_id, run_id)
+        drop_canvas(task)
+        return {"run_id": run_id, "step_id": step_id, "status": "gone"}
+    if b.mode is LeaseMode.BEGAN:
+        return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token)
     own = b.records[step_id]
-    if own.status.terminal:  # a duplicate delivery: the step run already ended
-        p.unit_task_done(d, run_id, step_id)
+    if b.mode is LeaseMode.BUSY:
+        _defer(task, p, run_id, step_id)
+        return _done(run_id, step_id, own.status)
+    if b.mode is LeaseMode.DROP:
+        log.info("step %s of run %s: duplicate delivery dropped (it ended %s)", step_id,
+                 run_id, own.status.value)
+        drop_canvas(task)
+        return _done(run_id, step_id, own.status)
+    if b.mode is LeaseMode.SETTLE:  # ended, but its canvas may not have gone on: carry it
+        p.settle(d, run_id, step_id)
         return _done(run_id, step_id, own.status)
     if b.run.status is RunStatus.CANCELLED:
-        p.ended(d, run_id, step_id, StepStatus.CANCELLED, "run cancelled")
+        if not p.ended(d, run_id, step_id, StepStatus.CANCELLED, "run cancelled", token):
+            drop_canvas(task)
         return _done(run_id, step_id, StepStatus.CANCELLED)
     parents = d.deps[step_id]
     reason = rules.decide(step.trigger_rule, {q: b.records[q].status for q in parents},
@@ -146,30 +234,35 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
             if not d.conditions[step.id].evaluate(b.run.input, views):
                 reason = f"condition is false: {step.when}"
         except ConditionError as exc:
-            return _fail(task, p, d, run_id, step_id, exc)
+            return _fail(task, p, d, run_id, step_id, exc, token)
     if reason is not None:
-        p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason)
+        if not p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason, token):
+            drop_canvas(task)
         return _done(run_id, step_id, StepStatus.SKIPPED)
 
     running["started_at"] = time.time()
-    p.running(run_id, step_id, running)
-    return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt)
+    if not p.running(run_id, step_id, running, token):
+        drop_canvas(task)
+        return _done(run_id, step_id, own.status)
+    return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token)
 
 
 def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
-          run_input: Any, outs: dict[str, Any], attempt: int) -> dict[str, Any]:
+          run_input: Any, outs: dict[str, Any], attempt: int, token: str) -> dict[str, Any]:
     """Call the step function of a step run that is ``running``; record the outcome."""
     step_id = step.id
     try:
         kwargs = _resolve(step, task.function, run_input, outs)
     except ValidationError as exc:
-        return _fail(task, p, d, run_id, step_id, exc)
-    token = context.set_current(context.StepContext(run_id, step_id, attempt,
-                                                    p.store.client))
+        return _fail(task, p, d, run_id, step_id, exc, token)
+    token_ctx = context.set_current(context.StepContext(run_id, step_id, attempt,
+                                                        p.store.client))
     try:
         result = task.function.fn(**kwargs)
     except SkipStep as exc:
-        p.ended(d, run_id, step_id, StepStatus.SKIPPED, str(exc) or "skipped by the step")
+        if not p.ended(d, run_id, step_id, StepStatus.SKIPPED,
+                       str(exc) or "skipped by the step", token):
+            drop_canvas(task)
         return _done(run_id, step_id, StepStatus.SKIPPED)
     except Exception as exc:
         policy = step.retry
@@ -179,15 +272,62 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
         if retry:
             delay = exc.delay_s if isinstance(exc, RetryLater) and exc.delay_s is not None \
                 else policy.delay_s(attempt, random.random())
-            p.retrying(run_id, step_id, error_data(exc), time.time() + delay)
-            raise task.retry(countdown=delay, exc=exc, max_retries=None) from exc
-        return _fail(task, p, d, run_id, step_id, exc)
+            return _retry(task, p, run_id, step_id, exc, delay, token)
+        return _fail(task, p, d, run_id, step_id, exc, token)
     finally:
-        context.reset(token)
+        context.reset(token_ctx)
     output = result.model_dump(mode="json") if isinstance(result, BaseModel) \
         else to_jsonable_python(result)
-    p.succeeded(d, run_id, step_id, output)
+    if not p.succeeded(d, run_id, step_id, output, token):
+        drop_canvas(task)
     return _done(run_id, step_id, StepStatus.SUCCEEDED)
+
+
+def join(task: Task, run_id: str, join_id: str, version: str) -> dict[str, Any]:
+    """The body of the join task: it holds a lease like a step (so a killed worker's
+    join is recovered in seconds), then completes its unit if it is the terminal."""
+    p = progress()
+    d = p.definitions.load(version)
+    token, tag = lease_of(task)
+    try:
+        mode = p.store.begin_step(run_id, join_id, [], [], [], False, {}, token=token,
+                                  tag=tag, lease_s=p.lease_s)[3]
+    except RunNotFound:
+        log.info("%s of run %s: the run is gone; message dropped", join_id, run_id)
+        drop_canvas(task)
+        return {"run_id": run_id, "join_id": join_id, "status": "gone"}
+    if mode is LeaseMode.BUSY:
+        _defer(task, p, run_id, join_id)
+        return {"run_id": run_id, "join_id": join_id, "status": "deferred"}
+    if mode is LeaseMode.DROP:
+        log.info("%s of run %s: duplicate delivery dropped", join_id, run_id)
+        drop_canvas(task)
+        return {"run_id": run_id, "join_id": join_id, "status": "duplicate"}
+    p.unit_task_done(d, run_id, join_id)
+    return {"run_id": run_id, "join_id": join_id}
+
+
+def _defer(task: Task, p: Progress, run_id: str, item: str) -> None:
+    """Another delivery holds the lease: this copy runs nothing and carries no canvas on,
+    but it is kept (deferred) in case the holder died."""
+    sig = task.signature_from_request(task.request, None, None)
+    drop_canvas(task)
+    p.defer(run_id, item, dict(sig))
+    log.info("%s of run %s: another delivery holds it; this copy is deferred until that "
+             "lease would expire", item, run_id)
+
+
+def _retry(task: StepTask, p: Progress, run_id: str, step_id: str, exc: Exception,
+           delay: float, token: str) -> dict[str, Any]:
+    """Hold the next attempt in a store timer (not an ETA message a worker would hold),
+    then end this attempt as Celery's RETRY (Flower shows it)."""
+    req = task.request
+    sig = task.signature_from_request(req, None, None, retries=req.retries + 1)
+    timer_id = f"{req.id}:{req.retries + 1}"
+    if not p.retry(run_id, step_id, token, error_data(exc), delay, timer_id, dict(sig)):
+        drop_canvas(task)
+        return _done(run_id, step_id, StepStatus.RETRYING)
+    raise Retry(exc=exc, when=delay, sig=sig) from exc
 
 
 def _resolve(step: StepDef, fn: StepFunction, run_input: Any,
@@ -207,7 +347,10 @@ def _resolve(step: StepDef, fn: StepFunction, run_input: Any,
 
 
 def _fail(task: StepTask, p: Progress, d: Definition, run_id: str, step_id: str,
-          exc: BaseException) -> dict[str, Any]:
-    """Record the step as failed and move the run on, then raise so Celery shows FAILURE."""
-    p.failed(d, run_id, step_id, error_data(exc), task.request)
+          exc: BaseException, token: str) -> dict[str, Any]:
+    """Record the step as failed and move the run on, then raise so Celery shows FAILURE
+    (unless this attempt lost its lease: then nothing is recorded and nothing raised)."""
+    if not p.failed(d, run_id, step_id, error_data(exc), task.request, token):
+        drop_canvas(task)
+        return _done(run_id, step_id, StepStatus.FAILED)
     raise exc

@@ -22,6 +22,7 @@ from orchestrator.errors import (
     IdempotencyConflict,
     InputInvalid,
     OrchestratorError,
+    RunDamaged,
     RunExists,
     RunNotFound,
     WorkflowNotFound,
@@ -39,6 +40,7 @@ _DESCRIPTIONS = {
          "for a different request, or still in flight).",
     413: "Request body larger than the configured limit.",
     415: "Body is not application/json.",
+    410: "The run's record is damaged (partial); it cannot be read.",
     422: "Invalid parameters or run input.",
     503: "The store (Redis) or the broker cannot be reached.",
 }
@@ -78,6 +80,9 @@ def orchestrator_error(exc: OrchestratorError) -> JSONResponse:
     if isinstance(exc, RunNotFound):
         return error_json(404, "run_not_found", text,
                           "Check the run id; finished runs are kept for the retention only.")
+    if isinstance(exc, RunDamaged):
+        return error_json(410, "run_damaged", text,
+                          "The run's record is partial; it cannot be read. Start a new run.")
     if isinstance(exc, InputInvalid):
         return error_json(422, "input_invalid", text, "GET /v1/workflows/{name} shows the "
                           "input_schema the body must match.")

@@ -27,7 +27,7 @@ from orchestrator.api.models import (
 from orchestrator.callbacks.delivery import MAX_URL_CHARS, check_url
 from orchestrator.core.models import WORKFLOW_NAME
 from orchestrator.core.states import RunStatus
-from orchestrator.errors import ApiError, RunNotFound
+from orchestrator.errors import ApiError, RunDamaged, RunNotFound
 from orchestrator.settings import ApiToken
 
 MAX_WAIT_S = 60.0
@@ -205,7 +205,7 @@ async def _view(ctx: ApiContext, run_id: str) -> RunOut:
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, summary="Read a run",
-            responses=error_responses(401, 403, 404, 422, 503))
+            responses=error_responses(401, 403, 404, 410, 422, 503))
 def get_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
             _token: Annotated[ApiToken, Depends(read_runs)]) -> RunOut:
     """The run: status, every step (status, attempts, duration, error) and outputs."""
@@ -235,8 +235,8 @@ def list_runs(
     for rid in ids:
         try:
             rec = store.run(rid)
-        except RunNotFound:
-            continue
+        except (RunNotFound, RunDamaged):
+            continue  # expired meanwhile, or damaged (GET /v1/runs/{id} says which)
         runs.append(RunSummary(run_id=rec.run_id, workflow=rec.workflow, version=rec.version,
                                status=rec.status, created_at=rec.created_at,
                                ended_at=rec.ended_at))

@@ -15,7 +15,7 @@ from orchestrator.cli.follow import follow, step_table
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.render import dot, mermaid, plan_tree
 from orchestrator.core.states import RunStatus
-from orchestrator.errors import OrchestratorError, WorkflowInvalid
+from orchestrator.errors import OrchestratorError, RunDamaged, RunNotFound, WorkflowInvalid
 from orchestrator.runtime.catalog import Catalog, discover
 from orchestrator.settings import Settings
 
@@ -150,7 +150,13 @@ def runs(c: _Ctx, workflow: str | None, status_: str | None, limit: int) -> None
     coord = _coordinator(c)
     ids = coord.store.list_runs(workflow, RunStatus(status_) if status_ else None, 0, limit)
     for rid in ids:
-        r = coord.store.run(rid)
+        try:
+            r = coord.store.run(rid)
+        except RunNotFound:
+            continue  # expired between the listing and the read
+        except RunDamaged as exc:
+            click.echo(f"{rid}  (damaged record: {exc})")
+            continue
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         click.echo(f"{rid}  {r.workflow:<20} {r.status.value:<10} {created}")
 
@@ -230,6 +236,17 @@ def queues(c: _Ctx, names: tuple[str, ...], timeout_s: float, as_json: bool) -> 
         click.echo(format_queues(depths))
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM (what a process manager or ``docker stop`` sends) as Ctrl-C, so the
+    stack this command started is stopped the same way (warm shutdown), not leaked."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _wait_for_interrupt(stack: Any) -> None:
     click.echo("stack is up; press Ctrl-C to stop it")
     try:
@@ -247,10 +264,11 @@ def up(c: _Ctx, concurrency: int, flower_port: int, api_port: int) -> None:
     """Start the local stack (Redis, a worker, Flower, the API) until Ctrl-C."""
     from orchestrator.dev.localstack import LocalStack
 
+    _stop_on_sigterm()
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
                        api_port=api_port, emit=click.echo)
-    stack.start()
     try:
+        stack.start()
         _wait_for_interrupt(stack)
     finally:
         stack.stop()
@@ -276,10 +294,11 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
         raise click.BadParameter(f"no demo for workflow {workflow!r}; demos: "
                                  f"{', '.join(sorted(c.catalog.demos)) or '(none)'}",
                                  param_hint="--workflow")
+    _stop_on_sigterm()
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
                        api_port=api_port, emit=click.echo)
-    stack.start()
     try:
+        stack.start()
         settings = c.settings.model_copy(update={"redis_url": stack.redis_url})
         coord = Coordinator(settings, discover(settings.workflow_packages))
         if spec.prepare is not None:

@@ -52,3 +52,30 @@ def workflow(deps: Mapping[str, Sequence[str]], *, name: str, function: str) -> 
     """
     return WorkflowDef(name=name, steps=tuple(
         StepDef(id=s, function=function, after=tuple(ps)) for s, ps in deps.items()))
+
+
+def zigzag(n: int) -> Deps:
+    """Two rows that zigzag: top ``t0 … t{k-1}``, bottom ``b0 … b{n-k-1}`` with ``k =
+    (n + 1) // 2``; each ``b{i}`` needs its two neighbours above, ``t{i}`` and
+    ``t{i+1}``.  Not series-parallel: every unit ends near two others at once."""
+    k = (n + 1) // 2
+    deps: Deps = {f"t{i}": [] for i in range(k)}
+    for i in range(n - k):
+        deps[f"b{i}"] = [f"t{i}", f"t{i + 1}"]
+    return deps
+
+
+def random_dag(rng: random.Random, n: int, window: int = 8, max_parents: int = 3,
+               sources: float = 0.1) -> Deps:
+    """A random DAG of ``n`` steps: each step after the first takes 1 to ``max_parents``
+    parents among the ``window`` steps declared before it, or none (a source) with
+    probability ``sources``.  Such graphs are rarely series-parallel."""
+    deps: Deps = {}
+    names = [f"s{i}" for i in range(n)]
+    for i, s in enumerate(names):
+        pool = names[max(0, i - window):i]
+        if not pool or rng.random() < sources:
+            deps[s] = []
+        else:
+            deps[s] = rng.sample(pool, rng.randint(1, min(max_parents, len(pool))))
+    return deps

@@ -24,6 +24,14 @@ class StepContext:
     redis: Any
     """A ``redis.Redis`` client on the orchestrator's Redis (decoded responses)."""
 
+    @property
+    def idempotency_key(self) -> str:
+        """A key for the external calls of this step run, the same for every attempt and
+        every redelivery of it: pass it to payment, shipping or other services (an
+        ``Idempotency-Key`` header, a ``SET NX``), so that an attempt that runs again
+        after a crash (execution is at least once) has its side effect once."""
+        return f"{self.run_id}:{self.step_id}"
+
 
 _current: ContextVar[StepContext | None] = ContextVar("orchestrator_step", default=None)
 

@@ -17,7 +17,7 @@ from functools import cached_property
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.conditions import Condition, parse
 from orchestrator.core.models import StepDef, TriggerRule, WorkflowDef
-from orchestrator.core.plan import Plan
+from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, Plan, TaskNode, is_join
 from orchestrator.store import RunStore
 
 # rules under which "every parent succeeded" means "run" (see RunStore.begin_step)
@@ -52,6 +52,16 @@ class Definition:
         """Each conditional step's parsed ``when``."""
         return {s.id: parse(s.when) for s in self.wf.steps if s.when}
 
+    @cached_property
+    def followers(self) -> dict[str, tuple[str, ...]]:
+        """For each step, the steps whose tasks Celery publishes when its task ends: the
+        entry steps of what follows it in its chain (none at the end of a chord branch
+        or of a unit)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for u in self.plan.units:
+            _followers(u.canvas, (), out)
+        return out
+
     def queue(self, step_id: str, default: str) -> str:
         """The Celery queue of a step's task."""
         return self.wf.step_map[step_id].queue or self.wf.default_queue or default
@@ -69,6 +79,34 @@ class Definition:
         condition, no failure handling, a rule such as ``all_success``)."""
         return (step.trigger_rule in _FAST_RULES and step.id not in self.handlers
                 and step.id not in self.conditions)
+
+
+def _followers(node: CanvasNode, after: tuple[str, ...],
+               out: dict[str, tuple[str, ...]]) -> None:
+    """Record, for every step in ``node``, what is published when it ends; ``after`` is
+    what follows ``node`` itself in its chain."""
+    if isinstance(node, TaskNode):
+        if not is_join(node.id):
+            out[node.id] = after
+    elif isinstance(node, ChainNode):
+        for i, item in enumerate(node.items):
+            nxt = tuple(entry_steps(node.items[i + 1])) if i + 1 < len(node.items) else after
+            _followers(item, nxt, out)
+    else:
+        assert isinstance(node, ChordNode)
+        for branch in node.header:
+            _followers(branch, (), out)  # a branch ends in the chord's join
+
+
+def entry_steps(node: CanvasNode) -> list[str]:
+    """The steps whose tasks are published with ``node`` itself (the first task of a
+    chain, the first of each chord branch)."""
+    if isinstance(node, TaskNode):
+        return [] if is_join(node.id) else [node.id]
+    if isinstance(node, ChainNode):
+        return entry_steps(node.items[0])
+    assert isinstance(node, ChordNode)
+    return [s for branch in node.header for s in entry_steps(branch)]
 
 
 class Definitions:

@@ -2,59 +2,79 @@
 the end of a unit publishes the units after it and finalises the run.
 
 Every change to how a run advances goes through :class:`Progress`; the Celery tasks
-(``workers/``) and the coordinator call it and nothing else writes a run's progress.
+(``workers/``), the coordinator and the reaper (:mod:`orchestrator.runtime.recovery`)
+call it, and nothing else writes a run's progress.
 
 The data path of one run::
 
     start(d, run_id, input)           create the run, claim its source units, publish them
-      -> a step task runs             begin() reads what the step needs (and, on the fast
-                                      path, starts it), the step function runs, then one of
-                                      succeeded / skipped / failed / cancelled / retrying
+      -> a step task runs             begin() reads what the step needs and takes the step
+                                      run's lease (on the fast path it also starts it);
+                                      the step function runs; then one of succeeded /
+                                      ended (skipped, cancelled) / failed / retry
       -> the unit's terminal task     unit_task_done(): complete the unit, publish the
                                       successors whose counters reach zero
       -> no unit left                 finalize(): the run succeeds or fails
 
 A unit's canvas runs natively in Celery (chains and chords); only its terminal task (the
 last step of its chain, or its chord's join) moves the run on.
+
+**Exactly one attempt at a time.**  Each delivery of a step's task carries a token (made
+by the worker that received it).  ``begin`` gives the step run's lease to that token, or
+refuses (another delivery runs it, or it ended); every outcome is recorded only by the
+lease's holder (fencing).  **One claim, one publish.**  A unit is claimed once
+(``complete_unit``), published by its claimer, then marked published; a claim left
+unpublished (its claimer died) is published by the reaper after ``claim_grace_s``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
+from celery.canvas import signature as from_dict
 
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.runtime.canvas import continue_canvas, signature
-from orchestrator.runtime.definitions import Definition, Definitions
+from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
+from orchestrator.store.leases import Leases
+from orchestrator.store.records import LeaseMode
+
+log = logging.getLogger(__name__)
+
+MOVED, FENCED, GONE = 1, -2, -1
 
 
 @dataclass(frozen=True)
 class Begin:
-    """What a step run starts from (:meth:`Progress.begin`)."""
+    """What a delivery of a step's task starts from (:meth:`Progress.begin`)."""
 
     run: RunRecord
     records: dict[str, StepRun]
     """Records of the step's parents, of the steps its condition reads, and its own."""
     outputs: dict[str, Any]
     """Outputs of the steps it reads."""
-    began: bool
-    """True when the step moved to ``running`` here (the fast path)."""
+    mode: LeaseMode
+    """What this delivery may do (it holds the lease in BEGAN, OWNED and SETTLE)."""
 
 
 class Progress:
     """Advances the runs of one store; one per process."""
 
     def __init__(self, app: Celery, store: RunStore, definitions: Definitions,
-                 default_queue: str) -> None:
+                 default_queue: str, lease_s: float = 8.0) -> None:
         self.app = app
         self.store = store
         self.definitions = definitions
         self.default_queue = default_queue
+        self.lease_s = lease_s
+        self.leases = Leases(store.client, store.keys)
 
     # --- start ---------------------------------------------------------------------------
 
@@ -68,67 +88,116 @@ class Progress:
         self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources))
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str]) -> None:
-        """Publish the canvases of ``units`` (claimed by this process)."""
+        """Publish the canvases of ``units`` (claimed by this caller), then record them
+        published and their entry steps ``queued``: a ``queued`` step has a message."""
+        if not units:
+            return
+        steps: list[str] = []
         for uid in units:
             unit = d.plan.unit_map[uid]
-            self.store.mark_queued(run_id, unit.steps)
             signature(self.app, d, unit.canvas, run_id, self.default_queue).apply_async()
-        self.store.mark_published(run_id, list(units))
+            steps += entry_steps(unit.canvas)
+        self.store.published(run_id, units, steps)
 
     # --- a step run ----------------------------------------------------------------------
 
-    def begin(self, d: Definition, run_id: str, step_id: str,
-              running: dict[str, Any]) -> Begin:
-        """Read what the step needs in one round trip; on the fast path (see
-        :meth:`Definition.fast`) also move it to ``running`` with the patch ``running``.
+    def begin(self, d: Definition, run_id: str, step_id: str, running: dict[str, Any],
+              token: str, tag: str) -> Begin:
+        """Read what the step needs in one round trip and take the step run's lease for
+        this delivery; on the fast path (see :meth:`Definition.fast`) also move it to
+        ``running`` with the patch ``running``.
 
         Raises:
             RunNotFound: the run is not in the store.
         """
         step = d.wf.step_map[step_id]
         reads = d.reads(step)  # parents' and condition-read ancestors' outputs
-        run, recs, outs, began = self.store.begin_step(
-            run_id, step_id, list(d.deps[step_id]), reads, reads, d.fast(step), running)
-        return Begin(run, recs, outs, began)
+        run, recs, outs, mode = self.store.begin_step(
+            run_id, step_id, list(d.deps[step_id]), reads, reads, d.fast(step), running,
+            token=token, tag=tag, lease_s=self.lease_s)
+        return Begin(run, recs, outs, mode)
 
-    def running(self, run_id: str, step_id: str, running: dict[str, Any]) -> None:
-        """Move the step to ``running`` (after the trigger rule and condition said run)."""
-        self.store.transition_step(run_id, step_id, StepStatus.RUNNING, **running)
+    def running(self, run_id: str, step_id: str, running: dict[str, Any],
+                token: str) -> bool:
+        """Move the step to ``running`` (after the trigger rule and condition said run);
+        False if this delivery no longer holds the lease."""
+        return self._goes_on(run_id, step_id, self.store.step_transition(
+            run_id, step_id, StepStatus.RUNNING, token=token, **running))
 
-    def retrying(self, run_id: str, step_id: str, error: dict[str, Any],
-                 retry_at: float) -> None:
-        """Record that the step run failed and will be retried at ``retry_at``."""
-        self.store.transition_step(run_id, step_id, StepStatus.RETRYING, error=error,
-                                   retry_at=retry_at)
-
-    def succeeded(self, d: Definition, run_id: str, step_id: str, output: Any) -> None:
-        """Record the step's output and success, then move the run on."""
-        self.store.transition_step(run_id, step_id, StepStatus.SUCCEEDED, output=output,
-                                   has_output=True, ended_at=time.time(),
-                                   workflow=d.wf.name)
+    def succeeded(self, d: Definition, run_id: str, step_id: str, output: Any,
+                  token: str) -> bool:
+        """Record the step's output and success, then move the run on; False (nothing
+        recorded) if this delivery lost the lease."""
+        code = self.store.step_transition(run_id, step_id, StepStatus.SUCCEEDED, output=output,
+                                          has_output=True, ended_at=time.time(),
+                                          workflow=d.wf.name, token=token,
+                                          followers=d.followers.get(step_id, ()))
+        if not self._goes_on(run_id, step_id, code):
+            return False
         self.unit_task_done(d, run_id, step_id)
+        return True
 
     def ended(self, d: Definition, run_id: str, step_id: str, status: StepStatus,
-              reason: str) -> None:
+              reason: str, token: str) -> bool:
         """Record a final status that is neither a success nor a failure (``skipped``,
-        ``cancelled``) with its reason, then move the run on."""
-        self.store.transition_step(run_id, step_id, status, ended_at=time.time(),
-                                   workflow=d.wf.name, reason=reason)
+        ``cancelled``) with its reason, then move the run on; False if fenced."""
+        code = self.store.step_transition(run_id, step_id, status, ended_at=time.time(),
+                                          workflow=d.wf.name, reason=reason, token=token,
+                                          followers=d.followers.get(step_id, ()))
+        if not self._goes_on(run_id, step_id, code):
+            return False
         self.unit_task_done(d, run_id, step_id)
+        return True
 
     def failed(self, d: Definition, run_id: str, step_id: str, error: dict[str, Any],
-               request: Any) -> None:
+               request: Any, token: str) -> bool:
         """Record the step's final failure, carry its canvas on past it (successors decide
-        by their trigger rules), then move the run on.
+        by their trigger rules), then move the run on; False if fenced.
 
         Args:
             request: the task's request context (``task.request``, or in the worker's
                 main process ``Request._context``), whose chain and chord go on.
         """
-        self.store.transition_step(run_id, step_id, StepStatus.FAILED, error=error,
-                                   ended_at=time.time(), workflow=d.wf.name)
+        code = self.store.step_transition(run_id, step_id, StepStatus.FAILED, error=error,
+                                          ended_at=time.time(), workflow=d.wf.name,
+                                          token=token, followers=d.followers.get(step_id, ()))
+        if not self._goes_on(run_id, step_id, code):
+            return False
         continue_canvas(self.app, request)
         self.unit_task_done(d, run_id, step_id)
+        return True
+
+    def retry(self, run_id: str, step_id: str, token: str, error: dict[str, Any],
+              delay_s: float, timer_id: str, message: dict[str, Any]) -> bool:
+        """Record that the attempt failed and hold the next attempt's task ``message`` (a
+        signature with its chain and chord) in a timer due in ``delay_s``; False if fenced.
+        """
+        code = self.store.retry_later(run_id, step_id, token, error, delay_s, timer_id,
+                                      json.dumps(message))
+        return self._goes_on(run_id, step_id, code)
+
+    def defer(self, run_id: str, step_id: str, message: dict[str, Any]) -> None:
+        """A copy of the step's task arrived while another delivery holds the lease: hold
+        the copy (``message``, its signature) until just after the lease would expire, so
+        that it takes over if the holder died and is dropped if it finished."""
+        self.leases.defer_copy(run_id, step_id, message, self.store.retention_s)
+
+    def settle(self, d: Definition, run_id: str, step_id: str) -> None:
+        """A step run ended but the attempt that ended it died before its canvas went on:
+        move the run on again (idempotent); the caller's task then carries the canvas."""
+        self.unit_task_done(d, run_id, step_id)
+
+    def _goes_on(self, run_id: str, step_id: str, code: int) -> bool:
+        """Whether the delivery that tried a transition goes on: not when it lost the lease
+        or the run is gone.  (A move the table refused, say a step cancelled with its run
+        while it ran, still goes on: the unit completes and the canvas carries on.)"""
+        if code == FENCED:
+            log.info("step %s of run %s: this attempt lost its lease; its outcome is "
+                     "dropped (another attempt owns the step run)", step_id, run_id)
+        elif code == GONE:
+            log.info("step %s of run %s: the run is gone (retention); outcome dropped",
+                     step_id, run_id)
+        return code == MOVED or code == 0
 
     # --- units and the run ---------------------------------------------------------------
 
@@ -143,13 +212,12 @@ class Progress:
         uid = d.unit_of_terminal.get(task_id)
         if uid is None:
             return
-        successors = d.plan.successors[uid]
-        remaining, ready = self.store.complete_unit(run_id, uid, successors)
-        # a redelivered terminal: re-publish what a dead worker claimed but never sent
-        ready += [u for u in self.store.unpublished_ready(run_id, successors) if u not in ready]
-        if ready:
-            self.publish(d, run_id, ready)
-        if remaining <= 0:
+        remaining, ready = self.store.complete_unit(run_id, uid, d.plan.successors[uid])
+        if remaining < 0:
+            log.info("run %s is gone (retention): unit %s left alone", run_id, uid)
+            return
+        self.publish(d, run_id, ready)
+        if remaining == 0:
             self.finalize(run_id)
 
     def finalize(self, run_id: str) -> RunStatus:
@@ -158,3 +226,7 @@ class Progress:
         failed = any(s.status is StepStatus.FAILED for s in steps.values())
         self.store.transition_run(run_id, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
         return self.store.run(run_id).status
+
+    def publish_message(self, message: dict[str, Any]) -> None:
+        """Publish a task message held in the store (a retry timer's signature)."""
+        from_dict(message, app=self.app).apply_async()

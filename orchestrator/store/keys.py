@@ -52,11 +52,53 @@ class Keys:
         """Stream: the run's events, for live following."""
         return f"{self.prefix}:run:{run_id}:events"
 
+    def leases(self, run_id: str) -> str:
+        """Hash: step id -> the lease on its step run, JSON ``{token, until, tag, flag}``.
+
+        ``until`` is in milliseconds of Redis' clock; ``tag`` the broker delivery tag of the
+        message being executed; ``flag`` is ``settled`` once the step ended and its canvas
+        went on, ``restored`` once its message went back to the queue."""
+        return f"{self.prefix}:run:{run_id}:leases"
+
     def run_keys(self, run_id: str) -> list[str]:
         """Every key of one run (for retention)."""
         return [self.run(run_id), self.steps(run_id), self.outputs(run_id),
                 self.counters(run_id), self.units_done(run_id), self.units_claimed(run_id),
-                self.units_published(run_id), self.events(run_id)]
+                self.units_published(run_id), self.events(run_id), self.leases(run_id)]
+
+    def lease_index(self) -> str:
+        """Sorted set: ``<run id>|<step id>`` of every live lease, scored by its expiry (ms
+        of Redis' clock): what the reaper reads."""
+        return f"{self.prefix}:leases"
+
+    def claims(self) -> str:
+        """Sorted set: ``<run id>|<unit id>`` of units claimed for dispatch and not yet
+        published, scored by the claim's time (ms): the reaper publishes stale ones."""
+        return f"{self.prefix}:claims"
+
+    def timers(self) -> str:
+        """Sorted set: ids of retry timers, scored by when they are due (ms)."""
+        return f"{self.prefix}:timers"
+
+    def timer(self, timer_id: str) -> str:
+        """String: the task message (a signature's JSON) a retry timer publishes."""
+        return f"{self.prefix}:timer:{timer_id}"
+
+    def reaper_lock(self) -> str:
+        """String: which worker reaps now (``SET NX PX``)."""
+        return f"{self.prefix}:reaper"
+
+    # kombu's own keys of the Redis transport (no prefix: kombu names them)
+    @staticmethod
+    def unacked() -> str:
+        """Hash: delivery tag -> ``[message, exchange, routing key]`` of delivered,
+        unacknowledged messages (kombu's Redis transport)."""
+        return "unacked"
+
+    @staticmethod
+    def unacked_index() -> str:
+        """Sorted set: delivery tags of unacknowledged messages by delivery time (kombu)."""
+        return "unacked_index"
 
     def runs_index(self) -> str:
         """Sorted set: every run id, scored by creation time."""

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from orchestrator.core.states import RunStatus, StepStatus
+
+
+class LeaseMode(IntEnum):
+    """What a delivered copy of a step's task may do, as ``begin_step`` decided it."""
+
+    BEGAN = 1
+    """It holds the lease and the step run moved to ``running`` (the fast path)."""
+    OWNED = 0
+    """It holds the lease; the caller decides (trigger rule, condition) what happens."""
+    BUSY = -1
+    """Another delivery holds the step run's live lease: this copy must not run it; it
+    is deferred until the lease would expire (the holder may be dead)."""
+    DROP = -2
+    """The step run ended and its canvas went on: nothing to do."""
+    SETTLE = -3
+    """The step run ended but the attempt that ended it died before its canvas went on:
+    this copy holds the lease and carries the canvas on."""
+    GONE = -4
+    """The run is not in the store (expired by retention)."""
+
+
+LEASE_SETTLED = "settled"
+"""A lease's flag once its step run ended and its canvas went on."""
+LEASE_RESTORED = "restored"
+"""A lease's flag once its message went back to the queue: the next copy takes over."""
 
 
 @dataclass(frozen=True)

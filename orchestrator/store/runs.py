@@ -20,7 +20,7 @@ import redis
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import Plan
 from orchestrator.core.states import RunStatus, StepStatus, run_sources, step_sources
-from orchestrator.errors import RunExists, RunNotFound
+from orchestrator.errors import RunDamaged, RunExists, RunNotFound
 from orchestrator.store import fields as f
 from orchestrator.store import scripts
 from orchestrator.store.fields import (
@@ -30,7 +30,7 @@ from orchestrator.store.fields import (
     runs_metric,
 )
 from orchestrator.store.keys import Keys
-from orchestrator.store.records import RunRecord, StepRun
+from orchestrator.store.records import LeaseMode, RunRecord, StepRun
 
 
 class RunStore:
@@ -120,12 +120,19 @@ class RunStore:
 
         Raises:
             RunNotFound: no such run (never created, or expired by retention).
+            RunDamaged: the record is partial or malformed.
         """
         d = self._r.hgetall(self.keys.run(run_id))
         if not d:
             raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
                               f"after the retention of {self.retention_s} s)")
-        return RunRecord.from_hash(run_id, d)
+        try:
+            return RunRecord.from_hash(run_id, d)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RunDamaged(f"run {run_id!r} has a damaged record ({type(exc).__name__}: "
+                             f"{exc}; fields: {', '.join(sorted(d))}); delete its keys "
+                             f"({self.keys.run(run_id)}*) or let retention remove "
+                             "them") from None
 
     def transition_run(self, run_id: str, status: RunStatus, **fields: Any) -> bool:
         """Move the run to ``status`` if the table allows it; return whether it moved.
@@ -195,36 +202,100 @@ class RunStore:
 
     def transition_step(self, run_id: str, step_id: str, status: StepStatus,
                         output: Any = None, has_output: bool = False, workflow: str = "",
-                        **patch: Any) -> bool:
+                        token: str = "", **patch: Any) -> bool:
         """Move a step run to ``status`` if allowed; store ``output`` when ``has_output``.
 
         With ``workflow``, a final status also counts in the step metrics (totals by
-        status, and the duration histogram for succeeded and failed step runs).
+        status, and the duration histogram for succeeded and failed step runs).  With
+        ``token``, the caller must hold the step run's lease (fencing).
 
         Returns:
-            True if it moved; False if the transition table refused it.
+            True if it moved; False if the transition table or the lease refused it, or
+            the run is gone.
         """
+        return self.step_transition(run_id, step_id, status, output, has_output, workflow,
+                                    token, **patch) == 1
+
+    def step_transition(self, run_id: str, step_id: str, status: StepStatus,
+                        output: Any = None, has_output: bool = False, workflow: str = "",
+                        token: str = "", followers: Sequence[str] = (),
+                        **patch: Any) -> int:
+        """:meth:`transition_step`, answering why: 1 moved, 0 refused by the table,
+        -1 the run is gone, -2 refused because ``token`` does not hold the lease.
+
+        ``followers`` (with a final ``status``): the steps whose tasks the caller's task
+        publishes as its canvas goes on; they become ``queued`` in the same script."""
         k = self.keys
         res = scripts.STEP_TRANSITION(
             self._r,
-            [k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics()],
+            [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
+             k.leases(run_id), k.lease_index()],
             [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
-             json.dumps(output) if has_output else "", time.time(), workflow],
+             json.dumps(output) if has_output else "", time.time(), workflow, token,
+             lease_member(run_id, step_id), *followers],
         )
-        return int(res[0]) == 1
+        return int(res[0])
 
-    def mark_queued(self, run_id: str, step_ids: Iterable[str]) -> None:
-        """Record that these steps' tasks were published (skips steps already past it)."""
+    def retry_later(self, run_id: str, step_id: str, token: str, error: dict[str, Any],
+                    delay_s: float, timer_id: str, message: str) -> int:
+        """Move the step run to ``retrying`` (fenced by ``token``, whose lease it gives up)
+        and hold ``message``, the next attempt's task, in a timer due in ``delay_s``.
+
+        Returns:
+            As :meth:`step_transition`.
+        """
+        k = self.keys
+        retry_at = time.time() + delay_s
+        res = scripts.RETRY_LATER(
+            self._r,
+            [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
+             k.leases(run_id), k.lease_index(), k.timers(), k.timer(timer_id)],
+            [step_id, _joined(step_sources(StepStatus.RETRYING)),
+             json.dumps({"error": error, "retry_at": retry_at}), time.time(), token,
+             lease_member(run_id, step_id), timer_id, int(delay_s * 1000), message,
+             self.retention_s],
+        )
+        return int(res[0])
+
+    def due_timers(self, rearm_s: float, limit: int = 100) -> list[tuple[str, str | None]]:
+        """Retry timers due now, re-armed ``rearm_s`` later until :meth:`timers_done`.
+
+        Returns:
+            (timer id, the message to publish; None if it expired) for each.
+        """
+        k = self.keys
+        flat = scripts.DUE_TIMERS(self._r, [k.timers()],
+                                  [int(rearm_s * 1000), limit, k.timer("")])
+        return [(str(flat[i]), flat[i + 1] or None) for i in range(0, len(flat), 2)]
+
+    def timers_done(self, timer_ids: Sequence[str]) -> None:
+        """Forget timers whose messages were published."""
+        if not timer_ids:
+            return
+        p = self._r.pipeline(transaction=False)
+        p.zrem(self.keys.timers(), *timer_ids)
+        p.delete(*(self.keys.timer(t) for t in timer_ids))
+        p.execute()
+
+    def published(self, run_id: str, units: Sequence[str], step_ids: Iterable[str]) -> None:
+        """Record that these units' canvases were published (their claims are done) and
+        that their steps are ``queued`` (skipping steps already past it): one round
+        trip, after the publish, so that ``queued`` means a message exists."""
         now = time.time()
         k = self.keys
-        keys = [k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics()]
+        keys = [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id),
+                k.metrics(), k.leases(run_id), k.lease_index()]
         sources = _joined(step_sources(StepStatus.QUEUED))
         patch = json.dumps({"queued_at": now})
 
         def fill(pipe: Any) -> None:
             for s in step_ids:
                 scripts.STEP_TRANSITION.queue(
-                    pipe, keys, [s, StepStatus.QUEUED.value, sources, patch, "", now, ""])
+                    pipe, keys, [s, StepStatus.QUEUED.value, sources, patch, "", now, "", "",
+                                 lease_member(run_id, s)])
+            if units:
+                pipe.sadd(k.units_published(run_id), *units)
+                pipe.zrem(k.claims(), *(lease_member(run_id, u) for u in units))
 
         scripts.execute(self._r, fill)
 
@@ -251,9 +322,11 @@ class RunStore:
 
     def begin_step(self, run_id: str, step_id: str, parents: Sequence[str],
                    ancestors: Sequence[str], reads: Sequence[str], fast: bool,
-                   running_patch: dict[str, Any]
-                   ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any], bool]:
-        """One round trip for what a step needs, and on the fast path its start.
+                   running_patch: dict[str, Any], token: str = "", tag: str = "",
+                   lease_s: float = 60.0
+                   ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any], LeaseMode]:
+        """One round trip for what a step needs, the lease of this delivery, and on the
+        fast path its start.
 
         Args:
             parents: the step's parents.
@@ -262,22 +335,26 @@ class RunStore:
             fast: the step runs iff the run is running and every parent succeeded (no
                 condition, no failure handling, a rule such as ``all_success``); then
                 the move to ``running`` with ``running_patch`` happens here, atomically.
+            token: this delivery's lease token (unique per delivery).
+            tag: the broker's delivery tag of the message (for recovery).
+            lease_s: how long the lease lasts unless renewed.
 
         Returns:
-            (the run, records of parents, ancestors and the step itself, outputs,
-            whether the step moved to ``running``).
+            (the run, records of parents, ancestors and the step itself, outputs, what
+            this delivery may do: see :class:`LeaseMode`).
 
         Raises:
             RunNotFound: the run is not in the store.
         """
         k = self.keys
         ids = list(dict.fromkeys([*parents, *ancestors, step_id]))
-        raw_run, vals, out_vals, began = scripts.BEGIN_STEP(
+        raw_run, vals, out_vals, mode = scripts.BEGIN_STEP(
             self._r,
-            [k.run(run_id), k.steps(run_id), k.outputs(run_id), k.events(run_id), k.metrics()],
+            [k.run(run_id), k.steps(run_id), k.outputs(run_id), k.events(run_id), k.metrics(),
+             k.leases(run_id), k.lease_index()],
             [step_id, "1" if fast else "0", _joined(step_sources(StepStatus.RUNNING)),
              json.dumps(running_patch), time.time(), len(parents), len(ids), len(reads),
-             *ids, *reads],
+             token, int(lease_s * 1000), tag, lease_member(run_id, step_id), *ids, *reads],
         )
         if not raw_run:
             raise RunNotFound(f"run {run_id!r} is not in the store")
@@ -285,50 +362,51 @@ class RunStore:
         recs = {s: StepRun.from_json(s, v) for s, v in zip(ids, vals, strict=True)}
         outs = {s: json.loads(v) for s, v in zip(reads, out_vals or [], strict=False)
                 if v is not None}
-        return run, recs, outs, bool(began)
+        return run, recs, outs, LeaseMode(int(mode))
 
     # --- units ---------------------------------------------------------------------------
 
     def claim_sources(self, run_id: str, units: Sequence[str]) -> list[str]:
         """Claim the units that start with the run; return those claimed now."""
-        p = self._r.pipeline(transaction=False)
-        for u in units:
-            p.sadd(self.keys.units_claimed(run_id), u)
-        return [u for u, added in zip(units, p.execute(), strict=True) if added]
+        k = self.keys
+        got = scripts.CLAIM_UNITS(self._r, [k.units_claimed(run_id), k.claims(), k.run(run_id)],
+                                  [run_id, *units])
+        return [str(u) for u in got]
 
     def complete_unit(self, run_id: str, unit: str, successors: Sequence[str]
                       ) -> tuple[int, list[str]]:
         """Mark a unit finished and advance its successors' counters, atomically.
 
-        Idempotent: a second call for the same unit changes nothing.
+        Idempotent: a second call for the same unit changes nothing.  A run that is gone
+        is not re-created.
 
         Returns:
-            (units still to finish, successor units this call claimed for dispatch).
+            (units still to finish, -1 if the run is gone; successor units this call
+            claimed for dispatch).
         """
         k = self.keys
         remaining, ready = scripts.COMPLETE_UNIT(
             self._r,
-            [k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id), k.run(run_id)],
-            [unit, *successors],
+            [k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id), k.run(run_id),
+             k.claims()],
+            [unit, run_id, *successors],
         )
-        return int(remaining or 0), [str(u) for u in ready]
+        return int(remaining if remaining is not None else -1), [str(u) for u in ready]
 
-    def unpublished_ready(self, run_id: str, successors: Sequence[str]) -> list[str]:
-        """Successors claimed but never published (a worker died between the two)."""
-        k = self.keys
-        if not successors:
-            return []
-        p = self._r.pipeline(transaction=False)
-        for u in successors:
-            p.sismember(k.units_claimed(run_id), u)
-            p.sismember(k.units_published(run_id), u)
-        flags = p.execute()
-        return [u for i, u in enumerate(successors) if flags[2 * i] and not flags[2 * i + 1]]
+    def stale_claims(self, grace_s: float, limit: int = 100) -> list[tuple[str, str]]:
+        """Units claimed more than ``grace_s`` ago and never published (the claimer died
+        in between); each is re-armed for another grace period, so one caller gets it.
 
-    def mark_published(self, run_id: str, units: Sequence[str]) -> None:
-        """Record that these units' canvases were published."""
-        if units:
-            self._r.sadd(self.keys.units_published(run_id), *units)
+        Returns:
+            (run id, unit id) of each.
+        """
+        got = scripts.STALE_CLAIMS(self._r, [self.keys.claims()], [int(grace_s * 1000), limit])
+        return [split_member(str(m)) for m in got]
+
+    def drop_claims(self, members: Sequence[tuple[str, str]]) -> None:
+        """Forget claims (of runs that are gone)."""
+        if members:
+            self._r.zrem(self.keys.claims(), *(lease_member(r, u) for r, u in members))
 
     # --- events ----------------------------------------------------------------------------
 
@@ -355,6 +433,18 @@ class RunStore:
         for q in queues:
             p.llen(q)
         return {q: int(n) for q, n in zip(queues, p.execute(), strict=True)}
+
+
+def lease_member(run_id: str, item: str) -> str:
+    """The member naming a step (or a unit) of a run in a global index:
+    ``<run id>|<item>`` (step and unit ids never contain ``|``)."""
+    return f"{run_id}|{item}"
+
+
+def split_member(member: str) -> tuple[str, str]:
+    """``(run id, item)`` of a :func:`lease_member`."""
+    run_id, _, item = member.rpartition("|")
+    return run_id, item
 
 
 def _joined(statuses: Iterable[RunStatus | StepStatus]) -> str:

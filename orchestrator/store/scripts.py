@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError
 
 from orchestrator.core.states import RUN_TERMINAL, STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import fields as f
+from orchestrator.store.records import LEASE_RESTORED, LEASE_SETTLED, LeaseMode
 
 
 def _lua_str(value: str) -> str:
@@ -52,6 +53,9 @@ def prelude() -> str:
              "M_DBUCKET": f.METRIC_DURATION_BUCKET}
     lines.append("local F = {" + ", ".join(f"{k}={_lua_str(v)}" for k, v in names.items())
                  + "}")
+    lease = [f"{m.name}={m.value}" for m in LeaseMode]
+    lease += [f"SETTLED={_lua_str(LEASE_SETTLED)}", f"RESTORED={_lua_str(LEASE_RESTORED)}"]
+    lines.append("local LEASE = {" + ", ".join(lease) + "}")
     return "\n".join(lines) + "\n"
 
 
@@ -99,8 +103,20 @@ STEP_TRANSITION = Script("step_transition")
 BEGIN_STEP = Script("begin_step")
 RUN_TRANSITION = Script("run_transition")
 COMPLETE_UNIT = Script("complete_unit")
+CLAIM_UNITS = Script("claim_units")
+STALE_CLAIMS = Script("stale_claims")
+RETRY_LATER = Script("retry_later")
+DUE_TIMERS = Script("due_timers")
+RENEW_LEASE = Script("renew_lease")
+RELEASE_LEASE = Script("release_lease")
+EXPIRED_LEASES = Script("expired_leases")
+RESTORE_MESSAGE = Script("restore_message")
+PARK_LEASE = Script("park_lease")
+DEFER_COPY = Script("defer_copy")
 RELEASE_IDEMPOTENCY = Script("release_idempotency")
-ALL = (STEP_TRANSITION, BEGIN_STEP, RUN_TRANSITION, COMPLETE_UNIT, RELEASE_IDEMPOTENCY)
+ALL = (STEP_TRANSITION, BEGIN_STEP, RUN_TRANSITION, COMPLETE_UNIT, CLAIM_UNITS, STALE_CLAIMS,
+       RETRY_LATER, DUE_TIMERS, RENEW_LEASE, RELEASE_LEASE, EXPIRED_LEASES, RESTORE_MESSAGE,
+       PARK_LEASE, DEFER_COPY, RELEASE_IDEMPOTENCY)
 
 
 def execute(client: Any, fill: Callable[[Any], None]) -> list[Any]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import time
+from typing import Any
 
 from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import RetryPolicy
 from orchestrator.core.registry import step_function
+from orchestrator.dev import shapes
 from orchestrator.runtime.context import current
 
 
@@ -83,3 +86,31 @@ good = _f.step("good", sleep_step, seconds=0.0)
 _f.step("needs_bad", sleep_step, after=[bad, good], seconds=0.0)
 _f.step("cleanup", sleep_step, after=[bad, good], trigger_rule="all_done", seconds=0.0)
 fail_flow = _f.build()
+
+
+@step_function("test.count")
+def count(pause_s: float = 0.0) -> int:
+    """Count this execution of the step run in Redis (``test:exec:<run>`` hash, by step),
+    and any overlap with another execution of it (``test:overlap:<run>``)."""
+    ctx = current()
+    r = ctx.redis
+    n = int(r.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
+    inflight = f"test:inflight:{ctx.run_id}:{ctx.step_id}"
+    if not r.set(inflight, ctx.attempt, nx=True, ex=600):
+        r.hincrby(f"test:overlap:{ctx.run_id}", ctx.step_id, 1)
+    time.sleep(pause_s)
+    r.delete(inflight)
+    return n
+
+
+def _counted(name: str, deps: dict[str, list[str]], pause_s: float = 0.0) -> Any:
+    wf = Workflow(name)
+    handles: dict[str, Any] = {}
+    for s, parents in deps.items():
+        handles[s] = wf.step(s, count, after=[handles[p] for p in parents], pause_s=pause_s)
+    return wf.build()
+
+
+zigzag_11 = _counted("zigzag_11", shapes.zigzag(11))
+random_nsp_60 = _counted("random_nsp_60", shapes.random_dag(random.Random(7), 60))
+long_count = _counted("long_count", {"long": [], "after_long": ["long"]}, pause_s=7.0)

@@ -71,10 +71,12 @@ def test_unit_completion_is_atomic_and_idempotent(store: RunStore) -> None:
     assert store.complete_unit("r3", ub, plan.successors[ub]) == (3, [])
     remaining, ready = store.complete_unit("r3", ua, plan.successors[ua])
     assert ready == [uc] and remaining == 2
-    # claimed but never published: a redelivered terminal can find it again
-    assert store.unpublished_ready("r3", plan.successors[ua]) == [uc]
-    store.mark_published("r3", [uc])
-    assert store.unpublished_ready("r3", plan.successors[ua]) == []
+    # claimed but never published: the reaper finds the claim once it is stale
+    assert ("r3", uc) in store.stale_claims(grace_s=0.0)
+    assert store.stale_claims(grace_s=60.0) == []  # re-armed: one reaper gets it
+    store.published("r3", [uc], ["c"])
+    assert ("r3", uc) not in store.stale_claims(grace_s=0.0)
+    assert store.step_runs("r3", ["c"])["c"].status.value == "queued"
 
 
 def test_metrics_count_runs_steps_and_durations(store: RunStore) -> None:

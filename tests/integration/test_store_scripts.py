@@ -4,6 +4,7 @@ checked against the one transition table (no status name of their own)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from importlib import resources
 
@@ -14,6 +15,9 @@ from orchestrator.core.models import WorkflowDef
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import RunNotFound
 from orchestrator.store import AsyncRunReader, RunStore, fields, scripts
+from orchestrator.store.leases import Held, Leases
+from orchestrator.store.records import LeaseMode
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -156,7 +160,7 @@ def test_complete_unit_claims_each_successor_once(redis_url: str) -> None:
 
 def test_scripts_reload_after_redis_forgets_them(store: RunStore) -> None:
     store.client.script_flush()
-    store.mark_queued("r", ["a", "b"])  # a pipeline of script calls
+    store.published("r", [], ["a", "b"])  # a pipeline of script calls
     assert {s.status for s in store.step_runs("r", ["a", "b"]).values()} == {
         StepStatus.QUEUED}
     store.client.script_flush()
@@ -180,3 +184,113 @@ def test_idempotency_keys_claim_keep_and_release(redis_url: str) -> None:
             await reader.close()
 
     asyncio.run(scenario())
+
+
+# --- leases -----------------------------------------------------------------------------
+
+
+def _begin(store: RunStore, token: str, lease_s: float = 30.0, tag: str = "tag-1",
+           step: str = "a") -> LeaseMode:
+    return store.begin_step("r", step, [], [], [], True, {"attempt": 1}, token=token,
+                            tag=tag, lease_s=lease_s)[3]
+
+
+def test_one_delivery_holds_a_step_run_at_a_time(store: RunStore) -> None:
+    assert _begin(store, "t1") is LeaseMode.BEGAN
+    assert _begin(store, "t2") is LeaseMode.BUSY  # a copy while t1's lease is live
+    # fencing: only the holder records an outcome
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t2") == -2
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t1") == 1
+    assert _begin(store, "t3") is LeaseMode.BUSY  # ended, but t1 is still settling
+    leases = Leases(store.client, store.keys)
+    leases.release([Held("r", "a", "t1")], ["done"])
+    assert _begin(store, "t3") is LeaseMode.DROP  # settled: nothing to do
+
+
+def test_an_expired_lease_is_taken_over(store: RunStore) -> None:
+    assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN
+    leases = Leases(store.client, store.keys)
+    wait_until(lambda: [e.token for e in leases.expired()] == ["t1"], 5)
+    assert _begin(store, "t2") is LeaseMode.BEGAN  # running -> running, new holder
+    assert leases.renew([Held("r", "a", "t1"), Held("r", "a", "t2")], 30) == [0, 1]
+    assert leases.renew([Held("r", "b", "t9")], 30) == [-1]  # never began
+    assert store.step_transition("r", "a", StepStatus.FAILED, token="t1") == -2
+
+
+def test_an_ended_step_whose_holder_died_is_settled_by_the_next_copy(store: RunStore
+                                                                     ) -> None:
+    assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t1") == 1
+    wait_until(lambda: Leases(store.client, store.keys).expired(), 5)
+    assert _begin(store, "t2") is LeaseMode.SETTLE
+
+
+def test_reaper_restores_the_message_of_an_expired_lease(store: RunStore) -> None:
+    r = store.client
+    message = {"body": "x", "headers": {"id": "task-1"}, "properties": {}}
+    r.hset(store.keys.unacked(), "tag-1", json.dumps([message, "default", "default"]))
+    r.zadd(store.keys.unacked_index(), {"tag-1": 1.0})
+    assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN
+    leases = Leases(store.client, store.keys)
+    expired = wait_until(lambda: leases.expired(), 5)
+    found = leases.unacked_message(expired[0].tag)
+    assert found is not None and found[2] == "default"
+    assert leases.restore(expired[0], found[0], found[2])
+    assert not leases.restore(expired[0], found[0], found[2])  # once
+    back = json.loads(r.lpop("default"))
+    assert back["headers"]["redelivered"] is True and back["headers"]["id"] == "task-1"
+    assert r.hlen(store.keys.unacked()) == 0 and leases.expired() == []
+    assert _begin(store, "t2") is LeaseMode.BEGAN  # the restored copy takes over
+
+
+def test_an_orphan_is_parked_and_an_ended_step_settles(store: RunStore) -> None:
+    leases = Leases(store.client, store.keys)
+    assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN
+    assert _begin(store, "u1", lease_s=0.05, step="b") is LeaseMode.BEGAN
+    assert store.step_transition("r", "b", StepStatus.SUCCEEDED, token="u1") == 1
+    expired = wait_until(lambda: len(leases.expired()) == 2 and leases.expired(), 5)
+    got = {e.step_id: leases.park(e, 60) for e in expired}
+    assert got == {"a": 2, "b": 1}
+    assert leases.expired() == []
+
+
+def test_a_busy_copy_is_deferred_until_the_lease_would_expire(store: RunStore) -> None:
+    assert _begin(store, "t1", lease_s=0.3) is LeaseMode.BEGAN
+    leases = Leases(store.client, store.keys)
+    leases.defer_copy("r", "a", {"task": "step.f", "options": {}}, 60)
+    assert store.due_timers(30) == []
+    due = wait_until(lambda: store.due_timers(30), 5)
+    assert due[0][0] == "defer:r|a" and json.loads(due[0][1] or "{}")["task"] == "step.f"
+    store.timers_done([due[0][0]])
+    assert store.client.zcard(store.keys.timers()) == 0
+
+
+def test_retry_later_gives_the_lease_up_and_holds_a_timer(store: RunStore) -> None:
+    assert _begin(store, "t1") is LeaseMode.BEGAN
+    assert store.retry_later("r", "a", "t2", {"message": "x"}, 0.0, "tm", "{}") == -2
+    assert store.retry_later("r", "a", "t1", {"message": "x"}, 0.05, "tm", '{"m": 1}') == 1
+    assert store.step_runs("r", ["a"])["a"].status is StepStatus.RETRYING
+    due = wait_until(lambda: store.due_timers(30), 5)
+    assert due == [("tm", '{"m": 1}')]
+    assert store.due_timers(30) == []  # re-armed, not due twice
+    assert _begin(store, "t2") is LeaseMode.BEGAN  # the next attempt
+
+
+def test_nothing_is_recreated_for_a_run_that_is_gone(store: RunStore) -> None:
+    store.client.delete(*store.keys.run_keys("r"))
+    assert store.complete_unit("r", "u0", ["u1"]) == (-1, [])
+    assert store.step_transition("r", "a", StepStatus.RUNNING) == -1
+    assert store.claim_sources("r", ["u0"]) == []
+    with pytest.raises(RunNotFound):
+        _begin(store, "t1")
+    assert [k for k in store.client.scan_iter(f"{store.keys.run('r')}*")] == []
+
+
+def test_a_straggler_of_an_ended_run_creates_no_key_without_ttl(store: RunStore) -> None:
+    assert store.transition_run("r", RunStatus.CANCELLED)  # retention TTL on every key
+    # stragglers: a late delivery, a late transition, a late unit completion
+    assert _begin(store, "t1") is LeaseMode.OWNED
+    store.step_transition("r", "a", StepStatus.CANCELLED, token="t1")
+    store.complete_unit("r", "u0", [])
+    keys = list(store.client.scan_iter(f"{store.keys.run('r')}*"))
+    assert keys and all(store.client.ttl(k) > 0 for k in keys), keys

@@ -67,9 +67,11 @@ def check_inventory(sku: str, qty: int) -> InventoryStatus:
 
 @step_function("inventory.reserve")
 def reserve_item(order_id: str, sku: str, qty: int) -> Reservation:
-    """Take ``qty`` units out of stock for the order (idempotent per order)."""
-    r = current().redis
-    key = f"{systems.PREFIX}reservation:{order_id}"
+    """Take ``qty`` units out of stock for the order, once per step run (keyed by the
+    step run's idempotency key, so an attempt that runs again reserves nothing more)."""
+    ctx = current()
+    r = ctx.redis
+    key = f"{systems.PREFIX}reservation:{ctx.idempotency_key}"
     if r.set(key, qty, nx=True):
         r.hincrby(systems.STOCK, sku, -qty)
     return Reservation(reservation_id=f"R-{order_id}")
@@ -90,12 +92,14 @@ def generate_invoice(order_id: str, qty: int, reservation_id: str) -> Invoice:
 
 @step_function("shipping.request")
 def send_shipping_request(order_id: str, reservation_id: str) -> Shipment:
-    """Ask the shipping service to ship; it may fail transiently (told by the stand-in)."""
-    r = current().redis
+    """Ask the shipping service to ship, once per step run (the request carries the step
+    run's idempotency key); it may fail transiently (told by the stand-in)."""
+    ctx = current()
+    r = ctx.redis
     if int(r.get(systems.SHIPPING_FAILS) or 0) > 0:
         r.decr(systems.SHIPPING_FAILS)
         raise systems.ShippingUnavailable("shipping service is unavailable")
-    return Shipment(tracking_number=f"TRK-{order_id}")
+    return Shipment(tracking_number=systems.ship(r, ctx.idempotency_key, f"TRK-{order_id}"))
 
 
 @step_function("notify.customer")

@@ -14,6 +14,8 @@ INVENTORY_DOWN = PREFIX + "inventory_down"
 SHIPPING_FAILS = PREFIX + "shipping_fails"
 NOTIFICATIONS = PREFIX + "notifications"
 LEDGER = PREFIX + "ledger"
+SHIPMENTS = PREFIX + "shipments"
+"""Hash: idempotency key of a shipping request -> its tracking number."""
 
 
 class InventoryDown(ConnectionError):
@@ -40,6 +42,13 @@ def set_inventory_down(redis: Any, down: bool = True) -> None:
 def fail_shipping(redis: Any, times: int) -> None:
     """Make the shipping service fail its next ``times`` calls."""
     redis.set(SHIPPING_FAILS, times)
+
+
+def ship(redis: Any, idempotency_key: str, tracking_number: str) -> str:
+    """Ship once per ``idempotency_key`` (as a real shipping API keyed by the header
+    would); returns the tracking number of the first request with that key."""
+    redis.hsetnx(SHIPMENTS, idempotency_key, tracking_number)
+    return str(redis.hget(SHIPMENTS, idempotency_key))
 
 
 def notifications(redis: Any) -> list[str]:

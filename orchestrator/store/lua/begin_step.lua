@@ -1,23 +1,49 @@
--- What a step needs, in one round trip: the run hash, step records (parents first, the
--- step's own last), outputs; and on the fast path (the caller saw that only "all parents
--- succeeded" matters), the move to running when the run is running and every parent
--- succeeded.
--- KEYS: run, steps, outputs, events, metrics.
+-- What a step needs, in one round trip, and the step run's lease for this delivery.
+-- Reads the run hash, step records (parents first, the step's own last) and outputs;
+-- then decides by the step's own status and lease:
+--   settled (ended, its canvas went on)         -> DROP: this copy has nothing to do
+--   another delivery holds a live lease         -> BUSY: this copy must not run it (it
+--                                                  is deferred, see defer_copy.lua)
+--   ended, not settled, no live lease           -> SETTLE: take the lease, carry on
+--   otherwise (pending, queued, retrying, or
+--   running under an expired or given-up lease) -> take the lease: OWNED, or on the
+--     fast path (the caller saw that only "all parents succeeded" matters), with the
+--     run running and every parent succeeded, move to running here: BEGAN.
+-- KEYS: run, steps, outputs, events, metrics, leases, lease index.
 -- ARGV: step, fast "1"/"0", running sources, running patch JSON, now, parents n, ids n,
---       reads n, ids..., reads...
--- Returns {run HGETALL, records, outputs, began 0/1}.
+--       reads n, token, lease ms, delivery tag, lease member, ids..., reads...
+-- Returns {run HGETALL, records, outputs, mode}.
 local np, ni, nr = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local step, token, ttl, tag, member = ARGV[1], ARGV[9], tonumber(ARGV[10]), ARGV[11],
+  ARGV[12]
 local run = redis.call('HGETALL', KEYS[1])
 local ids = {}
-for i = 1, ni do ids[i] = ARGV[8 + i] end
+for i = 1, ni do ids[i] = ARGV[12 + i] end
 local recs = redis.call('HMGET', KEYS[2], unpack(ids))
 local outs = {}
 if nr > 0 then
   local rids = {}
-  for i = 1, nr do rids[i] = ARGV[8 + ni + i] end
+  for i = 1, nr do rids[i] = ARGV[12 + ni + i] end
   outs = redis.call('HMGET', KEYS[3], unpack(rids))
 end
-local began = 0
+if #run == 0 then return {run, recs, outs, LEASE.GONE} end
+local own = STEP.PENDING
+if recs[ni] then own = cjson.decode(recs[ni])['status'] end
+local now = now_ms()
+local lease = lease_of(KEYS[6], step)
+local live = lease ~= nil and lease['token'] ~= token and lease['until'] > now
+  and lease['flag'] ~= LEASE.RESTORED
+local mine = {token = token, ['until'] = now + ttl, tag = tag, flag = ''}
+if lease ~= nil and lease['flag'] == LEASE.SETTLED then return {run, recs, outs, LEASE.DROP} end
+if live then return {run, recs, outs, LEASE.BUSY} end
+if STEP_FINAL[own] then
+  put_lease(KEYS[6], KEYS[7], step, member, mine)
+  keep_ttl(KEYS[1], KEYS[6])
+  return {run, recs, outs, LEASE.SETTLE}
+end
+put_lease(KEYS[6], KEYS[7], step, member, mine)
+keep_ttl(KEYS[1], KEYS[6])
+local mode = LEASE.OWNED
 if ARGV[2] == '1' then
   local status = nil
   for i = 1, #run, 2 do if run[i] == 'status' then status = run[i + 1] end end
@@ -27,9 +53,9 @@ if ARGV[2] == '1' then
     ok = recs[i] and cjson.decode(recs[i])['status'] == STEP.SUCCEEDED
   end
   if ok then
-    local res = step_tx(KEYS[2], KEYS[4], KEYS[3], KEYS[5], ARGV[1], STEP.RUNNING, ARGV[3],
-                        ARGV[4], '', ARGV[5], '')
-    began = res[1]
+    local res = step_tx(KEYS[1], KEYS[2], KEYS[4], KEYS[3], KEYS[5], step, STEP.RUNNING,
+                        ARGV[3], ARGV[4], '', ARGV[5], '')
+    if res[1] == 1 then mode = LEASE.BEGAN end
   end
 end
-return {run, recs, outs, began}
+return {run, recs, outs, mode}

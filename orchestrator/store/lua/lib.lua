@@ -1,6 +1,6 @@
 -- Shared by every script (prepended after the prelude that scripts.py builds from
 -- states.py and fields.py: STEP.*, RUN.*, STEP_FINAL, RUN_FINAL, EVENTS_MAXLEN,
--- DURATION_BUCKETS and the metric/event field names F.*).
+-- DURATION_BUCKETS, LEASE.* and the metric/event field names F.*).
 
 -- Is `status` one of the ","-joined `sources`?
 local function allowed(sources, status)
@@ -8,12 +8,47 @@ local function allowed(sources, status)
   return false
 end
 
--- The one step transition: checks the transition table (sources: ","-joined, STEP.PENDING
--- meaning no record), merges the patch, stores the output (if not ""), appends the event,
--- and with a workflow name counts a final status in the metrics (and its duration in the
--- histogram's bucket).  Returns {moved 0/1, old status}.
-local function step_tx(k_steps, k_events, k_outputs, k_metrics, step, new, sources, patch,
-                       output, now, wf)
+-- Redis' clock in milliseconds: every lease is judged by this one clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A run that ended has its retention TTL on every key; a key written later (a straggler's
+-- write that creates it) gets the same TTL, so that nothing of the run outlives it.
+local function keep_ttl(k_run, ...)
+  local ttl = redis.call('PTTL', k_run)
+  if ttl <= 0 then return end
+  for _, k in ipairs({...}) do
+    if redis.call('PTTL', k) == -1 then redis.call('PEXPIRE', k, ttl) end
+  end
+end
+
+-- The lease on a step run (a table, or nil).
+local function lease_of(k_leases, step)
+  local raw = redis.call('HGET', k_leases, step)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+-- Store a lease and index it by expiry (0: not indexed, nobody has to look at it).
+local function put_lease(k_leases, k_index, step, member, lease)
+  redis.call('HSET', k_leases, step, cjson.encode(lease))
+  if lease['until'] > 0 then
+    redis.call('ZADD', k_index, lease['until'], member)
+  else
+    redis.call('ZREM', k_index, member)
+  end
+end
+
+-- The one step transition: checks that the run exists and the transition table
+-- (sources: ","-joined, STEP.PENDING meaning no record), merges the patch, stores the
+-- output (if not ""), appends the event, and with a workflow name counts a final status
+-- in the metrics (and its duration in the histogram's bucket).
+-- Returns {moved 1 / refused 0 / no run -1, old status}.
+local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new, sources,
+                       patch, output, now, wf)
+  if redis.call('EXISTS', k_run) == 0 then return {-1, ''} end
   local cur = redis.call('HGET', k_steps, step)
   local rec = {}
   local status = STEP.PENDING
@@ -39,5 +74,14 @@ local function step_tx(k_steps, k_events, k_outputs, k_metrics, step, new, sourc
       redis.call('HINCRBY', k_metrics, F.M_DBUCKET .. F.SEP .. base .. F.SEP .. bucket, 1)
     end
   end
+  keep_ttl(k_run, k_steps, k_events, k_outputs)
   return {1, status}
+end
+
+-- Fencing: may the holder of `token` change this step run?  ("" = an operator's change,
+-- such as a cancel, which needs no lease.)
+local function holds(k_leases, step, token)
+  if token == '' then return true end
+  local lease = lease_of(k_leases, step)
+  return lease ~= nil and lease['token'] == token
 end

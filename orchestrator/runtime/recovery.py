@@ -1,0 +1,109 @@
+"""The reaper: what brings a run back when the process that was advancing it died.
+
+Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
+``reaper_interval_s``:
+
+* **Expired leases** (a worker was killed, or cut off from Redis): the step's message,
+  still unacknowledged in the broker, goes back to the head of its queue at once, so the
+  step runs again on another worker within about ``lease_s``, instead of after the
+  broker's visibility timeout (an hour).  An ended step run whose message is gone
+  settles; a running one with neither an owner nor a message is reported (it needs an
+  operator: ``orchestrator status`` shows it running).
+* **Stale claims** (a unit claimed for dispatch and not published within
+  ``claim_grace_s``: its claimer died in between, a coordinator included): published.
+* **Due retry timers**: the next attempt's message is published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from orchestrator.errors import RunNotFound
+from orchestrator.runtime.progress import Progress
+from orchestrator.settings import Settings
+from orchestrator.store.leases import Expired, Leases
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+TIMER_REARM_S = 30.0
+
+
+@dataclass
+class Reaped:
+    """What one pass did (for logs and tests)."""
+
+    restored: int = 0
+    settled: int = 0
+    orphaned: int = 0
+    claims: int = 0
+    timers: int = 0
+
+
+class Recovery:
+    """The reaper of one store (see the module docstring)."""
+
+    def __init__(self, progress: Progress, leases: Leases, settings: Settings) -> None:
+        self.progress = progress
+        self.leases = leases
+        self.settings = settings
+
+    def reap_once(self) -> Reaped:
+        """One pass over expired leases, stale claims and due timers."""
+        out = Reaped()
+        for e in self.leases.expired(BATCH):
+            self._recover(e, out)
+        self._stale_claims(out)
+        self._timers(out)
+        return out
+
+    def _recover(self, e: Expired, out: Reaped) -> None:
+        found = self.leases.unacked_message(e.tag)
+        if found is not None:
+            message, _exchange, routing_key = found
+            if self.leases.restore(e, message, routing_key):
+                out.restored += 1
+                log.warning("step %s of run %s: its worker stopped renewing the lease; its "
+                            "message is back in queue %r (status %s)", e.step_id, e.run_id,
+                            routing_key, e.status.value)
+            return
+        got = self.leases.park(e, self.settings.orphan_recheck_s)
+        if got == 1:
+            out.settled += 1
+        elif got == 3:
+            log.info("step %s of run %s: its worker stopped renewing the lease; a copy of "
+                     "its task waits to take it over", e.step_id, e.run_id)
+        elif got == 2:
+            out.orphaned += 1
+            log.error("step %s of run %s is %s with no live worker and no message left to "
+                      "redeliver (its task was acknowledged, or the broker lost it); look "
+                      "again in %.0f s", e.step_id, e.run_id, e.status.value,
+                      self.settings.orphan_recheck_s)
+
+    def _stale_claims(self, out: Reaped) -> None:
+        store = self.progress.store
+        gone: list[tuple[str, str]] = []
+        for run_id, unit in store.stale_claims(self.settings.claim_grace_s, BATCH):
+            try:
+                version = store.run(run_id).version
+            except (RunNotFound, KeyError, ValueError):
+                gone.append((run_id, unit))
+                continue
+            d = self.progress.definitions.load(version)
+            log.warning("unit %s of run %s was claimed but never published (its claimer "
+                        "died); publishing it", unit, run_id)
+            self.progress.publish(d, run_id, [unit])
+            out.claims += 1
+        store.drop_claims(gone)
+
+    def _timers(self, out: Reaped) -> None:
+        store = self.progress.store
+        done: list[str] = []
+        for timer_id, message in store.due_timers(TIMER_REARM_S, BATCH):
+            if message is not None:
+                self.progress.publish_message(json.loads(message))
+                out.timers += 1
+            done.append(timer_id)
+        store.timers_done(done)

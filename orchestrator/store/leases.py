@@ -1,0 +1,167 @@
+"""Leases on step runs being executed, seen from the worker's main process and the reaper.
+
+A delivery of a step's task takes the step run's lease when it begins
+(:meth:`RunStore.begin_step`); the worker's main process renews it while the task runs
+(:meth:`Leases.renew`) and releases it when the task's message is done
+(:meth:`Leases.release`).  A lease that expires (worker killed, host cut off) is found by
+the reaper (:meth:`Leases.expired`), which puts the step's message back at the head of
+its queue (:meth:`Leases.restore`) so that another worker runs it within seconds, long
+before the broker's visibility timeout.  Every expiry is judged by Redis' clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.states import StepStatus
+from orchestrator.store import scripts
+from orchestrator.store.keys import Keys
+from orchestrator.store.records import StepRun
+from orchestrator.store.runs import lease_member, split_member
+
+
+@dataclass(frozen=True)
+class Held:
+    """A lease a worker holds: the step run and the token of its delivery."""
+
+    run_id: str
+    step_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Expired:
+    """An expired lease, with what the reaper needs to recover its step run."""
+
+    run_id: str
+    step_id: str
+    token: str
+    tag: str
+    status: StepStatus
+
+
+def defer_timer_id(run_id: str, step_id: str) -> str:
+    """The timer id of a step run's deferred copy (one per step run)."""
+    return f"defer:{lease_member(run_id, step_id)}"
+
+
+class Leases:
+    """Lease operations on one Redis client (decoded responses)."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self._r = client
+        self.keys = keys
+
+    def renew(self, held: Sequence[Held], lease_s: float) -> list[int]:
+        """Renew each lease.
+
+        Returns:
+            Per lease: 1 renewed; 0 another delivery holds it (or it was given up); -1
+            the step run has no lease (its task has not begun yet, or the run is gone).
+        """
+        k = self.keys
+        ms = int(lease_s * 1000)
+
+        def fill(pipe: Any) -> None:
+            for h in held:
+                scripts.RENEW_LEASE.queue(pipe, [k.leases(h.run_id), k.lease_index()],
+                                          [h.step_id, h.token, lease_member(h.run_id, h.step_id),
+                                           ms])
+
+        return [int(x) for x in scripts.execute(self._r, fill)] if held else []
+
+    def release(self, held: Sequence[Held], how: Sequence[str]) -> None:
+        """Release leases whose tasks are done with their messages.
+
+        Args:
+            how: per lease, ``done`` (the task returned normally: its step run ended and
+                its canvas went on), ``back`` (its message went back to the queue: the
+                next copy takes the step over) or ``check`` (it failed: settled only if
+                its step run ended).
+        """
+        k = self.keys
+
+        def fill(pipe: Any) -> None:
+            for h, mode in zip(held, how, strict=True):
+                scripts.RELEASE_LEASE.queue(
+                    pipe, [k.leases(h.run_id), k.lease_index(), k.steps(h.run_id)],
+                    [h.step_id, h.token, lease_member(h.run_id, h.step_id), mode])
+
+        if held:
+            scripts.execute(self._r, fill)
+
+    def expired(self, limit: int = 100) -> list[Expired]:
+        """Leases expired by Redis' clock, with their step runs' status."""
+        flat = scripts.EXPIRED_LEASES(self._r, [self.keys.lease_index()], [limit])
+        members = [split_member(str(m)) for m in flat[::2]]
+        if not members:
+            return []
+        p = self._r.pipeline(transaction=False)
+        for run_id, step_id in members:
+            p.hget(self.keys.leases(run_id), step_id)
+            p.hget(self.keys.steps(run_id), step_id)
+        raw = p.execute()
+        out = []
+        for i, (run_id, step_id) in enumerate(members):
+            lease = json.loads(raw[2 * i]) if raw[2 * i] else {}
+            rec = StepRun.from_json(step_id, raw[2 * i + 1])
+            out.append(Expired(run_id, step_id, str(lease.get("token", "")),
+                               str(lease.get("tag", "")), rec.status))
+        return out
+
+    def unacked_message(self, tag: str) -> tuple[dict[str, Any], str, str] | None:
+        """The broker's unacknowledged message of delivery ``tag``: (message, exchange,
+        routing key), or None if it is not unacknowledged (acked, or restored)."""
+        raw = self._r.hget(self.keys.unacked(), tag) if tag else None
+        if raw is None:
+            return None
+        message, exchange, routing_key = json.loads(raw)
+        return dict(message), str(exchange), str(routing_key)
+
+    def restore(self, e: Expired, message: dict[str, Any], queue: str) -> bool:
+        """Put ``message`` (marked redelivered) back at the head of ``queue`` if ``e``'s
+        lease is unchanged and its message still unacknowledged; True if it was."""
+        k = self.keys
+        message = dict(message)
+        message.setdefault("headers", {})["redelivered"] = True
+        props = message.setdefault("properties", {})
+        props.setdefault("delivery_info", {})["redelivered"] = True
+        got = scripts.RESTORE_MESSAGE(
+            self._r,
+            [k.leases(e.run_id), k.lease_index(), k.unacked(), k.unacked_index(), queue],
+            [e.step_id, lease_member(e.run_id, e.step_id), e.token, e.tag,
+             json.dumps(message)])
+        return bool(got)
+
+    def park(self, e: Expired, park_s: float) -> int:
+        """An expired lease whose message is gone: settle it (an ended step run), or look
+        again in ``park_s`` (a running one).  Returns 1 settled, 2 parked with no copy
+        anywhere (an orphan), 3 parked while a deferred copy waits, 0 changed."""
+        k = self.keys
+        return int(scripts.PARK_LEASE(
+            self._r, [k.leases(e.run_id), k.lease_index(), k.steps(e.run_id),
+                      k.timer(defer_timer_id(e.run_id, e.step_id))],
+            [e.step_id, lease_member(e.run_id, e.step_id), e.token, int(park_s * 1000)]))
+
+    def defer_copy(self, run_id: str, step_id: str, message: dict[str, Any],
+                   ttl_s: int) -> None:
+        """Hold a copy of a step's task (a signature's dict) until just after the step
+        run's lease would expire (see ``lua/defer_copy.lua``)."""
+        timer_id = defer_timer_id(run_id, step_id)
+        scripts.DEFER_COPY(self._r, [self.keys.leases(run_id), self.keys.timers(),
+                                     self.keys.timer(timer_id)],
+                           [step_id, timer_id, json.dumps(message), ttl_s])
+
+    def lock(self, owner: str, ttl_s: float) -> bool:
+        """Take or keep the reaper lock for ``ttl_s``; True if ``owner`` holds it now."""
+        key = self.keys.reaper_lock()
+        ms = int(ttl_s * 1000)
+        if self._r.set(key, owner, nx=True, px=ms):
+            return True
+        if self._r.get(key) == owner:
+            self._r.pexpire(key, ms)
+            return True
+        return False

@@ -1,0 +1,17 @@
+-- Put the message of a step run whose lease expired back at the head of its queue, if
+-- the lease is unchanged and the message is still unacknowledged (what kombu's own
+-- restore does after the visibility timeout, for one message, now).  The lease becomes
+-- "restored": the next copy delivered takes the step over.
+-- KEYS: leases, lease index, unacked hash, unacked index, queue list.
+-- ARGV: step, member, token, delivery tag, message (JSON, marked redelivered).
+-- Returns 1 restored, 0 not (the lease changed, or the message is gone).
+local lease = lease_of(KEYS[1], ARGV[1])
+if lease == nil or lease['token'] ~= ARGV[3] or lease['until'] > now_ms() then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[5], ARGV[5])
+redis.call('HDEL', KEYS[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
+lease['flag'] = LEASE.RESTORED
+lease['until'] = 0
+put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], lease)
+return 1

@@ -1,0 +1,130 @@
+"""Never two attempts of a step run at once, never a run lost: step leases on real
+workers, counted by the step function itself (not by the store)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from orchestrator.runtime.catalog import discover
+from orchestrator.runtime.coordinator import Coordinator
+from tests.integration.conftest import make_settings, statuses, wait_run
+from tests.integration.flows import long_count, random_nsp_60, zigzag_11
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+from tests.support.workers import WorkerProcess
+
+pytestmark = pytest.mark.redis
+
+
+class Pool:
+    """A private Redis, workers on it, and a coordinator."""
+
+    def __init__(self, server: RedisServer, workers: list[WorkerProcess],
+                 coord: Coordinator) -> None:
+        self.server = server
+        self.workers = workers
+        self.coord = coord
+        self.r = redis.Redis.from_url(server.url, decode_responses=True)
+
+    def executions(self, run_id: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(f"test:exec:{run_id}").items()}
+
+    def overlaps(self, run_id: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(f"test:overlap:{run_id}").items()}
+
+
+def _pool(redis_binary: str, n: int, pool: str, concurrency: int,
+          **settings: Any) -> Iterator[Pool]:
+    with RedisServer(binary=redis_binary) as server:
+        s = make_settings(server.url, **settings)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        workers = [WorkerProcess(server.url, f"l{i}", pool=pool, concurrency=concurrency,
+                                 **settings) for i in range(n)]
+        try:
+            for w in workers:
+                w.wait_ready(coord.app)
+            yield Pool(server, workers, coord)
+        finally:
+            for w in workers:
+                w.stop()
+
+
+@pytest.fixture(params=["threads", "prefork"])
+def busy_pool(request: pytest.FixtureRequest, redis_binary: str) -> Iterator[Pool]:
+    pool = str(request.param)
+    yield from _pool(redis_binary, 2, pool, 16 if pool == "threads" else 3)
+
+
+def test_no_step_runs_twice_in_healthy_operation(busy_pool: Pool) -> None:
+    """Many parents finish at nearly the same time in these shapes: each completion claims
+    and publishes its children.  Every step function must run exactly once."""
+    coord = busy_pool.coord
+    runs = [coord.submit(zigzag_11) for _ in range(30)]
+    runs += [coord.submit(random_nsp_60) for _ in range(8)]
+    for rid in runs:
+        view = wait_run(coord, rid, timeout_s=240)
+        assert view.run.status.value == "succeeded", statuses(view)
+    for rid in runs:
+        steps = coord.view(rid).steps
+        counts = busy_pool.executions(rid)
+        assert counts == {s.step_id: 1 for s in steps}, (rid, counts)
+        assert busy_pool.overlaps(rid) == {}
+
+
+@pytest.fixture
+def default_pool(redis_binary: str) -> Iterator[Pool]:
+    yield from _pool(redis_binary, 2, "prefork", 1)
+
+
+def test_killed_worker_step_runs_again_within_seconds_with_default_settings(
+        default_pool: Pool) -> None:
+    """Default settings: the visibility timeout is an hour, the lease a few seconds."""
+    coord = default_pool.coord
+    assert coord.settings.visibility_timeout_s >= 3600
+    run_id = coord.submit(long_count)
+
+    def running_on() -> str | None:
+        rec = coord.store.step_runs(run_id, ["long"])["long"]
+        return rec.worker if rec.status.value == "running" else None
+
+    wait_until(lambda: running_on() is not None, 30, message="the long step never started")
+    victim = next(w for w in default_pool.workers if w.name == running_on())
+    time.sleep(0.5)  # let the step function count its execution before the kill
+    victim.kill()
+    killed_at = time.time()
+    # the killed execution never cleared its in-flight mark; it is dead now, so clear it
+    # (an execution that began before this line would still be counted as an overlap)
+    default_pool.r.delete(f"test:inflight:{run_id}:long")
+    view = wait_run(coord, run_id, timeout_s=90)
+    assert view.run.status.value == "succeeded", statuses(view)
+    rec = next(s for s in view.steps if s.step_id == "long")
+    assert rec.worker != victim.name and rec.started_at is not None
+    again_s = rec.started_at - killed_at
+    print(f"step ran again {again_s:.1f} s after SIGKILL (lease "
+          f"{coord.settings.lease_s} s, visibility timeout "
+          f"{coord.settings.visibility_timeout_s} s)")
+    assert again_s <= 30
+    assert default_pool.executions(run_id) == {"long": 2, "after_long": 1}
+    assert default_pool.overlaps(run_id) == {}
+
+
+@pytest.fixture
+def short_lease_pool(redis_binary: str) -> Iterator[Pool]:
+    yield from _pool(redis_binary, 2, "prefork", 2, lease_s=2.0, visibility_timeout_s=3)
+
+
+def test_a_step_longer_than_lease_and_visibility_timeout_runs_once(
+        short_lease_pool: Pool) -> None:
+    """7 s of work under a 2 s lease (renewed) and a 3 s visibility timeout (the broker
+    redelivers the message while it runs: the copies must not run it)."""
+    coord = short_lease_pool.coord
+    run_id = coord.submit(long_count)
+    view = wait_run(coord, run_id, timeout_s=90)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert short_lease_pool.executions(run_id) == {"long": 1, "after_long": 1}
+    assert short_lease_pool.overlaps(run_id) == {}

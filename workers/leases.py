@@ -1,0 +1,188 @@
+"""The worker's main process keeps its step runs' leases, and runs the reaper.
+
+A bootstep of the worker (:class:`LeaseKeeper`) starts one thread in the main process:
+
+* every ``lease_s / 4`` it renews the lease of every step run this worker executes (the
+  pool child may be stuck in user code; the main process is not).  A lease found held by
+  another delivery means this worker lost it: the attempt is stopped at once (the pool
+  child is killed; a ``threads`` or ``solo`` pool cannot stop one thread, so the worker
+  process exits and its other step runs are recovered by their own leases).  When Redis
+  cannot be reached for ``0.75 * lease_s`` the same happens to every step run it holds,
+  before any lease can expire: an attempt cut off from Redis never overlaps the next;
+* it releases the leases of tasks whose messages are done (acknowledged or requeued);
+* every ``reaper_interval_s``, if it holds the reaper lock, it runs one pass of
+  :class:`orchestrator.runtime.recovery.Recovery`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from celery import bootsteps
+from celery.worker import state as worker_state
+
+from orchestrator.runtime.recovery import Recovery
+from orchestrator.store import StoreError
+from orchestrator.store.leases import Held, Leases
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+_releases: collections.deque[tuple[Held, str]] = collections.deque()
+
+
+def release_later(held: Held, how: str) -> None:
+    """Queue a lease's release (see :meth:`Leases.release` for ``how``); the keeper
+    thread sends queued releases within one tick, batched."""
+    _releases.append((held, how))
+
+
+class Keeper:
+    """The keeper thread's work, separate from Celery's bootstep plumbing."""
+
+    def __init__(self, leases: Leases, recovery: Recovery, lease_s: float,
+                 reaper_interval_s: float, hostname: str, pool: Any, can_kill_one: bool
+                 ) -> None:
+        self.leases = leases
+        self.recovery = recovery
+        self.lease_s = lease_s
+        self.reaper_interval_s = reaper_interval_s
+        self.hostname = hostname
+        self.pool = pool
+        self.can_kill_one = can_kill_one
+        self.holding: set[str] = set()  # tokens whose lease this worker took
+        self.last_ok = time.monotonic()
+        self.redis_ok = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._flush_releases()
+
+    def _loop(self) -> None:
+        next_renew = next_reap = time.monotonic()
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            self._flush_releases()
+            if now >= next_renew:
+                next_renew = now + self.lease_s / 4
+                self._renew(now)
+            if now >= next_reap:
+                next_reap = now + self.reaper_interval_s
+                self._reap()
+
+    def _active(self) -> list[tuple[Any, Held]]:
+        out = []
+        for req in list(worker_state.active_requests):
+            held = getattr(req, "orch_held", None)
+            if held is not None:
+                out.append((req, held))
+        return out
+
+    def _renew(self, sent_at: float) -> None:
+        active = self._active()
+        if not active:
+            self.last_ok = sent_at
+            return
+        try:
+            answers = self.leases.renew([h for _, h in active], self.lease_s)
+        except StoreError as exc:
+            self._unreachable(exc, active)
+            return
+        if not self.redis_ok:
+            log.warning("Redis answers again; leases renewed")
+        self.redis_ok = True
+        self.last_ok = sent_at
+        for (req, held), got in zip(active, answers, strict=True):
+            if got == 1:
+                self.holding.add(held.token)
+            elif got in (0, -1) and held.token in self.holding:
+                self._stop_attempt(req, held, "lost its lease to another attempt"
+                                   if got == 0 else "lost its lease (Redis forgot it)")
+
+    def _unreachable(self, exc: Exception, active: list[tuple[Any, Held]]) -> None:
+        if self.redis_ok:
+            log.warning("cannot renew leases (%s: %s); step runs stop %.1f s after the last "
+                        "renewal unless Redis answers", type(exc).__name__, exc,
+                        0.75 * self.lease_s)
+        self.redis_ok = False
+        if time.monotonic() - self.last_ok > 0.75 * self.lease_s:
+            for req, held in active:
+                if held.token in self.holding:
+                    self._stop_attempt(req, held, "could not renew its lease in time")
+
+    def _stop_attempt(self, req: Any, held: Held, why: str) -> None:
+        self.holding.discard(held.token)
+        log.error("step %s of run %s %s: stopping this attempt", held.step_id, held.run_id,
+                  why)
+        pid = getattr(req, "worker_pid", None)
+        if self.can_kill_one and pid:
+            try:
+                self.pool.terminate_job(pid, signal.SIGKILL)
+            except Exception:  # the child may be gone already
+                log.exception("could not kill pool process %s", pid)
+            return
+        log.critical("this pool cannot stop one attempt; exiting the worker process so "
+                     "that no two attempts of step %s of run %s overlap", held.step_id,
+                     held.run_id)
+        os._exit(75)
+
+    def _flush_releases(self) -> None:
+        batch: list[tuple[Held, str]] = []
+        while _releases and len(batch) < 500:
+            batch.append(_releases.popleft())
+        if not batch:
+            return
+        for held, _ in batch:
+            self.holding.discard(held.token)
+        try:
+            self.leases.release([h for h, _ in batch], [how for _, how in batch])
+        except StoreError as exc:
+            # not fatal: an unreleased lease expires and the reaper settles it
+            log.warning("could not release %d lease(s): %s", len(batch), exc)
+
+    def _reap(self) -> None:
+        try:
+            if self.leases.lock(self.hostname, 3 * self.reaper_interval_s):
+                self.recovery.reap_once()
+        except StoreError as exc:
+            log.debug("reaper pass skipped: %s", exc)
+        except Exception:  # one bad pass must not stop the keeper
+            log.exception("reaper pass failed")
+
+
+class LeaseKeeper(bootsteps.StartStopStep):
+    """Worker bootstep that runs the :class:`Keeper` thread in the main process."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.keeper: Keeper | None = None
+
+    def start(self, worker: Any) -> None:
+        from workers import step as step_mod
+
+        p = step_mod.progress()
+        s = step_mod.settings()
+        leases = Leases(p.store.client, p.store.keys)
+        pool_cls = type(worker.pool).__module__
+        self.keeper = Keeper(leases, Recovery(p, leases, s), s.lease_s, s.reaper_interval_s,
+                             worker.hostname, worker.pool,
+                             can_kill_one="prefork" in pool_cls)
+        self.keeper.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
