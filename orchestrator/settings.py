@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     idempotency_window_s: int = Field(24 * 3600, ge=1, description="How long an "
                                       "Idempotency-Key keeps returning the same run.")
     callback_secret: SecretStr = Field(SecretStr(""), description="HMAC-SHA256 key of "
-                                       "run-end callbacks; callbacks are refused when empty.")
+                                       "run-end callbacks: the API refuses callback URLs "
+                                       "without it, and workers sign with it (workers need "
+                                       "it too).")
     callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
-    callback_attempts: int = Field(3, ge=1, description="POSTs per callback before giving "
-                                   "up (on a connection error or a 5xx/429 answer).")
+    callback_max_age_s: float = Field(24 * 3600, gt=0, description="How long after its "
+                                      "run ended a failing callback is still retried.")

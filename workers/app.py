@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     store = RunStore.from_url(settings.redis_url, settings.key_prefix, settings.run_retention_s)
     progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
                         settings.default_queue, lease_s=settings.lease_s)
-    step_mod.install(progress, settings)
+    coordinator = Coordinator(settings, catalog, progress=progress)
+    step_mod.install(progress, settings, coordinator)
     app.steps["worker"].add(LeaseKeeper)
     for fn in list(catalog.registry.functions.values()):
         _register_step(app, fn)
@@ -50,8 +51,6 @@ def create_app(settings: Settings | None = None) -> Celery:
         """Closes a fan-out; when it ends its unit, advances the run."""
         return step_mod.join(self, run_id, join_id, version)
 
-    coordinator: list[Coordinator] = []
-
     @app.task(name=SUBMIT_TASK, acks_late=True, reject_on_worker_lost=True)
     def submit(workflow: str, input: Any = None, run_id: str | None = None) -> dict[str, Any]:
         """Start a run from any Celery client: ``send_task("orchestrator.submit", ...)``.
@@ -59,10 +58,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         Pass ``run_id`` to make the submission idempotent: a redelivered or repeated
         message with the same id starts the run once.
         """
-        if not coordinator:
-            coordinator.append(Coordinator(settings, catalog, progress=progress))
         try:
-            return {"run_id": coordinator[0].submit(workflow, input, run_id=run_id),
+            return {"run_id": coordinator.submit(workflow, input, run_id=run_id),
                     "created": True}
         except RunExists:
             return {"run_id": run_id, "created": False}

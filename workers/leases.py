@@ -12,6 +12,9 @@ A bootstep of the worker (:class:`LeaseKeeper`) starts one thread in the main pr
 * it releases the leases of tasks whose messages are done (acknowledged or requeued);
 * every ``reaper_interval_s``, if it holds the reaper lock, it runs one pass of
   :class:`orchestrator.runtime.recovery.Recovery`.
+
+With ``ORCH_CALLBACK_SECRET`` set, the worker also runs a
+:class:`orchestrator.callbacks.delivery.CallbackSender` (run-end callbacks).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 
+from orchestrator.callbacks.delivery import CallbackSender
 from orchestrator.runtime.recovery import Recovery
 from orchestrator.store import StoreError
+from orchestrator.store.callbacks import CallbackRegistry
 from orchestrator.store.leases import Held, Leases
 
 log = logging.getLogger(__name__)
@@ -60,27 +65,32 @@ class Keeper:
         self.last_ok = time.monotonic()
         self.redis_ok = True
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+        # two threads: a slow reaper pass (Redis down) must never delay a renewal
+        self._threads = [threading.Thread(target=self._loop, name="lease-keeper", daemon=True),
+                         threading.Thread(target=self._reaper, name="reaper", daemon=True)]
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        for t in self._threads:
+            t.join(5)
         self._flush_releases()
 
     def _loop(self) -> None:
-        next_renew = next_reap = time.monotonic()
+        next_renew = time.monotonic()
         while not self._stop.wait(TICK_S):
             now = time.monotonic()
             self._flush_releases()
             if now >= next_renew:
                 next_renew = now + self.lease_s / 4
                 self._renew(now)
-            if now >= next_reap:
-                next_reap = now + self.reaper_interval_s
-                self._reap()
+
+    def _reaper(self) -> None:
+        while not self._stop.wait(self.reaper_interval_s):
+            self._reap()
 
     def _active(self) -> list[tuple[Any, Held]]:
         out = []
@@ -170,19 +180,30 @@ class LeaseKeeper(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.keeper: Keeper | None = None
+        self.sender: CallbackSender | None = None
 
     def start(self, worker: Any) -> None:
         from workers import step as step_mod
 
         p = step_mod.progress()
         s = step_mod.settings()
-        leases = Leases(p.store.client, p.store.keys)
+        leases = Leases.from_url(s.redis_url, p.store.keys, timeout_s=s.lease_s / 4)
         pool_cls = type(worker.pool).__module__
         self.keeper = Keeper(leases, Recovery(p, leases, s), s.lease_s, s.reaper_interval_s,
                              worker.hostname, worker.pool,
                              can_kill_one="prefork" in pool_cls)
         self.keeper.start()
+        secret = s.callback_secret.get_secret_value()
+        if secret:
+            coord = step_mod.coordinator()
+            registry = CallbackRegistry(p.store.client, p.store.keys, s.run_retention_s)
+            self.sender = CallbackSender(registry, coord.view, secret,
+                                         timeout_s=s.callback_timeout_s,
+                                         max_age_s=s.callback_max_age_s)
+            self.sender.start()
 
     def stop(self, worker: Any) -> None:
+        if self.sender is not None:
+            self.sender.stop()
         if self.keeper is not None:
             self.keeper.stop()

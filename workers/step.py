@@ -37,6 +37,7 @@ from orchestrator.errors import (
     error_data,
 )
 from orchestrator.runtime import context
+from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
@@ -48,13 +49,24 @@ log = logging.getLogger(__name__)
 
 _progress: Progress | None = None
 _settings: Settings | None = None
+_coordinator: Coordinator | None = None
 
 
-def install(progress: Progress, settings: Settings) -> None:
-    """Make ``progress`` the run protocol the tasks of this process use."""
-    global _progress, _settings
+def install(progress: Progress, settings: Settings, coordinator: Coordinator) -> None:
+    """Make ``progress`` the run protocol the tasks of this process use (``coordinator``
+    shares it: one definitions cache per process)."""
+    global _progress, _settings, _coordinator
     _progress = progress
     _settings = settings
+    _coordinator = coordinator
+
+
+def coordinator() -> Coordinator:
+    """The coordinator of this worker process (broker submits, run views)."""
+    if _coordinator is None:
+        raise OrchestratorError("worker runtime not installed; build the app with "
+                                "workers.app.create_app()")
+    return _coordinator
 
 
 def settings() -> Settings:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, FastAPI
 
 from orchestrator.api import failures, health, runs, workflows
@@ -15,7 +14,6 @@ from orchestrator.api import metrics as metrics_api
 from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
 from orchestrator.api.limits import BodyLimit, known_query_only
-from orchestrator.callbacks.delivery import CallbackDeliverer
 from orchestrator.runtime.catalog import Catalog, discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import ApiToken, Settings
@@ -46,8 +44,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
 
     Returns:
         The FastAPI app.  While it is served (its lifespan), it holds an asyncio Redis
-        client and, when ``settings.callback_secret`` is set, a
-        :class:`~orchestrator.callbacks.delivery.CallbackDeliverer` thread.
+        client.  (Run-end callbacks are registered here and delivered by the workers.)
 
     Raises:
         DefinitionError: a workflow package cannot be imported or holds an invalid one.
@@ -63,18 +60,12 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reader.open()
-        deliverer = None
-        if settings.callback_secret.get_secret_value():
-            deliverer = CallbackDeliverer(registry, coord.view, settings)
-            deliverer.start()
         if not settings.api_tokens:
             log.warning("no API tokens configured (ORCH_API_TOKENS): every authenticated "
                         "endpoint answers 401")
         try:
             yield
         finally:
-            if deliverer is not None:
-                await anyio.to_thread.run_sync(deliverer.stop)
             await reader.close()
 
     # No unauthenticated documentation pages: the schema is served below, behind a token.

@@ -9,7 +9,7 @@ time in seconds (floats), as in the run store.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -78,6 +78,34 @@ class StepRunOut(WireModel):
     retry_at: float | None = None
 
 
+class CallbackTry(WireModel):
+    """One try to deliver a run-end callback."""
+
+    attempt: int
+    at: float
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+class CallbackOut(WireModel):
+    """The run-end callback of a run: where it goes and how its tries went."""
+
+    url: str
+    delivered: bool = Field(description="A try got a 2xx answer.")
+    done: bool = Field(description="Delivered, or given up (no more tries).")
+    attempts: list[CallbackTry] = Field(default_factory=list,
+                                        description="The latest tries, oldest first.")
+
+    @classmethod
+    def of(cls, reg: dict[str, Any]) -> CallbackOut:
+        """The wire form of a registration of the store."""
+        tries = [CallbackTry.model_validate({k: a.get(k) for k in CallbackTry.model_fields})
+                 for a in reg.get("attempts") or []]
+        return cls(url=str(reg.get("url", "")), delivered=any(a.ok for a in tries),
+                   done=bool(reg.get("done")), attempts=tries)
+
+
 class RunOut(WireModel):
     """A run with every step (pending ones included, in workflow order) and its outputs."""
 
@@ -93,6 +121,9 @@ class RunOut(WireModel):
     error: str | None = Field(None, description="What failed the run: its first failed "
                               "step and that step's error message; null otherwise.")
     steps: list[StepRunOut] = Field(default_factory=list)
+    callback: CallbackOut | None = Field(None, description="The run-end callback, if one "
+                                         "was registered (absent from the callback's own "
+                                         "body).")
     outputs: dict[str, JsonValue] = Field(default_factory=dict,
                                           description="Step outputs by step id.")
 
@@ -118,7 +149,8 @@ class RunOut(WireModel):
             input=run.input, created_at=run.created_at, started_at=run.started_at,
             ended_at=run.ended_at,
             duration_s=(run.ended_at - run.created_at) if run.ended_at is not None else None,
-            error=_run_error(view), steps=steps, outputs=view.outputs)
+            error=_run_error(view), steps=steps, outputs=view.outputs,
+            callback=CallbackOut.of(view.callback) if view.callback else None)
 
 
 def _run_error(view: RunView) -> str | None:

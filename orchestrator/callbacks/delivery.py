@@ -1,32 +1,23 @@
-"""Delivering run-end callbacks: the HMAC-signed POST, and the deliverer thread.
+"""Delivering run-end callbacks: the signed POST, and the sender every worker runs.
 
 A caller of the HTTP API may ask to be told when a run ends (``callback_url``).  The
-registration is kept by :class:`orchestrator.store.callbacks.CallbackRegistry`.  When the
-run ends, exactly one process claims the callback and POSTs the run's view, the body of
-``GET /v1/runs/{id}``, to the URL, signed (:mod:`orchestrator.callbacks.signing`).
-
-Delivery is tried ``callback_attempts`` times on a connection error, a timeout, a 5xx or
-a 429; any other answer ends it.  Redirects are not followed.  A process that dies
-between the claim and the POST loses that callback: delivery is at most once per claim,
-with retries inside it.
-
-Who delivers: :class:`CallbackDeliverer`, a thread the API process runs (workers do not
-deliver callbacks), follows the event streams of every run with a pending callback (one
-blocking ``XREAD`` over all of them) and delivers when a run's final status event
-appears; this covers every way a run ends (finalised by a worker, or cancelled).
-:func:`deliver_if_registered` is the same claim-and-deliver, callable by any process that
-has just seen a run end; whichever claims first delivers.
+registration is kept by :class:`orchestrator.store.callbacks.CallbackRegistry`; the script
+that ends a run puts its callback in the outbox, atomically.  Every worker runs a
+:class:`CallbackSender` (no API process is needed): it POSTs the run's view, the body of
+``GET /v1/runs/{id}``, signed over a timestamp and the body
+(:mod:`orchestrator.callbacks.signing`), and retries with exponential backoff for up to
+``callback_max_age_s`` (24 h).  Delivery is at least once: receivers dedupe by
+``X-Orchestrator-Message-Id``.  Redirects are not followed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -34,7 +25,7 @@ import httpx
 
 from orchestrator.api.models import SIGNATURE_HEADER, RunOut
 from orchestrator.callbacks.signing import sign
-from orchestrator.settings import Settings
+from orchestrator.errors import RunNotFound
 from orchestrator.store import StoreError
 from orchestrator.store.callbacks import CallbackRegistry
 
@@ -44,10 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_URL_CHARS = 2048
-# A registration precedes its run's creation; only after this long is a registration
-# whose run is not in the store taken for one whose run expired (or was never created).
-VANISHED_GRACE_S = 60.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF_S = 3600.0
+REARM_MARGIN_S = 20.0
+"""A callback being tried is due again this long after its try's timeout (in case the
+sender died mid-try)."""
+TIMESTAMP_HEADER = "X-Orchestrator-Timestamp"
+MESSAGE_ID_HEADER = "X-Orchestrator-Message-Id"
 
 
 def check_url(url: str) -> str:
@@ -79,166 +72,135 @@ def check_url(url: str) -> str:
 
 
 def callback_body(view: RunView) -> bytes:
-    """The callback's body: the run's JSON, as ``GET /v1/runs/{id}`` returns it."""
-    return RunOut.from_view(view).model_dump_json().encode()
+    """The callback's body: the run's JSON, as ``GET /v1/runs/{id}`` returns it (less
+    the callback's own tries)."""
+    return RunOut.from_view(view).model_dump_json(exclude={"callback"}).encode()
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """The outcome of one callback delivery."""
-
-    run_id: str
-    url: str
-    ok: bool
-    attempts: int
-    status_code: int | None = None
-    error: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """The outcome as JSON data (stored with the registration)."""
-        return {"ok": self.ok, "attempts": self.attempts, "status_code": self.status_code,
-                "error": self.error, "at": time.time()}
+def backoff_s(attempt: int, rand: float) -> float:
+    """Seconds before the try after ``attempt`` (1-based): 1 s doubling to an hour, with
+    +-20 % jitter (``rand`` in [0, 1))."""
+    return min(2.0 ** (attempt - 1), MAX_BACKOFF_S) * (0.8 + 0.4 * rand)
 
 
-def deliver(view: RunView, url: str, secret: str, *, timeout_s: float = 10.0,
-            attempts: int = 3, backoff_s: float = 0.5,
-            client: httpx.Client | None = None) -> Delivery:
-    """POST the run's view to ``url``, signed with ``secret``.
-
-    Args:
-        view: the ended run.
-        url: the receiver (checked with :func:`check_url` when it was registered).
-        secret: the HMAC key (``Settings.callback_secret``).
-        timeout_s: timeout of one POST.
-        attempts: POSTs at most; the next one follows a connection error, a timeout, a
-            5xx or a 429, after ``backoff_s`` doubled each time.
-        client: an httpx client to use (default: one made for this call).
-
-    Returns:
-        The outcome; ``ok`` when the receiver answered 2xx.
-    """
-    body = callback_body(view)
-    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret),
-               "X-Orchestrator-Run-Id": view.run.run_id,
-               "X-Orchestrator-Delivery": uuid.uuid4().hex,
-               "User-Agent": "celery-orchestrator-callback/1"}
-    own = client is None
-    http = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
-    status: int | None = None
-    error: str | None = None
+async def post(client: httpx.AsyncClient, url: str, body: bytes, run_id: str, secret: str,
+               attempt: int, timeout_s: float) -> dict[str, Any]:
+    """POST one signed try of a callback; return the try's record (never raises for the
+    receiver's failures: they are data)."""
+    ts = int(time.time())
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret, ts),
+               TIMESTAMP_HEADER: str(ts), MESSAGE_ID_HEADER: run_id,
+               "X-Orchestrator-Run-Id": run_id, "X-Orchestrator-Attempt": str(attempt),
+               "User-Agent": "celery-orchestrator-callback/2"}
+    started = time.time()
     try:
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = http.post(url, content=body, headers=headers, timeout=timeout_s)
-                status, error = resp.status_code, None
-                if resp.is_success:
-                    return Delivery(view.run.run_id, url, True, attempt, status)
-                if status not in RETRY_STATUSES:
-                    return Delivery(view.run.run_id, url, False, attempt, status,
-                                    f"receiver answered {status}")
-                error = f"receiver answered {status}"
-            except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
-            if attempt < attempts:
-                # backoff between delivery attempts to a failing receiver, by design
-                time.sleep(backoff_s * 2 ** (attempt - 1))
-        return Delivery(view.run.run_id, url, False, attempts, status, error)
-    finally:
-        if own:
-            http.close()
+        resp = await client.post(url, content=body, headers=headers, timeout=timeout_s)
+        ok, status, error = resp.is_success, resp.status_code, None
+        if not ok:
+            error = f"receiver answered {status}"
+    except httpx.HTTPError as exc:
+        ok, status, error = False, None, f"{type(exc).__name__}: {exc}"[:300]
+    return {"attempt": attempt, "at": started, "ok": ok, "status_code": status,
+            "error": error, "seconds": round(time.time() - started, 3)}
 
 
-def deliver_if_registered(registry: CallbackRegistry, view: Callable[[str], RunView],
-                          run_id: str, settings: Settings) -> Delivery | None:
-    """Claim and deliver the run's callback, if it has one and nobody claimed it.
+class CallbackSender:
+    """Delivers due callbacks from a worker, in an asyncio loop of its own thread.
 
-    Call it once the run is in a final status.
-
-    Returns:
-        The delivery's outcome, or None when there was nothing to deliver here.
-    """
-    url = registry.claim(run_id)
-    if url is None:
-        return None
-    result = deliver(view(run_id), url, settings.callback_secret.get_secret_value(),
-                     timeout_s=settings.callback_timeout_s,
-                     attempts=settings.callback_attempts)
-    registry.record(run_id, result.as_json())
-    if result.ok:
-        log.info("callback of run %s delivered to %s (%s)", run_id, url, result.status_code)
-    else:
-        log.warning("callback of run %s to %s failed after %d attempt(s): %s", run_id, url,
-                    result.attempts, result.error)
-    return result
-
-
-class CallbackDeliverer:
-    """A thread that delivers the callbacks of runs as they end.
-
-    It reads the pending set, then blocks on one ``XREAD`` over the registration feed and
-    the event stream of every pending run; a run's final status event triggers
-    :func:`deliver_if_registered` on a small thread pool, so a slow receiver delays no
-    other delivery.  Runs that vanished from the store (retention) are dropped.
+    Every ``poll_s`` it takes the callbacks due now from the outbox (each re-armed while it
+    is tried, so a sender that dies is covered by another) and tries each in a task of its
+    own, so a slow or silent receiver delays no other delivery.  A try that fails (no
+    answer within ``timeout_s``, a connection error, any answer but 2xx) is retried with
+    exponential backoff (1 s doubling to an hour, +-20 %) until ``max_age_s`` after the
+    run ended; a 4xx other than 408 and 429 ends it at once (the receiver refuses it).
+    Every try is recorded with the registration (``GET /v1/runs/{id}`` shows them).
     """
 
     def __init__(self, registry: CallbackRegistry, view: Callable[[str], RunView],
-                 settings: Settings, *, block_ms: int = 1000, max_watched: int = 500,
-                 pool_size: int = 4) -> None:
-        """Args:
-            registry: where the registrations are.
-            view: returns a run's view (``Coordinator.view``).
-            settings: the secret, timeout and attempts of deliveries.
-            block_ms: longest blocking read; also how soon :meth:`stop` takes effect.
-            max_watched: most runs followed at once (the oldest registrations first).
-            pool_size: concurrent deliveries.
-        """
+                 secret: str, *, timeout_s: float = 10.0, max_age_s: float = 24 * 3600,
+                 poll_s: float = 0.5, concurrency: int = 100) -> None:
         self.registry = registry
         self.view = view
-        self.settings = settings
-        self.block_ms = block_ms
-        self.max_watched = max_watched
+        self.secret = secret
+        self.timeout_s = timeout_s
+        self.max_age_s = max_age_s
+        self.poll_s = poll_s
+        self.concurrency = concurrency
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="callback")
-        self._thread = threading.Thread(target=self._loop, name="callback-deliverer",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="callback-sender", daemon=True)
 
     def start(self) -> None:
-        """Start following runs."""
+        """Start delivering."""
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop following and wait for deliveries under way (up to their own timeouts)."""
+        """Stop taking callbacks; tries under way get up to ``timeout_s`` to end."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        self._pool.shutdown(wait=True)
+        self._thread.join(timeout_s)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        sem = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(follow_redirects=False, limits=limits) as client:
+            while not self._stop.is_set():
+                try:
+                    due = await asyncio.to_thread(self.registry.due,
+                                                  self.timeout_s + REARM_MARGIN_S,
+                                                  self.concurrency)
+                except StoreError as exc:
+                    log.debug("callback outbox unreachable: %s", exc)
+                    due = []
+                for run_id, reg in due:
+                    task = asyncio.create_task(self._deliver(client, sem, run_id, reg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await asyncio.sleep(self.poll_s)
+            if tasks:
+                await asyncio.wait(tasks, timeout=self.timeout_s)
+
+    async def _deliver(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, run_id: str,
+                       reg: dict[str, Any]) -> None:
+        async with sem:
             try:
-                self._follow()
-            except StoreError as exc:
-                log.warning("callback deliverer lost Redis (%s); retrying", exc)
-                self._stop.wait(1.0)
+                await self._try(client, run_id, reg)
+            except Exception:  # one callback must not stop the others
+                log.exception("callback of run %s could not be tried", run_id)
 
-    def _follow(self) -> None:
-        feed_id = self.registry.feed_cursor()
-        cursors: dict[str, str] = {}
-        while not self._stop.is_set():
-            pending = self.registry.pending(self.max_watched)
-            cursors = {rid: cursors.get(rid, "0-0") for rid in pending}
-            got = self.registry.wait_for_ends(feed_id, cursors, self.block_ms)
-            if got is None:
-                cutoff = time.time() - VANISHED_GRACE_S
-                self.registry.drop_vanished([rid for rid, at in pending.items()
-                                             if at < cutoff])
-                continue
-            feed_id, cursors, ended = got
-            for rid in ended:
-                self._pool.submit(self._deliver, rid)
-
-    def _deliver(self, run_id: str) -> None:
+    async def _try(self, client: httpx.AsyncClient, run_id: str, reg: dict[str, Any]) -> None:
+        url = str(reg["url"])
+        attempt = len(reg.get("attempts") or []) + 1
         try:
-            deliver_if_registered(self.registry, self.view, run_id, self.settings)
-        except Exception:  # one failed delivery must not stop the others
-            log.exception("callback of run %s could not be delivered", run_id)
+            view = await asyncio.to_thread(self.view, run_id)
+        except RunNotFound:
+            await asyncio.to_thread(self.registry.record, run_id,
+                                    {"attempt": attempt, "at": time.time(), "ok": False,
+                                     "status_code": None, "error": "the run is gone"}, None)
+            return
+        body = callback_body(view)
+        result = await post(client, url, body, run_id, self.secret, attempt, self.timeout_s)
+        ended = view.run.ended_at or time.time()
+        status = result["status_code"]
+        refused = status is not None and 400 <= status < 500 and status not in (408, 429)
+        retry_in: float | None = None
+        if not result["ok"] and not refused and time.time() - ended < self.max_age_s:
+            retry_in = backoff_s(attempt, random.random())
+        await asyncio.to_thread(self.registry.record, run_id, result, retry_in)
+        if result["ok"]:
+            log.info("callback of run %s delivered to %s (%s, try %d)", run_id, redact(url),
+                     status, attempt)
+        elif retry_in is None:
+            log.warning("callback of run %s to %s given up after try %d: %s", run_id,
+                        redact(url), attempt, result["error"])
+        else:
+            log.info("callback of run %s to %s failed (try %d: %s); next in %.0f s", run_id,
+                     redact(url), attempt, result["error"], retry_in)
+
+
+def redact(url: str) -> str:
+    """``url`` without its query string (it may carry a token) for logs."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")

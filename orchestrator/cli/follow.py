@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from orchestrator.runtime.coordinator import Coordinator, RunView
 from orchestrator.store.fields import EVENT_STEP, Event
@@ -22,7 +23,24 @@ def step_table(view: RunView) -> str:
     run = view.run
     total = f"{(run.ended_at - run.created_at):.2f} s" if run.ended_at else "running"
     lines.append(f"run {run.run_id}: {run.status.value} ({total})")
+    if view.callback:
+        lines.append(callback_line(view.callback))
     return "\n".join(lines)
+
+
+def callback_line(reg: dict[str, Any]) -> str:
+    """One line on a run's callback: where to, and how its tries went."""
+    tries = reg.get("attempts") or []
+    last = tries[-1] if tries else None
+    if last is None:
+        state = "waiting for the run to end"
+    elif last.get("ok"):
+        state = f"delivered (try {last.get('attempt')}, answer {last.get('status_code')})"
+    elif reg.get("done"):
+        state = f"given up after try {last.get('attempt')}: {last.get('error')}"
+    else:
+        state = f"retrying (try {last.get('attempt')} failed: {last.get('error')})"
+    return f"callback to {reg.get('url')}: {state}"
 
 
 def follow(coord: Coordinator, run_id: str, emit: Callable[[str], None],

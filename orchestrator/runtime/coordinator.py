@@ -18,7 +18,7 @@ from orchestrator.runtime.celeryconf import JOIN_TASK, client_app, step_task_nam
 from orchestrator.runtime.definitions import Definition, Definitions
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
-from orchestrator.store import RunRecord, RunStore, StepRun
+from orchestrator.store import CallbackRegistry, RunRecord, RunStore, StepRun
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class RunView:
     run: RunRecord
     steps: list[StepRun]
     outputs: dict[str, Any]
+    callback: dict[str, Any] | None = None
+    """The run-end callback's registration and tries, if one was registered."""
 
 
 class Coordinator:
@@ -55,6 +57,8 @@ class Coordinator:
         self.app = progress.app
         self.store = progress.store
         self.definitions = progress.definitions
+        self.callbacks = CallbackRegistry(self.store.client, self.store.keys,
+                                          settings.run_retention_s)
 
     def compile(self, workflow: str | WorkflowDef) -> Definition:
         """Compile (once per version) and store a workflow, by name or definition."""
@@ -142,7 +146,7 @@ class Coordinator:
         d = self.definitions.load(run.version)
         recs = self.store.step_runs(run_id)
         steps = [recs.get(s.id, StepRun(s.id, StepStatus.PENDING)) for s in d.wf.steps]
-        return RunView(run, steps, self.store.outputs(run_id))
+        return RunView(run, steps, self.store.outputs(run_id), self.callbacks.get(run_id))
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run: pending steps never start, running ones are revoked.

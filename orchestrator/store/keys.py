@@ -53,7 +53,7 @@ class Keys:
         return f"{self.prefix}:run:{run_id}:events"
 
     def leases(self, run_id: str) -> str:
-        """Hash: step id -> the lease on its step run, JSON ``{token, until, tag, flag}``.
+        """Hash: step id -> the lease on its step run, ``token|until|tag|flag``.
 
         ``until`` is in milliseconds of Redis' clock; ``tag`` the broker delivery tag of the
         message being executed; ``flag`` is ``settled`` once the step ended and its canvas
@@ -125,20 +125,25 @@ class Keys:
         return self.idempotency(hashlib.sha256(client_key.encode()).hexdigest())
 
     def callback(self, run_id: str) -> str:
-        """String: JSON ``{"url", "registered_at"}`` of the run's run-end callback."""
+        """String: JSON ``{"url", "registered_at", "attempts", "delivery"}`` of the run's
+        run-end callback (``attempts``: the latest tries; ``delivery``: the last)."""
         return f"{self.prefix}:run:{run_id}:callback"
 
-    def callbacks_pending(self) -> str:
-        """Sorted set: ids of runs whose callback is not yet claimed for delivery.
+    def callback_parts(self) -> tuple[str, str]:
+        """What comes before and after the run id in :meth:`callback` (for a script
+        that builds the keys of the runs it reads)."""
+        before, after = self.callback("\n").split("\n")
+        return before, after
 
-        Scored by registration time; removing an id (ZREM returning 1) is the claim, so
-        exactly one process delivers each callback.
-        """
+    def callbacks_pending(self) -> str:
+        """Sorted set: ids of runs whose callback is registered and not yet delivered (or
+        given up), scored by registration time."""
         return f"{self.prefix}:callbacks:pending"
 
-    def callbacks_feed(self) -> str:
-        """Stream: one entry per new callback registration, to wake the deliverers."""
-        return f"{self.prefix}:callbacks:feed"
+    def callbacks_outbox(self) -> str:
+        """Sorted set: ids of ended runs whose callback is to be delivered, scored by when
+        the next try is due (ms): any worker delivers them."""
+        return f"{self.prefix}:callbacks:outbox"
 
     def metrics(self) -> str:
         """Hash: run and step counters and step-duration histogram buckets, by workflow."""

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from orchestrator.core.states import StepStatus
 from orchestrator.store import scripts
 from orchestrator.store.keys import Keys
@@ -54,6 +56,15 @@ class Leases:
     def __init__(self, client: Any, keys: Keys) -> None:
         self._r = client
         self.keys = keys
+
+    @classmethod
+    def from_url(cls, url: str, keys: Keys, timeout_s: float) -> Leases:
+        """Leases on a client of their own whose every call (connecting included) fails
+        after ``timeout_s``: a lease keeper must notice a dead link within its margin."""
+        client = redis.Redis.from_url(url, decode_responses=True, socket_keepalive=True,
+                                      socket_timeout=timeout_s,
+                                      socket_connect_timeout=timeout_s)
+        return cls(client, keys)
 
     def renew(self, held: Sequence[Held], lease_s: float) -> list[int]:
         """Renew each lease.
@@ -106,10 +117,9 @@ class Leases:
         raw = p.execute()
         out = []
         for i, (run_id, step_id) in enumerate(members):
-            lease = json.loads(raw[2 * i]) if raw[2 * i] else {}
+            token, _until, tag, _flag = (raw[2 * i] or "|||").split("|", 3)
             rec = StepRun.from_json(step_id, raw[2 * i + 1])
-            out.append(Expired(run_id, step_id, str(lease.get("token", "")),
-                               str(lease.get("tag", "")), rec.status))
+            out.append(Expired(run_id, step_id, token, tag, rec.status))
         return out
 
     def unacked_message(self, tag: str) -> tuple[dict[str, Any], str, str] | None:

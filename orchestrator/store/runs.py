@@ -32,6 +32,9 @@ from orchestrator.store.fields import (
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import LeaseMode, RunRecord, StepRun
 
+SOCKET_TIMEOUT_S = 15.0
+"""Default longest wait for one Redis command (blocking reads of the store ask for less)."""
+
 
 class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
@@ -55,10 +58,17 @@ class RunStore:
         return bool(self._r.ping())
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, retention_s: int) -> RunStore:
-        """Connect to ``url`` (decoded responses) and build a store."""
+    def from_url(cls, url: str, prefix: str, retention_s: int,
+                 timeout_s: float = SOCKET_TIMEOUT_S) -> RunStore:
+        """Connect to ``url`` (decoded responses) and build a store.
+
+        Args:
+            timeout_s: how long one command may wait for Redis (connecting included): a
+                dead link fails a call instead of hanging it.
+        """
         client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=25,
-                                      socket_keepalive=True)
+                                      socket_keepalive=True, socket_timeout=timeout_s,
+                                      socket_connect_timeout=min(timeout_s, 5.0))
         return cls(client, Keys(prefix), retention_s)
 
     # --- definitions ---------------------------------------------------------------------
@@ -147,8 +157,8 @@ class RunStore:
         order = list(RunStatus)
         res = scripts.RUN_TRANSITION(
             self._r,
-            [k.run(run_id), k.events(run_id), k.metrics(),
-             *[k.runs_by_status(s.value) for s in order]],
+            [k.run(run_id), k.events(run_id), k.metrics(), k.callback(run_id),
+             k.callbacks_outbox(), *[k.runs_by_status(s.value) for s in order]],
             [status.value, _joined(run_sources(status)), now, json.dumps(fields),
              _joined(order)],
         )

@@ -379,19 +379,28 @@ def test_callback_is_signed(http: httpx.Client, coord: Coordinator, r: redis.Red
     assert hit.headers["Content-Type"] == "application/json"
     assert hit.headers["X-Orchestrator-Run-Id"] == run_id
     signature = hit.headers["X-Orchestrator-Signature"]
+    ts = hit.headers["X-Orchestrator-Timestamp"]
     assert signature.startswith("sha256=")
-    assert verify(hit.body, signature, CALLBACK_SECRET)
-    assert not verify(hit.body + b" ", signature, CALLBACK_SECRET)
-    assert not verify(hit.body, signature, "another secret")
+    assert hit.headers["X-Orchestrator-Message-Id"] == run_id
+    assert verify(hit.body, signature, CALLBACK_SECRET, ts)
+    assert not verify(hit.body + b" ", signature, CALLBACK_SECRET, ts)
+    assert not verify(hit.body, signature, "another secret", ts)
+    assert not verify(hit.body, signature, CALLBACK_SECRET, int(ts) + 1)  # ts is signed
+    # a replay later than the tolerance fails, though the signature is right
+    assert not verify(hit.body, signature, CALLBACK_SECRET, ts, now=int(ts) + 301)
     payload = json.loads(hit.body)
     assert payload["run_id"] == run_id and payload["status"] == "succeeded"
-    assert payload == http.get(f"/v1/runs/{run_id}").json()
+    read = http.get(f"/v1/runs/{run_id}").json()
+    assert payload == {k: v for k, v in read.items() if k != "callback"}
     registry = CallbackRegistry(coord.store.client, coord.store.keys, 60)
-    wait_until(lambda: (registry.get(run_id) or {}).get("delivery"), 10)
+    wait_until(lambda: (registry.get(run_id) or {}).get("done"), 10)
     reg = registry.get(run_id)
     assert reg is not None
-    assert reg["delivery"]["ok"] and reg["delivery"]["attempts"] == 2
+    assert reg["delivery"]["ok"] and [a["ok"] for a in reg["attempts"]] == [False, True]
     assert run_id not in registry.pending()
+    shown = http.get(f"/v1/runs/{run_id}").json()["callback"]
+    assert shown["delivered"] and shown["done"]
+    assert [a["status_code"] for a in shown["attempts"]] == [503, 204]
 
 
 def test_callback_on_cancel(http: httpx.Client) -> None:
@@ -401,7 +410,8 @@ def test_callback_on_cancel(http: httpx.Client) -> None:
         run_id = resp.json()["run_id"]
         assert http.post(f"/v1/runs/{run_id}/cancel").status_code == 200
         hit = receiver.wait_for(1)[0]
-    assert verify(hit.body, hit.headers["X-Orchestrator-Signature"], CALLBACK_SECRET)
+    assert verify(hit.body, hit.headers["X-Orchestrator-Signature"], CALLBACK_SECRET,
+                  hit.headers["X-Orchestrator-Timestamp"])
     assert json.loads(hit.body)["status"] == "cancelled"
 
 
@@ -582,3 +592,32 @@ def test_metrics_need_their_scope_and_count_runs(http: httpx.Client, anon: httpx
     assert 'orchestrator_runs_total{status="succeeded",workflow="n_shape"}' in text
     assert 'orchestrator_step_duration_seconds_count{step="a",workflow="n_shape"}' in text
     assert 'orchestrator_queue_depth{queue="default"}' in text
+
+
+def test_silent_receivers_delay_no_other_callback(http: httpx.Client, coord: Coordinator
+                                                  ) -> None:
+    """Eight receivers accept the connection and never answer; a good one still gets its
+    callback while their tries are still waiting for an answer."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    registry = CallbackRegistry(coord.store.client, coord.store.keys, 60)
+    try:
+        slow = [http.post("/v1/workflows/grandparent_condition/runs",
+                          params={"callback_url": f"http://127.0.0.1:{port}/x{i}"}
+                          ).json()["run_id"] for i in range(8)]
+        for rid in slow:  # ended, so their callbacks are being tried
+            wait_run(coord, rid)
+        with CallbackReceiver() as receiver:
+            resp = http.post("/v1/workflows/grandparent_condition/runs",
+                             params={"callback_url": receiver.url})
+            good = resp.json()["run_id"]
+            receiver.wait_for(1, timeout_s=30)
+            # the silent receivers' first tries are still waiting (none recorded yet)
+            assert all(not (registry.get(rid) or {}).get("attempts") for rid in slow)
+        assert (registry.get(good) or {}).get("delivery", {}).get("ok")
+    finally:
+        silent.close()

@@ -38,15 +38,15 @@ if lease ~= nil and lease['flag'] == LEASE.SETTLED then return {run, recs, outs,
 if live then return {run, recs, outs, LEASE.BUSY} end
 if STEP_FINAL[own] then
   put_lease(KEYS[6], KEYS[7], step, member, mine)
-  keep_ttl(KEYS[1], KEYS[6])
+  keep_ttl(redis.call('PTTL', KEYS[1]), KEYS[6])
   return {run, recs, outs, LEASE.SETTLE}
 end
 put_lease(KEYS[6], KEYS[7], step, member, mine)
-keep_ttl(KEYS[1], KEYS[6])
+local status = nil
+for i = 1, #run, 2 do if run[i] == 'status' then status = run[i + 1] end end
+if RUN_FINAL[status] then keep_ttl(redis.call('PTTL', KEYS[1]), KEYS[6]) end
 local mode = LEASE.OWNED
 if ARGV[2] == '1' then
-  local status = nil
-  for i = 1, #run, 2 do if run[i] == 'status' then status = run[i + 1] end end
   local ok = status == RUN.RUNNING
   for i = 1, np do
     if not ok then break end

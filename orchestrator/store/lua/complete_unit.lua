@@ -18,7 +18,7 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
       end
     end
   end
-  keep_ttl(KEYS[4], KEYS[1], KEYS[2], KEYS[3])
+  keep_ttl(redis.call('PTTL', KEYS[4]), KEYS[1], KEYS[2], KEYS[3])
   return {remaining, ready}
 end
 return {tonumber(redis.call('HGET', KEYS[4], 'units_remaining')), ready}

@@ -14,26 +14,30 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A run that ended has its retention TTL on every key; a key written later (a straggler's
--- write that creates it) gets the same TTL, so that nothing of the run outlives it.
-local function keep_ttl(k_run, ...)
-  local ttl = redis.call('PTTL', k_run)
+-- A run that ended has its retention TTL (ms, `ttl`) on every key; a key written later (a
+-- straggler's write that creates it) gets the same TTL, so that nothing of the run
+-- outlives it.  A running run (ttl -1) has none to give.
+local function keep_ttl(ttl, ...)
   if ttl <= 0 then return end
   for _, k in ipairs({...}) do
     if redis.call('PTTL', k) == -1 then redis.call('PEXPIRE', k, ttl) end
   end
 end
 
--- The lease on a step run (a table, or nil).
+-- The lease on a step run (a table, or nil).  Stored as "token|until|tag|flag": until in
+-- ms of Redis' clock (0: not live), the broker's delivery tag, the flag (LEASE.SETTLED,
+-- LEASE.RESTORED or "").
 local function lease_of(k_leases, step)
   local raw = redis.call('HGET', k_leases, step)
-  if raw then return cjson.decode(raw) end
-  return nil
+  if not raw then return nil end
+  local token, u, tag, flag = string.match(raw, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {token = token, ['until'] = tonumber(u), tag = tag, flag = flag}
 end
 
 -- Store a lease and index it by expiry (0: not indexed, nobody has to look at it).
 local function put_lease(k_leases, k_index, step, member, lease)
-  redis.call('HSET', k_leases, step, cjson.encode(lease))
+  redis.call('HSET', k_leases, step, lease['token'] .. '|' .. lease['until'] .. '|'
+             .. lease['tag'] .. '|' .. lease['flag'])
   if lease['until'] > 0 then
     redis.call('ZADD', k_index, lease['until'], member)
   else
@@ -48,7 +52,8 @@ end
 -- Returns {moved 1 / refused 0 / no run -1, old status}.
 local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new, sources,
                        patch, output, now, wf)
-  if redis.call('EXISTS', k_run) == 0 then return {-1, ''} end
+  local run_ttl = redis.call('PTTL', k_run)
+  if run_ttl == -2 then return {-1, ''} end
   local cur = redis.call('HGET', k_steps, step)
   local rec = {}
   local status = STEP.PENDING
@@ -74,7 +79,7 @@ local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new
       redis.call('HINCRBY', k_metrics, F.M_DBUCKET .. F.SEP .. base .. F.SEP .. bucket, 1)
     end
   end
-  keep_ttl(k_run, k_steps, k_events, k_outputs)
+  keep_ttl(run_ttl, k_steps, k_events, k_outputs)
   return {1, status}
 end
 
