@@ -8,8 +8,11 @@ runs succeeded / failed / stuck, step runs executed more than once, concurrent d
 side effects done other than exactly once, and the seconds from a worker's kill to the
 re-run of the steps it was running (p50, max).
 
-Scenarios: ``kills`` (a random worker SIGKILLed every few seconds, then restarted),
-``redis`` (Redis SIGKILLed mid-run and restarted from its AOF), ``long`` (a step that runs
+Scenarios: ``healthy-threads`` and ``healthy-prefork`` (no fault: 1,000 runs of no-wait
+zigzag and random non series-parallel DAGs, where many parents end at once), ``kills`` (a
+random worker SIGKILLed every few seconds, then restarted),
+``redis`` (Redis SIGKILLed mid-run and restarted from its AOF), ``api`` (the HTTP API
+SIGKILLed and restarted while callers wait on ``?wait``), ``long`` (a step that runs
 far longer than the lease and the visibility timeout), ``cut`` (the link between one
 worker's host, a network namespace, and Redis is cut for longer than a lease, then
 restored; needs root and ``ip``), ``all`` (kills, a Redis restart and a cut together).
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import statistics
@@ -33,14 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import redis
 
-from bench.chaos_steps import CHAOS
+from bench.chaos_steps import FAST, SHAPES, long_workflow
 from bench.stack import PACKAGES, REPO
-from orchestrator.core.dsl import Workflow
-from orchestrator.core.models import WorkflowDef
-from orchestrator.dev import procs, shapes
-from orchestrator.dev.localredis import RedisServer
+from orchestrator.dev import procs
+from orchestrator.dev.localredis import RedisServer, free_loopback_port
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
@@ -48,27 +51,6 @@ from orchestrator.settings import Settings
 DOC = REPO / "docs" / "reliability.md"
 START, END = "<!-- chaos:start -->", "<!-- chaos:end -->"
 FINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _workflow(name: str, deps: shapes.Deps, rng: random.Random, ms: tuple[int, int]
-              ) -> WorkflowDef:
-    wf = Workflow(name)
-    handles: dict[str, Any] = {}
-    for s, parents in deps.items():
-        handles[s] = wf.step(s, CHAOS, after=[handles[p] for p in parents],
-                             ms=rng.randint(*ms))
-    return wf.build()
-
-
-def workflows(ms: tuple[int, int] = (50, 400)) -> list[WorkflowDef]:
-    """The four shapes (deterministic: the same versions every time)."""
-    rng = random.Random(11)
-    fan = {"split": [], **{f"p{i}": ["split"] for i in range(8)},
-           "merge": [f"p{i}" for i in range(8)]}
-    return [_workflow("chaos_chain", shapes.chain(6), rng, ms),
-            _workflow("chaos_fan", fan, rng, ms),
-            _workflow("chaos_zigzag", shapes.zigzag(11), rng, ms),
-            _workflow("chaos_random", shapes.random_dag(random.Random(3), 20), rng, ms)]
 
 
 @dataclass
@@ -96,8 +78,11 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        """Every run succeeded; nothing ran twice at once; every side effect once; and with
+        no fault injected, no step function ran twice at all."""
         return (self.succeeded == self.runs and self.overlaps == 0
-                and self.effects_not_once == 0)
+                and self.effects_not_once == 0
+                and (bool(self.faults) or self.executed_twice == 0))
 
 
 HEADER = ("| scenario | runs | succeeded | failed | stuck | step runs executed more than "
@@ -153,9 +138,13 @@ class Cluster:
 
     workers: int = 3
     concurrency: int = 2
+    pool: str = "prefork"
     settings: dict[str, Any] = field(default_factory=dict)
     ns: Namespace | None = None
     """If given, worker 0 runs in this namespace and reaches Redis over its link."""
+    api: Any = None
+    api_port: int = 0
+    api_token: str = ""
     server: RedisServer = field(init=False)
     procs: list[Any] = field(default_factory=list)
     kills: list[tuple[float, set[int]]] = field(default_factory=list)
@@ -188,7 +177,7 @@ class Cluster:
         return procs.spawn([*prefix, sys.executable, "-m", "celery", "-A", "workers.main",
                             "worker",
                             "-n", f"chaos{i}@%h", "-Q", "default", "-c",
-                            str(self.concurrency), "-P", "prefork", "-l", "INFO",
+                            str(self.concurrency), "-P", self.pool, "-l", "INFO",
                             "--without-gossip", "--without-mingle"],
                            log=log, env=self.env(i), cwd=REPO,
                            death_signal=signal.SIGKILL)
@@ -209,6 +198,34 @@ class Cluster:
         self.server.restart()
         return f"Redis SIGKILL, {down_s:.0f} s down, AOF restart"
 
+    def start_api(self) -> None:
+        """The HTTP API as a process of its own (restartable), with one token."""
+        self.api_port = free_loopback_port()
+        self.api_token = secrets.token_urlsafe(24)
+        self._spawn_api()
+
+    def _spawn_api(self) -> None:
+        env = self.env(1)
+        env["ORCH_API_TOKENS"] = json.dumps([{"token": self.api_token, "name": "chaos",
+                                              "scopes": ["runs:read", "runs:write"]}])
+        self.api = procs.spawn([sys.executable, "-m", "orchestrator.api", "--host",
+                                "127.0.0.1", "--port", str(self.api_port)],
+                               log=procs.temp_log("chaos-api-"), env=env, cwd=REPO,
+                               death_signal=signal.SIGKILL)
+        procs.wait_ready(self.api, self._api_ready, 60, name="chaos API")
+
+    def _api_ready(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.api_port}/readyz", timeout=1).is_success
+        except httpx.HTTPError:
+            return False
+
+    def restart_api(self) -> str:
+        procs.kill_group(self.api)
+        time.sleep(1.0)
+        self._spawn_api()
+        return "API SIGKILL and restart mid-wait"
+
     def cut_link(self, down_s: float) -> str:
         assert self.ns is not None
         self.ns.cut()
@@ -219,10 +236,36 @@ class Cluster:
     def stop(self) -> None:
         if self.ns is not None:
             self.ns.restore()
+        if self.api is not None:
+            procs.stop(self.api, 10)
         procs.stop_all(self.procs, 30)
         self.server.close()
         if self.ns is not None:
             self.ns.delete()
+
+
+def submit_and_wait(cluster: Cluster, workflow: str, key: str, out: list[str],
+                    deadline_s: float) -> None:
+    """What a careful HTTP caller does: submit with an Idempotency-Key and ``?wait``; on a
+    lost connection (the API restarted), submit again with the same key (the same run)
+    and keep waiting, until the run has ended."""
+    base = f"http://127.0.0.1:{cluster.api_port}/v1"
+    headers = {"Authorization": f"Bearer {cluster.api_token}", "Idempotency-Key": key}
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        try:
+            resp = httpx.post(f"{base}/workflows/{workflow}/runs", params={"wait": 20},
+                              headers=headers, json={}, timeout=30)
+            if resp.status_code in (200, 201, 202):
+                body = resp.json()
+                if body["run_id"] not in out:
+                    out.append(body["run_id"])
+                if body["status"] in FINAL:
+                    return
+            else:
+                time.sleep(0.5)
+        except httpx.HTTPError:
+            time.sleep(0.5)
 
 
 def measure(cluster: Cluster, coord: Coordinator, run_ids: Sequence[str],
@@ -243,6 +286,12 @@ def measure(cluster: Cluster, coord: Coordinator, run_ids: Sequence[str],
             later = [t for k, t, _ in starts if k == key and t > tk]
             if later:
                 rerun.append(min(later) - tk)
+    # retention: every key of an ended run carries a TTL (stragglers' writes included)
+    no_ttl = [k for k in r.scan_iter(f"{coord.store.keys.run('')}*", count=1000)
+              if r.ttl(k) == -1 and (r.hget(coord.store.keys.run(k.split(":")[2]), "status")
+                                     in FINAL)]
+    if no_ttl:
+        faults = [*faults, f"{len(no_ttl)} keys of ended runs without a TTL"]
     return Result(scenario, len(run_ids), statuses.count("succeeded"),
                   statuses.count("failed"), sum(1 for s in statuses if s not in FINAL),
                   sum(1 for n in execs.values() if n > 1), overlaps, not_once, rerun, faults,
@@ -251,12 +300,15 @@ def measure(cluster: Cluster, coord: Coordinator, run_ids: Sequence[str],
 
 def run_scenario(name: str, runs: int, *, kill_every_s: float = 4.0,
                  redis_restart_at_s: float | None = None, cut_at_s: float | None = None,
+                 api_restart_at_s: float | None = None, pool: str = "prefork",
+                 concurrency: int = 2, fast: bool = False,
                  cut_s: float = 12.0, deadline_s: float = 600,
                  settings: dict[str, Any] | None = None, long_ms: int | None = None,
                  progress: Callable[[str], None] = print) -> Result:
     """One scenario (see the module docstring); returns its figures."""
     ns = Namespace("orchchaos", "10.213.7.1", "10.213.7.2") if cut_at_s is not None else None
-    cluster = Cluster(settings=settings or {}, ns=ns).start()
+    cluster = Cluster(settings=settings or {}, ns=ns, pool=pool,
+                      concurrency=concurrency).start()
     try:
         s = Settings(redis_url=cluster.server.url, workflow_packages=PACKAGES,
                      **(settings or {}))
@@ -265,11 +317,25 @@ def run_scenario(name: str, runs: int, *, kill_every_s: float = 4.0,
             procs.wait_ready(p, lambda i=i: coord.app.control.ping(
                 destination=[f"chaos{i}@{os.uname().nodename}"], timeout=0.5), 60,
                 name=f"chaos worker {i}")
-        shapes_ = workflows() if long_ms is None else [
-            _workflow("chaos_long", {"long": [], "tail": ["long"]},
-                      random.Random(1), (long_ms, long_ms))]
+        shapes_ = (list(FAST) if fast else list(SHAPES)) if long_ms is None else [
+            long_workflow(long_ms)]
         started = time.time()
-        run_ids = [coord.submit(shapes_[i % len(shapes_)]) for i in range(runs)]
+        run_ids: list[str] = []
+        waiters: list[threading.Thread] = []
+        if api_restart_at_s is not None:  # a quarter of the runs come over HTTP, waiting
+            cluster.start_api()
+            for wf in shapes_:
+                coord.compile(wf)  # stored, so the API can read its versions
+        for i in range(runs):
+            wf = shapes_[i % len(shapes_)]
+            if api_restart_at_s is not None and i % 4 == 0:
+                th = threading.Thread(target=submit_and_wait, daemon=True,
+                                      args=(cluster, wf.name, f"chaos-{i}", run_ids,
+                                            deadline_s))
+                th.start()
+                waiters.append(th)
+            else:
+                run_ids.append(coord.submit(wf))
         progress(f"{name}: {runs} runs submitted")
         faults: list[str] = []
         stop = threading.Event()
@@ -279,8 +345,12 @@ def run_scenario(name: str, runs: int, *, kill_every_s: float = 4.0,
             next_kill = time.time() + kill_every_s
             restarted = redis_restart_at_s is None
             was_cut = cut_at_s is None
+            api_done = api_restart_at_s is None
             while not stop.wait(0.2):
                 now = time.time()
+                if not api_done and now - started >= (api_restart_at_s or 0):
+                    faults.append(cluster.restart_api())
+                    api_done = True
                 if not was_cut and now - started >= (cut_at_s or 0):
                     faults.append(cluster.cut_link(cut_s))
                     was_cut = True
@@ -294,6 +364,8 @@ def run_scenario(name: str, runs: int, *, kill_every_s: float = 4.0,
         t = threading.Thread(target=inject, daemon=True)
         t.start()
         deadline = time.time() + deadline_s
+        for th in waiters:
+            th.join(max(1.0, deadline - time.time()))
         r = redis.Redis.from_url(cluster.server.url, decode_responses=True)
         while time.time() < deadline:
             try:
@@ -317,12 +389,17 @@ def run_scenario(name: str, runs: int, *, kill_every_s: float = 4.0,
 
 
 SCENARIOS: dict[str, dict[str, Any]] = {
+    "healthy-threads": {"kill_every_s": 0, "fast": True, "pool": "threads",
+                        "concurrency": 32, "runs": 1000},
+    "healthy-prefork": {"kill_every_s": 0, "fast": True, "runs": 1000},
     "kills": {"kill_every_s": 4.0},
     "redis": {"kill_every_s": 0, "redis_restart_at_s": 6.0},
     "long": {"kill_every_s": 0, "long_ms": 10_000,
              "settings": {"lease_s": 2.0, "visibility_timeout_s": 3}},
     "cut": {"kill_every_s": 0, "cut_at_s": 4.0},
-    "all": {"kill_every_s": 4.0, "redis_restart_at_s": 10.0, "cut_at_s": 25.0},
+    "api": {"kill_every_s": 0, "api_restart_at_s": 5.0},
+    "all": {"kill_every_s": 4.0, "redis_restart_at_s": 10.0, "cut_at_s": 25.0,
+            "api_restart_at_s": 40.0},
 }
 
 
@@ -352,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.only or list(SCENARIOS):
         kw = dict(SCENARIOS[name])
         n = 4 if name == "long" else runs
+        fixed = kw.pop("runs", None)
+        if fixed and not args.runs:
+            n = fixed if not args.quick else runs
         results.append(run_scenario(name, n, **kw))
     print(HEADER)
     for res in results:

@@ -1,5 +1,7 @@
-"""The step function of the chaos suite: it counts itself, in Redis, by the step run's
-idempotency key (the counting is the step's own, not the store's).
+"""The step function and the workflows of the chaos suite.
+
+The step counts itself, in Redis, by the step run's idempotency key (the counting is the
+step's own, not the store's).
 
 Keys (all under ``chaos:``): ``exec`` (hash: executions per step run), ``overlap`` (hash:
 executions that began while another live one of the same step run was in flight),
@@ -12,9 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
+from typing import Any
 
+from orchestrator.core.dsl import Workflow
+from orchestrator.core.models import WorkflowDef
 from orchestrator.core.registry import step_function
+from orchestrator.dev import shapes
 from orchestrator.runtime.context import current
 
 CHAOS = "bench.chaos"
@@ -54,3 +61,36 @@ def chaos_step(ms: int = 0) -> int:
     if int(r.get(inflight) or 0) == pid:
         r.delete(inflight)
     return ms
+
+
+def _workflow(name: str, deps: shapes.Deps, rng: random.Random, ms: tuple[int, int]
+              ) -> WorkflowDef:
+    wf = Workflow(name)
+    handles: dict[str, Any] = {}
+    for s, parents in deps.items():
+        handles[s] = wf.step(s, CHAOS, after=[handles[p] for p in parents],
+                             ms=rng.randint(*ms))
+    return wf.build()
+
+
+def long_workflow(ms: int) -> WorkflowDef:
+    """A step of ``ms`` milliseconds, then one more."""
+    return _workflow(f"chaos_long_{ms}", {"long": [], "tail": ["long"]}, random.Random(1),
+                     (ms, ms))
+
+
+_rng = random.Random(11)
+_FAN = {"split": [], **{f"p{i}": ["split"] for i in range(8)},
+        "merge": [f"p{i}" for i in range(8)]}
+chaos_chain = _workflow("chaos_chain", shapes.chain(6), _rng, (50, 400))
+chaos_fan = _workflow("chaos_fan", _FAN, _rng, (50, 400))
+chaos_zigzag = _workflow("chaos_zigzag", shapes.zigzag(11), _rng, (50, 400))
+chaos_random = _workflow("chaos_random", shapes.random_dag(random.Random(3), 20), _rng,
+                         (50, 400))
+SHAPES = (chaos_chain, chaos_fan, chaos_zigzag, chaos_random)
+"""The four shapes of the chaos suite (module level: the catalog, so the API, has them)."""
+chaos_zigzag_fast = _workflow("chaos_zigzag_fast", shapes.zigzag(11), _rng, (0, 0))
+chaos_random_fast = _workflow("chaos_random_fast", shapes.random_dag(random.Random(9), 60),
+                              _rng, (0, 0))
+FAST = (chaos_zigzag_fast, chaos_random_fast)
+"""No-wait zigzag and random non series-parallel DAGs: many parents end at once."""

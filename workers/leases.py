@@ -61,7 +61,9 @@ class Keeper:
         self.hostname = hostname
         self.pool = pool
         self.can_kill_one = can_kill_one
-        self.holding: set[str] = set()  # tokens whose lease this worker took
+        self.holding: set[str] = set()  # tokens whose lease a renewal confirmed
+        self.first_seen: dict[str, float] = {}  # token -> when a renewal first saw it
+        self.stopped: set[str] = set()  # tokens whose attempt this keeper killed
         self.last_ok = time.monotonic()
         self.redis_ok = True
         self._stop = threading.Event()
@@ -96,12 +98,18 @@ class Keeper:
         out = []
         for req in list(worker_state.active_requests):
             held = getattr(req, "orch_held", None)
-            if held is not None:
+            if held is not None and held.token not in self.stopped:
                 out.append((req, held))
         return out
 
     def _renew(self, sent_at: float) -> None:
         active = self._active()
+        live = {h.token for _, h in active}
+        self.first_seen = {t: s for t, s in self.first_seen.items() if t in live}
+        self.stopped &= {getattr(r, "orch_held", Held("", "", "")).token
+                         for r in list(worker_state.active_requests)}
+        for _, h in active:
+            self.first_seen.setdefault(h.token, sent_at)
         if not active:
             self.last_ok = sent_at
             return
@@ -117,9 +125,13 @@ class Keeper:
         for (req, held), got in zip(active, answers, strict=True):
             if got == 1:
                 self.holding.add(held.token)
-            elif got in (0, -1) and held.token in self.holding:
+                continue
+            # not (or no longer) the holder: an attempt that held the lease, or a task
+            # that has had the time to take it and has not (a duplicate copy ends in ms)
+            settled_in = sent_at - self.first_seen.get(held.token, sent_at)
+            if held.token in self.holding or settled_in >= self.lease_s / 4:
                 self._stop_attempt(req, held, "lost its lease to another attempt"
-                                   if got == 0 else "lost its lease (Redis forgot it)")
+                                   if got == 0 else "holds no lease (Redis lost it)")
 
     def _unreachable(self, exc: Exception, active: list[tuple[Any, Held]]) -> None:
         if self.redis_ok:
@@ -128,12 +140,14 @@ class Keeper:
                         0.75 * self.lease_s)
         self.redis_ok = False
         if time.monotonic() - self.last_ok > 0.75 * self.lease_s:
+            # every step task, confirmed or not: one that took its lease just before Redis
+            # went away was never confirmed, and must not outlive its lease either
             for req, held in active:
-                if held.token in self.holding:
-                    self._stop_attempt(req, held, "could not renew its lease in time")
+                self._stop_attempt(req, held, "could not renew its lease in time")
 
     def _stop_attempt(self, req: Any, held: Held, why: str) -> None:
         self.holding.discard(held.token)
+        self.stopped.add(held.token)
         log.error("step %s of run %s %s: stopping this attempt", held.step_id, held.run_id,
                   why)
         pid = getattr(req, "worker_pid", None)

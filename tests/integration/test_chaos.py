@@ -37,3 +37,7 @@ def test_a_cut_link(redis_binary: str) -> None:
         pytest.fail("the cut-link scenario needs root and iproute2 (`ip`): CI has both")
     _check(run_scenario("cut", 16, kill_every_s=0, cut_at_s=3.0, cut_s=12.0,
                         deadline_s=240))
+
+
+def test_api_restart_mid_wait(redis_binary: str) -> None:
+    _check(run_scenario("api", 16, kill_every_s=0, api_restart_at_s=3.0, deadline_s=240))

@@ -128,3 +128,42 @@ def test_a_step_longer_than_lease_and_visibility_timeout_runs_once(
     assert view.run.status.value == "succeeded", statuses(view)
     assert short_lease_pool.executions(run_id) == {"long": 1, "after_long": 1}
     assert short_lease_pool.overlaps(run_id) == {}
+
+
+@pytest.fixture
+def quick_claims_pool(redis_binary: str) -> Iterator[Pool]:
+    yield from _pool(redis_binary, 1, "prefork", 2, claim_grace_s=1.0)
+
+
+def test_a_submit_cut_short_between_claim_and_publish_is_published(
+        quick_claims_pool: Pool) -> None:
+    """The coordinator created the run and claimed its first units, then died before it
+    published them: the reaper publishes them once the claim is stale."""
+    coord = quick_claims_pool.coord
+    d = coord.compile(zigzag_11)
+    coord.store.create_run("cut-short", d.wf, d.plan, {})
+    assert coord.store.claim_sources("cut-short", d.plan.sources)  # ...and no publish
+    view = wait_run(coord, "cut-short", timeout_s=60)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert quick_claims_pool.executions("cut-short") == {s.step_id: 1 for s in view.steps}
+
+
+def test_status_and_runs_survive_a_half_expired_run(quick_claims_pool: Pool) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import cli
+
+    coord = quick_claims_pool.coord
+    done = wait_run(coord, coord.submit(zigzag_11)).run.run_id
+    broken = wait_run(coord, coord.submit(zigzag_11)).run.run_id
+    r = quick_claims_pool.r
+    r.delete(coord.store.keys.steps(done))  # retention took this key first
+    r.hdel(coord.store.keys.run(broken), "workflow", "version")  # a partial record
+    env = {"ORCH_REDIS_URL": quick_claims_pool.server.url,
+           "ORCH_WORKFLOW_PACKAGES": '["workflows", "tests.integration.flows", '
+                                     '"tests.integration.flows_queues"]'}
+    runs = CliRunner().invoke(cli, ["runs"], env=env)
+    assert runs.exit_code == 0, runs.output
+    assert done in runs.output and f"{broken}  (damaged record" in runs.output
+    status = CliRunner().invoke(cli, ["status", done], env=env)
+    assert status.exit_code == 0 and "pending" in status.output  # its steps are gone

@@ -294,3 +294,21 @@ def test_a_straggler_of_an_ended_run_creates_no_key_without_ttl(store: RunStore)
     store.complete_unit("r", "u0", [])
     keys = list(store.client.scan_iter(f"{store.keys.run('r')}*"))
     assert keys and all(store.client.ttl(k) > 0 for k in keys), keys
+
+
+def test_a_run_that_ends_puts_its_callback_in_the_outbox(store: RunStore) -> None:
+    from orchestrator.store import CallbackRegistry
+
+    registry = CallbackRegistry(store.client, store.keys, 60)
+    registry.register("r", "http://127.0.0.1:9/hook")
+    assert registry.due(30) == []  # not before the run ends
+    assert store.transition_run("r", RunStatus.SUCCEEDED)
+    (rid, reg), = registry.due(30)
+    assert rid == "r" and reg["url"] == "http://127.0.0.1:9/hook"
+    assert registry.due(30) == []  # re-armed while it is tried
+    registry.record("r", {"attempt": 1, "ok": False, "error": "refused"}, retry_in_s=0.0)
+    (rid, reg), = wait_until(lambda: registry.due(30), 5)
+    assert [a["attempt"] for a in reg["attempts"]] == [1]
+    registry.record("r", {"attempt": 2, "ok": True}, retry_in_s=None)
+    assert registry.get("r")["done"] and "r" not in registry.pending()  # type: ignore[index]
+    assert store.client.zcard(store.keys.callbacks_outbox()) == 0

@@ -45,3 +45,16 @@ def test_quoted_workflow_versions_are_current() -> None:
     for doc in DOCS:
         for quoted in re.findall(r"version[^`\n]{0,40}`([0-9a-f]{16})`", _text(doc)):
             assert quoted in versions, f"{doc.name} quotes version {quoted}, not current"
+
+
+def test_only_the_store_holds_a_redis_client_for_run_data() -> None:
+    """Outside orchestrator/store/ (and dev/, which runs its own Redis server), no module
+    of the product imports redis: run data goes through the store's interface."""
+    offenders = []
+    for path in sorted([*(ROOT / "orchestrator").rglob("*.py"), *(ROOT / "workers").rglob("*.py")]):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(("orchestrator/store/", "orchestrator/dev/")):
+            continue
+        if re.search(r"^\s*(import redis|from redis)\b", _text(path), re.M):
+            offenders.append(rel)
+    assert not offenders, offenders
