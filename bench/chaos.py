@@ -279,6 +279,14 @@ def measure(cluster: Cluster, coord: Coordinator, run_ids: Sequence[str],
     not_once = sum(1 for k in execs if effects.get(k, 0) != 1)
     starts = [json.loads(x) for x in r.lrange("chaos:starts", 0, -1)]
     ends = {(k, pid) for k, _t, pid in (json.loads(x) for x in r.lrange("chaos:ends", 0, -1))}
+    stuck = [rid for rid, s in zip(run_ids, statuses, strict=True) if s not in FINAL]
+    for rid in stuck[:5]:  # say why, for whoever reads the output
+        steps = {k: json.loads(v).get("status") for k, v in
+                 r.hgetall(coord.store.keys.steps(rid)).items()}
+        leases = r.hgetall(coord.store.keys.leases(rid))
+        done = sorted(r.smembers(coord.store.keys.units_done(rid)))
+        print(f"stuck run {rid}: steps {steps}; leases {leases}; units done {done}",
+              file=sys.stderr)
     rerun: list[float] = []
     for tk, pids in cluster.kills:
         cut = {k for k, t, pid in starts if pid in pids and t < tk and (k, pid) not in ends}

@@ -23,6 +23,10 @@ class OrchestratorError(Exception):
     """Root of every error raised by the orchestrator."""
 
 
+class SettingsInvalid(OrchestratorError):
+    """A setting (an ``ORCH_*`` variable) has an invalid value: the operator must fix it."""
+
+
 # --- definition errors ---------------------------------------------------------------
 
 
@@ -117,6 +121,71 @@ class IdempotencyConflict(RunError):
 
 class DispatchError(OrchestratorError):
     """Work cannot reach a worker: the operator must react."""
+
+
+class StoreUnavailable(DispatchError):
+    """Redis (broker, result backend and run store) cannot be used: the operator must react.
+
+    The message is one line: the URL (password masked), what went wrong, and the fix.
+    :func:`orchestrator.outages.explain` makes these from what redis-py or kombu raised.
+
+    Attributes:
+        code: the machine-readable kind, also the API's error code.
+        url: the Redis URL, password masked.
+        detail: what the client library said.
+        fix: what the operator should do.
+    """
+
+    code = "store_unavailable"
+    fix = "Check that Redis runs and that ORCH_REDIS_URL points at it."
+
+    def __init__(self, url: str, detail: str, timeout_s: float | None = None) -> None:
+        self.url = url
+        self.detail = detail
+        self.timeout_s = timeout_s
+        super().__init__(f"{self.summary}. Fix: {self.fix}")
+
+    @property
+    def summary(self) -> str:
+        """What went wrong, without the fix: ``Redis at <url> is unreachable (<detail>)``."""
+        return f"{self._what()} ({self.detail})"
+
+    def _what(self) -> str:
+        return f"Redis at {self.url} cannot be used"
+
+
+class RedisUnreachable(StoreUnavailable):
+    """Nothing accepts connections at the Redis URL (refused, unknown host, no route)."""
+
+    code = "redis_unreachable"
+    fix = ("start Redis there (`orchestrator up` starts a local one), or point "
+           "ORCH_REDIS_URL at a running server.")
+
+    def _what(self) -> str:
+        return f"Redis at {self.url} is unreachable"
+
+
+class RedisAuthFailed(StoreUnavailable):
+    """Redis refused the password (``NOAUTH``: none given; ``WRONGPASS``: a wrong one)."""
+
+    code = "redis_auth_failed"
+    fix = ("put the server's password in ORCH_REDIS_URL, as "
+           "redis://:PASSWORD@host:port/db (or redis://USER:PASSWORD@... with ACL users).")
+
+    def _what(self) -> str:
+        return f"Redis at {self.url} refused the password"
+
+
+class RedisTimedOut(StoreUnavailable):
+    """Redis accepted the connection but did not answer in time."""
+
+    code = "redis_timeout"
+    fix = ("check that ORCH_REDIS_URL points at a Redis server (not another service) "
+           "and that the server is not stalled or overloaded.")
+
+    def _what(self) -> str:
+        within = f" within {self.timeout_s:g} s" if self.timeout_s else " in time"
+        return f"Redis at {self.url} did not answer{within}"
 
 
 # --- API client errors -----------------------------------------------------------------

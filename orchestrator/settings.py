@@ -1,15 +1,43 @@
 """The one typed settings object, read from ``ORCH_*`` environment variables.
 
-Built once at each entry point (CLI, worker, API) and passed down; nothing else reads
-the environment.
+Built once at each entry point (CLI, worker, API) with :func:`load`, and passed down;
+nothing else reads the environment.  :func:`load` checks the settings at start: a bad
+value is one line naming the variable and the fix (:class:`SettingsInvalid`), and an
+``ORCH_*`` variable that names no setting (a typo) is warned about with the closest name.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from orchestrator.errors import SettingsInvalid
+from orchestrator.outages import mask_url
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "ORCH_"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+TOOLING_VARIABLES = frozenset({
+    "ORCH_VENV", "ORCH_ROOT", "ORCH_QUEUE", "ORCH_MIN_PYTHON", "ORCH_LOG_TAG",
+    "ORCH_BOOTSTRAP_FORCE", "ORCH_TEST_REQUIRE_REDIS"})
+"""``ORCH_*`` variables read by the scripts and the tests, not settings: no typo warning."""
 
 ApiScope = Literal["runs:read", "runs:write", "workflows:read", "metrics:read"]
 """What an API token may do: read runs, start and cancel runs, read workflows, scrape
@@ -45,14 +73,23 @@ class Settings(BaseSettings):
     """Everything configurable.  Every field maps to ``ORCH_<FIELD>``."""
 
     # hide_input_in_errors: a rejected value may be a secret (an API token, a password)
-    model_config = SettingsConfigDict(env_prefix="ORCH_", frozen=True, extra="ignore",
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore",
                                       hide_input_in_errors=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0",
-                           description="Broker, result backend and run store.")
+                           description="Broker, result backend and run store: a redis://, "
+                           "rediss:// or unix:// URL.")
+    redis_timeout_s: float = Field(1.0, gt=0, description="How long the CLI and the API "
+                                   "wait for one Redis command (connecting included) "
+                                   "before they report that Redis did not answer (exit 5, "
+                                   "or a 503); workers keep the store's longer default.")
     key_prefix: str = Field("orch", description="Prefix of every run-store key.")
-    workflow_packages: tuple[str, ...] = Field(
-        ("workflows",), description="Packages imported to find workflows and step functions.")
+    workflow_packages: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("workflows",), description="Packages imported to find workflows and step "
+        "functions: comma-separated (a,b) or a JSON list.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Workers' log lines: text, or json (one JSON object a line "
+        "with time, level, logger, message, run_id, step_id, attempt, task_id).")
     default_queue: str = Field("default", description="Queue of steps that name none.")
     visibility_timeout_s: int = Field(
         3600, description="The broker's own redelivery delay after a worker dies: a last "
@@ -97,3 +134,106 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
     callback_max_age_s: float = Field(24 * 3600, gt=0, description="How long after its "
                                       "run ended a failing callback is still retried.")
+
+    @field_validator("workflow_packages", mode="before")
+    @classmethod
+    def _list_or_csv(cls, v: Any) -> Any:
+        """A list setting read from text: a JSON list, or comma-separated names."""
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list ({exc.msg} at character {exc.pos}); "
+                                 "write a,b or [\"a\", \"b\"]") from None
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}); write redis://host:6379/0") from None
+        if parts.scheme not in REDIS_SCHEMES:
+            got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(f"{mask_url(v)} has {got}; write redis://host:6379/0 (or "
+                             "rediss:// for TLS, unix:///path/to/redis.sock)")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// URL needs the socket path: unix:///path/redis.sock")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"{mask_url(v)} names no host; write redis://host:6379/0")
+        try:
+            parts.port  # noqa: B018  # parsing the port validates it
+        except ValueError:
+            raise ValueError(f"{mask_url(v)} has a bad port; write redis://host:6379/0"
+                             ) from None
+        return v
+
+    @field_validator("visibility_timeout_s", "result_expires_s", "run_retention_s")
+    @classmethod
+    def _positive_duration(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("a duration in seconds must be above 0")
+        return v
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field: ``ORCH_<FIELD>``."""
+    return ENV_PREFIX + field.upper()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``ORCH_*`` variable that names no setting (a typo, usually), with
+    the closest known name when there is one."""
+    known = {env_name(f) for f in Settings.model_fields}
+    out = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in TOOLING_VARIABLES:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; see orchestrator/settings.py"
+        out.append(f"{name} is not a setting and is ignored{hint}")
+    return out
+
+
+def describe(exc: ValidationError | SettingsError) -> str:
+    """One line naming each bad variable, what is wrong and the fix."""
+    if isinstance(exc, SettingsError):
+        m = re.search(r'field "(\w+)"', str(exc))
+        var = env_name(m.group(1)) if m else "an ORCH_* variable"
+        return f"{var} cannot be parsed: it must be JSON (see README, Settings)"
+    problems = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        where = ".".join(str(x) for x in loc[1:])
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        name = env_name(field) if field else "settings"
+        problems.append(f"{name}{'[' + where + ']' if where else ''}: {msg}")
+    return "; ".join(problems)
+
+
+def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment, checked (the entry points' way).
+
+    Args:
+        environ: the environment to check for unknown ``ORCH_*`` names; default
+            ``os.environ`` (the values themselves are always read from ``os.environ``).
+        overrides: field values that win over the environment.
+
+    Returns:
+        The settings.  Each unknown ``ORCH_*`` variable is logged as a warning.
+
+    Raises:
+        SettingsInvalid: a value is invalid; the message is one line naming the variable.
+    """
+    for warning in unknown_variables(os.environ if environ is None else environ):
+        log.warning("%s", warning)
+    try:
+        return Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise SettingsInvalid(f"invalid setting: {describe(exc)}") from None

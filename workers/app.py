@@ -21,6 +21,7 @@ from orchestrator.runtime.definitions import Definitions
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore
+from workers import logs
 from workers import step as step_mod
 from workers.leases import LeaseKeeper
 
@@ -29,9 +30,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     """Build the worker app: config, runtime, one task per step function, the join task.
 
     Importing the configured workflow packages registers their step functions; each gets
-    a task named ``step.<function name>``.
+    a task named ``step.<function name>``.  The worker's log lines name the run, step and
+    attempt, as text or JSON (``settings.log_format``, see :mod:`workers.logs`).
     """
     settings = settings or Settings()
+    logs.install(settings.log_format)
     catalog = discover(settings.workflow_packages)
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))

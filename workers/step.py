@@ -248,6 +248,7 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         except ConditionError as exc:
             return _fail(task, p, d, run_id, step_id, exc, token)
     if reason is not None:
+        log.info("step %s of run %s: skipped (%s)", step_id, run_id, reason)
         if not p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason, token):
             drop_canvas(task)
         return _done(run_id, step_id, StepStatus.SKIPPED)
@@ -272,6 +273,8 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
     try:
         result = task.function.fn(**kwargs)
     except SkipStep as exc:
+        log.info("step %s of run %s: skipped by the step (%s)", step_id, run_id,
+                 str(exc) or "no reason given")
         if not p.ended(d, run_id, step_id, StepStatus.SKIPPED,
                        str(exc) or "skipped by the step", token):
             drop_canvas(task)

@@ -17,7 +17,7 @@ from orchestrator.api.limits import BodyLimit, known_query_only
 from orchestrator.runtime.catalog import Catalog, discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import ApiToken, Settings
-from orchestrator.store import AsyncRunReader, CallbackRegistry
+from orchestrator.store import AsyncRunReader, CallbackRegistry, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,14 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     """
     if catalog is None:
         catalog = coordinator.catalog if coordinator else discover(settings.workflow_packages)
-    coord = coordinator or Coordinator(settings, catalog)
+    if coordinator is None:
+        # a caller waits on every request: a store that does not answer is a 503 within
+        # redis_timeout_s, not 15 s.  (Publishing keeps Celery's retries: the store is
+        # always used first, and a blip between the two should not fail a submission.)
+        store = RunStore.from_url(settings.redis_url, settings.key_prefix,
+                                  settings.run_retention_s, timeout_s=settings.redis_timeout_s)
+        coordinator = Coordinator(settings, catalog, store=store)
+    coord = coordinator
     registry = CallbackRegistry(coord.store.client, coord.store.keys, settings.run_retention_s)
     reader = AsyncRunReader(settings.redis_url, coord.store.keys)
     ctx = ApiContext(settings=settings, catalog=catalog, coordinator=coord, registry=registry,

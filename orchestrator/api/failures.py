@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api.models import ErrorBody, ErrorInfo
@@ -25,11 +26,16 @@ from orchestrator.errors import (
     RunDamaged,
     RunExists,
     RunNotFound,
+    StoreUnavailable,
     WorkflowNotFound,
 )
+from orchestrator.outages import explain, mask_url
 from orchestrator.store import StoreError
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+"""``Retry-After`` of a 503: Redis outages are usually short (a restart, a failover)."""
 
 _DESCRIPTIONS = {
     400: "Malformed request (for example, a body that is not JSON).",
@@ -60,6 +66,15 @@ def error_json(status: int, code: str, message: str, fix: str = "",
                         headers=headers)
 
 
+def store_unavailable(exc: StoreUnavailable) -> JSONResponse:
+    """The 503 of a Redis failure: code ``store_unavailable`` with the kind in ``details``
+    (``redis_unreachable``, ``redis_auth_failed``, ``redis_timeout``), one line naming the
+    URL (password masked), the fix, and ``Retry-After``."""
+    return error_json(503, StoreUnavailable.code, exc.summary, exc.fix,
+                      details=[{"type": exc.code}],
+                      headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def _api_error_headers(exc: ApiError) -> dict[str, str] | None:
     if exc.status_code == 401:
         return {"WWW-Authenticate": 'Bearer realm="orchestrator"'}
@@ -71,6 +86,8 @@ def _api_error_headers(exc: ApiError) -> dict[str, str] | None:
 def orchestrator_error(exc: OrchestratorError) -> JSONResponse:
     """The response for an error of the orchestrator's tree."""
     text = str(exc)
+    if isinstance(exc, StoreUnavailable):
+        return store_unavailable(exc)
     if isinstance(exc, ApiError):
         return error_json(exc.status_code, exc.code, exc.message, exc.fix,
                           headers=_api_error_headers(exc))
@@ -106,8 +123,16 @@ def orchestrator_error(exc: OrchestratorError) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the exception handlers that give every error the one shape."""
 
-    async def on_orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
+    def redis_failure(request: Request, exc: Exception) -> StoreUnavailable | None:
+        settings = request.app.state.ctx.settings
+        return explain(exc, settings.redis_url, settings.redis_timeout_s)
+
+    async def on_orchestrator_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, OrchestratorError)
+        if isinstance(exc, DispatchError) and not isinstance(exc, StoreUnavailable):
+            err = redis_failure(request, exc)  # e.g. queue depths, wrapping the broker's
+            if err is not None:
+                exc = err
         return orchestrator_error(exc)
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -129,11 +154,13 @@ def install(app: FastAPI) -> None:
                           str(exc.detail), fixes.get(exc.status_code, ""),
                           headers=dict(exc.headers) if exc.headers else None)
 
-    async def on_redis_error(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("store unavailable: %s", exc)
-        return error_json(503, "store_unavailable", f"the store cannot be reached: {exc}",
-                          "Retry later; the operator should check Redis.",
-                          headers={"Retry-After": "1"})
+    async def on_redis_error(request: Request, exc: Exception) -> JSONResponse:
+        err = redis_failure(request, exc)
+        if err is None:  # a command Redis refused (OOM, READONLY...): still Redis's state
+            url = mask_url(request.app.state.ctx.settings.redis_url)
+            err = StoreUnavailable(url, " ".join(str(exc).split()) or type(exc).__name__)
+        log.warning("%s", err.summary)
+        return store_unavailable(err)
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -144,4 +171,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(StoreError, on_redis_error)
+    app.add_exception_handler(BrokerError, on_redis_error)
     app.add_exception_handler(Exception, on_unexpected)

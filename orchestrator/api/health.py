@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from orchestrator.api.deps import ApiContext, context
-from orchestrator.api.failures import error_json, error_responses
+from orchestrator.api.failures import error_responses, store_unavailable
 from orchestrator.api.models import Health
+from orchestrator.errors import RedisTimedOut, StoreUnavailable
+from orchestrator.outages import explain, mask_url
 from orchestrator.store import StoreError
 
 router = APIRouter(tags=["health"])
@@ -27,12 +29,17 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Health, summary="Readiness",
             responses=error_responses(503))
 async def readyz(ctx: Annotated[ApiContext, Depends(context)]) -> Health | JSONResponse:
-    """Redis (store and broker) answers a PING within a second; else 503."""
+    """Redis (store and broker) answers a PING within a second; else 503 naming the URL
+    (password masked), what went wrong and the fix."""
+    url = ctx.settings.redis_url
     try:
         with anyio.fail_after(READY_TIMEOUT_S):
             await ctx.reader.ping()
-    except (StoreError, OSError, TimeoutError) as exc:
-        return error_json(503, "store_unavailable", f"Redis does not answer: "
-                          f"{type(exc).__name__}", "Check that Redis runs and that "
-                          "ORCH_REDIS_URL points at it.", headers={"Retry-After": "1"})
+    except TimeoutError:
+        return store_unavailable(RedisTimedOut(mask_url(url), "no answer to PING",
+                                               READY_TIMEOUT_S))
+    except (StoreError, OSError) as exc:
+        err = explain(exc, url, READY_TIMEOUT_S) or StoreUnavailable(
+            mask_url(url), " ".join(str(exc).split()) or type(exc).__name__)
+        return store_unavailable(err)
     return Health(status="ready", checks={"redis": "ok"})

@@ -42,7 +42,9 @@ class ErrorInfo(WireModel):
     message: str = Field(description="What is wrong.")
     fix: str = Field("", description="What to change.")
     details: list[dict[str, JsonValue]] | None = Field(
-        None, description="Per-field problems, for request validation errors.")
+        None, description="Per-field problems, for request validation errors; for a 503, "
+        "the kind of Redis failure (`type`: `redis_unreachable`, `redis_auth_failed`, "
+        "`redis_timeout`).")
 
 
 class ErrorBody(WireModel):

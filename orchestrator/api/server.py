@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -13,7 +14,8 @@ from fastapi import FastAPI
 
 from orchestrator.api.app import create_api
 from orchestrator.dev.waiting import wait_until
-from orchestrator.settings import Settings
+from orchestrator.errors import SettingsInvalid
+from orchestrator.settings import load
 
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -79,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None, help="default: ORCH_API_PORT")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load()
+    except SettingsInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     app = create_api(settings)
     uvicorn.Server(config(app, args.host or settings.api_host, args.port or settings.api_port,
                           args.log_level)).run()

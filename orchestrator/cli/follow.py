@@ -9,6 +9,11 @@ from typing import Any
 from orchestrator.runtime.coordinator import Coordinator, RunView
 from orchestrator.store.fields import EVENT_STEP, Event
 
+FOLLOW_BLOCK_MS = 500
+"""Longest blocking read of a run's events: below the CLI's Redis timeout
+(``ORCH_REDIS_TIMEOUT_S``, 1 s by default), so that a quiet run is not taken for a
+server that stopped answering."""
+
 
 def step_table(view: RunView) -> str:
     """A fixed-width table: step, status, attempts, duration, note (reason or error)."""
@@ -51,8 +56,9 @@ def follow(coord: Coordinator, run_id: str, emit: Callable[[str], None],
     """
     last = "0-0"
     start = time.monotonic()
+    block_ms = max(10, min(FOLLOW_BLOCK_MS, int(coord.settings.redis_timeout_s * 500)))
     while True:
-        for eid, fields in coord.store.events(run_id, after=last, block_ms=1000):
+        for eid, fields in coord.store.events(run_id, after=last, block_ms=block_ms):
             last = eid
             ev = Event.parse(eid, fields)
             t = time.strftime("%H:%M:%S", time.localtime(ev.ts))

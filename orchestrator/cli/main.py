@@ -1,4 +1,10 @@
-"""The ``orchestrator`` command line."""
+"""The ``orchestrator`` command line.
+
+Exit codes: 0 success; 1 an invalid workflow (or a followed run that failed); 2 any other
+error of ours (a bad setting, an unknown workflow or run, a usage error); 3 Redis is
+unreachable; 4 Redis refused the password; 5 Redis did not answer in time
+(``ORCH_REDIS_TIMEOUT_S``); 130 interrupted.  Errors are one line on stderr, with the fix.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,56 @@ import os
 import signal
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator import settings as settings_mod
+from orchestrator.cli.doctor import doctor
 from orchestrator.cli.follow import follow, step_table
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.render import dot, mermaid, plan_tree
 from orchestrator.core.states import RunStatus
-from orchestrator.errors import OrchestratorError, RunDamaged, RunNotFound, WorkflowInvalid
+from orchestrator.errors import (
+    OrchestratorError,
+    RedisAuthFailed,
+    RedisTimedOut,
+    RedisUnreachable,
+    RunDamaged,
+    RunNotFound,
+    StoreUnavailable,
+    WorkflowInvalid,
+)
+from orchestrator.outages import explain
 from orchestrator.runtime.catalog import Catalog, discover
-from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
     from orchestrator.runtime.coordinator import Coordinator
+
+EXIT_INVALID_WORKFLOW = 1
+EXIT_ERROR = 2
+EXIT_CODES: dict[type[StoreUnavailable], int] = {
+    RedisUnreachable: 3,
+    RedisAuthFailed: 4,
+    RedisTimedOut: 5,
+}
+"""Exit code of each kind of Redis failure (any other one exits 2)."""
+
+
+def package_version() -> str:
+    """The installed version of this package (``unknown`` when run from a bare tree)."""
+    try:
+        return version("celery-orchestrator")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class _Ctx:
     """Settings built once per invocation, and the catalog loaded on first use."""
 
     def __init__(self) -> None:
-        self.settings = Settings()
+        self.settings = settings_mod.load()
         self._catalog: Catalog | None = None
 
     @property
@@ -40,10 +75,34 @@ class _Ctx:
 pass_ctx = click.make_pass_decorator(_Ctx, ensure=True)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group: a Redis failure in any command becomes one explained error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                StoreUnavailable):
+            raise
+        except Exception as exc:
+            c = ctx.obj
+            if isinstance(c, _Ctx):
+                err = explain(exc, c.settings.redis_url, c.settings.redis_timeout_s)
+                if err is not None:
+                    raise err from None
+            raise
+
+
+@click.group(cls=_Commands)
+@click.version_option(package_version(), "--version", "-V", prog_name="orchestrator",
+                      message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Run and inspect workflows on Celery and Redis."""
+    """Run and inspect workflows on Celery and Redis.
+
+    Exit codes: 1 invalid workflow, 2 other errors, 3 Redis unreachable, 4 Redis refused
+    the password, 5 Redis did not answer in time.
+    """
     ctx.obj = _Ctx()
 
 
@@ -87,9 +146,16 @@ def list_workflows(c: _Ctx) -> None:
 
 
 def _coordinator(c: _Ctx) -> Coordinator:
+    """A coordinator that fails fast: a person waits on every Redis call of the CLI."""
+    from orchestrator.runtime.celeryconf import client_app
     from orchestrator.runtime.coordinator import Coordinator
+    from orchestrator.store import RunStore
 
-    return Coordinator(c.settings, c.catalog)
+    s = c.settings
+    store = RunStore.from_url(s.redis_url, s.key_prefix, s.run_retention_s,
+                              timeout_s=s.redis_timeout_s)
+    return Coordinator(s, c.catalog, app=client_app(s, timeout_s=s.redis_timeout_s),
+                       store=store)
 
 
 def _read_input(value: str | None) -> Any:
@@ -229,7 +295,8 @@ def queues(c: _Ctx, names: tuple[str, ...], timeout_s: float, as_json: bool) -> 
     from orchestrator.runtime.celeryconf import client_app
     from orchestrator.runtime.queues import format_queues, queue_depths
 
-    depths = queue_depths(client_app(c.settings), names or None, timeout_s=timeout_s)
+    app = client_app(c.settings, timeout_s=c.settings.redis_timeout_s)
+    depths = queue_depths(app, names or None, timeout_s=timeout_s)
     if as_json:
         click.echo(json.dumps([asdict(d) for d in depths], indent=2))
     else:
@@ -316,10 +383,15 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
         stack.stop()
 
 
+cli.add_command(doctor)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: errors of ours print as one clear message and exit 2 (1 if invalid)."""
+    """Entry point: errors of ours print as one clear message, with the exit codes of the
+    module docstring (1 invalid workflow, 2 other errors, 3-5 Redis failures)."""
     try:
-        return cli.main(args=argv, prog_name="orchestrator", standalone_mode=False)
+        return cli.main(args=argv, prog_name="orchestrator", standalone_mode=False,
+                        complete_var="_ORCHESTRATOR_COMPLETE")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -328,7 +400,10 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except WorkflowInvalid as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_INVALID_WORKFLOW)
+    except StoreUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CODES.get(type(exc), EXIT_ERROR))
     except OrchestratorError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_ERROR)

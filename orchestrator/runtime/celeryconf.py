@@ -98,9 +98,30 @@ def send_only_backend_url(redis_url: str) -> str:
     return f"{__name__}:{SendOnlyRedisBackend.__name__}+{redis_url}"
 
 
-def client_app(settings: Settings) -> Celery:
-    """A Celery app that only sends tasks (by name); it registers none."""
+def client_app(settings: Settings, timeout_s: float | None = None) -> Celery:
+    """A Celery app that only sends tasks (by name); it registers none.
+
+    Args:
+        settings: the one settings object.
+        timeout_s: when given, fail fast instead of riding out an outage: every broker
+            and backend socket waits at most this long, and a broker connection or a
+            publish is not retried (the command-line's choice: a person is waiting).
+    """
     app = Celery("orchestrator", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
+    if timeout_s is not None:
+        # max_retries 0: kombu's connection failover gives up on the first refusal
+        quick = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+                 "max_retries": 0}
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options, **quick}
+        app.conf.update(
+            broker_connection_timeout=timeout_s,
+            broker_connection_retry=False,
+            broker_connection_max_retries=0,
+            task_publish_retry=False,
+            redis_socket_timeout=timeout_s,
+            redis_socket_connect_timeout=timeout_s,
+            result_backend_always_retry=False,
+        )
     return app

@@ -48,6 +48,12 @@ def current() -> StepContext:
     return ctx
 
 
+def peek() -> StepContext | None:
+    """The context of the step run executing now, or None outside a step run (for code
+    that runs either way, such as a log filter)."""
+    return _current.get()
+
+
 def set_current(ctx: StepContext | None) -> Any:
     """Set the context (the step wrapper's job); returns a token for :func:`reset`."""
     return _current.set(ctx)

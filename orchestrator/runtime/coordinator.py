@@ -65,17 +65,26 @@ class Coordinator:
         wf = self.catalog.get(workflow) if isinstance(workflow, str) else workflow
         return self.definitions.compile(wf)
 
-    def preflight(self, workflow: str | WorkflowDef, timeout_s: float = 1.0) -> list[str]:
+    def workers(self, timeout_s: float = 1.0
+                ) -> tuple[dict[str, list[str]], dict[str, list[dict[str, Any]]]]:
+        """Ask the live workers (Celery remote control) which tasks they registered and
+        which queues they consume: ``(registered, active_queues)`` by worker name."""
+        insp = self.app.control.inspect(timeout=timeout_s)
+        return insp.registered() or {}, insp.active_queues() or {}
+
+    def preflight(self, workflow: str | WorkflowDef, timeout_s: float = 1.0,
+                  workers: tuple[dict[str, list[str]], dict[str, list[dict[str, Any]]]]
+                  | None = None) -> list[str]:
         """Check that live workers can run every step; return the problems (empty: ok).
 
-        Asks the workers (Celery remote control) which tasks they registered and which
-        queues they consume: each step's task must be registered on a worker that
-        consumes the step's queue, and some worker must consume the queue of join tasks.
+        Each step's task must be registered on a worker that consumes the step's queue,
+        and some worker must consume the queue of join tasks.
+
+        Args:
+            workers: what :meth:`workers` answered (asked now when None).
         """
         d = self.compile(workflow)
-        insp = self.app.control.inspect(timeout=timeout_s)
-        registered: dict[str, list[str]] = insp.registered() or {}
-        active: dict[str, list[dict[str, Any]]] = insp.active_queues() or {}
+        registered, active = workers if workers is not None else self.workers(timeout_s)
         if not registered:
             return ["no worker answered; start one with `orchestrator worker` "
                     f"(queues: {', '.join(sorted(self._queues(d)))})"]

@@ -20,7 +20,8 @@ import json
 import logging
 from dataclasses import dataclass
 
-from orchestrator.errors import RunNotFound
+from orchestrator.core.plan import is_join
+from orchestrator.errors import RunDamaged, RunNotFound
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store.leases import Expired, Leases
@@ -69,7 +70,7 @@ class Recovery:
                             "message is back in queue %r (status %s)", e.step_id, e.run_id,
                             routing_key, e.status.value)
             return
-        got = self.leases.park(e, self.settings.orphan_recheck_s)
+        got = self.leases.park(e, self.settings.orphan_recheck_s, ended=self._join_done(e))
         if got == 1:
             out.settled += 1
         elif got == 3:
@@ -81,6 +82,18 @@ class Recovery:
                       "redeliver (its task was acknowledged, or the broker lost it); look "
                       "again in %.0f s", e.step_id, e.run_id, e.status.value,
                       self.settings.orphan_recheck_s)
+
+    def _join_done(self, e: Expired) -> bool:
+        """A join's task leaves no record of its own: it ended when its unit did."""
+        if not is_join(e.step_id):
+            return False
+        store = self.progress.store
+        try:
+            d = self.progress.definitions.load(store.run(e.run_id).version)
+        except (RunNotFound, RunDamaged):
+            return True  # the run is gone: nothing to wait for
+        unit = d.unit_of_terminal.get(e.step_id)
+        return unit is None or store.unit_done(e.run_id, unit)
 
     def _stale_claims(self, out: Reaped) -> None:
         store = self.progress.store

@@ -146,15 +146,17 @@ class Leases:
              json.dumps(message)])
         return bool(got)
 
-    def park(self, e: Expired, park_s: float) -> int:
+    def park(self, e: Expired, park_s: float, ended: bool = False) -> int:
         """An expired lease whose message is gone: settle it (an ended step run), or look
-        again in ``park_s`` (a running one).  Returns 1 settled, 2 parked with no copy
+        again in ``park_s`` (a running one); ``ended``: the caller knows the task ended
+        (a join whose unit is complete), so it settles.  Returns 1 settled, 2 parked with no copy
         anywhere (an orphan), 3 parked while a deferred copy waits, 0 changed."""
         k = self.keys
         return int(scripts.PARK_LEASE(
             self._r, [k.leases(e.run_id), k.lease_index(), k.steps(e.run_id),
                       k.timer(defer_timer_id(e.run_id, e.step_id))],
-            [e.step_id, lease_member(e.run_id, e.step_id), e.token, int(park_s * 1000)]))
+            [e.step_id, lease_member(e.run_id, e.step_id), e.token, int(park_s * 1000),
+             "1" if ended else "0"]))
 
     def defer_copy(self, run_id: str, step_id: str, message: dict[str, Any],
                    ttl_s: int) -> None:

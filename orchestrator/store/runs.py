@@ -403,6 +403,10 @@ class RunStore:
         )
         return int(remaining if remaining is not None else -1), [str(u) for u in ready]
 
+    def unit_done(self, run_id: str, unit: str) -> bool:
+        """True when the unit of the run completed."""
+        return bool(self._r.sismember(self.keys.units_done(run_id), unit))
+
     def stale_claims(self, grace_s: float, limit: int = 100) -> list[tuple[str, str]]:
         """Units claimed more than ``grace_s`` ago and never published (the claimer died
         in between); each is re-armed for another grace period, so one caller gets it.

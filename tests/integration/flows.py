@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from typing import Any
@@ -12,6 +13,8 @@ from orchestrator.core.models import RetryPolicy
 from orchestrator.core.registry import step_function
 from orchestrator.dev import shapes
 from orchestrator.runtime.context import current
+
+log = logging.getLogger(__name__)
 
 
 def _log(event: str) -> None:
@@ -80,6 +83,17 @@ _g.step("c", sleep_step, after=[gb], when="steps.a.output > 0.0", seconds=0.0)
 _g.step("d", sleep_step, after=[gb], when="steps.a.output > 1.0", seconds=0.0)
 grandparent_condition = _g.build()
 
+@step_function("test.speak")
+def speak() -> str:
+    """Log a line with the step function's own logger (no orchestrator API)."""
+    log.info("hello from the step")
+    return "spoken"
+
+
+_s = Workflow("logging_flow")
+_s.step("speak", speak)
+logging_flow = _s.build()
+
 _f = Workflow("fail_flow")
 bad = _f.step("bad", fail, message="bad step")
 good = _f.step("good", sleep_step, seconds=0.0)
@@ -114,3 +128,8 @@ def _counted(name: str, deps: dict[str, list[str]], pause_s: float = 0.0) -> Any
 zigzag_11 = _counted("zigzag_11", shapes.zigzag(11))
 random_nsp_60 = _counted("random_nsp_60", shapes.random_dag(random.Random(7), 60))
 long_count = _counted("long_count", {"long": [], "after_long": ["long"]}, pause_s=7.0)
+
+# a step allowed two minutes: `orchestrator doctor` compares it with the visibility timeout
+_lt = Workflow("long_timeout")
+_lt.step("patient", sleep_step, seconds=0.0, timeout_s=120.0)
+long_timeout = _lt.build()

@@ -1,0 +1,114 @@
+"""What a failure to use Redis means, said once for the CLI and the API.
+
+Redis is the broker, the result backend and the run store.  When a command or a request
+cannot use it, the person at the keyboard needs one line: which server (the URL with its
+password masked), what went wrong (unreachable, password refused, no answer in time) and
+the fix.  :func:`explain` turns whatever redis-py or kombu raised into that line, a
+:class:`~orchestrator.errors.StoreUnavailable`; the CLI maps its kind to an exit code and
+the API to a 503.
+
+Nothing here imports redis (only the store does): exceptions are recognised by their
+class names, their cause chain and the server's error words (``NOAUTH``, ``WRONGPASS``).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from orchestrator.errors import (
+    RedisAuthFailed,
+    RedisTimedOut,
+    RedisUnreachable,
+    StoreUnavailable,
+)
+
+_AUTH_WORDS = ("NOAUTH", "WRONGPASS", "invalid password", "invalid username-password",
+               "Authentication required", "AUTH <password> called without any password")
+_REDIS_MODULES = ("redis.", "kombu.", "celery.", "amqp.")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (a user name is kept).
+
+    >>> mask_url("redis://:secret@db:6380/2")
+    'redis://:***@db:6380/2'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query,
+                       parts.fragment))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (``raise ... from``, then implicit context), each once."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def kind_of(exc: BaseException) -> type[StoreUnavailable] | None:
+    """The kind of Redis failure ``exc`` is (looking through its causes), or None when it
+    is not a failure to reach or use Redis."""
+    chain = _chain(exc)
+    if not any(type(e).__module__.startswith(_REDIS_MODULES) for e in chain):
+        return None  # an OSError of our own (a file, say) is not a Redis failure
+    texts = " ".join(str(e) for e in chain)
+    names: set[str] = set().union(*(_names(e) for e in chain))
+    if "AuthenticationError" in names or any(w in texts for w in _AUTH_WORDS):
+        return RedisAuthFailed
+    if "TimeoutError" in names or "timeout" in names or "Timeout" in texts:
+        return RedisTimedOut
+    if names & {"ConnectionError", "OperationalError", "OSError"}:
+        return RedisUnreachable
+    return None
+
+
+def explain(exc: BaseException, url: str, timeout_s: float | None = None
+            ) -> StoreUnavailable | None:
+    """The one-line error for ``exc`` raised while using the Redis at ``url``.
+
+    Args:
+        exc: what redis-py, kombu or Celery raised (or a wrapper of it).
+        url: the Redis URL in use (its password is masked in the message).
+        timeout_s: the timeout in force, named in a timeout's message.
+
+    Returns:
+        A :class:`StoreUnavailable` subclass instance (unreachable, password refused, timed
+        out) whose message names the masked URL and the fix; None if ``exc`` is not a
+        failure to reach or use Redis.
+    """
+    kind = kind_of(exc)
+    if kind is None:
+        return None
+    chain = _chain(exc)
+    # the client library's own words, not those of a wrapper that already added advice
+    source = next((e for e in chain if type(e).__module__.startswith("redis.") and str(e)),
+                  exc)
+    detail = " ".join(str(source).split()).rstrip(".") or type(source).__name__
+    password = _password(url)
+    if password:
+        detail = detail.replace(password, "***")
+    return kind(mask_url(url), detail, timeout_s)
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None

@@ -1,0 +1,78 @@
+"""What a failure to use Redis means: the kind, the masked URL, the one line."""
+
+from __future__ import annotations
+
+import pytest
+import redis.exceptions as rex
+from kombu.exceptions import OperationalError
+
+from orchestrator.errors import (
+    DispatchError,
+    RedisAuthFailed,
+    RedisTimedOut,
+    RedisUnreachable,
+    StoreUnavailable,
+)
+from orchestrator.outages import explain, kind_of, mask_url
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("redis://:secret@db:6380/2", "redis://:***@db:6380/2"),
+    ("redis://user:secret@db/0", "redis://user:***@db/0"),
+    ("rediss://:s@[::1]:6379/0", "rediss://:***@[::1]:6379/0"),
+    ("redis://db:6379/0", "redis://db:6379/0"),
+    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+])
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def _wrapped(inner: BaseException, outer: BaseException) -> BaseException:
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise outer from exc
+    except BaseException as exc:
+        return exc
+
+
+@pytest.mark.parametrize(("exc", "kind"), [
+    (rex.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
+     RedisUnreachable),
+    (rex.AuthenticationError("invalid username-password pair"), RedisAuthFailed),
+    (rex.AuthenticationError("Authentication required."), RedisAuthFailed),
+    (rex.ResponseError("NOAUTH Authentication required."), RedisAuthFailed),
+    (rex.TimeoutError("Timeout reading from socket"), RedisTimedOut),
+    (_wrapped(rex.ConnectionError("refused"), OperationalError("refused")), RedisUnreachable),
+    (_wrapped(rex.TimeoutError("Timeout connecting to server"),
+              DispatchError("cannot read queue depths")), RedisTimedOut),
+])
+def test_kinds(exc: BaseException, kind: type[StoreUnavailable]) -> None:
+    assert kind_of(exc) is kind
+
+
+@pytest.mark.parametrize("exc", [
+    ValueError("Timeout"), OSError("cannot read workflow file"),
+    _wrapped(FileNotFoundError("x.yaml"), DispatchError("no worker")),
+])
+def test_not_redis_failures(exc: BaseException) -> None:
+    assert kind_of(exc) is None
+    assert explain(exc, "redis://db/0") is None
+
+
+def test_the_line_names_the_masked_url_and_the_fix() -> None:
+    url = "redis://:hunter2@db:6379/0"
+    err = explain(rex.ConnectionError("Error 111 connecting to db:6379 (hunter2)."), url)
+    assert isinstance(err, RedisUnreachable)
+    assert str(err) == (
+        "Redis at redis://:***@db:6379/0 is unreachable (Error 111 connecting to db:6379 "
+        "(***)). Fix: start Redis there (`orchestrator up` starts a local one), or point "
+        "ORCH_REDIS_URL at a running server.")
+    timeout = explain(rex.TimeoutError("Timeout reading from socket"), url, 1.0)
+    assert isinstance(timeout, RedisTimedOut)
+    assert timeout.summary == ("Redis at redis://:***@db:6379/0 did not answer within 1 s "
+                               "(Timeout reading from socket)")
+    auth = explain(rex.AuthenticationError("WRONGPASS invalid"), url)
+    assert auth is not None and auth.code == "redis_auth_failed"
+    assert "redis://:PASSWORD@host:port/db" in auth.fix
