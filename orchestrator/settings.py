@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     claim_grace_s: float = Field(10.0, gt=0, description="A unit claimed for dispatch and "
                                  "not published within this long is published by the "
                                  "reaper (its claimer died in between).")
+    stall_s: float = Field(60.0, gt=0, description="A running run with no event for this "
+                           "long, no live lease, no waiting timer and no message in any of "
+                           "its queues lost a message (a worker killed between the broker's "
+                           "pop and its bookkeeping): its unfinished units are published "
+                           "again.")
     orphan_recheck_s: float = Field(60.0, gt=0, description="How often a running step run "
                                     "with neither an owner nor a message is reported again.")
     result_expires_s: int = Field(7 * 24 * 3600, description="Celery result/chord key TTL.")

@@ -338,7 +338,7 @@ def _retry(task: StepTask, p: Progress, run_id: str, step_id: str, exc: Exceptio
     then end this attempt as Celery's RETRY (Flower shows it)."""
     req = task.request
     sig = task.signature_from_request(req, None, None, retries=req.retries + 1)
-    timer_id = f"{req.id}:{req.retries + 1}"
+    timer_id = f"retry:{run_id}|{step_id}:{req.retries + 1}"
     if not p.retry(run_id, step_id, token, error_data(exc), delay, timer_id, dict(sig)):
         drop_canvas(task)
         return _done(run_id, step_id, StepStatus.RETRYING)

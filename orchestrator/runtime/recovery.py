@@ -12,6 +12,12 @@ Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
 * **Stale claims** (a unit claimed for dispatch and not published within
   ``claim_grace_s``: its claimer died in between, a coordinator included): published.
 * **Due retry timers**: the next attempt's message is published.
+* **Stalled runs** (a message lost outside any lease: kombu pops a message, then records
+  it as unacknowledged in a second command, so a worker killed between the two loses
+  it): a running run with no event for ``stall_s``, no live lease, no waiting timer and
+  no message that mentions it in its queues or among the unacknowledged ones has its
+  unfinished units published again; the steps of those units that had ended carry the
+  canvas on without running (their leases are reopened), the others run.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import json
 import logging
 from dataclasses import dataclass
 
-from orchestrator.core.plan import is_join
+from orchestrator.core.plan import TaskNode, is_join, walk
 from orchestrator.errors import RunDamaged, RunNotFound
+from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store.leases import Expired, Leases
@@ -41,6 +48,7 @@ class Reaped:
     orphaned: int = 0
     claims: int = 0
     timers: int = 0
+    replayed: int = 0
 
 
 class Recovery:
@@ -50,6 +58,7 @@ class Recovery:
         self.progress = progress
         self.leases = leases
         self.settings = settings
+        self._cursor = 0  # round robin over the running runs, a batch per pass
 
     def reap_once(self) -> Reaped:
         """One pass over expired leases, stale claims and due timers."""
@@ -58,7 +67,41 @@ class Recovery:
             self._recover(e, out)
         self._stale_claims(out)
         self._timers(out)
+        self._stalled(out)
         return out
+
+    def _stalled(self, out: Reaped) -> None:
+        runs = self.leases.running_runs(self._cursor, BATCH)
+        self._cursor = 0 if len(runs) < BATCH else self._cursor + BATCH
+        for run_id in runs:
+            quiet = self.leases.quiet_for_s(run_id)
+            if quiet is None or quiet < self.settings.stall_s:
+                continue
+            if self.leases.has_live_lease(run_id) or self.leases.has_timer(run_id):
+                continue
+            store = self.progress.store
+            try:
+                d = self.progress.definitions.load(store.run(run_id).version)
+            except (RunNotFound, RunDamaged):
+                continue
+            queues = sorted({d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
+                            | {self.progress.default_queue})
+            if self.leases.mentions(queues, run_id):
+                continue  # its message waits in a queue (a backlog), or is being run
+            out.replayed += self._replay(d, run_id, quiet)
+
+    def _replay(self, d: Definition, run_id: str, quiet_s: float) -> int:
+        store = self.progress.store
+        units = store.unfinished_published(run_id)
+        for unit in units:
+            tasks = [n.id for n in walk(d.plan.unit_map[unit].canvas)
+                     if isinstance(n, TaskNode)]  # its steps and its joins
+            self.leases.reopen(run_id, tasks)
+            log.warning("run %s made no progress for %.0f s and no message of it is left "
+                        "(a worker died between the broker's pop and its bookkeeping): "
+                        "publishing unit %s again", run_id, quiet_s, unit)
+            self.progress.publish(d, run_id, [unit])
+        return len(units)
 
     def _recover(self, e: Expired, out: Reaped) -> None:
         found = self.leases.unacked_message(e.tag)

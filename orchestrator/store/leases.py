@@ -45,6 +45,11 @@ class Expired:
     status: StepStatus
 
 
+def _glob(text: str) -> str:
+    """``text`` with glob's special characters escaped (for MATCH)."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def defer_timer_id(run_id: str, step_id: str) -> str:
     """The timer id of a step run's deferred copy (one per step run)."""
     return f"defer:{lease_member(run_id, step_id)}"
@@ -166,6 +171,62 @@ class Leases:
         scripts.DEFER_COPY(self._r, [self.keys.leases(run_id), self.keys.timers(),
                                      self.keys.timer(timer_id)],
                            [step_id, timer_id, json.dumps(message), ttl_s])
+
+    # --- stalled runs: a message lost outside any lease -----------------------------------
+
+    def running_runs(self, start: int, count: int) -> list[str]:
+        """Run ids in ``running``, oldest first, ``count`` from position ``start``."""
+        ids = self._r.zrange(self.keys.runs_by_status("running"), start, start + count - 1)
+        return [str(i) for i in ids]
+
+    def quiet_for_s(self, run_id: str) -> float | None:
+        """Seconds since the run's last event (by Redis' clock); None without events."""
+        last = self._r.xrevrange(self.keys.events(run_id), count=1)
+        if not last:
+            return None
+        secs, _micro = self._r.time()
+        return max(0.0, float(secs) - int(str(last[0][0]).split("-")[0]) / 1000)
+
+    def has_live_lease(self, run_id: str) -> bool:
+        """True when a delivery holds a live lease on one of the run's step runs."""
+        secs, micro = self._r.time()
+        now_ms = int(secs) * 1000 + int(micro) // 1000
+        for raw in self._r.hvals(self.keys.leases(run_id)):
+            _token, until, _tag, _flag = str(raw).split("|", 3)
+            if int(until or 0) > now_ms:
+                return True
+        return False
+
+    def has_timer(self, run_id: str) -> bool:
+        """True when a retry or a deferred copy of one of the run's steps waits."""
+        member = lease_member(run_id, "")
+        for m, _ in self._r.zscan_iter(self.keys.timers(), match=f"*{_glob(member)}*"):
+            if member in str(m):
+                return True
+        return False
+
+    def mentions(self, lists: Sequence[str], needle: str, chunk: int = 1000) -> bool:
+        """True when a message in one of the queue ``lists`` or unacknowledged mentions
+        ``needle`` (a run id: messages carry it in plain text in ``kwargsrepr``)."""
+        for raw in self._r.hvals(self.keys.unacked()):
+            if needle in raw:
+                return True
+        for name in lists:
+            start = 0
+            while True:
+                part = self._r.lrange(name, start, start + chunk - 1)
+                if any(needle in m for m in part):
+                    return True
+                if len(part) < chunk:
+                    break
+                start += chunk
+        return False
+
+    def reopen(self, run_id: str, steps: Sequence[str]) -> int:
+        """Set the settled leases of ``steps`` to restored (see ``lua/replay_unit.lua``)."""
+        if not steps:
+            return 0
+        return int(scripts.REPLAY_UNIT(self._r, [self.keys.leases(run_id)], list(steps)))
 
     def lock(self, owner: str, ttl_s: float) -> bool:
         """Take or keep the reaper lock for ``ttl_s``; True if ``owner`` holds it now."""

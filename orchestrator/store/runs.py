@@ -403,6 +403,12 @@ class RunStore:
         )
         return int(remaining if remaining is not None else -1), [str(u) for u in ready]
 
+    def unfinished_published(self, run_id: str) -> list[str]:
+        """Units of the run that were published and have not completed."""
+        k = self.keys
+        return sorted(str(u) for u in self._r.sdiff(k.units_published(run_id),
+                                                    k.units_done(run_id)))
+
     def unit_done(self, run_id: str, unit: str) -> bool:
         """True when the unit of the run completed."""
         return bool(self._r.sismember(self.keys.units_done(run_id), unit))

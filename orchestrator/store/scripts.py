@@ -114,10 +114,11 @@ RESTORE_MESSAGE = Script("restore_message")
 PARK_LEASE = Script("park_lease")
 DEFER_COPY = Script("defer_copy")
 DUE_CALLBACKS = Script("due_callbacks")
+REPLAY_UNIT = Script("replay_unit")
 RELEASE_IDEMPOTENCY = Script("release_idempotency")
 ALL = (STEP_TRANSITION, BEGIN_STEP, RUN_TRANSITION, COMPLETE_UNIT, CLAIM_UNITS, STALE_CLAIMS,
        RETRY_LATER, DUE_TIMERS, RENEW_LEASE, RELEASE_LEASE, EXPIRED_LEASES, RESTORE_MESSAGE,
-       PARK_LEASE, DEFER_COPY, DUE_CALLBACKS, RELEASE_IDEMPOTENCY)
+       PARK_LEASE, DEFER_COPY, DUE_CALLBACKS, REPLAY_UNIT, RELEASE_IDEMPOTENCY)
 
 
 def execute(client: Any, fill: Callable[[Any], None]) -> list[Any]:

@@ -167,3 +167,25 @@ def test_status_and_runs_survive_a_half_expired_run(quick_claims_pool: Pool) -> 
     assert done in runs.output and f"{broken}  (damaged record" in runs.output
     status = CliRunner().invoke(cli, ["status", done], env=env)
     assert status.exit_code == 0 and "pending" in status.output  # its steps are gone
+
+
+def test_a_run_whose_message_was_lost_is_replayed(redis_binary: str) -> None:
+    """kombu pops a message, then records it as unacknowledged: a worker killed between the
+    two loses it.  Here the messages vanish before any worker took them; the reaper finds
+    the run quiet, with no lease and no message left, and publishes its units again."""
+    with RedisServer(binary=redis_binary) as server:
+        s = make_settings(server.url, stall_s=2.0)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        run_id = coord.submit(zigzag_11)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        assert r.llen("default") > 0
+        r.delete("default")  # every message of the run is lost
+        worker = WorkerProcess(server.url, "replay", concurrency=2, stall_s=2.0)
+        try:
+            worker.wait_ready(coord.app)
+            view = wait_run(coord, run_id, timeout_s=60)
+            assert view.run.status.value == "succeeded", statuses(view)
+            counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
+            assert counts == {s.step_id: 1 for s in view.steps}
+        finally:
+            worker.stop()
