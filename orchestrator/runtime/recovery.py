@@ -81,8 +81,13 @@ class Recovery:
                 continue
             store = self.progress.store
             try:
-                d = self.progress.definitions.load(store.run(run_id).version)
+                run = store.run(run_id)
+                d = self.progress.definitions.load(run.version)
             except (RunNotFound, RunDamaged):
+                continue
+            if run.units_remaining <= 0:  # every unit done, the final status never written
+                log.warning("run %s: every unit is done; finalizing it", run_id)
+                self.progress.finalize(run_id)
                 continue
             queues = sorted({d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
                             | {self.progress.default_queue})
