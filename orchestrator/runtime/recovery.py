@@ -73,9 +73,8 @@ class Recovery:
     def _stalled(self, out: Reaped) -> None:
         runs = self.leases.running_runs(self._cursor, BATCH)
         self._cursor = 0 if len(runs) < BATCH else self._cursor + BATCH
-        for run_id in runs:
-            quiet = self.leases.quiet_for_s(run_id)
-            if quiet is None or quiet < self.settings.stall_s:
+        for run_id, quiet in self.leases.quiet_for_s(runs).items():
+            if quiet < self.settings.stall_s:
                 continue
             if self.leases.has_live_lease(run_id) or self.leases.has_timer(run_id):
                 continue

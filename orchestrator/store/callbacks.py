@@ -76,7 +76,7 @@ class CallbackRegistry:
             (run id, registration) of each; a run whose registration expired is dropped.
         """
         k = self.keys
-        flat = scripts.DUE_CALLBACKS(self._r, [k.callbacks_outbox()],
+        flat = scripts.DUE(self._r, [k.callbacks_outbox()],
                                      [int(rearm_s * 1000), limit, *k.callback_parts()])
         out: list[tuple[str, dict[str, Any]]] = []
         gone: list[str] = []

@@ -274,8 +274,7 @@ class RunStore:
             (timer id, the message to publish; None if it expired) for each.
         """
         k = self.keys
-        flat = scripts.DUE_TIMERS(self._r, [k.timers()],
-                                  [int(rearm_s * 1000), limit, k.timer("")])
+        flat = scripts.DUE(self._r, [k.timers()], [int(rearm_s * 1000), limit, k.timer(""), ""])
         return [(str(flat[i]), flat[i + 1] or None) for i in range(0, len(flat), 2)]
 
     def timers_done(self, timer_ids: Sequence[str]) -> None:

@@ -106,19 +106,18 @@ COMPLETE_UNIT = Script("complete_unit")
 CLAIM_UNITS = Script("claim_units")
 STALE_CLAIMS = Script("stale_claims")
 RETRY_LATER = Script("retry_later")
-DUE_TIMERS = Script("due_timers")
+DUE = Script("due")
 RENEW_LEASE = Script("renew_lease")
 RELEASE_LEASE = Script("release_lease")
 EXPIRED_LEASES = Script("expired_leases")
 RESTORE_MESSAGE = Script("restore_message")
 PARK_LEASE = Script("park_lease")
 DEFER_COPY = Script("defer_copy")
-DUE_CALLBACKS = Script("due_callbacks")
 REPLAY_UNIT = Script("replay_unit")
 RELEASE_IDEMPOTENCY = Script("release_idempotency")
 ALL = (STEP_TRANSITION, BEGIN_STEP, RUN_TRANSITION, COMPLETE_UNIT, CLAIM_UNITS, STALE_CLAIMS,
-       RETRY_LATER, DUE_TIMERS, RENEW_LEASE, RELEASE_LEASE, EXPIRED_LEASES, RESTORE_MESSAGE,
-       PARK_LEASE, DEFER_COPY, DUE_CALLBACKS, REPLAY_UNIT, RELEASE_IDEMPOTENCY)
+       RETRY_LATER, DUE, RENEW_LEASE, RELEASE_LEASE, EXPIRED_LEASES, RESTORE_MESSAGE,
+       PARK_LEASE, DEFER_COPY, REPLAY_UNIT, RELEASE_IDEMPOTENCY)
 
 
 def execute(client: Any, fill: Callable[[Any], None]) -> list[Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -64,3 +65,26 @@ def wait_run(coord: Coordinator, run_id: str, timeout_s: float = 30.0) -> RunVie
 
 def statuses(view: RunView) -> dict[str, str]:
     return {s.step_id: s.status.value for s in view.steps}
+
+
+@contextmanager
+def private_stack(redis_binary: str, names: Sequence[str], *,
+                  server_args: Sequence[str] = (), appendonly: bool = False,
+                  queues: Sequence[str] = ("default",), pool: str = "prefork",
+                  concurrency: int = 1, **settings: Any
+                  ) -> Iterator[tuple[RedisServer, Coordinator, list[WorkerProcess]]]:
+    """A Redis of the test's own, one worker per name (``settings`` go to the workers
+    and the coordinator alike), ready; everything stopped at the end."""
+    with RedisServer(binary=redis_binary, appendonly=appendonly,
+                     extra_args=tuple(server_args)) as server:
+        s = make_settings(server.url, **settings)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        workers = [WorkerProcess(server.url, n, queues=queues, pool=pool,
+                                 concurrency=concurrency, **settings) for n in names]
+        try:
+            for w in workers:
+                w.wait_ready(coord.app)
+            yield server, coord, workers
+        finally:
+            for w in workers:
+                w.stop()

@@ -9,12 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli.main import cli
-from orchestrator.runtime.catalog import discover
-from orchestrator.runtime.coordinator import Coordinator
-from tests.integration.conftest import make_settings
+from tests.integration.conftest import private_stack
 from tests.integration.flows_queues import QUEUE_B
-from tests.support.redis_server import RedisServer
-from tests.support.workers import TEST_PACKAGES, WorkerProcess
+from tests.support.workers import TEST_PACKAGES
 
 pytestmark = pytest.mark.redis
 
@@ -32,16 +29,10 @@ def _doctor(url: str, **extra: str) -> tuple[int, dict[str, object]]:
 
 @pytest.fixture
 def healthy(redis_binary: str) -> Iterator[str]:
-    with RedisServer(binary=redis_binary, appendonly=True,
-                     extra_args=("--maxmemory-policy", "noeviction")) as server:
-        s = make_settings(server.url)
-        coord = Coordinator(s, discover(s.workflow_packages))
-        w = WorkerProcess(server.url, "doc", queues=("default", QUEUE_B), concurrency=1)
-        try:
-            w.wait_ready(coord.app)
-            yield server.url
-        finally:
-            w.stop()
+    with private_stack(redis_binary, ["doc"], appendonly=True,
+                       server_args=("--maxmemory-policy", "noeviction"),
+                       queues=("default", QUEUE_B)) as (server, _coord, _workers):
+        yield server.url
 
 
 def test_a_healthy_deployment(healthy: str) -> None:
@@ -55,16 +46,10 @@ def test_a_healthy_deployment(healthy: str) -> None:
 @pytest.fixture
 def sick(redis_binary: str) -> Iterator[str]:
     # no persistence, an evicting policy; a worker for the default queue only
-    with RedisServer(binary=redis_binary,
-                     extra_args=("--maxmemory-policy", "allkeys-lru")) as server:
-        s = make_settings(server.url)
-        coord = Coordinator(s, discover(s.workflow_packages))
-        w = WorkerProcess(server.url, "doc", concurrency=1)
-        try:
-            w.wait_ready(coord.app)
-            yield server.url
-        finally:
-            w.stop()
+    with private_stack(redis_binary, ["doc"],
+                       server_args=("--maxmemory-policy", "allkeys-lru")) as (
+            server, _coord, _workers):
+        yield server.url
 
 
 def test_a_sick_deployment_names_every_problem(sick: str) -> None:

@@ -12,7 +12,7 @@ import redis
 
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
-from tests.integration.conftest import make_settings, statuses, wait_run
+from tests.integration.conftest import make_settings, private_stack, statuses, wait_run
 from tests.integration.flows import long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
@@ -40,18 +40,9 @@ class Pool:
 
 def _pool(redis_binary: str, n: int, pool: str, concurrency: int,
           **settings: Any) -> Iterator[Pool]:
-    with RedisServer(binary=redis_binary) as server:
-        s = make_settings(server.url, **settings)
-        coord = Coordinator(s, discover(s.workflow_packages))
-        workers = [WorkerProcess(server.url, f"l{i}", pool=pool, concurrency=concurrency,
-                                 **settings) for i in range(n)]
-        try:
-            for w in workers:
-                w.wait_ready(coord.app)
-            yield Pool(server, workers, coord)
-        finally:
-            for w in workers:
-                w.stop()
+    with private_stack(redis_binary, [f"l{i}" for i in range(n)], pool=pool,
+                       concurrency=concurrency, **settings) as (server, coord, workers):
+        yield Pool(server, workers, coord)
 
 
 @pytest.fixture(params=["threads", "prefork"])

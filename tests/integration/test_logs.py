@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.dev.localredis import RedisServer
-from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
-from tests.integration.conftest import make_settings, statuses, wait_run
+from tests.integration.conftest import private_stack, statuses, wait_run
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
 
@@ -25,18 +23,9 @@ FIELDS = {"time", "level", "logger", "message", "run_id", "step_id", "attempt", 
 @pytest.fixture(scope="module")
 def json_workers(redis_binary: str) -> Iterator[tuple[Coordinator, list[WorkerProcess]]]:
     """Two workers logging JSON (ORCH_LOG_FORMAT=json) on a Redis of their own."""
-    with RedisServer(binary=redis_binary) as server:
-        settings = make_settings(server.url)
-        coord = Coordinator(settings, discover(settings.workflow_packages))
-        workers = [WorkerProcess(server.url, f"log{i}", concurrency=2, log_format="json")
-                   for i in (1, 2)]
-        try:
-            for w in workers:
-                w.wait_ready(coord.app)
-            yield coord, workers
-        finally:
-            for w in workers:
-                w.stop()
+    with private_stack(redis_binary, ["log1", "log2"], concurrency=2,
+                       log_format="json") as (_server, coord, workers):
+        yield coord, workers
 
 
 def _json_lines(log: Path) -> list[dict[str, Any]]:

@@ -8,10 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.core.states import StepStatus
-from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
-from tests.integration.conftest import make_settings, statuses, wait_run
-from tests.support.redis_server import RedisServer
+from tests.integration.conftest import private_stack, statuses, wait_run
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
 
@@ -20,18 +18,9 @@ VT_S = 4
 
 @pytest.fixture
 def private(redis_binary: str) -> Iterator[tuple[Coordinator, list[WorkerProcess]]]:
-    with RedisServer(binary=redis_binary) as server:
-        settings = make_settings(server.url, visibility_timeout_s=VT_S)
-        coord = Coordinator(settings, discover(settings.workflow_packages))
-        workers = [WorkerProcess(server.url, f"k{i}", concurrency=1,
-                                 visibility_timeout_s=VT_S) for i in (1, 2)]
-        try:
-            for w in workers:
-                w.wait_ready(coord.app)
-            yield coord, workers
-        finally:
-            for w in workers:
-                w.stop()
+    with private_stack(redis_binary, ["k1", "k2"], visibility_timeout_s=VT_S) as (
+            _server, coord, workers):
+        yield coord, workers
 
 
 def test_sigkill_mid_step_redelivers(private: tuple[Coordinator, list[WorkerProcess]]
