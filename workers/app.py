@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 
+from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.registry import StepFunction
 from orchestrator.errors import RunExists
 from orchestrator.runtime.catalog import discover
@@ -55,14 +56,18 @@ def create_app(settings: Settings | None = None) -> Celery:
         return step_mod.join(self, run_id, join_id, version)
 
     @app.task(name=SUBMIT_TASK, acks_late=True, reject_on_worker_lost=True)
-    def submit(workflow: str, input: Any = None, run_id: str | None = None) -> dict[str, Any]:
+    def submit(workflow: str, input: Any = None, run_id: str | None = None,
+               origin: dict[str, Any] | None = None) -> dict[str, Any]:
         """Start a run from any Celery client: ``send_task("orchestrator.submit", ...)``.
 
         Pass ``run_id`` to make the submission idempotent: a redelivered or repeated
-        message with the same id starts the run once.
+        message with the same id starts the run once.  ``origin`` (see
+        :class:`~orchestrator.core.origin.Origin`) says what started it; default
+        ``broker``.
         """
+        how = Origin.model_validate(origin) if origin else Origin(kind=OriginKind.BROKER)
         try:
-            return {"run_id": coordinator.submit(workflow, input, run_id=run_id),
+            return {"run_id": coordinator.submit(workflow, input, run_id=run_id, origin=how),
                     "created": True}
         except RunExists:
             return {"run_id": run_id, "created": False}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from orchestrator.core.origin import Origin
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.store.fields import EVENT_STEP, Event
 
@@ -128,6 +129,9 @@ class RunOut(WireModel):
                                          "body).")
     outputs: dict[str, JsonValue] = Field(default_factory=dict,
                                           description="Step outputs by step id.")
+    origin: Origin = Field(default_factory=Origin, description="What started the run: "
+                           "a caller (api, cli, broker, python), a schedule's fire or an "
+                           "event, with who or what.")
 
     @property
     def ended(self) -> bool:
@@ -152,7 +156,8 @@ class RunOut(WireModel):
             ended_at=run.ended_at,
             duration_s=(run.ended_at - run.created_at) if run.ended_at is not None else None,
             error=_run_error(view), steps=steps, outputs=view.outputs,
-            callback=CallbackOut.of(view.callback) if view.callback else None)
+            callback=CallbackOut.of(view.callback) if view.callback else None,
+            origin=run.origin)
 
 
 def _run_error(view: RunView) -> str | None:

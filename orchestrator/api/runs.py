@@ -3,6 +3,7 @@ cancel, and follow (server-sent events)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -26,6 +27,7 @@ from orchestrator.api.models import (
 )
 from orchestrator.callbacks.delivery import MAX_URL_CHARS, check_url
 from orchestrator.core.models import WORKFLOW_NAME
+from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.states import RunStatus
 from orchestrator.errors import ApiError, RunDamaged, RunNotFound
 from orchestrator.settings import ApiToken
@@ -176,7 +178,9 @@ async def submit_run(
         try:
             if callback_url is not None:
                 await anyio.to_thread.run_sync(ctx.registry.register, run_id, callback_url)
-            await anyio.to_thread.run_sync(ctx.coordinator.submit, wf.name, run_input, run_id)
+            origin = Origin(kind=OriginKind.API, by=_token.name or None)
+            await anyio.to_thread.run_sync(functools.partial(
+                ctx.coordinator.submit, wf.name, run_input, run_id, origin=origin))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if callback_url is not None:

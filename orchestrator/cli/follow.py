@@ -27,7 +27,8 @@ def step_table(view: RunView) -> str:
              for r in rows]
     run = view.run
     total = f"{(run.ended_at - run.created_at):.2f} s" if run.ended_at else "running"
-    lines.append(f"run {run.run_id}: {run.status.value} ({total})")
+    lines.append(f"run {run.run_id}: {run.status.value} ({total}), started by "
+                 f"{run.origin.describe()}")
     if view.callback:
         lines.append(callback_line(view.callback))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ unreachable; 4 Redis refused the password; 5 Redis did not answer in time
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from orchestrator import settings as settings_mod
 from orchestrator.cli.doctor import doctor
 from orchestrator.cli.follow import follow, step_table
 from orchestrator.core.compiler import compile_workflow
+from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.render import dot, mermaid, plan_tree
 from orchestrator.core.states import RunStatus
 from orchestrator.errors import (
@@ -56,6 +58,14 @@ def package_version() -> str:
         return version("celery-orchestrator")
     except PackageNotFoundError:
         return "unknown"
+
+
+def _user() -> str | None:
+    """Who runs this command (recorded in the runs it starts), if the OS says."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 class _Ctx:
@@ -188,7 +198,8 @@ def run(c: _Ctx, name: str, input_: str | None, follow_live: bool,
         timeout_s: float | None, preflight: bool) -> None:
     """Start a run of workflow NAME; with --follow, watch it to the end."""
     coord = _coordinator(c)
-    run_id = coord.submit(name, _read_input(input_), preflight=preflight)
+    run_id = coord.submit(name, _read_input(input_), preflight=preflight,
+                          origin=Origin(kind=OriginKind.CLI, by=_user()))
     click.echo(f"run {run_id} started ({name})")
     if follow_live:
         view = follow(coord, run_id, click.echo, timeout_s)
@@ -370,7 +381,8 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
         coord = Coordinator(settings, discover(settings.workflow_packages))
         if spec.prepare is not None:
             spec.prepare(coord.store.client)
-        run_id = coord.submit(spec.workflow, spec.input)
+        run_id = coord.submit(spec.workflow, spec.input,
+                              origin=Origin(kind=OriginKind.CLI, by=_user()))
         click.echo(f"\nrun {run_id} of {spec.workflow} started; following it:")
         view = follow(coord, run_id, click.echo, timeout_s=120)
         click.echo("")

@@ -10,6 +10,7 @@ from celery import Celery
 from jsonschema import Draft202012Validator
 
 from orchestrator.core.models import WorkflowDef
+from orchestrator.core.origin import Origin
 from orchestrator.core.plan import ChordNode, walk
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import DispatchError, InputInvalid
@@ -115,7 +116,8 @@ class Coordinator:
         return {d.queue(s.id, self.settings.default_queue) for s in d.wf.steps}
 
     def submit(self, workflow: str | WorkflowDef, run_input: Any = None,
-               run_id: str | None = None, preflight: bool = False) -> str:
+               run_id: str | None = None, preflight: bool = False,
+               origin: Origin | None = None) -> str:
         """Start a run and return its id.
 
         Args:
@@ -124,6 +126,7 @@ class Coordinator:
             run_id: an explicit id (for idempotent submission); default a new UUID.
             preflight: first check that live workers can run every step (see
                 :meth:`preflight`), instead of letting a run wait for a missing worker.
+            origin: what started the run (default: a Python caller), recorded with it.
 
         Raises:
             WorkflowNotFound: unknown name.  InputInvalid: input does not match.
@@ -146,7 +149,7 @@ class Coordinator:
             raise InputInvalid(f"input of workflow {d.wf.name!r} is invalid: {lines}. "
                                "Fix the input to match the workflow's input_schema.")
         rid = run_id or uuid.uuid4().hex
-        self.progress.start(d, rid, data)
+        self.progress.start(d, rid, data, origin)
         return rid
 
     def view(self, run_id: str) -> RunView:

@@ -39,6 +39,7 @@ from typing import Any
 from celery import Celery
 from celery.canvas import signature as from_dict
 
+from orchestrator.core.origin import Origin
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.runtime.canvas import continue_canvas, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
@@ -78,13 +79,15 @@ class Progress:
 
     # --- start ---------------------------------------------------------------------------
 
-    def start(self, d: Definition, run_id: str, run_input: Any) -> None:
-        """Create the run, claim its source units and publish them.
+    def start(self, d: Definition, run_id: str, run_input: Any,
+              origin: Origin | None = None) -> None:
+        """Create the run (recording its ``origin``), claim its source units and publish
+        them.
 
         Raises:
             RunExists: ``run_id`` is taken.
         """
-        self.store.create_run(run_id, d.wf, d.plan, run_input)
+        self.store.create_run(run_id, d.wf, d.plan, run_input, origin)
         self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources))
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str]) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from orchestrator.core.origin import Origin
 from orchestrator.core.states import RunStatus, StepStatus
 
 
@@ -82,6 +83,8 @@ class RunRecord:
     started_at: float | None
     ended_at: float | None
     units_remaining: int
+    origin: Origin = field(default_factory=Origin)
+    """What started the run (runs stored before origins were recorded: ``python``)."""
 
     @classmethod
     def from_hash(cls, run_id: str, d: dict[str, str]) -> RunRecord:
@@ -95,6 +98,7 @@ class RunRecord:
             status=RunStatus(d["status"]), input=json.loads(d["input"]),
             created_at=float(d["created_at"]), started_at=_f(d.get("started_at")),
             ended_at=_f(d.get("ended_at")), units_remaining=int(d["units_remaining"]),
+            origin=Origin.model_validate_json(d["origin"]) if d.get("origin") else Origin(),
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from orchestrator.core.models import WorkflowDef
+from orchestrator.core.origin import Origin
 from orchestrator.core.plan import Plan
 from orchestrator.core.states import RunStatus, StepStatus, run_sources, step_sources
 from orchestrator.errors import RunDamaged, RunExists, RunNotFound
@@ -93,8 +94,10 @@ class RunStore:
 
     # --- runs ----------------------------------------------------------------------------
 
-    def create_run(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any) -> None:
-        """Create a run in ``running`` with its unit counters, and index it.
+    def create_run(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any,
+                   origin: Origin | None = None) -> None:
+        """Create a run in ``running`` with its unit counters, and index it; ``origin``
+        records what started it.
 
         Raises:
             RunExists: a run with this id exists (ids are claimed atomically).
@@ -108,6 +111,7 @@ class RunStore:
             "run_id": run_id, "workflow": wf.name, "version": wf.version,
             "status": RunStatus.RUNNING.value, "input": json.dumps(run_input),
             "created_at": now, "started_at": now, "units_remaining": len(plan.units),
+            "origin": (origin or Origin()).to_json(),
         })
         counts = {u: n for u, n in plan.predecessor_counts.items() if n}
         if counts:

@@ -158,6 +158,8 @@ def test_submit_then_read(http: httpx.Client, coord: Coordinator, r: redis.Redis
     assert steps["notify_backorder"]["reason"]
     assert got["outputs"]["send_shipping_request"] == {"tracking_number": "TRK-o-read"}
     assert got["duration_s"] > 0
+    assert got["origin"] == {"kind": "api", "by": "rw", "schedule": None, "fire_time": None,
+                             "trigger": None, "event_id": None}
 
 
 def test_failed_step_error_is_reported(http: httpx.Client) -> None:

@@ -62,6 +62,7 @@ def test_bare_celery_client_starts_a_run(stack: dict[str, Any], coord: Coordinat
     view = wait_run(coord, run_id)
     assert view.run.status.value == "succeeded"
     assert view.run.input == order
+    assert view.run.origin.kind.value == "broker"
     assert statuses(view)["notify_customer"] == "succeeded"
     assert int(r.hget(systems.STOCK, "SKU-B") or 0) == 8
 
