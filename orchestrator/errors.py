@@ -88,6 +88,39 @@ class ConditionError(DefinitionError):
         super().__init__(f"condition {expression!r}{at}: {reason}")
 
 
+class TriggerInvalid(DefinitionError):
+    """An event trigger failed validation; ``problems`` lists every problem found at once
+    (a bad CEL expression, an unknown source or workflow, a missing secret setting)."""
+
+    def __init__(self, trigger: str, problems: list[Problem]) -> None:
+        self.trigger = trigger
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - [{p.code}] {p.message} Fix: {p.fix}" for p in problems)
+        super().__init__(f"trigger {trigger!r} has {len(problems)} problem(s):\n{lines}")
+
+    def codes(self) -> set[str]:
+        """Return the set of problem codes, handy for tests and API bodies."""
+        return {p.code for p in self.problems}
+
+
+class TriggerNotFound(DefinitionError):
+    """No event trigger of that name is cataloged."""
+
+
+class ScheduleInvalid(DefinitionError):
+    """A schedule is invalid (its fields, zone, cron expression or ``input_expr``); the
+    message names every problem and its fix."""
+
+
+class ScheduleNotFound(DefinitionError):
+    """No schedule of that id is in the store."""
+
+
+class ScheduleConflict(DefinitionError):
+    """A schedule cannot be changed as asked: its id is taken (add it with replace), or it
+    is declared beside its workflow (change it there)."""
+
+
 # --- run errors ------------------------------------------------------------------------
 
 
@@ -97,6 +130,10 @@ class RunError(OrchestratorError):
 
 class InputInvalid(RunError):
     """A run's input does not match the workflow's input schema."""
+
+
+class RunIdInvalid(RunError):
+    """A caller's run id is empty or has characters run ids may not have."""
 
 
 class RunNotFound(RunError):
@@ -116,11 +153,42 @@ class IdempotencyConflict(RunError):
     """An ``Idempotency-Key`` was reused for a different request (or one still in flight)."""
 
 
+class EventInvalid(RunError):
+    """An event cannot become a run: its body is not JSON, its trigger's filter, input
+    mapping or event-id expression fails on it, or the mapped input does not match the
+    workflow's schema.  Retrying the same event cannot help (a *poison* event)."""
+
+
 # --- dispatch errors -------------------------------------------------------------------
 
 
 class DispatchError(OrchestratorError):
     """Work cannot reach a worker: the operator must react."""
+
+
+class StoreSchemaMismatch(DispatchError):
+    """The run store was written in a schema this release cannot read (or write): the
+    operator must run a release that can, or migrate the store.  Nothing was changed.
+
+    Attributes:
+        found: the store's schema version.  wanted: this release's.
+        written_by: the release that set the store's schema version.
+    """
+
+    def __init__(self, url: str, found: int, wanted: int, written_by: str, release: str
+                 ) -> None:
+        self.found, self.wanted, self.written_by = found, wanted, written_by
+        if found > wanted:
+            fix = (f"run celery-orchestrator {written_by} or newer here (a rollback must "
+                   f"stay on a release that reads schema {found}; see docs/operations.md, "
+                   "Upgrades)")
+        else:
+            fix = (f"run celery-orchestrator {written_by} here: this release ships no "
+                   f"migration from schema {found} (see docs/operations.md, Upgrades)")
+        super().__init__(
+            f"the run store at {url} has schema version {found} (set by celery-orchestrator "
+            f"{written_by}); this release ({release}) uses schema {wanted} and stopped "
+            f"before changing anything. Fix: {fix}")
 
 
 class StoreUnavailable(DispatchError):

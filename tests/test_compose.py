@@ -38,7 +38,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 VENV_BIN = Path(sys.executable).parent
-APP_SERVICES = ("api", "worker", "flower")
+APP_SERVICES = ("api", "worker", "flower", "triggers", "scheduler")
 # What an operator puts in .env; the file must give none of them a value.
 SECRETS = {"REDIS_PASSWORD": "test-redis-pw", "API_TOKEN": "test-api-token-0123456789",
            "FLOWER_USER": "ops", "FLOWER_PASSWORD": "test-flower-pw"}
@@ -193,7 +193,9 @@ def test_app_services_share_one_image_and_the_orch_settings() -> None:
         svc = service(name)
         assert svc["build"] == "." and svc["image"] == service("worker")["image"], name
         env = svc["environment"]
-        assert all(k.startswith("ORCH_") for k in env), (name, env)
+        # Flower's own login is its only other variable (workers.flower reads it)
+        assert all(k.startswith("ORCH_") or (name == "flower" and k == "FLOWER_BASIC_AUTH")
+                   for k in env), (name, env)
         urls.add(env["ORCH_REDIS_URL"])
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
     assert urls == {f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0"}
@@ -207,8 +209,9 @@ def test_each_services_orch_env_is_valid_settings(
     env = service(name)["environment"]
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
-    settings = Settings()
-    assert settings.model_fields_set >= {k.removeprefix("ORCH_").lower() for k in env}
+    settings = Settings()  # FLOWER_BASIC_AUTH is no setting of ours
+    assert settings.model_fields_set >= {k.removeprefix("ORCH_").lower() for k in env
+                                         if k.startswith("ORCH_")}
     assert settings.visibility_timeout_s == int(env["ORCH_VISIBILITY_TIMEOUT_S"])
     if name == "api":
         (token,) = settings.api_tokens
@@ -253,13 +256,15 @@ def test_worker_can_be_scaled_and_stops_gracefully() -> None:
 def test_flower_needs_basic_auth_and_keeps_its_state_on_a_volume() -> None:
     svc = service("flower")
     args = argv_of("flower")
-    assert args[:4] == ["celery", "-A", "workers.main", "flower"]
-    opts = dict(a.split("=", 1) for a in args[4:])
-    assert opts["--basic-auth"] == f"{SECRETS['FLOWER_USER']}:{SECRETS['FLOWER_PASSWORD']}"
+    assert args[:3] == ["python", "-m", "workers.flower"]  # /metrics behind the login
+    opts = dict(a.split("=", 1) for a in args[3:])
+    assert not any("basic" in o for o in opts)  # never on the command line
+    assert svc["environment"]["FLOWER_BASIC_AUTH"] == (
+        f"{SECRETS['FLOWER_USER']}:{SECRETS['FLOWER_PASSWORD']}")
     assert opts["--persistent"] == "True"
     db_dir = str(Path(opts["--db"]).parent)
     assert any(v.endswith(f":{db_dir}") for v in svc["volumes"])
-    # /metrics and /healthcheck are unauthenticated: never publish on every interface
+    # /healthcheck is unauthenticated: never publish on every interface
     assert all(str(p).startswith("127.0.0.1:") for p in svc["ports"])
 
 
@@ -280,6 +285,7 @@ def test_dockerfile_builds_one_non_root_image_with_the_cli_as_entrypoint() -> No
 @pytest.mark.parametrize("name", [
     "api",
     "worker",
+    "scheduler",
 ])
 def test_orchestrator_commands_exist_with_their_options(name: str, redis_url: str) -> None:
     program, sub, *args = argv_of(name)

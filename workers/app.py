@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 
 from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.registry import StepFunction
-from orchestrator.errors import RunExists
-from orchestrator.runtime.catalog import discover
+from orchestrator.errors import (
+    InputInvalid,
+    OrchestratorError,
+    RunExists,
+    RunIdInvalid,
+    WorkflowNotFound,
+)
+from orchestrator.runtime import tracing
+from orchestrator.runtime.catalog import discover, limits_of
 from orchestrator.runtime.celeryconf import (
     JOIN_TASK,
     SUBMIT_TASK,
@@ -21,10 +32,13 @@ from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definitions
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
-from orchestrator.store import RunStore
+from orchestrator.store import RunStore, StoreError
+from orchestrator.store.submissions import RejectedSubmission, Submissions
 from workers import logs
 from workers import step as step_mod
 from workers.leases import LeaseKeeper
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -36,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     """
     settings = settings or Settings()
     logs.install(settings.log_format)
-    catalog = discover(settings.workflow_packages)
+    catalog = discover(settings.workflow_packages, limits=limits_of(settings))
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
@@ -46,6 +60,15 @@ def create_app(settings: Settings | None = None) -> Celery:
     coordinator = Coordinator(settings, catalog, progress=progress)
     step_mod.install(progress, settings, coordinator)
     app.steps["worker"].add(LeaseKeeper)
+    tracing.setup_worker(settings)  # traces, when ORCH_OTEL_ENDPOINT is set
+    if settings.submit_queue:
+        submit_queue = settings.submit_queue
+
+        @celeryd_after_setup.connect(weak=False)
+        def _consume_submissions(sender: Any, instance: Any, **_: Any) -> None:
+            """Every worker consumes the submission queue too, whatever its -Q."""
+            instance.app.amqp.queues.select_add(submit_queue)
+
     for fn in list(catalog.registry.functions.values()):
         _register_step(app, fn)
 
@@ -55,24 +78,55 @@ def create_app(settings: Settings | None = None) -> Celery:
         """Closes a fan-out; when it ends its unit, advances the run."""
         return step_mod.join(self, run_id, join_id, version)
 
-    @app.task(name=SUBMIT_TASK, acks_late=True, reject_on_worker_lost=True)
-    def submit(workflow: str, input: Any = None, run_id: str | None = None,
-               origin: dict[str, Any] | None = None) -> dict[str, Any]:
+    submissions = Submissions(store.client, store.keys)
+
+    @app.task(name=SUBMIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def submit(self: Any, workflow: Any = None, input: Any = None, run_id: Any = None,
+               origin: Any = None, **extra: Any) -> dict[str, Any]:
         """Start a run from any Celery client: ``send_task("orchestrator.submit", ...)``.
 
         Pass ``run_id`` to make the submission idempotent: a redelivered or repeated
         message with the same id starts the run once.  ``origin`` (see
         :class:`~orchestrator.core.origin.Origin`) says what started it; default
-        ``broker``.
+        ``broker``.  A submission that starts no run (unknown workflow, bad input or run
+        id, unknown arguments) fails the task and is recorded as rejected
+        (``orchestrator rejected``, ``GET /v1/submissions/rejected``).
         """
-        how = Origin.model_validate(origin) if origin else Origin(kind=OriginKind.BROKER)
         try:
+            if extra:
+                raise InputInvalid(f"unknown arguments {sorted(extra)}: orchestrator.submit "
+                                   "takes workflow, input, run_id and origin")
+            if not isinstance(workflow, str) or not workflow:
+                raise WorkflowNotFound("no workflow named: pass workflow=<name> (a string)")
+            if run_id is not None and not isinstance(run_id, str):
+                raise RunIdInvalid(f"run_id must be a string, not {type(run_id).__name__}")
+            try:
+                how = (Origin.model_validate(origin) if origin
+                       else Origin(kind=OriginKind.BROKER))
+            except ValueError as exc:
+                raise InputInvalid(f"origin is not valid: {exc}") from None
             return {"run_id": coordinator.submit(workflow, input, run_id=run_id, origin=how),
                     "created": True}
         except RunExists:
             return {"run_id": run_id, "created": False}
+        except OrchestratorError as exc:
+            rec = RejectedSubmission(
+                at=time.time(), workflow=workflow if isinstance(workflow, str) else None,
+                run_id=run_id if isinstance(run_id, str) else None,
+                code=_snake(type(exc).__name__), reason=str(exc)[:2000],
+                task_id=self.request.id, sender=getattr(self.request, "origin", None))
+            try:
+                submissions.reject(rec)
+            except StoreError:
+                log.warning("could not record the rejected submission %s", self.request.id)
+            raise
 
     return app
+
+
+def _snake(name: str) -> str:
+    """``WorkflowNotFound`` -> ``workflow_not_found``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _register_step(app: Celery, fn: StepFunction) -> None:

@@ -28,9 +28,12 @@ import time
 from typing import Any
 
 from celery import bootsteps
+from celery.exceptions import WorkerShutdown
 from celery.worker import state as worker_state
 
 from orchestrator.callbacks.delivery import CallbackSender
+from orchestrator.callbacks.destinations import networks
+from orchestrator.errors import StoreSchemaMismatch
 from orchestrator.runtime.recovery import Recovery
 from orchestrator.store import StoreError
 from orchestrator.store.callbacks import CallbackRegistry
@@ -39,6 +42,8 @@ from orchestrator.store.leases import Held, Leases
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+EXIT_SCHEMA = 6
+"""The worker's exit code when the run store has a schema this release does not use."""
 _releases: collections.deque[tuple[Held, str]] = collections.deque()
 
 
@@ -186,6 +191,27 @@ class Keeper:
             log.exception("reaper pass failed")
 
 
+def _check_schema(store: Any) -> None:
+    """Stop the worker (exit code 6) before it takes any task when the run store has a
+    schema this release does not use; wait for Redis if it cannot be reached yet."""
+    waiting = False
+    while True:
+        try:
+            store.check_schema()
+            if waiting:
+                log.info("Redis answers again: the run store's schema is this release's")
+            return
+        except StoreSchemaMismatch as exc:
+            log.error("%s", exc)
+            raise WorkerShutdown(EXIT_SCHEMA) from None
+        except StoreError as exc:
+            if not waiting:
+                log.warning("cannot check the run store's schema yet (%s: %s); retrying "
+                            "until Redis answers", type(exc).__name__, exc)
+                waiting = True
+            time.sleep(1.0)
+
+
 class LeaseKeeper(bootsteps.StartStopStep):
     """Worker bootstep that runs the :class:`Keeper` thread in the main process."""
 
@@ -201,6 +227,7 @@ class LeaseKeeper(bootsteps.StartStopStep):
 
         p = step_mod.progress()
         s = step_mod.settings()
+        _check_schema(p.store)
         leases = Leases.from_url(s.redis_url, p.store.keys, timeout_s=s.lease_s / 4)
         pool_cls = type(worker.pool).__module__
         self.keeper = Keeper(leases, Recovery(p, leases, s), s.lease_s, s.reaper_interval_s,
@@ -213,7 +240,8 @@ class LeaseKeeper(bootsteps.StartStopStep):
             registry = CallbackRegistry(p.store.client, p.store.keys, s.run_retention_s)
             self.sender = CallbackSender(registry, coord.view, secret,
                                          timeout_s=s.callback_timeout_s,
-                                         max_age_s=s.callback_max_age_s)
+                                         max_age_s=s.callback_max_age_s,
+                                         allowed=networks(s.callback_allowed_networks))
             self.sender.start()
 
     def stop(self, worker: Any) -> None:

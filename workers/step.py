@@ -5,6 +5,9 @@ protocol (:class:`orchestrator.runtime.progress.Progress`) for what the step nee
 decides whether the step runs (trigger rule, then ``when``), calls the step function with
 its inputs, and maps the outcome (a value, ``SkipStep``, an exception to retry or to fail
 with) to the protocol's calls.  Soft and hard time limits come from the step definition.
+A wait step (``StepDef.wait``) calls no function: its task parks it (``_park``: the next
+message waits in a store timer, the task ends) and the delivery that comes back ends the
+wait or parks it again (``_resume``); see :mod:`orchestrator.core.waits`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from celery.worker.request import Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from orchestrator.core import rules
+from orchestrator.core import rules, waits
+from orchestrator.core.expressions import parse as parse_expression
 from orchestrator.core.models import Ref, RetryPolicy, StepDef, Value
 from orchestrator.core.registry import StepFunction
 from orchestrator.core.states import RunStatus, StepStatus
@@ -39,8 +43,9 @@ from orchestrator.errors import (
 from orchestrator.runtime import context
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definition
-from orchestrator.runtime.progress import Progress
+from orchestrator.runtime.progress import Begin, Progress
 from orchestrator.settings import Settings
+from orchestrator.store import StepRun
 from orchestrator.store.leases import Held
 from orchestrator.store.records import LeaseMode
 from workers import leases
@@ -236,6 +241,8 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         if not p.ended(d, run_id, step_id, StepStatus.CANCELLED, "run cancelled", token):
             drop_canvas(task)
         return _done(run_id, step_id, StepStatus.CANCELLED)
+    if step.wait is not None and own.status is StepStatus.WAITING:
+        return _resume(task, p, d, step, run_id, own, token)
     parents = d.deps[step_id]
     reason = rules.decide(step.trigger_rule, {q: b.records[q].status for q in parents},
                           d.handlers.get(step_id, ()))
@@ -253,6 +260,8 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
             drop_canvas(task)
         return _done(run_id, step_id, StepStatus.SKIPPED)
 
+    if step.wait is not None:
+        return _park(task, p, d, step, run_id, b, running, token)
     running["started_at"] = time.time()
     if not p.running(run_id, step_id, running, token):
         drop_canvas(task)
@@ -268,8 +277,14 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
         kwargs = _resolve(step, task.function, run_input, outs)
     except ValidationError as exc:
         return _fail(task, p, d, run_id, step_id, exc, token)
+    by = f"step:{run_id}/{step_id}"
+
+    def send(key: str, data: Any, event_id: str | None) -> None:
+        waits.check_key(key)
+        p.waits.send_event(key, data, event_id, by, settings().event_retention_s)
+
     token_ctx = context.set_current(context.StepContext(run_id, step_id, attempt,
-                                                        p.store.client))
+                                                        p.store.client, send))
     try:
         result = task.function.fn(**kwargs)
     except SkipStep as exc:
@@ -343,6 +358,57 @@ def _retry(task: StepTask, p: Progress, run_id: str, step_id: str, exc: Exceptio
         drop_canvas(task)
         return _done(run_id, step_id, StepStatus.RETRYING)
     raise Retry(exc=exc, when=delay, sig=sig) from exc
+
+
+_WAIT_VARIABLES = frozenset({"input", "steps"})
+
+
+def _park(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
+          b: Begin, running: dict[str, Any], token: str) -> dict[str, Any]:
+    """A wait step starts waiting: evaluate its expressions, then park it (its next
+    message in a store timer); the task ends here, its canvas carried by that message."""
+    assert step.wait is not None
+    views = {s: {"output": b.outputs.get(s), "status": b.records[s].status.value}
+             for s in d.reads(step) if s in b.records}
+    try:
+        values = {name: parse_expression(text, _WAIT_VARIABLES).value(
+                      {"input": b.run.input, "steps": views})
+                  for name, text in step.wait.expressions().items()}
+        now = p.waits.now()
+        parked = waits.park(step.wait, now, values)
+    except (ConditionError, waits.WaitError) as exc:
+        return _fail(task, p, d, run_id, step.id, exc, token)
+    patch = {**running, "started_at": now, "wait": parked.to_record()}
+    return _park_with(task, p, run_id, step.id, parked, patch, token)
+
+
+def _park_with(task: StepTask, p: Progress, run_id: str, step_id: str, parked: waits.Parked,
+               patch: dict[str, Any], token: str) -> dict[str, Any]:
+    sig = task.signature_from_request(task.request, None, None)
+    drop_canvas(task)  # the parked message carries the chain and the chord on
+    p.wait(run_id, step_id, token, patch, parked.timer_at, parked.key, dict(sig))
+    return _done(run_id, step_id, StepStatus.WAITING)
+
+
+def _resume(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
+            own: StepRun, token: str) -> dict[str, Any]:
+    """A delivery of a waiting step (its timer fired, or an event or a decision came):
+    succeed, fail (timeout, rejection: the failure path) or park again."""
+    parked = waits.Parked.from_record(own.wait or {})  # parked with it, atomically
+    out = waits.outcome(parked, own.resolution, p.waits.now())
+    if out.action == "wait":
+        log.info("step %s of run %s: delivered before its wait is over; waiting again",
+                 step.id, run_id)
+        return _park_with(task, p, run_id, step.id, parked, {"wait": parked.to_record()},
+                          token)
+    p.waits.done(run_id, step.id, parked.key)
+    if out.action == "fail":
+        assert out.error is not None
+        log.info("step %s of run %s: wait failed (%s)", step.id, run_id, out.error)
+        return _fail(task, p, d, run_id, step.id, out.error, token)
+    if not p.succeeded(d, run_id, step.id, out.output, token):
+        drop_canvas(task)
+    return _done(run_id, step.id, StepStatus.SUCCEEDED)
 
 
 def _resolve(step: StepDef, fn: StepFunction, run_input: Any,

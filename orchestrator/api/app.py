@@ -7,17 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI
 
-from orchestrator.api import failures, health, runs, workflows
+from orchestrator import web
+from orchestrator.api import failures, health, hooks, runs, schedules, submissions, waits, workflows
 from orchestrator.api import metrics as metrics_api
 from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
 from orchestrator.api.limits import BodyLimit, known_query_only
-from orchestrator.runtime.catalog import Catalog, discover
+from orchestrator.api.responses import JSONResponse
+from orchestrator.runtime.catalog import Catalog, discover, limits_of
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import ApiToken, Settings
-from orchestrator.store import AsyncRunReader, CallbackRegistry, RunStore
+from orchestrator.store import AsyncRunReader, CallbackRegistry, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,8 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
         DefinitionError: a workflow package cannot be imported or holds an invalid one.
     """
     if catalog is None:
-        catalog = coordinator.catalog if coordinator else discover(settings.workflow_packages)
+        catalog = coordinator.catalog if coordinator else discover(
+            settings.workflow_packages, limits=limits_of(settings))
     if coordinator is None:
         # a caller waits on every request: a store that does not answer is a 503 within
         # redis_timeout_s, not 15 s.  (Publishing keeps Celery's retries: the store is
@@ -66,6 +70,11 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:  # a store of another schema: refuse to serve it
+            await anyio.to_thread.run_sync(coord.store.check_schema)
+        except StoreError as exc:
+            log.warning("cannot check the run store's schema now (%s: %s): requests "
+                        "answer 503 until Redis does", type(exc).__name__, exc)
         reader.open()
         if not settings.api_tokens:
             log.warning("no API tokens configured (ORCH_API_TOKENS): every authenticated "
@@ -78,6 +87,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     # No unauthenticated documentation pages: the schema is served below, behind a token.
     app = FastAPI(title="celery-orchestrator", version="1", description=DESCRIPTION,
                   lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None,
+                  default_response_class=JSONResponse,
                   dependencies=[Depends(known_query_only)])
     app.state.ctx = ctx
     app.state.tokens = TokenTable.of(settings.api_tokens)
@@ -86,7 +96,12 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(runs.router)
+    app.include_router(waits.router)
+    app.include_router(schedules.router)
+    app.include_router(submissions.router)
     app.include_router(metrics_api.router)
+    hooks.install(app, settings, catalog, coord)  # webhooks and trigger events
+    web.install(app, settings)  # the web UI under /ui (docs/ui.md)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_token: Annotated[ApiToken, Depends(any_token)]) -> dict[str, Any]:

@@ -91,9 +91,19 @@ def read_metrics(request: Request, credentials: Credentials) -> ApiToken:
     return authorize(_table(request), credentials, "metrics:read")
 
 
+def read_triggers(request: Request, credentials: Credentials) -> ApiToken:
+    """Dependency: the caller may read event triggers and their events (``triggers:read``)."""
+    return authorize(_table(request), credentials, "triggers:read")
+
+
 def write_runs(request: Request, credentials: Credentials) -> ApiToken:
     """Dependency: the caller may start and cancel runs (``runs:write``)."""
     return authorize(_table(request), credentials, "runs:write")
+
+
+def write_events(request: Request, credentials: Credentials) -> ApiToken:
+    """Dependency: the caller may send events to waiting steps (``events:write``)."""
+    return authorize(_table(request), credentials, "events:write")
 
 
 def read_workflows(request: Request, credentials: Credentials) -> ApiToken:

@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from orchestrator.api.models import ErrorBody, ErrorInfo
+from orchestrator.api.responses import JSONResponse
 from orchestrator.errors import (
     ApiError,
     DefinitionError,
@@ -120,6 +121,17 @@ def orchestrator_error(exc: OrchestratorError) -> JSONResponse:
                       "persists.")
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (routes may be nested
+    routers, so each method is matched as a request, not read off the routes)."""
+    methods = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return methods
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers that give every error the one shape."""
 
@@ -145,14 +157,18 @@ def install(app: FastAPI) -> None:
                           "Fix the parameters listed in details (see the OpenAPI schema "
                           "at /openapi.json).", details=details)
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        fixes = {404: "See /openapi.json for the endpoints.",
+        codes = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}
+        fixes = {400: "Send one JSON document (UTF-8) as the body.",
+                 404: "See /openapi.json for the endpoints.",
                  405: "Use a method the Allow header lists."}
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:  # Starlette names the first matching route's methods
+            headers["Allow"] = ", ".join(_allowed(request))
         return error_json(exc.status_code, codes.get(exc.status_code, "http_error"),
                           str(exc.detail), fixes.get(exc.status_code, ""),
-                          headers=dict(exc.headers) if exc.headers else None)
+                          headers=headers or None)
 
     async def on_redis_error(request: Request, exc: Exception) -> JSONResponse:
         err = redis_failure(request, exc)

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
 
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses, store_unavailable
 from orchestrator.api.models import Health
+from orchestrator.api.responses import JSONResponse
 from orchestrator.errors import RedisTimedOut, StoreUnavailable
 from orchestrator.outages import explain, mask_url
 from orchestrator.store import StoreError

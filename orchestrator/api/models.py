@@ -79,6 +79,28 @@ class StepRunOut(WireModel):
     reason: str | None = Field(None, description="Why it was skipped or cancelled.")
     error: StepError | None = None
     retry_at: float | None = None
+    wait: dict[str, Any] | None = Field(
+        None, description="A wait step's wait: kind (sleep, until, event, approval), "
+        "due_at, key, timeout_at, prompt.")
+    resolution: dict[str, Any] | None = Field(
+        None, description="What ended the wait: an event (event_id, at, by) or a decision "
+        "(decision, comment, by, at).")
+
+
+class EventSent(WireModel):
+    """The answer to ``POST /v1/events/{key}``."""
+
+    key: str
+    event_id: str
+    new: bool = Field(description="False: the same event id was the key's latest "
+                      "already; nothing changed.")
+    resumed: int = Field(description="Waiting steps this event resumed now.")
+
+
+class DecisionIn(WireModel):
+    """The body of an approve or reject (optional)."""
+
+    comment: str = Field("", max_length=2000, description="Why (recorded).")
 
 
 class CallbackTry(WireModel):
@@ -132,6 +154,9 @@ class RunOut(WireModel):
     origin: Origin = Field(default_factory=Origin, description="What started the run: "
                            "a caller (api, cli, broker, python), a schedule's fire or an "
                            "event, with who or what.")
+    trace_id: str | None = Field(None, description="The run's OpenTelemetry trace id "
+                                 "(32 hex digits), on GET /v1/runs/{run_id} when traces "
+                                 "are configured; null otherwise.")
 
     @property
     def ended(self) -> bool:
@@ -148,7 +173,9 @@ class RunOut(WireModel):
                 queued_at=s.queued_at, started_at=s.started_at, ended_at=s.ended_at,
                 duration_s=s.duration_s, worker=s.worker, reason=s.reason,
                 error=StepError.model_validate(s.error) if s.error else None,
-                retry_at=s.retry_at)
+                retry_at=s.retry_at, wait=s.wait,
+                resolution={k: v for k, v in s.resolution.items() if k != "data"}
+                if s.resolution else None)
             for s in view.steps]
         return cls(
             run_id=run.run_id, workflow=run.workflow, version=run.version, status=run.status,

@@ -8,10 +8,11 @@ import json
 import math
 import uuid
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from orchestrator.api import idempotency, streams
 from orchestrator.api.auth import read_runs, write_runs
@@ -25,11 +26,14 @@ from orchestrator.api.models import (
     RunPage,
     RunSummary,
 )
+from orchestrator.api.responses import JSONResponse, unencodable
 from orchestrator.callbacks.delivery import MAX_URL_CHARS, check_url
+from orchestrator.callbacks.destinations import DestinationRefused, checked, networks
 from orchestrator.core.models import WORKFLOW_NAME
 from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.states import RunStatus
 from orchestrator.errors import ApiError, RunDamaged, RunNotFound
+from orchestrator.runtime.tracing import trace_link
 from orchestrator.settings import ApiToken
 
 MAX_WAIT_S = 60.0
@@ -101,6 +105,12 @@ async def read_json_body(request: Request) -> Any:
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}",
                        "Send the run input as one JSON document (UTF-8).") from None
+    where = unencodable(value)
+    if where is not None:
+        raise ApiError(400, "invalid_unicode",
+                       f"the body has a string at {where} that is not valid Unicode (a lone "
+                       "UTF-16 surrogate such as \\ud800)",
+                       "Send text as valid Unicode; binary data base64-encoded.")
     if _too_deep(value, MAX_INPUT_DEPTH):
         raise ApiError(422, "input_too_deep",
                        f"the run input is nested deeper than {MAX_INPUT_DEPTH} levels",
@@ -163,6 +173,15 @@ async def submit_run(
         except ValueError as exc:
             raise ApiError(422, "callback_url_invalid", str(exc),
                            "Pass an absolute http:// or https:// URL.") from None
+        parts = urlsplit(callback_url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:  # resolved and checked again at every try (DNS rebinding)
+            await anyio.to_thread.run_sync(checked, parts.hostname or "", port,
+                                           networks(settings.callback_allowed_networks))
+        except DestinationRefused as exc:
+            message, _, fix = str(exc).partition(" Fix: ")
+            raise ApiError(422, "callback_url_forbidden", message,
+                           fix or "Use a public receiver.") from None
     if wait is not None and wait > settings.api_max_wait_s:
         raise ApiError(422, "wait_too_long",
                        f"wait is capped at {settings.api_max_wait_s:g} s on this server",
@@ -212,8 +231,11 @@ async def _view(ctx: ApiContext, run_id: str) -> RunOut:
             responses=error_responses(401, 403, 404, 410, 422, 503))
 def get_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
             _token: Annotated[ApiToken, Depends(read_runs)]) -> RunOut:
-    """The run: status, every step (status, attempts, duration, error) and outputs."""
-    return RunOut.from_view(ctx.coordinator.view(run_id))
+    """The run: status, every step (status, attempts, duration, error) and outputs, and
+    its trace id when traces are configured."""
+    out = RunOut.from_view(ctx.coordinator.view(run_id))
+    trace = trace_link(ctx.settings, run_id)
+    return out.model_copy(update={"trace_id": trace["trace_id"]}) if trace else out
 
 
 @router.get("/runs", response_model=RunPage, summary="List runs",

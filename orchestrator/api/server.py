@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 from collections.abc import Sequence
@@ -20,11 +21,28 @@ from orchestrator.settings import load
 GRACEFUL_SHUTDOWN_S = 5
 
 
+class RedactQuery(logging.Filter):
+    """Access-log lines without query strings: a query may carry a secret (a callback URL
+    with a token in it), and the path is what an operator needs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) \
+                and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
 def config(app: FastAPI, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
-    """The uvicorn configuration of the API (no proxy headers trusted, no server header)."""
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          proxy_headers=False, server_header=False, lifespan="on",
-                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    """The uvicorn configuration of the API (no proxy headers trusted, no server header,
+    no query strings in the access log)."""
+    cfg = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                         proxy_headers=False, server_header=False, lifespan="on",
+                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQuery) for f in access.filters):
+        access.addFilter(RedactQuery())
+    return cfg
 
 
 class ServerThread:

@@ -5,26 +5,30 @@ registration is kept by :class:`orchestrator.store.callbacks.CallbackRegistry`; 
 that ends a run puts its callback in the outbox, atomically.  Every worker runs a
 :class:`CallbackSender` (no API process is needed): it POSTs the run's view, the body of
 ``GET /v1/runs/{id}``, signed over a timestamp and the body
-(:mod:`orchestrator.callbacks.signing`), and retries with exponential backoff for up to
-``callback_max_age_s`` (24 h).  Delivery is at least once: receivers dedupe by
-``X-Orchestrator-Message-Id``.  Redirects are not followed.
+per the Standard Webhooks specification (:mod:`orchestrator.callbacks.signing`), and
+retries with exponential backoff for up to ``callback_max_age_s`` (24 h).  Delivery is at
+least once: receivers dedupe by ``webhook-id``.  Redirects are not followed, and a
+callback never goes to an internal address unless the operator allows its network
+(:mod:`orchestrator.callbacks.destinations`, checked again at every try).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from orchestrator.api.models import SIGNATURE_HEADER, RunOut
-from orchestrator.callbacks.signing import sign
+from orchestrator.api.models import RunOut
+from orchestrator.callbacks import signing
+from orchestrator.callbacks.destinations import DestinationRefused, Network, checked
 from orchestrator.errors import RunNotFound
 from orchestrator.store import StoreError
 from orchestrator.store.callbacks import CallbackRegistry
@@ -39,8 +43,6 @@ MAX_BACKOFF_S = 3600.0
 REARM_MARGIN_S = 20.0
 """A callback being tried is due again this long after its try's timeout (in case the
 sender died mid-try)."""
-TIMESTAMP_HEADER = "X-Orchestrator-Timestamp"
-MESSAGE_ID_HEADER = "X-Orchestrator-Message-Id"
 
 
 def check_url(url: str) -> str:
@@ -74,7 +76,10 @@ def check_url(url: str) -> str:
 def callback_body(view: RunView) -> bytes:
     """The callback's body: the run's JSON, as ``GET /v1/runs/{id}`` returns it (less
     the callback's own tries)."""
-    return RunOut.from_view(view).model_dump_json(exclude={"callback"}).encode()
+    # json, not pydantic's encoder: a lone surrogate in a step's output (JSON allows it,
+    # UTF-8 does not) is escaped, not an error
+    data = RunOut.from_view(view).model_dump(mode="json", exclude={"callback"})
+    return json.dumps(data, separators=(",", ":")).encode("ascii")
 
 
 def backoff_s(attempt: int, rand: float) -> float:
@@ -84,17 +89,37 @@ def backoff_s(attempt: int, rand: float) -> float:
 
 
 async def post(client: httpx.AsyncClient, url: str, body: bytes, run_id: str, secret: str,
-               attempt: int, timeout_s: float) -> dict[str, Any]:
+               attempt: int, timeout_s: float, allowed: Sequence[Network] = ()
+               ) -> dict[str, Any]:
     """POST one signed try of a callback; return the try's record (never raises for the
-    receiver's failures: they are data)."""
+    receiver's failures: they are data).
+
+    The host is resolved and checked here (see :mod:`.destinations`), and the POST goes
+    to the checked address; a refused destination is a try with ``refused: true``.
+    """
     ts = int(time.time())
-    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret, ts),
-               TIMESTAMP_HEADER: str(ts), MESSAGE_ID_HEADER: run_id,
+    headers = {"Content-Type": "application/json",
+               **signing.headers(body, secret, run_id, ts),
                "X-Orchestrator-Run-Id": run_id, "X-Orchestrator-Attempt": str(attempt),
-               "User-Agent": "celery-orchestrator-callback/2"}
+               "User-Agent": "celery-orchestrator-callback/3"}
     started = time.time()
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
     try:
-        resp = await client.post(url, content=body, headers=headers, timeout=timeout_s)
+        ip = (await asyncio.to_thread(checked, host, port, allowed))[0]
+    except DestinationRefused as exc:
+        return {"attempt": attempt, "at": started, "ok": False, "status_code": None,
+                "error": str(exc)[:300], "refused": True, "seconds": 0.0}
+    # connect to the address just checked, not to a second lookup's answer
+    netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+    extensions = {"sni_hostname": host} if https else {}
+    try:
+        resp = await client.post(target, content=body, headers=headers, timeout=timeout_s,
+                                 extensions=extensions)
         ok, status, error = resp.is_success, resp.status_code, None
         if not ok:
             error = f"receiver answered {status}"
@@ -118,8 +143,12 @@ class CallbackSender:
 
     def __init__(self, registry: CallbackRegistry, view: Callable[[str], RunView],
                  secret: str, *, timeout_s: float = 10.0, max_age_s: float = 24 * 3600,
-                 poll_s: float = 0.5, concurrency: int = 100) -> None:
+                 poll_s: float = 0.5, concurrency: int = 100,
+                 allowed: Sequence[Network] = ()) -> None:
+        """``allowed``: networks callbacks may reach although they are internal
+        (``Settings.callback_allowed_networks``)."""
         self.registry = registry
+        self.allowed = tuple(allowed)
         self.view = view
         self.secret = secret
         self.timeout_s = timeout_s
@@ -144,7 +173,8 @@ class CallbackSender:
     async def _loop(self) -> None:
         sem = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        limits = httpx.Limits(max_connections=self.concurrency)
+        # no kept-alive connections: each try connects to the address it checked
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=0)
         async with httpx.AsyncClient(follow_redirects=False, limits=limits) as client:
             while not self._stop.is_set():
                 try:
@@ -181,10 +211,12 @@ class CallbackSender:
                                      "status_code": None, "error": "the run is gone"}, None)
             return
         body = callback_body(view)
-        result = await post(client, url, body, run_id, self.secret, attempt, self.timeout_s)
+        result = await post(client, url, body, run_id, self.secret, attempt, self.timeout_s,
+                            self.allowed)
         ended = view.run.ended_at or time.time()
         status = result["status_code"]
-        refused = status is not None and 400 <= status < 500 and status not in (408, 429)
+        refused = bool(result.get("refused")) or (
+            status is not None and 400 <= status < 500 and status not in (408, 429))
         retry_in: float | None = None
         if not result["ok"] and not refused and time.time() - ended < self.max_age_s:
             retry_in = backoff_s(attempt, random.random())

@@ -6,7 +6,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.core.states import StepStatus
+from orchestrator.core.waits import WaitKind
 from orchestrator.runtime.coordinator import Coordinator, RunView
+from orchestrator.store import StepRun
 from orchestrator.store.fields import EVENT_STEP, Event
 
 FOLLOW_BLOCK_MS = 500
@@ -20,8 +23,8 @@ def step_table(view: RunView) -> str:
     rows = [("STEP", "STATUS", "ATTEMPT", "DURATION", "NOTE")]
     for s in view.steps:
         dur = f"{s.duration_s * 1000:.0f} ms" if s.duration_s is not None else "-"
-        note = s.reason or (s.error or {}).get("message") or ""
-        rows.append((s.step_id, s.status.value, str(s.attempt or "-"), dur, str(note)[:60]))
+        note = s.reason or (s.error or {}).get("message") or wait_note(s)
+        rows.append((s.step_id, s.status.value, str(s.attempt or "-"), dur, str(note)[:90]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
              for r in rows]
@@ -32,6 +35,29 @@ def step_table(view: RunView) -> str:
     if view.callback:
         lines.append(callback_line(view.callback))
     return "\n".join(lines)
+
+
+def _at(ts: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
+
+
+def wait_note(s: StepRun) -> str:
+    """What a wait step waits for, or what ended its wait ("" for other steps)."""
+    w, res = s.wait or {}, s.resolution or {}
+    if res.get("decision"):
+        comment = f": {res['comment']}" if res.get("comment") else ""
+        return f"{res['decision']} by {res.get('by') or '?'}{comment}"
+    if res.get("event_id"):
+        return f"event {res['event_id']}" + (f" from {res['by']}" if res.get("by") else "")
+    if s.status is not StepStatus.WAITING or not w:
+        return ""
+    timeout = f" (timeout {_at(w['timeout_at'])})" if w.get("timeout_at") else ""
+    if w.get("kind") == WaitKind.EVENT.value:
+        return f"waits for event {w.get('key')!r}{timeout}"
+    if w.get("kind") == WaitKind.APPROVAL.value:
+        prompt = f": {w['prompt']}" if w.get("prompt") else ""
+        return f"waits for approval{prompt}{timeout}"
+    return f"sleeps until {_at(w['due_at'])}" if w.get("due_at") else ""
 
 
 def callback_line(reg: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 an invalid workflow (or a followed run that failed); 2 any other
 error of ours (a bad setting, an unknown workflow or run, a usage error); 3 Redis is
 unreachable; 4 Redis refused the password; 5 Redis did not answer in time
-(``ORCH_REDIS_TIMEOUT_S``); 130 interrupted.  Errors are one line on stderr, with the fix.
+(``ORCH_REDIS_TIMEOUT_S``); 6 the run store has a schema version this release does not use
+(see docs/operations.md, Upgrades); 130 interrupted.  Errors are one line on stderr, with the fix.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import os
 import signal
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator import release
 from orchestrator import settings as settings_mod
 from orchestrator.cli.doctor import doctor
 from orchestrator.cli.follow import follow, step_table
+from orchestrator.cli.inputs import read_json
+from orchestrator.cli.schedules import schedule, scheduler
+from orchestrator.cli.triggers import trigger, triggers_service
+from orchestrator.cli.waits import approve, event, reject
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.render import dot, mermaid, plan_tree
@@ -33,31 +39,26 @@ from orchestrator.errors import (
     RedisUnreachable,
     RunDamaged,
     RunNotFound,
+    StoreSchemaMismatch,
     StoreUnavailable,
     WorkflowInvalid,
 )
 from orchestrator.outages import explain
-from orchestrator.runtime.catalog import Catalog, discover
+from orchestrator.runtime.catalog import Catalog, discover, limits_of
 
 if TYPE_CHECKING:
     from orchestrator.runtime.coordinator import Coordinator
 
 EXIT_INVALID_WORKFLOW = 1
 EXIT_ERROR = 2
+EXIT_SCHEMA = 6
+"""The run store has a schema version this release does not use."""
 EXIT_CODES: dict[type[StoreUnavailable], int] = {
     RedisUnreachable: 3,
     RedisAuthFailed: 4,
     RedisTimedOut: 5,
 }
 """Exit code of each kind of Redis failure (any other one exits 2)."""
-
-
-def package_version() -> str:
-    """The installed version of this package (``unknown`` when run from a bare tree)."""
-    try:
-        return version("celery-orchestrator")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _user() -> str | None:
@@ -78,7 +79,8 @@ class _Ctx:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = discover(self.settings.workflow_packages)
+            self._catalog = discover(self.settings.workflow_packages,
+                                     limits=limits_of(self.settings))
         return self._catalog
 
 
@@ -104,14 +106,15 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
-@click.version_option(package_version(), "--version", "-V", prog_name="orchestrator",
+@click.version_option(release.current(), "--version", "-V", prog_name="orchestrator",
                       message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Run and inspect workflows on Celery and Redis.
 
     Exit codes: 1 invalid workflow, 2 other errors, 3 Redis unreachable, 4 Redis refused
-    the password, 5 Redis did not answer in time.
+    the password, 5 Redis did not answer in time, 6 the run store has a schema version
+    this release does not use.
     """
     ctx.obj = _Ctx()
 
@@ -164,24 +167,9 @@ def _coordinator(c: _Ctx) -> Coordinator:
     s = c.settings
     store = RunStore.from_url(s.redis_url, s.key_prefix, s.run_retention_s,
                               timeout_s=s.redis_timeout_s)
+    store.check_schema()  # a store of another schema: stop before reading or writing it
     return Coordinator(s, c.catalog, app=client_app(s, timeout_s=s.redis_timeout_s),
                        store=store)
-
-
-def _read_input(value: str | None) -> Any:
-    if value is None:
-        return {}
-    text = value
-    if value.startswith("@"):
-        try:
-            with open(value[1:], encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"input is not JSON: {exc}") from exc
 
 
 @cli.command()
@@ -198,7 +186,7 @@ def run(c: _Ctx, name: str, input_: str | None, follow_live: bool,
         timeout_s: float | None, preflight: bool) -> None:
     """Start a run of workflow NAME; with --follow, watch it to the end."""
     coord = _coordinator(c)
-    run_id = coord.submit(name, _read_input(input_), preflight=preflight,
+    run_id = coord.submit(name, read_json(input_, {}), preflight=preflight,
                           origin=Origin(kind=OriginKind.CLI, by=_user()))
     click.echo(f"run {run_id} started ({name})")
     if follow_live:
@@ -236,6 +224,23 @@ def runs(c: _Ctx, workflow: str | None, status_: str | None, limit: int) -> None
             continue
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         click.echo(f"{rid}  {r.workflow:<20} {r.status.value:<10} {created}")
+
+
+@cli.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@pass_ctx
+def rejected(c: _Ctx, limit: int) -> None:
+    """List broker submissions that started no run, newest first, with the reason."""
+    from orchestrator.store.submissions import Submissions
+
+    store = _coordinator(c).store
+    recs = Submissions(store.client, store.keys).rejected(limit)
+    if not recs:
+        click.echo("no rejected submissions")
+    for rec in recs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.at))
+        click.echo(f"{when}  {rec.workflow or '-':<20} {rec.run_id or '-':<24} {rec.code}: "
+                   f"{rec.reason}")
 
 
 @cli.command()
@@ -373,6 +378,9 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
                                  f"{', '.join(sorted(c.catalog.demos)) or '(none)'}",
                                  param_hint="--workflow")
     _stop_on_sigterm()
+    run_id = uuid.uuid4().hex  # known first, so the run view's address is the first line
+    click.echo(f"run view   http://127.0.0.1:{api_port}/ui/runs/{run_id}  (sign in with "
+               "the API token printed below)")
     stack = LocalStack(c.settings, concurrency=concurrency, flower_port=flower_port,
                        api_port=api_port, emit=click.echo)
     try:
@@ -381,8 +389,8 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
         coord = Coordinator(settings, discover(settings.workflow_packages))
         if spec.prepare is not None:
             spec.prepare(coord.store.client)
-        run_id = coord.submit(spec.workflow, spec.input,
-                              origin=Origin(kind=OriginKind.CLI, by=_user()))
+        coord.submit(spec.workflow, spec.input, run_id,
+                     origin=Origin(kind=OriginKind.CLI, by=_user()))
         click.echo(f"\nrun {run_id} of {spec.workflow} started; following it:")
         view = follow(coord, run_id, click.echo, timeout_s=120)
         click.echo("")
@@ -396,6 +404,13 @@ def demo(c: _Ctx, once: bool, concurrency: int, flower_port: int, api_port: int,
 
 
 cli.add_command(doctor)
+cli.add_command(schedule)
+cli.add_command(scheduler)
+cli.add_command(triggers_service)
+cli.add_command(trigger)
+cli.add_command(event)
+cli.add_command(approve)
+cli.add_command(reject)
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -416,6 +431,9 @@ def main(argv: list[str] | None = None) -> Any:
     except StoreUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CODES.get(type(exc), EXIT_ERROR))
+    except StoreSchemaMismatch as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_SCHEMA)
     except OrchestratorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)

@@ -28,7 +28,13 @@ from orchestrator.core.models import (
     WorkflowDef,
 )
 from orchestrator.core.registry import Registry, function_name
+from orchestrator.core.schedules import Schedule
+from orchestrator.core.schedules import from_data as schedule_from_data
+from orchestrator.core.triggers import StreamSource, TriggerDef, WebhookSource
+from orchestrator.core.triggers import check as check_trigger
 from orchestrator.core.validation import check
+from orchestrator.core.waits import WAIT_FUNCTION, WaitDef
+from orchestrator.errors import DefinitionError
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,9 @@ class Workflow:
         )
         self.default_queue = default_queue
         self._steps: list[tuple[StepHandle, dict[str, Any]]] = []
+        self.triggers: list[TriggerDef] = []
+        """The event triggers declared with :meth:`trigger` (no part of the workflow's
+        content: they never change its version)."""
 
     @property
     def input(self) -> Path:
@@ -188,6 +197,105 @@ class Workflow:
             fields["retry"] = retry
         self._steps.append((handle, fields))
         return handle
+
+    def trigger(self, name: str, source: WebhookSource | StreamSource, *,
+                filter: Condition | str | None = None, input: str | None = None,
+                event_id: str | None = None, description: str = "") -> TriggerDef:
+        """Declare an event trigger of this workflow and return it, checked.
+
+        Assign the result to a module-level name: the catalog collects every module-level
+        :class:`TriggerDef` of a workflow package, as it does workflows.
+
+        Args:
+            name: the trigger's name (the webhook's path ``/v1/hooks/<name>``).
+            source: ``WebhookSource(scheme=...)`` or ``StreamSource(stream=...)``.
+            filter: CEL over ``event``, ``headers``, ``id``; false: no run.
+            input: CEL giving the run input; default the event itself.
+            event_id: CEL giving the event's unique id; default ``id``.
+            description: free text.
+
+        Raises:
+            TriggerInvalid: an expression does not parse, with every problem.
+        """
+        td = TriggerDef(name=name, workflow=self.name, source=source,
+                        filter=None if filter is None else _cond_text(filter), input=input,
+                        event_id=event_id, description=description)
+        check_trigger(td)
+        self.triggers.append(td)
+        return td
+
+    def wait(self, id: str, *, sleep_s: float | None = None,
+             until: Condition | Path | str | None = None,
+             event: Condition | Path | str | None = None, approval: bool = False,
+             timeout_s: float | None = None, prompt: str = "",
+             after: Iterable[StepHandle] = (), when: Condition | Path | str | None = None,
+             trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
+             queue: str | None = None, handles: Iterable[StepHandle] = (),
+             description: str = "") -> StepHandle:
+        """Add a durable wait step (held in the store, no worker slot; see
+        :mod:`orchestrator.core.waits`) and return its handle.  Give exactly one of:
+
+        Args:
+            sleep_s: sleep this long.
+            until: CEL giving the time to wait for (a timestamp, RFC 3339, unix seconds).
+            event: CEL giving the event key to wait for, e.g.
+                ``'"payment:" + input.order_id'``; the event's payload is the output.
+            approval: wait for a human's approve or reject (reject fails the step).
+            timeout_s: with ``event`` or ``approval``: fail the step after this long.
+            prompt: with ``approval``: what the approver is asked.
+            after, when, trigger_rule, queue, handles, description: as in :meth:`step`.
+        """
+        kinds = [k for k, on in (("sleep", sleep_s is not None), ("until", until is not None),
+                                 ("event", event is not None), ("approval", approval)) if on]
+        if len(kinds) != 1:
+            raise DefinitionError(f"wait step {id!r}: give exactly one of sleep_s, until, "
+                                  f"event, approval (got {', '.join(kinds) or 'none'})")
+        spec: dict[str, Any] = {"kind": kinds[0], "duration_s": sleep_s,
+                                "until": None if until is None else _cond_text(until),
+                                "key": None if event is None else _cond_text(event),
+                                "timeout_s": timeout_s, "prompt": prompt}
+        handle = StepHandle(id, self)
+        for h in handles:
+            h.on_failure.append(id)
+        fields: dict[str, Any] = {
+            "id": id, "function": WAIT_FUNCTION, "description": description,
+            "after": tuple(h.id for h in after),
+            "when": None if when is None else _cond_text(when),
+            "trigger_rule": TriggerRule(trigger_rule), "queue": queue,
+            "wait": WaitDef(**{k: v for k, v in spec.items() if v not in (None, "")}),
+        }
+        self._steps.append((handle, fields))
+        return handle
+
+    def schedule(self, id: str, *, cron: str | None = None, timezone: str = "UTC",
+                 every_s: int | None = None, anchor: int = 0, input: Any = None,
+                 input_expr: str | None = None, overlap: str = "skip",
+                 catch_up: dict[str, Any] | None = None, description: str = "") -> Schedule:
+        """Declare a schedule of this workflow and return it, checked.
+
+        Assign the result to a module-level name: the catalog collects every module-level
+        :class:`Schedule` of a workflow package (as in YAML's ``schedules:``); the
+        scheduler syncs them into the store when it starts.  It is no part of the
+        workflow's content (never changes its version).
+
+        Args:
+            id: the schedule's id (its runs are ``sched-<id>-<fire time>``).
+            cron: a cron expression read in ``timezone``; or ``every_s`` (and ``anchor``).
+            input: the run input (JSON); or ``input_expr``, CEL over ``fire`` and
+                ``schedule`` (see :mod:`orchestrator.core.schedules`).
+            overlap: ``allow``, ``skip``, ``cancel_previous`` or ``queue``.
+            catch_up: ``{"policy": "skip" | "latest" | "all", "max": N}``.
+
+        Raises:
+            ScheduleInvalid: every problem, each with its fix.
+        """
+        data: dict[str, Any] = {"id": id, "cron": cron, "timezone": timezone,
+                                "every_s": every_s, "anchor": anchor, "input": input,
+                                "input_expr": input_expr, "overlap": overlap,
+                                "description": description}
+        if catch_up is not None:
+            data["catch_up"] = catch_up
+        return schedule_from_data(data, self.name, f"workflow {self.name!r}")
 
     def build(self, registry: Registry | None = None, *, validate: bool = True) -> WorkflowDef:
         """Return the frozen model.

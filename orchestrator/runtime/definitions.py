@@ -72,13 +72,16 @@ class Definition:
         cond = self.conditions.get(step.id)
         if cond:
             out.update(dict.fromkeys(sorted(cond.steps)))
+        if step.wait is not None:
+            for text in step.wait.expressions().values():
+                out.update(dict.fromkeys(sorted(parse(text).steps)))
         return list(out)
 
     def fast(self, step: StepDef) -> bool:
         """True when only "every parent succeeded" decides whether the step runs (no
-        condition, no failure handling, a rule such as ``all_success``)."""
+        condition, no failure handling, a rule such as ``all_success``, not a wait)."""
         return (step.trigger_rule in _FAST_RULES and step.id not in self.handlers
-                and step.id not in self.conditions)
+                and step.id not in self.conditions and step.wait is None)
 
 
 def _followers(node: CanvasNode, after: tuple[str, ...],

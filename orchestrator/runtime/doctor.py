@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from orchestrator import release
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.store import StoreError
+from orchestrator.store.schema import SCHEMA_VERSION
 
 CLOCK_COMMAND = "orch_clock"
 """The remote-control command workers answer with their clock (``workers/app.py``)."""
@@ -53,7 +55,8 @@ def redis_findings(coord: Coordinator) -> list[Finding]:
     except StoreError as exc:
         return [_bad("redis", f"Redis does not answer: {type(exc).__name__}: {exc}",
                      "Start Redis, or point ORCH_REDIS_URL at it.")]
-    out = [_ok("redis", f"Redis {server.get('redis_version')} answers")]
+    out = [_ok("redis", f"Redis {server.get('redis_version')} answers"),
+           schema_finding(coord)]
     aof = int(persistence.get("aof_enabled", 0)) == 1
     try:
         save = str(r.config_get("save").get("save", ""))
@@ -73,6 +76,19 @@ def redis_findings(coord: Coordinator) -> list[Finding]:
                         "messages, runs and leases when full",
                         "Set maxmemory-policy noeviction."))
     return out
+
+
+def schema_finding(coord: Coordinator) -> Finding:
+    """The run store's schema version against this release's."""
+    have = coord.store.schema()
+    if have is None:
+        return _ok("schema", f"no run store yet (this release writes schema {SCHEMA_VERSION})")
+    if have.version == SCHEMA_VERSION:
+        return _ok("schema", f"run store schema {have.version} (set by {have.release})")
+    return _bad("schema", f"the run store has schema {have.version} (set by "
+                f"{have.release}); this release ({release.current()}) uses "
+                f"{SCHEMA_VERSION}", f"Run celery-orchestrator {have.release} or a release "
+                f"that uses schema {have.version} (docs/operations.md, Upgrades).")
 
 
 def timing_findings(coord: Coordinator) -> list[Finding]:
@@ -145,9 +161,10 @@ def http_findings(urls: Iterable[tuple[str, str]]) -> list[Finding]:
 
 def diagnose(coord: Coordinator, urls: Iterable[tuple[str, str]] = (),
              timeout_s: float = 1.0) -> list[Finding]:
-    """Every check; workers are asked only if Redis answers."""
+    """Every check; workers are asked (and workflows compiled into the store) only if
+    Redis answers and the store's schema is this release's."""
     out = redis_findings(coord)
-    if out and out[0].ok:
+    if all(f.ok for f in out if f.check in ("redis", "schema")):
         out += timing_findings(coord)
         out += worker_findings(coord, timeout_s)
     out += http_findings(urls)

@@ -11,7 +11,10 @@ The data path of one run::
       -> a step task runs             begin() reads what the step needs and takes the step
                                       run's lease (on the fast path it also starts it);
                                       the step function runs; then one of succeeded /
-                                      ended (skipped, cancelled) / failed / retry
+                                      ended (skipped, cancelled) / failed / retry;
+                                      a wait step parks instead (wait(): waiting, its
+                                      next message in a store timer) until its event,
+                                      decision or time, then succeeds or fails
       -> the unit's terminal task     unit_task_done(): complete the unit, publish the
                                       successors whose counters reach zero
       -> no unit left                 finalize(): the run succeeds or fails
@@ -41,11 +44,13 @@ from celery.canvas import signature as from_dict
 
 from orchestrator.core.origin import Origin
 from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.runtime import tracing
 from orchestrator.runtime.canvas import continue_canvas, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
 from orchestrator.store.leases import Leases
 from orchestrator.store.records import LeaseMode
+from orchestrator.store.waits import WaitStore
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,7 @@ class Progress:
         self.default_queue = default_queue
         self.lease_s = lease_s
         self.leases = Leases(store.client, store.keys)
+        self.waits = WaitStore(store.client, store.keys, store.retention_s)
 
     # --- start ---------------------------------------------------------------------------
 
@@ -92,14 +98,16 @@ class Progress:
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str]) -> None:
         """Publish the canvases of ``units`` (claimed by this caller), then record them
-        published and their entry steps ``queued``: a ``queued`` step has a message."""
+        published and their entry steps ``queued``: a ``queued`` step has a message.
+        With traces on, they are published as children of the run's span."""
         if not units:
             return
         steps: list[str] = []
-        for uid in units:
-            unit = d.plan.unit_map[uid]
-            signature(self.app, d, unit.canvas, run_id, self.default_queue).apply_async()
-            steps += entry_steps(unit.canvas)
+        with tracing.run_context(run_id):
+            for uid in units:
+                unit = d.plan.unit_map[uid]
+                signature(self.app, d, unit.canvas, run_id, self.default_queue).apply_async()
+                steps += entry_steps(unit.canvas)
         self.store.published(run_id, units, steps)
 
     # --- a step run ----------------------------------------------------------------------
@@ -179,6 +187,20 @@ class Progress:
                                       json.dumps(message))
         return self._goes_on(run_id, step_id, code)
 
+    def wait(self, run_id: str, step_id: str, token: str, patch: dict[str, Any],
+             timer_at: float | None, event_key: str | None, message: dict[str, Any]) -> bool:
+        """Park a wait step: record it ``waiting`` with ``patch`` (its ``wait``) and hold
+        its next task ``message`` (a signature with its chain and chord) in a store timer
+        due at ``timer_at`` (None: only an event or a decision wakes it), giving the lease
+        up; the caller's task then ends without carrying its canvas on.  False if fenced.
+        """
+        code, resolved = self.waits.park(run_id, step_id, token, patch, timer_at,
+                                         json.dumps(message), event_key)
+        if code == MOVED:
+            log.info("step %s of run %s: waiting%s", step_id, run_id,
+                     " (already resolved: resumes now)" if resolved else "")
+        return self._goes_on(run_id, step_id, code)
+
     def defer(self, run_id: str, step_id: str, message: dict[str, Any]) -> None:
         """A copy of the step's task arrived while another delivery holds the lease: hold
         the copy (``message``, its signature) until just after the lease would expire, so
@@ -224,12 +246,20 @@ class Progress:
             self.finalize(run_id)
 
     def finalize(self, run_id: str) -> RunStatus:
-        """Give the run its final status from its steps' (no-op if already final)."""
+        """Give the run its final status from its steps' (no-op if already final); the
+        call that ends it emits its run span (traces)."""
         steps = self.store.step_runs(run_id)
         failed = any(s.status is StepStatus.FAILED for s in steps.values())
-        self.store.transition_run(run_id, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
-        return self.store.run(run_id).status
+        moved = self.store.transition_run(run_id, RunStatus.FAILED if failed
+                                          else RunStatus.SUCCEEDED)
+        run = self.store.run(run_id)
+        if moved:
+            tracing.run_ended(run)
+        return run.status
 
     def publish_message(self, message: dict[str, Any]) -> None:
-        """Publish a task message held in the store (a retry timer's signature)."""
-        from_dict(message, app=self.app).apply_async()
+        """Publish a task message held in the store (a retry timer's signature), as a
+        child of its run's span (traces)."""
+        run_id = (message.get("kwargs") or {}).get("run_id")
+        with tracing.run_context(run_id if isinstance(run_id, str) else None):
+            from_dict(message, app=self.app).apply_async()

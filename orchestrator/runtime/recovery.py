@@ -11,7 +11,8 @@ Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
   operator: ``orchestrator status`` shows it running).
 * **Stale claims** (a unit claimed for dispatch and not published within
   ``claim_grace_s``: its claimer died in between, a coordinator included): published.
-* **Due retry timers**: the next attempt's message is published.
+* **Due retry timers**: the next attempt's message is published; so is a waiting step's
+  (durable waits: its time came, or an event or a decision made its timer due).
 * **Stalled runs** (a message lost outside any lease: kombu pops a message, then records
   it as unacknowledged in a second command, so a worker killed between the two loses
   it): a running run with no event for ``stall_s``, no live lease, no waiting timer and
@@ -105,7 +106,15 @@ class Recovery:
                         "(a worker died between the broker's pop and its bookkeeping): "
                         "publishing unit %s again", run_id, quiet_s, unit)
             self.progress.publish(d, run_id, [unit])
-        return len(units)
+        # sources never claimed: the run's creator died between creating it and claiming
+        # them (claims are atomic: a creator that was only slow publishes nothing twice)
+        fresh = store.claim_sources(run_id, d.plan.sources)
+        if fresh:
+            log.warning("run %s made no progress for %.0f s and its first units were never "
+                        "claimed (its creator died after creating it): publishing %s",
+                        run_id, quiet_s, ", ".join(fresh))
+            self.progress.publish(d, run_id, fresh)
+        return len(units) + len(fresh)
 
     def _recover(self, e: Expired, out: Reaped) -> None:
         found = self.leases.unacked_message(e.tag)

@@ -4,6 +4,8 @@
   metrics; the Lua scripts (``lua/*.lua``, loaded by ``scripts.py``).
 * :class:`AsyncRunReader` (``reader.py``): the API's asyncio reads and idempotency keys.
 * :class:`CallbackRegistry` (``callbacks.py``): run-end callback registrations.
+* :class:`~orchestrator.store.waits.WaitStore` (``waits.py``): durable waits (parked
+  steps, events by key, approval decisions).
 * ``keys.py`` builds every key; ``fields.py`` names every event and metric field;
   ``records.py`` holds the records handed out.
 """

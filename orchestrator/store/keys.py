@@ -12,6 +12,10 @@ class Keys:
 
     prefix: str = "orch"
 
+    def schema(self) -> str:
+        """Hash: the store's schema ``version`` and the ``release`` that set it."""
+        return f"{self.prefix}:schema"
+
     def definition(self, version: str) -> str:
         """String: the workflow's JSON, by version."""
         return f"{self.prefix}:def:{version}"
@@ -145,6 +149,69 @@ class Keys:
         the next try is due (ms): any worker delivers them."""
         return f"{self.prefix}:callbacks:outbox"
 
+    def rejected_submissions(self) -> str:
+        """List: broker submissions that started no run, newest first (capped)."""
+        return f"{self.prefix}:submissions:rejected"
+
     def metrics(self) -> str:
         """Hash: run and step counters and step-duration histogram buckets, by workflow."""
         return f"{self.prefix}:metrics"
+
+    # --- event triggers ------------------------------------------------------------------
+    def trigger_events(self, trigger: str) -> str:
+        """List: the trigger's handled events (JSON ``EventRecord`` s), newest first,
+        capped at ``Settings.trigger_events_kept``."""
+        return f"{self.prefix}:trigger:{trigger}:events"
+
+    def trigger_group(self, trigger: str) -> str:
+        """Not a key: the name of the trigger's consumer group on its stream."""
+        return f"{self.prefix}:trigger:{trigger}"
+
+    @staticmethod
+    def event_stream(stream: str) -> str:
+        """Stream: a stream trigger's source, named by the trigger as other services
+        ``XADD`` to it (no prefix: it is theirs)."""
+        return stream
+
+    # --- schedules (orchestrator.store.schedules) ----------------------------------------
+    def schedule(self, schedule_id: str) -> str:
+        """Hash: one schedule: ``spec`` (its JSON), ``source`` (declared, api), ``paused``,
+        ``next`` (its earliest fire not yet handled, Unix s), ``gen`` (bumped by every
+        change), ``last_fire``, ``last_run``, ``queued`` (JSON list of waiting fires),
+        counters and the last error."""
+        return f"{self.prefix}:sched:{schedule_id}"
+
+    def schedule_parts(self) -> tuple[str, str]:
+        """What comes before and after the id in :meth:`schedule` (for scripts)."""
+        before, after = self.schedule("\n").split("\n")
+        return before, after
+
+    def schedules(self) -> str:
+        """Set: the id of every schedule (paused ones too)."""
+        return f"{self.prefix}:schedules"
+
+    def schedules_due(self) -> str:
+        """Sorted set: ids of active schedules, scored by when a scheduler must next look
+        at each (ms of Redis' clock): its next fire, or the end of a scheduler's claim."""
+        return f"{self.prefix}:schedules:due"
+
+    def schedulers(self) -> str:
+        """Sorted set: scheduler names, scored by when each was last seen (ms)."""
+        return f"{self.prefix}:schedulers"
+
+    # --- durable waits (orchestrator.store.waits) ----------------------------------------
+    def wait_event(self, key: str) -> str:
+        """Hash: the latest event sent for event ``key`` (``id``, ``at``, ``data`` as JSON
+        text, ``by``), kept ``Settings.event_retention_s`` so that a step that starts
+        waiting for it later still gets it."""
+        return f"{self.prefix}:wait:event:{key}"
+
+    def wait_waiters(self, key: str) -> str:
+        """Set: ``<run id>|<step id>`` of the steps waiting for event ``key`` now."""
+        return f"{self.prefix}:wait:waiters:{key}"
+
+    def steps_parts(self) -> tuple[str, str]:
+        """What comes before and after the run id in :meth:`steps` (for a script that
+        builds the keys of the runs it reads)."""
+        before, after = self.steps("\n").split("\n")
+        return before, after

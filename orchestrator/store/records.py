@@ -51,6 +51,11 @@ class StepRun:
     reason: str | None = None
     error: dict[str, Any] | None = None
     retry_at: float | None = None
+    wait: dict[str, Any] | None = None
+    """A wait step's wait (``orchestrator.core.waits.Parked.to_record``)."""
+    resolution: dict[str, Any] | None = None
+    """What ended a wait: an event (``event_id``, ``at``, ``data``: JSON text, ``by``) or a
+    decision (``decision``, ``comment``, ``by``, ``at``)."""
 
     @property
     def duration_s(self) -> float | None:

@@ -16,16 +16,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 
+from orchestrator import release
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.origin import Origin
 from orchestrator.core.plan import Plan
 from orchestrator.core.states import RunStatus, StepStatus, run_sources, step_sources
 from orchestrator.errors import RunDamaged, RunExists, RunNotFound
-from orchestrator.store import fields as f
-from orchestrator.store import scripts
+from orchestrator.outages import mask_url
+from orchestrator.store import schema, scripts
 from orchestrator.store.fields import (
-    EVENTS_MAXLEN,
     RUN_STARTED,
     Metrics,
     runs_metric,
@@ -40,11 +41,15 @@ SOCKET_TIMEOUT_S = 15.0
 class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, retention_s: int) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, retention_s: int,
+                 url: str = "") -> None:
         # redis-py types replies as ``bytes | str``; with decode_responses=True they are str
         self._r: Any = client
         self.keys = keys
         self.retention_s = retention_s
+        self.url = mask_url(url) if url else "(this Redis)"
+        """Where the store is, password masked (for messages)."""
+        self._schema_ok = False
 
     @property
     def client(self) -> redis.Redis:
@@ -58,6 +63,21 @@ class RunStore:
         """True when Redis answers."""
         return bool(self._r.ping())
 
+    def check_schema(self) -> None:
+        """Make sure this release may use the store (once per store object): record the
+        schema version on a new store, refuse another one (see :mod:`.schema`).
+
+        Raises:
+            StoreSchemaMismatch: the store has another schema version.
+        """
+        if not self._schema_ok:
+            schema.ensure(self._r, self.keys, self.url, release.current())
+            self._schema_ok = True
+
+    def schema(self) -> schema.Schema | None:
+        """The store's recorded schema (None: none recorded yet)."""
+        return schema.read(self._r, self.keys)
+
     @classmethod
     def from_url(cls, url: str, prefix: str, retention_s: int,
                  timeout_s: float = SOCKET_TIMEOUT_S) -> RunStore:
@@ -70,14 +90,18 @@ class RunStore:
         client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=25,
                                       socket_keepalive=True, socket_timeout=timeout_s,
                                       socket_connect_timeout=min(timeout_s, 5.0))
-        return cls(client, Keys(prefix), retention_s)
+        return cls(client, Keys(prefix), retention_s, url)
 
     # --- definitions ---------------------------------------------------------------------
 
     def save_definition(self, wf: WorkflowDef, plan: Plan) -> None:
         """Store a workflow version and its plan (idempotent: a version never changes)."""
         p = self._r.pipeline(transaction=False)
-        p.set(self.keys.definition(wf.version), wf.model_dump_json(by_alias=True), nx=True)
+        # the definition without defaults: a field added later (with a default) is left
+        # out unless used, so the previous release still parses it (see :mod:`.schema`).
+        # The plan keeps its defaults: its unions are told apart by their default ``kind``.
+        p.set(self.keys.definition(wf.version),
+              wf.model_dump_json(by_alias=True, exclude_defaults=True), nx=True)
         p.set(self.keys.plan(wf.version), plan.model_dump_json(), nx=True)
         p.execute()
 
@@ -90,7 +114,18 @@ class RunStore:
         wf_raw, plan_raw = self._r.mget(self.keys.definition(version), self.keys.plan(version))
         if wf_raw is None or plan_raw is None:
             raise RunNotFound(f"workflow version {version} is not in the store")
-        return WorkflowDef.model_validate_json(wf_raw), Plan.model_validate_json(plan_raw)
+        try:
+            return WorkflowDef.model_validate_json(wf_raw), Plan.model_validate_json(plan_raw)
+        except ValidationError as exc:
+            unknown = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()
+                              if e["type"] == "extra_forbidden"})
+            if not unknown:
+                raise RunDamaged(f"workflow version {version} is stored damaged: {exc}; "
+                                 "submit the workflow again (a new run)") from None
+            raise RunDamaged(
+                f"workflow version {version} uses what this release "
+                f"({release.current()}) does not know ({', '.join(unknown)}): a newer "
+                "release stored it; run that release's workers for its runs") from None
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -102,28 +137,25 @@ class RunStore:
         Raises:
             RunExists: a run with this id exists (ids are claimed atomically).
         """
-        now = time.time()
+        now = repr(time.time())
         k = self.keys
-        if not self._r.hsetnx(k.run(run_id), "run_id", run_id):
-            raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
-        p = self._r.pipeline(transaction=True)
-        p.hset(k.run(run_id), mapping={
+        # one script: a process killed mid-creation leaves no half-made run behind (a
+        # claimed id with nothing else would make every retry of the request a no-op)
+        fields = {
             "run_id": run_id, "workflow": wf.name, "version": wf.version,
             "status": RunStatus.RUNNING.value, "input": json.dumps(run_input),
-            "created_at": now, "started_at": now, "units_remaining": len(plan.units),
+            "created_at": now, "started_at": now, "units_remaining": str(len(plan.units)),
             "origin": (origin or Origin()).to_json(),
-        })
-        counts = {u: n for u, n in plan.predecessor_counts.items() if n}
-        if counts:
-            p.hset(k.counters(run_id), mapping=counts)
-        p.zadd(k.runs_index(), {run_id: now})
-        p.zadd(k.runs_by_workflow(wf.name), {run_id: now})
-        p.zadd(k.runs_by_status(RunStatus.RUNNING.value), {run_id: now})
-        p.hincrby(k.metrics(), runs_metric(wf.name, RUN_STARTED), 1)
-        p.xadd(k.events(run_id), {f.EVENT_KIND: f.EVENT_RUN,
-                                  f.EVENT_STATUS: RunStatus.RUNNING.value, f.EVENT_TS: now},
-               maxlen=EVENTS_MAXLEN, approximate=True)
-        p.execute()
+        }
+        counts = {u: str(n) for u, n in plan.predecessor_counts.items() if n}
+        created = scripts.CREATE_RUN(
+            self._r, [k.run(run_id), k.counters(run_id), k.runs_index(),
+                      k.runs_by_workflow(wf.name), k.runs_by_status(RunStatus.RUNNING.value),
+                      k.metrics(), k.events(run_id)],
+            [json.dumps(fields), json.dumps(counts), now,
+             runs_metric(wf.name, RUN_STARTED)])
+        if not created:
+            raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
 
     def exists(self, run_id: str) -> bool:
         """True when the run is in the store."""

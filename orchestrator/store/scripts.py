@@ -115,9 +115,19 @@ PARK_LEASE = Script("park_lease")
 DEFER_COPY = Script("defer_copy")
 REPLAY_UNIT = Script("replay_unit")
 RELEASE_IDEMPOTENCY = Script("release_idempotency")
+CREATE_RUN = Script("create_run")
+PARK_WAIT = Script("park_wait")
+SEND_EVENT = Script("send_event")
+DECIDE_WAIT = Script("decide_wait")
+SCHEDULE_PUT = Script("schedule_put")
+SCHEDULE_PAUSE = Script("schedule_pause")
+SCHEDULE_CLAIM = Script("schedule_claim")
+SCHEDULE_ADVANCE = Script("schedule_advance")
 ALL = (STEP_TRANSITION, BEGIN_STEP, RUN_TRANSITION, COMPLETE_UNIT, CLAIM_UNITS, STALE_CLAIMS,
        RETRY_LATER, DUE, RENEW_LEASE, RELEASE_LEASE, EXPIRED_LEASES, RESTORE_MESSAGE,
-       PARK_LEASE, DEFER_COPY, REPLAY_UNIT, RELEASE_IDEMPOTENCY)
+       PARK_LEASE, DEFER_COPY, REPLAY_UNIT, RELEASE_IDEMPOTENCY, PARK_WAIT, SEND_EVENT,
+       DECIDE_WAIT, CREATE_RUN, SCHEDULE_PUT, SCHEDULE_PAUSE, SCHEDULE_CLAIM,
+       SCHEDULE_ADVANCE)
 
 
 def execute(client: Any, fill: Callable[[Any], None]) -> list[Any]:

@@ -13,7 +13,7 @@ import redis
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator, RunView
 from orchestrator.settings import Settings
-from tests.support.api import CALLBACK_SECRET
+from tests.support.api import CALLBACK_NETWORKS, CALLBACK_SECRET
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES, WorkerProcess
@@ -33,7 +33,8 @@ def stack(redis_server: RedisServer) -> Iterator[dict[str, Any]]:
     settings = make_settings(url)
     coord = Coordinator(settings, discover(settings.workflow_packages))
     # the workers deliver run-end callbacks: they sign with the API tests' secret
-    workers = [WorkerProcess(url, f"w{i}", concurrency=3, callback_secret=CALLBACK_SECRET)
+    workers = [WorkerProcess(url, f"w{i}", concurrency=3, callback_secret=CALLBACK_SECRET,
+                             callback_allowed_networks=list(CALLBACK_NETWORKS))
                for i in (1, 2)]
     try:
         for w in workers:

@@ -41,6 +41,12 @@ def flaky(failures: int) -> int:
     return current().attempt
 
 
+@step_function("test.surrogate")
+def surrogate() -> dict[str, str]:
+    """Return a string JSON allows and UTF-8 cannot carry (a lone surrogate)."""
+    return {"text": "\ud800x"}
+
+
 @step_function("test.fail")
 def fail(message: str = "boom") -> None:
     """Always fail."""
@@ -54,6 +60,10 @@ b = _n.step("b", sleep_step, seconds=0.05)
 _n.step("c", sleep_step, after=[a, b], seconds=0.0)
 _n.step("d", sleep_step, after=[b], seconds=0.0)
 n_shape = _n.build()
+
+_u = Workflow("surrogate_flow")
+_u.step("odd", surrogate)
+surrogate_flow = _u.build()
 
 _r = Workflow("retry_flow")
 _r.step("flaky", flaky, failures=2,
@@ -133,3 +143,30 @@ long_count = _counted("long_count", {"long": [], "after_long": ["long"]}, pause_
 _lt = Workflow("long_timeout")
 _lt.step("patient", sleep_step, seconds=0.0, timeout_s=120.0)
 long_timeout = _lt.build()
+
+# --- durable waits (tests/integration/test_waits.py) -----------------------------------
+# each step after a wait counts its own executions (test:exec:<run>)
+_we = Workflow("wait_event_flow", input_schema={"type": "object", "required": ["id"]})
+_we_before = _we.step("before", count)
+_we_wait = _we.wait("paid", event='"pay:" + input.id', timeout_s=3600.0, after=[_we_before])
+_we.step("after", count, after=[_we_wait])
+_we.step("on_timeout", count, handles=[_we_wait])
+wait_event_flow = _we.build()
+
+_wa = Workflow("approval_flow")
+_wa_before = _wa.step("before", count)
+_wa_ok = _wa.wait("approve", approval=True, prompt="ship it?", timeout_s=3600.0,
+                  after=[_wa_before])
+_wa.step("after", count, after=[_wa_ok])
+_wa.step("on_reject", count, handles=[_wa_ok])
+approval_flow = _wa.build()
+
+_ws = Workflow("sleep_flow")
+_ws_nap = _ws.wait("nap", sleep_s=3600.0)
+_ws.step("after", count, after=[_ws_nap])
+sleep_flow = _ws.build()
+
+_wu = Workflow("until_flow", input_schema={"type": "object", "required": ["at"]})
+_wu_until = _wu.wait("until", until="timestamp(input.at)")
+_wu.step("after", count, after=[_wu_until])
+until_flow = _wu.build()

@@ -14,12 +14,13 @@ import hypothesis
 import pytest
 import redis
 import schemathesis
+from standardwebhooks import Webhook
 
 from orchestrator.api import idempotency
 from orchestrator.api.app import create_api
 from orchestrator.api.models import RunOut
 from orchestrator.api.server import ServerThread
-from orchestrator.callbacks.signing import verify
+from orchestrator.callbacks.signing import verify, verify_legacy
 from orchestrator.dev.localredis import free_loopback_port
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.store.callbacks import CallbackRegistry
@@ -119,7 +120,7 @@ def test_token_without_scope_is_403(anon: httpx.Client) -> None:
 def test_workflows_list_and_detail(http: httpx.Client, coord: Coordinator) -> None:
     listed = {w["name"]: w for w in http.get("/v1/workflows").json()["workflows"]}
     assert listed["customer_order"]["version"] == coord.catalog.get("customer_order").version
-    assert listed["customer_order"]["step_count"] == 9
+    assert listed["customer_order"]["step_count"] == 12
     detail = http.get("/v1/workflows/customer_order").json()
     assert detail["input_schema"]["required"] == ["order_id", "sku", "qty", "customer_email"]
     steps = {s["id"]: s for s in detail["steps"]}
@@ -380,16 +381,30 @@ def test_callback_is_signed(http: httpx.Client, coord: Coordinator, r: redis.Red
     assert hit.path == "/hook"
     assert hit.headers["Content-Type"] == "application/json"
     assert hit.headers["X-Orchestrator-Run-Id"] == run_id
-    signature = hit.headers["X-Orchestrator-Signature"]
+    # Standard Webhooks: any of its libraries verifies it with the secret's bytes
+    assert hit.headers["webhook-id"] == run_id
+    received = {k: hit.headers[k] for k in ("webhook-id", "webhook-timestamp",
+                                            "webhook-signature")}
+    Webhook(CALLBACK_SECRET.encode()).verify(hit.body, received)
+    assert verify(hit.body, received, CALLBACK_SECRET)
+    assert not verify(hit.body + b" ", received, CALLBACK_SECRET)
+    assert not verify(hit.body, received, "another secret")
+    later = {**received, "webhook-timestamp": str(int(received["webhook-timestamp"]) + 1)}
+    assert not verify(hit.body, later, CALLBACK_SECRET)  # the timestamp is signed
+    # a replay: within the tolerance the message id gives it away, later its timestamp
+    seen: set[str] = set()
+
+    def replayed(message_id: str) -> bool:
+        known = message_id in seen
+        seen.add(message_id)
+        return known
+
+    assert verify(hit.body, received, CALLBACK_SECRET, seen=replayed)
+    assert not verify(hit.body, received, CALLBACK_SECRET, seen=replayed)
+    signature = hit.headers["X-Orchestrator-Signature"]  # the legacy headers, still sent
     ts = hit.headers["X-Orchestrator-Timestamp"]
-    assert signature.startswith("sha256=")
-    assert hit.headers["X-Orchestrator-Message-Id"] == run_id
-    assert verify(hit.body, signature, CALLBACK_SECRET, ts)
-    assert not verify(hit.body + b" ", signature, CALLBACK_SECRET, ts)
-    assert not verify(hit.body, signature, "another secret", ts)
-    assert not verify(hit.body, signature, CALLBACK_SECRET, int(ts) + 1)  # ts is signed
-    # a replay later than the tolerance fails, though the signature is right
-    assert not verify(hit.body, signature, CALLBACK_SECRET, ts, now=int(ts) + 301)
+    assert verify_legacy(hit.body, signature, CALLBACK_SECRET, ts)
+    assert not verify_legacy(hit.body, signature, CALLBACK_SECRET, ts, now=int(ts) + 301)
     payload = json.loads(hit.body)
     assert payload["run_id"] == run_id and payload["status"] == "succeeded"
     read = http.get(f"/v1/runs/{run_id}").json()
@@ -412,8 +427,9 @@ def test_callback_on_cancel(http: httpx.Client) -> None:
         run_id = resp.json()["run_id"]
         assert http.post(f"/v1/runs/{run_id}/cancel").status_code == 200
         hit = receiver.wait_for(1)[0]
-    assert verify(hit.body, hit.headers["X-Orchestrator-Signature"], CALLBACK_SECRET,
-                  hit.headers["X-Orchestrator-Timestamp"])
+    assert verify(hit.body, {k: hit.headers[k] for k in ("webhook-id", "webhook-timestamp",
+                                                         "webhook-signature")},
+                  CALLBACK_SECRET)
     assert json.loads(hit.body)["status"] == "cancelled"
 
 
@@ -623,3 +639,46 @@ def test_silent_receivers_delay_no_other_callback(http: httpx.Client, coord: Coo
         assert (registry.get(good) or {}).get("delivery", {}).get("ok")
     finally:
         silent.close()
+
+
+# --- strings JSON allows and UTF-8 cannot carry ----------------------------------------
+
+_SURROGATE_BODY = (b'{"order_id": "o-\\ud800x", "sku": "SKU-API", "qty": 1, '
+                   b'"customer_email": "api@example.com"}')
+
+
+@pytest.mark.parametrize("key", [None, "surrogate-key"])
+def test_a_lone_surrogate_in_the_input_is_a_400(http: httpx.Client, coord: Coordinator,
+                                                key: str | None) -> None:
+    index = coord.store.keys.runs_index()
+    before = coord.store.client.zcard(index)
+    headers = {"Content-Type": "application/json", **({"Idempotency-Key": key} if key else {})}
+    resp = http.post("/v1/workflows/customer_order/runs", content=_SURROGATE_BODY,
+                     headers=headers)
+    assert resp.status_code == 400, resp.text
+    assert _error(resp)["code"] == "invalid_unicode"
+    assert "order_id" in _error(resp)["message"]
+    assert coord.store.client.zcard(index) == before  # no run
+
+
+def test_a_lone_surrogate_in_an_output_is_served_faithfully(http: httpx.Client) -> None:
+    resp = http.post("/v1/workflows/surrogate_flow/runs", params={"wait": 20})
+    assert resp.status_code == 200, resp.text
+    run = resp.json()
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["odd"] == {"text": "\ud800x"}
+    again = http.get(f"/v1/runs/{run['run_id']}")
+    assert again.status_code == 200 and again.json()["outputs"]["odd"]["text"] == "\ud800x"
+
+
+def test_rejected_broker_submissions_are_listed(http: httpx.Client, stack: dict[str, Any]
+                                                ) -> None:
+    from tests.integration.test_broker_submit import _send_stock
+
+    assert _send_stock(stack["url"], {"workflow": "nope_flow"}).returncode != 0
+    resp = http.get("/v1/submissions/rejected", params={"limit": 1})
+    assert resp.status_code == 200, resp.text
+    [rec] = resp.json()
+    assert rec["workflow"] == "nope_flow" and rec["code"] == "workflow_not_found"
+    anon = http.get("/v1/submissions/rejected", headers={"Authorization": ""})
+    assert anon.status_code == 401

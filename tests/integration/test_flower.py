@@ -70,10 +70,11 @@ class Flower:
 def flower(redis_url: str) -> Iterator[Flower]:
     port = free_loopback_port()
     log = procs.temp_log("flower-")
+    # the launcher of the local stack and the compose file: credentials from the
+    # environment (not the process list), /metrics behind the login
     proc = procs.spawn(
-        [sys.executable, "-m", "celery", "-A", "workers.main", "flower",
-         "--address=127.0.0.1", f"--port={port}", f"--basic-auth={USER}:{PASSWORD}"],
-        log=log, env=worker_env(redis_url))
+        [sys.executable, "-m", "workers.flower", "--address=127.0.0.1", f"--port={port}"],
+        log=log, env={**worker_env(redis_url), "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"})
     f = Flower(f"http://127.0.0.1:{port}", proc, log)
     try:
         procs.wait_ready(proc, f.up, 60, name="flower", log=log,
@@ -152,6 +153,19 @@ def test_flower_api_refuses_anonymous_and_wrong_credentials(flower: Flower) -> N
 
 
 def _metrics(flower: Flower) -> str:
-    # /metrics is never authenticated (keep Flower off public networks)
-    with urllib.request.urlopen(flower.base + "/metrics", timeout=5) as resp:
+    """Flower's /metrics text (behind the login: workers.flower protects it)."""
+    req = urllib.request.Request(flower.base + "/metrics")
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=5) as resp:
         return str(resp.read().decode())
+
+
+def test_flower_keeps_its_credentials_and_metrics_private(flower: Flower) -> None:
+    with open(f"/proc/{flower.proc.pid}/cmdline", "rb") as fh:
+        argv = fh.read().decode(errors="replace")
+    assert PASSWORD not in argv
+    assert flower.get("/metrics", auth=None)[0] == 401
+    assert flower.get("/metrics", auth=(USER, "wrong"))[0] == 401
+    assert flower.get("/metrics")[0] == 200
+    assert flower.get("/api/workers", auth=None)[0] == 401

@@ -6,6 +6,7 @@ import redis
 
 from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import statuses, wait_run
+from tests.support.waits import fast_forward, wait_waiting
 from workflows.order import systems
 
 ORDER = {"order_id": "o-1", "sku": "SKU-1", "qty": 2, "customer_email": "ann@example.com"}
@@ -62,3 +63,40 @@ def test_shipping_fails_twice_then_ships(coord: Coordinator, r: redis.Redis) -> 
     ship = next(s for s in view.steps if s.step_id == "send_shipping_request")
     assert ship.status.value == "succeeded" and ship.attempt == 3
     assert view.run.status.value == "succeeded"
+
+
+def test_shipping_waits_for_the_payment_event(coord: Coordinator, r: redis.Redis) -> None:
+    systems.set_stock(r, "SKU-5", 5)
+    systems.hold_payments(r)  # the provider confirms later: the run waits for it
+    try:
+        run_id = coord.submit("customer_order", {**ORDER, "order_id": "o-5", "sku": "SKU-5"})
+        wait_waiting(coord, run_id, "await_payment")
+        st = statuses(coord.view(run_id))
+        assert st["send_shipping_request"] == st["update_accounting"] == "pending"
+        coord.send_event(systems.payment_event("o-5"), {"payment_id": "PAY-o-5"}, by="test")
+        view = wait_run(coord, run_id)
+    finally:
+        systems.hold_payments(r, False)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert view.outputs["await_payment"] == {"payment_id": "PAY-o-5"}
+    assert statuses(view)["release_reservation"] == "skipped"
+    assert int(r.hget(systems.STOCK, "SKU-5") or 0) == 3
+
+
+def test_no_payment_in_time_releases_the_reservation(coord: Coordinator,
+                                                     r: redis.Redis) -> None:
+    systems.set_stock(r, "SKU-6", 5)
+    systems.hold_payments(r)
+    try:
+        run_id = coord.submit("customer_order", {**ORDER, "order_id": "o-6", "sku": "SKU-6"})
+        wait_waiting(coord, run_id, "await_payment")
+        assert int(r.hget(systems.STOCK, "SKU-6") or 0) == 3  # reserved
+        fast_forward(coord, run_id, "await_payment")  # a day later, virtually
+        view = wait_run(coord, run_id)
+    finally:
+        systems.hold_payments(r, False)
+    st = statuses(view)
+    assert view.run.status.value == "failed"
+    assert st["await_payment"] == "failed" and st["release_reservation"] == "succeeded"
+    assert st["send_shipping_request"] == st["update_accounting"] == "skipped"
+    assert int(r.hget(systems.STOCK, "SKU-6") or 0) == 5  # released

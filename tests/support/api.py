@@ -23,6 +23,9 @@ RW_TOKEN = secrets.token_urlsafe(24)   # every scope
 RO_TOKEN = secrets.token_urlsafe(24)   # runs:read and workflows:read
 WF_TOKEN = secrets.token_urlsafe(24)   # workflows:read only
 CALLBACK_SECRET = secrets.token_urlsafe(24)
+CALLBACK_NETWORKS = ("127.0.0.1/32",)
+"""The tests' callback receivers listen on loopback, which callbacks may not reach unless
+allowed (tests/integration/test_callback_destinations.py checks the refusal)."""
 
 TOKENS: list[dict[str, Any]] = [
     {"token": RW_TOKEN, "scopes": ["runs:read", "runs:write", "workflows:read", "metrics:read"],
@@ -37,7 +40,8 @@ ORDER = {"order_id": "o-api", "sku": "SKU-API", "qty": 1, "customer_email": "api
 def api_settings(redis_url: str, **over: Any) -> Settings:
     """Settings of an API under test: the test workflows, the three tokens above."""
     values: dict[str, Any] = {"redis_url": redis_url, "workflow_packages": TEST_PACKAGES,
-                              "api_tokens": TOKENS, "callback_secret": CALLBACK_SECRET}
+                              "api_tokens": TOKENS, "callback_secret": CALLBACK_SECRET,
+                              "callback_allowed_networks": CALLBACK_NETWORKS}
     values.update(over)
     return Settings(**values)
 

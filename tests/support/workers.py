@@ -16,7 +16,8 @@ TEST_PACKAGES = ("workflows", "tests.integration.flows", "tests.integration.flow
 
 
 def worker_env(redis_url: str, **settings: Any) -> dict[str, str]:
-    """Environment for a worker or coordinator on ``redis_url``."""
+    """Environment for a worker or coordinator on ``redis_url`` (``workflow_packages``
+    defaults to the test packages)."""
     env = dict(os.environ)
     env["ORCH_REDIS_URL"] = redis_url
     env["ORCH_WORKFLOW_PACKAGES"] = json.dumps(list(TEST_PACKAGES))
@@ -29,14 +30,20 @@ class WorkerProcess:
     """``celery -A workers.main worker`` in a subprocess, with its log in a temp file."""
 
     def __init__(self, redis_url: str, name: str, *, queues: Sequence[str] = ("default",),
-                 concurrency: int = 4, pool: str = "prefork", **settings: Any) -> None:
+                 concurrency: int = 4, pool: str = "prefork", python: str = sys.executable,
+                 cwd: str | None = None, env: dict[str, str] | None = None,
+                 app: str = "workers.main", **settings: Any) -> None:
+        """``python``: the interpreter (another release's virtualenv); ``cwd``: the working
+        directory (its modules come first on the path); ``env``: extra variables; ``app``:
+        the ``-A`` module (a test hook that wraps ``workers.main``)."""
         self.name = f"{name}@test"
         self.redis_url = redis_url
         self.log = procs.temp_log(f"worker-{name}-")
-        cmd = [sys.executable, "-m", "celery", "-A", "workers.main", "worker",
+        cmd = [python, "-m", "celery", "-A", app, "worker",
                "-n", self.name, "-Q", ",".join(queues), "-c", str(concurrency), "-P", pool,
                "-E", "-l", "INFO", "--without-gossip", "--without-mingle"]
-        self.proc = procs.spawn(cmd, log=self.log, env=worker_env(redis_url, **settings))
+        self.proc = procs.spawn(cmd, log=self.log, cwd=cwd,
+                                env={**worker_env(redis_url, **settings), **(env or {})})
 
     def wait_ready(self, app: Celery, timeout_s: float = 30.0) -> None:
         """Wait until the worker answers a ping; fail at once if it exits."""

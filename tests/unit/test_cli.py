@@ -54,7 +54,7 @@ def test_validate_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["validate", "customer_order"], capsys)
     assert code == 0
     assert out.startswith("ok: workflow 'customer_order' version ")
-    assert "9 step(s)" in out
+    assert "12 step(s)" in out
 
 
 def test_validate_by_yaml_path(capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,7 +137,7 @@ def test_graph_dot(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["graph", "customer_order", "--format", "dot"], capsys)
     assert code == 0
     assert out.startswith('digraph "customer_order" {')
-    assert '  "generate_invoice" -> "update_accounting";' in out
+    assert '  "await_payment" -> "update_accounting";' in out
     assert '"check_inventory" -> "notify_admin" [style=dashed, label="on failure"];' in out
     assert out.rstrip().endswith("}")
 

@@ -178,3 +178,81 @@ def test_random_round_trip(wf: WorkflowDef) -> None:
     again = parse_yaml(dump_yaml(wf))
     assert again == wf
     assert again.version == wf.version
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workflows())
+def test_stored_form_round_trip(wf: WorkflowDef) -> None:
+    """The store keeps definitions without their defaults (so that the previous release
+    parses a definition that uses no field it lacks): nothing is lost by that."""
+    stored = wf.model_dump_json(by_alias=True, exclude_defaults=True)
+    again = WorkflowDef.model_validate_json(stored)
+    assert again == wf
+    assert again.version == wf.version
+
+
+# --- hostile and broken files: a one-screen error, bounded memory ----------------------
+
+ALIAS_BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+name: bomb
+steps: [{id: x, function: t.noop, args: {v: *i}}]
+"""
+
+
+def _refused(path: Path, words: str) -> str:
+    """Load ``path``: it must fail with one short DefinitionError, within 50 MB of memory."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DefinitionError) as info:
+            load_yaml(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert words in message, message
+    assert len(message.splitlines()) <= 3 and len(message) < 600, message
+    assert peak < 50 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+    return message
+
+
+def test_an_alias_bomb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    _refused(path, "aliases expand to more than")
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)  # 50 MB (sparse: nothing to read)
+    _refused(path, "more than the 1,048,576 a workflow file may have")
+
+
+def test_a_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: x\ndescription: caf\xe9\nsteps: []\n".encode("latin-1"))
+    _refused(path, "not UTF-8 text (byte 0xe9 at offset 24, line 2)")
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\nsteps: []\ndescription: " + "[" * 500 + "]" * 500 + "\n")
+    _refused(path, "nested deeper than 64 levels")
+
+
+def test_too_many_steps_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text("name: many\nsteps:\n" + "".join(
+        f"  - {{id: s{i}, function: t.noop}}\n" for i in range(10_001)))
+    _refused(path, "10,001 steps, more than the 10,000")

@@ -33,15 +33,21 @@ def build() -> WorkflowDef:
             after=[check], order_id=order.order_id, customer_email=order.customer_email)
     invoice = wf.step("generate_invoice", fn.generate_invoice, order_id=order.order_id,
                       qty=order.qty, reservation_id=reserve.output.reservation_id)
+    pay = wf.step("request_payment", fn.request_payment, order_id=order.order_id,
+                  amount_cents=invoice.output.amount_cents)
+    paid = wf.wait("await_payment", event='"payment:" + input.order_id', timeout_s=86400.0,
+                   after=[pay])
     ship = wf.step("send_shipping_request", fn.send_shipping_request,
                    order_id=order.order_id, reservation_id=reserve.output.reservation_id,
-                   after=[invoice], retry=RetryPolicy(max_attempts=4, initial_backoff_s=0.2,
+                   after=[invoice, paid], retry=RetryPolicy(max_attempts=4, initial_backoff_s=0.2,
                                                       max_backoff_s=2.0))
     wf.step("notify_customer", fn.notify_customer, customer_email=order.customer_email,
             order_id=order.order_id, tracking_number=ship.output.tracking_number)
-    wf.step("update_accounting", fn.update_accounting,
+    wf.step("update_accounting", fn.update_accounting, after=[paid],
             invoice_id=invoice.output.invoice_id, amount_cents=invoice.output.amount_cents)
     wf.step("notify_admin", fn.notify_admin, handles=[check], order_id=wf.input.order_id)
+    wf.step("release_reservation", fn.release_reservation, handles=[paid],
+            order_id=order.order_id, sku=order.sku, qty=order.qty)
     return wf.build()
 
 

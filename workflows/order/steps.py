@@ -36,6 +36,15 @@ class Shipment(BaseModel):
     tracking_number: str
 
 
+class PaymentRequest(BaseModel):
+    payment_id: str
+    amount_cents: int
+
+
+class Release(BaseModel):
+    released: int
+
+
 class Notice(BaseModel):
     sent_to: str
     text: str
@@ -88,6 +97,32 @@ def generate_invoice(order_id: str, qty: int, reservation_id: str) -> Invoice:
     """Issue the invoice for a reserved order."""
     digest = hashlib.sha256(f"{order_id}:{reservation_id}".encode()).hexdigest()[:8]
     return Invoice(invoice_id=f"INV-{digest}", amount_cents=qty * UNIT_PRICE_CENTS)
+
+
+@step_function("payment.request")
+def request_payment(order_id: str, amount_cents: int) -> PaymentRequest:
+    """Ask the payment provider to charge the order.  Its confirmation comes later, as
+    the event ``payment:<order id>`` that ``await_payment`` waits for; the stand-in sends
+    it at once unless payments are held (:func:`systems.hold_payments`)."""
+    ctx = current()
+    r = ctx.redis
+    payment_id = f"PAY-{order_id}"
+    r.hset(systems.PAYMENTS, order_id, amount_cents)
+    if not r.exists(systems.PAYMENTS_HELD):  # the provider confirms (its webhook)
+        ctx.send_event(systems.payment_event(order_id),
+                       {"payment_id": payment_id, "amount_cents": amount_cents},
+                       event_id=payment_id)
+    return PaymentRequest(payment_id=payment_id, amount_cents=amount_cents)
+
+
+@step_function("inventory.release")
+def release_reservation(order_id: str, sku: str, qty: int) -> Release:
+    """Put a reserved order's units back in stock (no payment came), once per step run."""
+    ctx = current()
+    r = ctx.redis
+    if r.set(f"{systems.PREFIX}release:{ctx.idempotency_key}", qty, nx=True):
+        r.hincrby(systems.STOCK, sku, qty)
+    return Release(released=qty)
 
 
 @step_function("shipping.request")

@@ -16,6 +16,11 @@ NOTIFICATIONS = PREFIX + "notifications"
 LEDGER = PREFIX + "ledger"
 SHIPMENTS = PREFIX + "shipments"
 """Hash: idempotency key of a shipping request -> its tracking number."""
+PAYMENTS = PREFIX + "payments"
+"""Hash: order id -> amount (cents) of the payment requested for it."""
+PAYMENTS_HELD = PREFIX + "payments_held"
+"""Set when the payment provider stand-in does not confirm payments by itself (a test
+sends the confirmation, or lets the wait time out)."""
 
 
 class InventoryDown(ConnectionError):
@@ -54,3 +59,16 @@ def ship(redis: Any, idempotency_key: str, tracking_number: str) -> str:
 def notifications(redis: Any) -> list[str]:
     """Every notification sent so far, oldest first."""
     return [str(x) for x in redis.lrange(NOTIFICATIONS, 0, -1)]
+
+
+def hold_payments(redis: Any, held: bool = True) -> None:
+    """Make the payment provider stop confirming payments by itself (or confirm again)."""
+    if held:
+        redis.set(PAYMENTS_HELD, 1)
+    else:
+        redis.delete(PAYMENTS_HELD)
+
+
+def payment_event(order_id: str) -> str:
+    """The event key of an order's payment confirmation (the workflow waits for it)."""
+    return f"payment:{order_id}"

@@ -1,0 +1,184 @@
+"""Schedule endpoints: ``/v1/schedules`` (scopes ``schedules:read``, ``schedules:write``).
+
+The same operations as ``orchestrator schedule …``: list, add (POST; PUT replaces), read
+with the next fires, pause, resume, delete.  Schedules declared beside a workflow can be
+read, paused and resumed here, not replaced or deleted (409: change the declaration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from orchestrator.api.auth import Credentials, authorize
+from orchestrator.api.deps import ApiContext, context
+from orchestrator.api.failures import error_responses
+from orchestrator.api.models import API_PREFIX
+from orchestrator.core import fires
+from orchestrator.core.schedules import SCHEDULE_ID, Schedule, check
+from orchestrator.errors import ApiError, ScheduleConflict, ScheduleInvalid, ScheduleNotFound
+from orchestrator.runtime.scheduler import ALIVE_WITHIN_S, check_runnable
+from orchestrator.settings import ApiToken
+from orchestrator.store.schedules import ScheduleState, ScheduleStore
+
+router = APIRouter(prefix=API_PREFIX, tags=["schedules"])
+ScheduleId = Annotated[str, Path(pattern=SCHEDULE_ID, max_length=100)]
+
+
+def read_schedules(request: Request, credentials: Credentials) -> ApiToken:
+    """Dependency: the caller may read schedules (``schedules:read``)."""
+    return authorize(request.app.state.tokens, credentials, "schedules:read")
+
+
+def write_schedules(request: Request, credentials: Credentials) -> ApiToken:
+    """Dependency: the caller may add, change and delete schedules (``schedules:write``)."""
+    return authorize(request.app.state.tokens, credentials, "schedules:write")
+
+
+class ScheduleView(BaseModel):
+    """A schedule, its state and its next fires (Unix s)."""
+
+    schedule: dict[str, Any]
+    source: str = Field(description="declared (beside its workflow) or api.")
+    paused: bool
+    next_fire: int | None
+    last_fire: int | None
+    last_run: str | None
+    queued: list[int]
+    started: int
+    skipped: int
+    missed: int
+    failed: int
+    last_error: str | None
+    upcoming: list[int] = Field(default_factory=list)
+
+
+class ScheduleList(BaseModel):
+    """Every schedule, and the schedulers seen in the last 10 s."""
+
+    schedules: list[ScheduleView]
+    schedulers: list[str]
+
+
+def _view(st: ScheduleState, count: int = 0, now: float = 0.0) -> ScheduleView:
+    upcoming: list[int] = []
+    if count and not st.paused and st.next is not None:
+        upcoming = fires.upcoming(st.spec, min(st.next - 1, now), count)
+    return ScheduleView(**st.as_json(), upcoming=upcoming)
+
+
+def _store(ctx: ApiContext) -> ScheduleStore:
+    store = ctx.coordinator.store
+    return ScheduleStore(store.client, store.keys)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ScheduleNotFound as exc:
+        raise ApiError(404, "schedule_not_found", str(exc),
+                       "GET /v1/schedules lists the schedules.") from None
+    except ScheduleConflict as exc:
+        raise ApiError(409, "schedule_conflict", str(exc),
+                       "PUT /v1/schedules/{id} replaces one added through the API; a "
+                       "declared one changes in its workflow's definition.") from None
+    except ScheduleInvalid as exc:
+        raise ApiError(422, "schedule_invalid", str(exc),
+                       "Correct the schedule as the message says.") from None
+
+
+@router.get("/schedules", response_model=ScheduleList, summary="List schedules",
+            responses=error_responses(401, 403))
+def list_schedules(ctx: Annotated[ApiContext, Depends(context)],
+                   _token: Annotated[ApiToken, Depends(read_schedules)]) -> ScheduleList:
+    """Every schedule (paused ones too), and the schedulers running."""
+    store = _store(ctx)
+    return ScheduleList(schedules=[_view(s) for s in store.all()],
+                        schedulers=store.alive(ALIVE_WITHIN_S))
+
+
+def _save(ctx: ApiContext, spec: Schedule, replace: bool) -> ScheduleView:
+    with _errors():
+        check(spec)
+        store = _store(ctx)
+        now = store.now()
+        check_runnable(ctx.catalog, spec, now)
+        store.put(spec, "api", fires.next_fire(spec, now), replace=replace)
+        return _view(store.get(spec.id), 5, now)
+
+
+@router.post("/schedules", response_model=ScheduleView, status_code=201,
+             summary="Add a schedule", responses=error_responses(400, 401, 403, 404, 409, 422, 503))
+def add_schedule(spec: Schedule, response: Response,
+                 ctx: Annotated[ApiContext, Depends(context)],
+                 _token: Annotated[ApiToken, Depends(write_schedules)]) -> ScheduleView:
+    """Add a schedule; running schedulers fire it from its next fire (409 if the id is
+    taken).  The body is the schedule: ``id``, ``workflow``, ``cron`` and ``timezone`` or
+    ``every_s``, ``input`` or ``input_expr``, ``overlap``, ``catch_up``."""
+    view = _save(ctx, spec, replace=False)
+    response.headers["Location"] = f"{API_PREFIX}/schedules/{spec.id}"
+    return view
+
+
+@router.put("/schedules/{schedule_id}", response_model=ScheduleView,
+            summary="Add or replace a schedule",
+            responses=error_responses(400, 401, 403, 404, 409, 422, 503))
+def put_schedule(schedule_id: ScheduleId, spec: Schedule,
+                 ctx: Annotated[ApiContext, Depends(context)],
+                 _token: Annotated[ApiToken, Depends(write_schedules)]) -> ScheduleView:
+    """Add or replace the schedule ``schedule_id`` (the body's ``id`` must match).  Its
+    next fire is kept unless the timing (cron, timezone, every_s, anchor) changes."""
+    if spec.id != schedule_id:
+        raise ApiError(422, "schedule_invalid", f"the body's id {spec.id!r} is not the "
+                       f"path's {schedule_id!r}", "Send the same id in both.")
+    return _save(ctx, spec, replace=True)
+
+
+@router.get("/schedules/{schedule_id}", response_model=ScheduleView,
+            summary="Read a schedule", responses=error_responses(401, 403, 404, 422))
+def get_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(context)],
+                 _token: Annotated[ApiToken, Depends(read_schedules)],
+                 count: Annotated[int, Query(ge=0, le=100)] = 5) -> ScheduleView:
+    """The schedule, its state and its next ``count`` fires."""
+    store = _store(ctx)
+    with _errors():
+        return _view(store.get(schedule_id), count, store.now())
+
+
+@router.post("/schedules/{schedule_id}/pause", response_model=ScheduleView,
+             summary="Pause a schedule", responses=error_responses(401, 403, 404, 422))
+def pause_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(context)],
+                   _token: Annotated[ApiToken, Depends(write_schedules)]) -> ScheduleView:
+    """Pause: nothing fires until resumed (idempotent)."""
+    store = _store(ctx)
+    with _errors():
+        store.set_paused(schedule_id, True, None)
+        return _view(store.get(schedule_id))
+
+
+@router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView,
+             summary="Resume a schedule", responses=error_responses(401, 403, 404, 422))
+def resume_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(context)],
+                    _token: Annotated[ApiToken, Depends(write_schedules)]) -> ScheduleView:
+    """Resume from the first fire after now (fires due while paused do not run)."""
+    store = _store(ctx)
+    with _errors():
+        st = store.get(schedule_id)
+        now = store.now()
+        store.set_paused(schedule_id, False, fires.next_fire(st.spec, now))
+        return _view(store.get(schedule_id), 5, now)
+
+
+@router.delete("/schedules/{schedule_id}", status_code=204, summary="Delete a schedule",
+               responses=error_responses(401, 403, 404, 409, 422))
+def delete_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(context)],
+                    _token: Annotated[ApiToken, Depends(write_schedules)]) -> Response:
+    """Delete a schedule added through the API or the CLI (its runs stay)."""
+    with _errors():
+        _store(ctx).delete(schedule_id)
+    return Response(status_code=204)
