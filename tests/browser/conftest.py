@@ -34,9 +34,10 @@ from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES, WorkerProcess, worker_env
 
 PACKAGES = [*TEST_PACKAGES, "tests.browser.flows_ui"]
-FLOWER_URL = "http://127.0.0.1:5555"
 TRACE_URL = "http://127.0.0.1:16686/trace/{trace_id}"
-"""The Flower base URL the API is given (the task links' prefix)."""
+"""The trace link template the API is given (no tracing backend runs here)."""
+FLOWER_LOGIN = ("ui-flower", "ui-flower-test-password")
+"""The login of the stack's real Flower (``python -m workers.flower``)."""
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -76,6 +77,9 @@ class UiStack:
     coord: Coordinator
     r: redis.Redis
     workers: list[WorkerProcess]
+    flower_url: str
+    """A real Flower on the same Redis (login :data:`FLOWER_LOGIN`): the task links'
+    target."""
 
 
 @pytest.fixture(scope="module")
@@ -87,23 +91,43 @@ def ui_stack(redis_binary: str) -> Iterator[UiStack]:
         coord = Coordinator(settings, discover(settings.workflow_packages))
         workers = [WorkerProcess(url, f"ui{i}", concurrency=2, workflow_packages=PACKAGES)
                    for i in (1, 2)]
-        port = free_loopback_port()
+        port, flower_port = free_loopback_port(), free_loopback_port()
+        flower_url = f"http://127.0.0.1:{flower_port}"
         env = worker_env(url, workflow_packages=PACKAGES, api_tokens=TOKENS,
-                         flower_url=FLOWER_URL, trace_url_template=TRACE_URL)
+                         flower_url=flower_url, trace_url_template=TRACE_URL)
         log = procs.temp_log("ui-api-")
         api = procs.spawn([sys.executable, "-m", "orchestrator.api", "--host", "127.0.0.1",
                            "--port", str(port), "--log-level", "warning"], log=log, env=env)
+        flower_log = procs.temp_log("ui-flower-")
+        flower = procs.spawn(
+            [sys.executable, "-m", "workers.flower", "--address=127.0.0.1",
+             f"--port={flower_port}"], log=flower_log,
+            env={**worker_env(url, workflow_packages=PACKAGES),
+                 "FLOWER_BASIC_AUTH": ":".join(FLOWER_LOGIN)})
         base = f"http://127.0.0.1:{port}"
         try:
             for w in workers:
                 w.wait_ready(coord.app)
             procs.wait_ready(api, lambda: _ok(f"{base}/readyz"), 60, name="api", log=log)
+            # Flower learns of tasks from events: wait until it hears both workers
+            procs.wait_ready(flower, lambda: all(
+                f'flower_worker_online{{worker="{w.name}"}} 1.0' in _flower_metrics(flower_url)
+                for w in workers), 60, name="flower", log=flower_log)
             yield UiStack(base, url, coord, redis.Redis.from_url(url, decode_responses=True),
-                          workers)
+                          workers, flower_url)
         finally:
             procs.stop(api, 20)
+            procs.stop(flower, 20)
             for w in workers:
                 w.stop()
+
+
+def _flower_metrics(base: str) -> str:
+    try:
+        resp = httpx.get(f"{base}/metrics", auth=FLOWER_LOGIN, timeout=1)
+    except httpx.HTTPError:
+        return ""
+    return resp.text if resp.status_code == 200 else ""
 
 
 def _ok(url: str) -> bool:

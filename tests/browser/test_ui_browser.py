@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import DOCS, FLOWER_URL, UiStack, wait_status
+from tests.browser.conftest import DOCS, FLOWER_LOGIN, UiStack, wait_status
 from tests.integration.conftest import wait_run
 from tests.support.api import RO_TOKEN, RW_TOKEN
+from tests.support.wait import wait_until
 from workflows.order import systems
 
 pytestmark = pytest.mark.redis
@@ -86,7 +87,8 @@ def test_failed_step_shows_its_traceback_and_links_to_flower(
     run_id = coord.submit("fail_flow")
     view = wait_run(coord, run_id)
     bad = next(s for s in view.steps if s.step_id == "bad")
-    page = signed_in(RW_TOKEN)
+    user, password = FLOWER_LOGIN  # the browser answers Flower's login prompt
+    page = signed_in(RW_TOKEN, http_credentials={"username": user, "password": password})
     _open_run(page, ui_stack.url, run_id)
     assert page.locator("#run-status").inner_text() == "failed"
     _node(page, "bad").focus()  # keyboard: focus the box, press Enter
@@ -99,13 +101,25 @@ def test_failed_step_shows_its_traceback_and_links_to_flower(
     assert "RuntimeError: bad step" in trace.inner_text()
     link = page.locator("#flower-link")
     assert bad.task_id
-    assert link.get_attribute("href") == f"{FLOWER_URL}/task/{bad.task_id}"
-    # following it leaves the UI for Flower's task page (no Flower runs here: the
-    # navigation is what is checked)
+    flower = ui_stack.flower_url
+    assert link.get_attribute("href") == f"{flower}/task/{bad.task_id}"
+    # following it opens the real Flower's page of that task, which shows it failed
     with page.expect_request(re.compile(r".*/task/.*")) as req:
         link.click()
-    assert req.value.url == f"{FLOWER_URL}/task/{bad.task_id}"
+    assert req.value.url == f"{flower}/task/{bad.task_id}"
     assert "referer" not in {k.lower() for k in req.value.headers}
+    page.wait_for_url(f"{flower}/task/{bad.task_id}")
+
+    def flower_shows_the_failure() -> bool:
+        text = page.locator("body").inner_text()
+        if bad.task_id in text and "FAILURE" in text:
+            return True
+        page.reload()  # Flower may still be reading the task's events
+        return False
+
+    wait_until(flower_shows_the_failure, 30, interval_s=0.5,
+               message=lambda: page.locator("body").inner_text()[:500])
+    assert "RuntimeError" in page.locator("body").inner_text()
 
 
 def test_cancel_a_run_and_read_only_sees_no_button(ui_stack: UiStack, signed_in: Any) -> None:
@@ -166,7 +180,7 @@ def test_workflows_and_workers_pages(ui_stack: UiStack, signed_in: Any) -> None:
     page.wait_for_selector("#queues-body tr[data-queue=default]", timeout=TIMEOUT_MS)
     assert "ui1@test" in page.locator("#queues-body").inner_text()
     link = page.locator('#workers-body tr[data-worker="ui1@test"] a')
-    assert link.get_attribute("href") == f"{FLOWER_URL}/worker/ui1@test"
+    assert link.get_attribute("href") == f"{ui_stack.flower_url}/worker/ui1@test"
     page.screenshot(path=str(DOCS / "ui-workers.png"))
 
 
