@@ -15,10 +15,12 @@ Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
   (durable waits: its time came, or an event or a decision made its timer due).
 * **Stalled runs** (a message lost outside any lease: kombu pops a message, then records
   it as unacknowledged in a second command, so a worker killed between the two loses
-  it): a running run with no event for ``stall_s``, no live lease, no waiting timer and
-  no message that mentions it in its queues or among the unacknowledged ones has its
-  unfinished units published again; the steps of those units that had ended carry the
-  canvas on without running (their leases are reopened), the others run.
+  it; or a worker popped it and lost Redis before it began, so the copy sits among the
+  unacknowledged until the visibility timeout): a running run with no event for
+  ``stall_s``, no live lease, no waiting timer and no message that mentions it in its
+  queues has its unfinished units published again; the steps of those units that had
+  ended carry the canvas on without running (their leases are reopened), the others run.
+  A late unacknowledged copy is harmless: the lease lets one copy run a step.
 """
 
 from __future__ import annotations
@@ -91,8 +93,12 @@ class Recovery:
                 continue
             queues = sorted({d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
                             | {self.progress.default_queue})
-            if self.leases.mentions(queues, run_id):
-                continue  # its message waits in a queue (a backlog), or is being run
+            if self.leases.mentions(queues, run_id, unacked=False):
+                continue  # its message waits in a queue: a backlog, not a stall
+            # An unacknowledged copy without a live lease does not count: a worker that
+            # popped it lost Redis before it began (its copy comes back only after the
+            # visibility timeout, an hour), or holds it prefetched behind a long task.
+            # The new copy is safe either way: the lease lets one copy run the step.
             out.replayed += self._replay(d, run_id, quiet)
 
     def _replay(self, d: Definition, run_id: str, quiet_s: float) -> int:

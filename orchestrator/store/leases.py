@@ -210,12 +210,15 @@ class Leases:
                 return True
         return False
 
-    def mentions(self, lists: Sequence[str], needle: str, chunk: int = 1000) -> bool:
-        """True when a message in one of the queue ``lists`` or unacknowledged mentions
-        ``needle`` (a run id: messages carry it in plain text in ``kwargsrepr``)."""
-        for raw in self._r.hvals(self.keys.unacked()):
-            if needle in raw:
-                return True
+    def mentions(self, lists: Sequence[str], needle: str, chunk: int = 1000, *,
+                 unacked: bool = True) -> bool:
+        """True when a message in one of the queue ``lists`` (or, with ``unacked``, one
+        unacknowledged) mentions ``needle`` (a run id: messages carry it in plain text in
+        ``kwargsrepr``)."""
+        if unacked:
+            for raw in self._r.hvals(self.keys.unacked()):
+                if needle in raw:
+                    return True
         for name in lists:
             start = 0
             while True:
