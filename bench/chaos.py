@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import kombu.exceptions
 import redis
 
 from bench.chaos_steps import FAST, SHAPES, long_workflow
@@ -321,10 +322,18 @@ def run_scenario(name: str, runs: int, *, kill_every_s: float = 4.0,
         s = Settings(redis_url=cluster.server.url, workflow_packages=PACKAGES,
                      **(settings or {}))
         coord = Coordinator(s, discover(s.workflow_packages))
+        def pong(i: int) -> Any:
+            """The worker's answer to a ping; None while it, or the link, is not ready (a
+            broker connection dropped while a worker starts is retried, not fatal)."""
+            try:
+                return coord.app.control.ping(
+                    destination=[f"chaos{i}@{os.uname().nodename}"], timeout=0.5)
+            except (OSError, redis.RedisError, kombu.exceptions.OperationalError) as exc:
+                progress(f"{name}: ping of chaos worker {i} failed ({exc}); retrying")
+                return None
+
         for i, p in enumerate(cluster.procs):
-            procs.wait_ready(p, lambda i=i: coord.app.control.ping(
-                destination=[f"chaos{i}@{os.uname().nodename}"], timeout=0.5), 60,
-                name=f"chaos worker {i}")
+            procs.wait_ready(p, lambda i=i: pong(i), 60, name=f"chaos worker {i}")
         shapes_ = (list(FAST) if fast else list(SHAPES)) if long_ms is None else [
             long_workflow(long_ms)]
         started = time.time()
