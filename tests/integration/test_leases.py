@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -161,48 +161,40 @@ def test_status_and_runs_survive_a_half_expired_run(quick_claims_pool: Pool) -> 
     assert status.exit_code == 0 and "pending" in status.output  # its steps are gone
 
 
-def test_a_run_whose_message_was_lost_is_replayed(redis_binary: str) -> None:
+def _lose(r: redis.Redis, keys: Any) -> None:
+    """Every queued message of the run is gone."""
+    assert r.llen("default") > 0
+    r.delete("default")
+
+
+def _strand(r: redis.Redis, keys: Any) -> None:
+    """Every queued message sits unacknowledged, as kombu's pop and bookkeeping leave it
+    when the popping worker loses Redis before it begins the task."""
+    stranded = 0
+    while (raw := r.lpop("default")) is not None:
+        msg = json.loads(raw)
+        tag = msg["properties"]["delivery_tag"]
+        r.hset(keys.unacked(), tag, json.dumps([msg, "", "default"]))
+        r.zadd(keys.unacked_index(), {tag: time.time()})
+        stranded += 1
+    assert stranded > 0
+
+
+@pytest.mark.parametrize("how", [_lose, _strand], ids=["lost", "stranded_unacknowledged"])
+def test_a_run_whose_messages_went_missing_is_replayed(
+        redis_binary: str, how: Callable[[redis.Redis, Any], None]) -> None:
     """kombu pops a message, then records it as unacknowledged: a worker killed between the
-    two loses it.  Here the messages vanish before any worker took them; the reaper finds
-    the run quiet, with no lease and no message left, and publishes its units again."""
+    two loses it (``lost``); a worker that lost Redis before it began a popped message
+    leaves it unacknowledged until the visibility timeout, an hour (``stranded``).  Either
+    way the reaper finds the run quiet, with no lease and no queued message, and publishes
+    its units again; each step runs once (counted in the step)."""
     with RedisServer(binary=redis_binary) as server:
         s = make_settings(server.url, stall_s=2.0)
         coord = Coordinator(s, discover(s.workflow_packages))
         run_id = coord.submit(zigzag_11)
         r = redis.Redis.from_url(server.url, decode_responses=True)
-        assert r.llen("default") > 0
-        r.delete("default")  # every message of the run is lost
+        how(r, coord.store.keys)
         worker = WorkerProcess(server.url, "replay", concurrency=2, stall_s=2.0)
-        try:
-            worker.wait_ready(coord.app)
-            view = wait_run(coord, run_id, timeout_s=60)
-            assert view.run.status.value == "succeeded", statuses(view)
-            counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
-            assert counts == {s.step_id: 1 for s in view.steps}
-        finally:
-            worker.stop()
-
-
-def test_a_run_whose_copy_is_stranded_unacknowledged_is_replayed(redis_binary: str) -> None:
-    """A worker popped the run's messages (kombu recorded them unacknowledged) and lost
-    Redis before it began them, as in a Redis restart from its AOF: with no lease and no
-    queued message, the copies would wait for the visibility timeout (an hour).  The
-    reaper finds the run quiet and publishes its units again; each step runs once."""
-    with RedisServer(binary=redis_binary) as server:
-        s = make_settings(server.url, stall_s=2.0)
-        coord = Coordinator(s, discover(s.workflow_packages))
-        run_id = coord.submit(zigzag_11)
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        keys = coord.store.keys
-        stranded = 0
-        while (raw := r.lpop("default")) is not None:  # what kombu's pop and bookkeeping do
-            msg = json.loads(raw)
-            tag = msg["properties"]["delivery_tag"]
-            r.hset(keys.unacked(), tag, json.dumps([msg, "", "default"]))
-            r.zadd(keys.unacked_index(), {tag: time.time()})
-            stranded += 1
-        assert stranded > 0
-        worker = WorkerProcess(server.url, "stranded", concurrency=2, stall_s=2.0)
         try:
             worker.wait_ready(coord.app)
             view = wait_run(coord, run_id, timeout_s=60)
