@@ -1,9 +1,9 @@
 """Workflow DAG → :class:`~orchestrator.core.plan.Plan`: native canvases where exact, counters
 elsewhere.
 
-1. **Decompose.**  The graph is split recursively: disconnected parts run in *parallel*;
-   a connected part whose topological prefix precedes all the rest is a *series*; a
-   connected part with neither split contains an "N" and is *not series-parallel*.
+1. **Decompose** (:mod:`orchestrator.core.decomposition`).  Disconnected parts run in
+   *parallel*; a connected part whose topological prefix precedes all the rest is a
+   *series*; a connected part with neither split contains an "N" and is a *region*.
 2. **Normal form.**  Series → ``chain``; parallel of k ≥ 2 → ``chord(header, join)``
    (never a bare group, never a one-element or empty group, never a group in a group).
 3. **Non-series-parallel regions.**  Maximal linear runs of steps become chains; every
@@ -14,16 +14,26 @@ elsewhere.
    the workflow's length.
 
 Every cut is exact: a counter edge ``u → v`` is only made when every step of ``u``
-precedes every step of ``v`` in the workflow's own order.
+precedes every step of ``v`` in the workflow's own order.  Nothing here recurses, so any
+nesting depth compiles (segmentation runs its steps on an explicit stack, ``_drive``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from orchestrator.core.dag import Graph
+from orchestrator.core.decomposition import (
+    Leaf,
+    Parallel,
+    Region,
+    Series,
+    SPNode,
+    decompose,
+    leaves,
+)
+from orchestrator.core.gcpause import gc_paused
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import (
     JOIN_PREFIX,
@@ -39,149 +49,30 @@ MAX_UNIT_TASKS = 100
 MAX_CHORD_DEPTH = 3
 
 
-# --- series-parallel decomposition --------------------------------------------------------
-
-
-# Each node of the decomposition tree knows, from construction, what the budget checks
-# need: ``size`` (tasks in its canvas: steps plus joins), ``largest`` (signatures in its
-# largest message when nothing follows it), ``depth`` (chord nesting) and ``has_region``.
-# Every message of a canvas carries whatever follows the canvas, so the largest message
-# of a node followed by ``t`` tasks is ``largest + t``; that keeps the checks O(1).
-
-
-@dataclass(frozen=True)
-class _Figures:
-    """The figures of a decomposition node that the budget checks read (see above)."""
-
-    size: int = field(init=False, repr=False, compare=False)
-    largest: int = field(init=False, repr=False, compare=False)
-    depth: int = field(init=False, repr=False, compare=False)
-    has_region: bool = field(init=False, repr=False, compare=False)
-
-    def _set(self, size: int, largest: int, depth: int, has_region: bool) -> None:
-        object.__setattr__(self, "size", size)
-        object.__setattr__(self, "largest", largest)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "has_region", has_region)
-
-
-@dataclass(frozen=True)
-class Leaf:
-    node: int
-    # the same for every leaf, so class constants: building a leaf sets nothing
-    size: ClassVar[int] = 1
-    largest: ClassVar[int] = 1
-    depth: ClassVar[int] = 0
-    has_region: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Series(_Figures):
-    parts: tuple[SPNode, ...]
-
-    def __post_init__(self) -> None:
-        size, largest = 0, 0
-        for part in reversed(self.parts):  # part i carries every task after it
-            largest = max(largest, part.largest + size)
-            size += part.size
-        self._set(size, largest, max(p.depth for p in self.parts),
-                  any(p.has_region for p in self.parts))
-
-
-@dataclass(frozen=True)
-class Parallel(_Figures):
-    parts: tuple[SPNode, ...]
-
-    def __post_init__(self) -> None:
-        # each header message carries its branch and the body: the join and what follows
-        self._set(sum(p.size for p in self.parts) + 1,
-                  max(p.largest for p in self.parts) + 1, max(p.depth for p in self.parts) + 1,
-                  any(p.has_region for p in self.parts))
-
-
-@dataclass(frozen=True)
-class Region(_Figures):
-    """A connected part that is not series-parallel (it contains an "N")."""
-
-    nodes: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        self._set(len(self.nodes), len(self.nodes), 0, True)
-
-
-SPNode = Leaf | Series | Parallel | Region
-
-
-def decompose(graph: Graph) -> SPNode:
-    """Return the series-parallel decomposition tree of an acyclic ``graph``."""
-    pos = {n: i for i, n in enumerate(graph.topo_order)}
-    nodes = list(graph.topo_order)
-    return _decompose(graph, nodes, _mask(nodes), pos)
-
-
-def _mask(nodes: Sequence[int]) -> int:
-    m = 0
-    for n in nodes:
-        m |= 1 << n
-    return m
-
-
-def _decompose(graph: Graph, nodes: list[int], mask: int, pos: dict[int, int]) -> SPNode:
-    if len(nodes) == 1:
-        return Leaf(nodes[0])
-    comps = _components(graph, nodes, mask)
-    if len(comps) > 1:
-        return Parallel(tuple(_decompose(graph, c, _mask(c), pos) for c in comps))
-    factors = _series_factors(graph, nodes, mask)
-    if len(factors) > 1:
-        return Series(tuple(_decompose(graph, f, _mask(f), pos) for f in factors))
-    return Region(tuple(nodes))
-
-
-def _components(graph: Graph, nodes: list[int], mask: int) -> list[list[int]]:
-    """Weakly connected components of the induced subgraph, each in topological order."""
-    parent = {n: n for n in nodes}
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    reduced = graph.reduced_children
-    for n in nodes:
-        for c in reduced[n]:
-            if c in parent:  # inside the subgraph (a dict lookup beats a big-int shift)
-                a, b = find(n), find(c)
-                if a != b:
-                    parent[a] = b
-    groups: dict[int, list[int]] = {}
-    for n in nodes:  # nodes are in topological order, so each group is too
-        groups.setdefault(find(n), []).append(n)
-    return list(groups.values())
-
-
-def _series_factors(graph: Graph, nodes: list[int], mask: int) -> list[list[int]]:
-    """Cut the topological order where every earlier node precedes every later one."""
-    desc = graph.descendants
-    factors: list[list[int]] = []
-    current: list[int] = []
-    common = mask
-    prefix = 0
-    for n in nodes[:-1]:
-        current.append(n)
-        prefix |= 1 << n
-        common &= desc[n]
-        rest = mask & ~prefix
-        if rest & ~common == 0:
-            factors.append(current)
-            current = []
-    current.append(nodes[-1])
-    factors.append(current)
-    return factors
-
-
 # --- canvas building and segmentation ----------------------------------------------------
+
+_Ends = tuple[list[str], list[str]]
+"""A segmented part's (source units, sink units)."""
+
+_Call = Generator["_Call", _Ends, _Ends]
+"""A segmentation step: it yields the sub-steps whose ends it needs, then returns its own."""
+
+
+def _drive(top: _Call) -> _Ends:
+    """Run a step that yields sub-steps, on an explicit stack instead of Python's own."""
+    stack: list[_Call] = [top]
+    value: _Ends | None = None
+    while True:
+        try:
+            sub = stack[-1].send(value)  # type: ignore[arg-type]  # None starts a step
+        except StopIteration as stop:
+            stack.pop()
+            value = stop.value
+            if not stack:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            stack.append(sub)
+            value = None
 
 
 @dataclass
@@ -194,20 +85,51 @@ class _Builder:
     joins: int = 0
 
     def canvas(self, sp: SPNode) -> CanvasNode:
-        """Normal-form canvas of a region-free subtree."""
+        """Normal-form canvas of a region-free subtree (joins numbered in pre-order)."""
+        names = self.graph.nodes
         if isinstance(sp, Leaf):
-            return TaskNode(id=self.graph.nodes[sp.node])
-        if isinstance(sp, Series):
-            items: list[CanvasNode] = []
-            for part in sp.parts:
-                c = self.canvas(part)
-                items.extend(c.items if isinstance(c, ChainNode) else [c])
-            return ChainNode(items=tuple(items))
-        if isinstance(sp, Parallel):
-            self.joins += 1
-            join = f"{JOIN_PREFIX}{self.joins}"
-            return ChordNode(header=tuple(self.canvas(p) for p in sp.parts), join=join)
-        raise TypeError("regions have no canvas")
+            return TaskNode(id=names[sp.node])
+        done: list[CanvasNode] = []  # canvases of finished parts, in order
+        # (node, next part, where its parts' canvases start in ``done``, its join)
+        stack: list[tuple[Series | Parallel, int, int, str]] = []
+
+        def enter(node: SPNode) -> None:
+            if isinstance(node, Region):
+                raise TypeError("regions have no canvas")
+            assert not isinstance(node, Leaf)
+            join = ""
+            if isinstance(node, Parallel):
+                self.joins += 1
+                join = f"{JOIN_PREFIX}{self.joins}"
+            stack.append((node, 0, len(done), join))
+
+        enter(sp)
+        while True:
+            node, i, base, join = stack.pop()
+            if i < len(node.parts):
+                stack.append((node, i + 1, base, join))
+                part = node.parts[i]
+                if isinstance(part, Leaf):
+                    done.append(TaskNode(id=names[part.node]))
+                else:
+                    enter(part)
+                continue
+            kids = done[base:]
+            del done[base:]
+            result: CanvasNode
+            if isinstance(node, Series):
+                items: list[CanvasNode] = []
+                for c in kids:
+                    if isinstance(c, ChainNode):
+                        items.extend(c.items)
+                    else:
+                        items.append(c)
+                result = ChainNode(items=tuple(items))
+            else:
+                result = ChordNode(header=tuple(kids), join=join)
+            if not stack:
+                return result
+            done.append(result)
 
     def fits(self, sp: SPNode) -> bool:
         return self.fits_stats(sp.largest, sp.depth, sp.has_region)
@@ -219,15 +141,19 @@ class _Builder:
     def unit(self, sp: SPNode) -> str:
         canvas = self.canvas(sp)
         uid = f"u{len(self.units)}"
-        steps = tuple(self.graph.nodes[n] for n in _leaves(sp))
+        names = self.graph.nodes
+        steps = tuple(names[n] for n in leaves(sp))
         self.units.append(Unit(id=uid, canvas=canvas, steps=steps))
         return uid
 
     def connect(self, before: list[str], after: list[str]) -> None:
         self.edges.extend((a, b) for a in before for b in after)
 
-    def segment(self, sp: SPNode) -> tuple[list[str], list[str]]:
+    def segment(self, sp: SPNode) -> _Ends:
         """Turn ``sp`` into units; return its (source units, sink units)."""
+        return _drive(self._segment(sp))
+
+    def _segment(self, sp: SPNode) -> _Call:
         if isinstance(sp, Leaf) or self.fits(sp):
             uid = self.unit(sp)
             return [uid], [uid]
@@ -235,15 +161,15 @@ class _Builder:
             sources: list[str] = []
             sinks: list[str] = []
             for part in sp.parts:
-                a, b = self.segment(part)
+                a, b = self._at_once(part) or (yield self._segment(part))
                 sources += a
                 sinks += b
             return sources, sinks
         if isinstance(sp, Region):
-            return self.region(sp)
+            return (yield from self._region(sp))
         assert isinstance(sp, Series)
         # Greedy: append each part to the open group while the group's chain still fits.
-        # The group's stats grow in O(1) per part (see the note above ``Leaf``).
+        # The group's stats grow in O(1) per part (see the note above ``Leaf`` in decomposition).
         groups: list[list[SPNode]] = []
         open_fits = False  # whether the open group, groups[-1], fits the budget
         largest = depth = 0  # the open group's chain: largest message, chord depth
@@ -260,7 +186,8 @@ class _Builder:
         first: list[str] = []
         prev: list[str] = []
         for g in groups:
-            a, b = self.segment(g[0] if len(g) == 1 else Series(tuple(g)))
+            whole = g[0] if len(g) == 1 else Series(tuple(g))
+            a, b = self._at_once(whole) or (yield self._segment(whole))
             if prev:
                 self.connect(prev, a)
             else:
@@ -268,43 +195,66 @@ class _Builder:
             prev = b
         return first, prev
 
-    def region(self, sp: Region) -> tuple[list[str], list[str]]:
+    def _at_once(self, sp: SPNode) -> _Ends | None:
+        """The ends of ``sp`` when it is one unit (no sub-step needed), else ``None``."""
+        if isinstance(sp, Leaf) or self.fits(sp):
+            uid = self.unit(sp)
+            return [uid], [uid]
+        return None
+
+    def _region(self, sp: Region) -> _Call:
         """Chains of the region's linear runs, joined by counters on its other edges."""
-        inside = set(sp.nodes)
-        kids = {n: [c for c in self.graph.reduced_children[n] if c in inside] for n in sp.nodes}
-        indeg = {n: 0 for n in sp.nodes}
-        for n in sp.nodes:
-            for c in kids[n]:
+        nodes = sp.nodes
+        inside = set(nodes)
+        reduced = self.graph.reduced_children
+        kids: dict[int, list[int]] = {}
+        indeg = dict.fromkeys(nodes, 0)
+        for n in nodes:
+            ks = [c for c in reduced[n] if c in inside]
+            kids[n] = ks
+            for c in ks:
                 indeg[c] += 1
         head_of: dict[int, int] = {}
         runs: dict[int, list[int]] = {}
-        for n in sp.nodes:  # topological order: a run's head comes first
+        for n in nodes:  # topological order: a run's head comes first
             if n in head_of:
                 continue
             run = [n]
-            while len(kids[run[-1]]) == 1 and indeg[kids[run[-1]][0]] == 1:
-                run.append(kids[run[-1]][0])
-            for m in run:
-                head_of[m] = n
+            head_of[n] = n
+            ks = kids[n]
+            while len(ks) == 1 and indeg[ks[0]] == 1:
+                run.append(ks[0])
+                head_of[ks[0]] = n
+                ks = kids[ks[0]]
             runs[n] = run
-        ends: dict[int, tuple[list[str], list[str]]] = {}
+        # a run of one step is one unit, made here in bulk (the common case in a region);
+        # ``first`` and ``last`` hold each run's source and sink units
+        first: dict[int, list[str]] = {}
+        last: dict[int, list[str]] = {}
+        units, names = self.units, self.graph.nodes
+        make = Unit.model_validate
         for head, run in runs.items():
-            part: SPNode = Leaf(run[0]) if len(run) == 1 else Series(tuple(Leaf(m) for m in run))
-            ends[head] = self.segment(part)
+            if len(run) == 1:
+                uid = f"u{len(units)}"
+                step = names[head]
+                units.append(make({"id": uid, "canvas": {"kind": "task", "id": step},
+                                   "steps": (step,)}))
+                first[head] = last[head] = [uid]
+                continue
+            part = Series(tuple(Leaf(m) for m in run))
+            first[head], last[head] = self._at_once(part) or (yield self._segment(part))
+        edges = self.edges
         for head, run in runs.items():
+            before = last[head]
             for c in kids[run[-1]]:
-                self.connect(ends[head][1], ends[head_of[c]][0])
-        sources = [u for h, r in runs.items() if indeg[h] == 0 for u in ends[h][0]]
-        sinks = [u for h, r in runs.items() if not kids[r[-1]] for u in ends[h][1]]
+                after = first[head_of[c]]
+                if len(before) == 1 and len(after) == 1:
+                    edges.append((before[0], after[0]))
+                else:
+                    self.connect(before, after)
+        sources = [u for h in runs if indeg[h] == 0 for u in first[h]]
+        sinks = [u for h, r in runs.items() if not kids[r[-1]] for u in last[h]]
         return sources, sinks
-
-
-def _leaves(sp: SPNode) -> list[int]:
-    if isinstance(sp, Leaf):
-        return [sp.node]
-    if isinstance(sp, Region):
-        return list(sp.nodes)
-    return [n for p in sp.parts for n in _leaves(p)]
 
 
 def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
@@ -319,8 +269,10 @@ def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
     Returns:
         The plan: units (canvases) and the counter edges between them.
     """
-    graph = wf.graph
-    b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1))
-    b.segment(decompose(graph))
-    return Plan(workflow=wf.name, version=wf.version, units=tuple(b.units),
-                edges=tuple(dict.fromkeys(b.edges)))
+    with gc_paused():
+        graph = wf.graph
+        b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1))
+        b.segment(decompose(graph))
+        return Plan(workflow=wf.name, version=wf.version, units=tuple(b.units),
+                    edges=tuple(dict.fromkeys(b.edges)))
+

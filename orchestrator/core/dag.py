@@ -11,6 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+_WINDOW = 4096
+"""The furthest ahead (in topological positions) :attr:`Graph.reduced_children` tracks
+each node's descendants as a bitset: at most 512 bytes a node."""
+
+_SEARCH_PASSES = 32
+"""Past this many passes' worth of searches, :attr:`Graph.reduced_children` settles the
+nodes whose children spread wider than the window from the full closure instead."""
+
 
 @dataclass(frozen=True)
 class Graph:
@@ -27,10 +35,17 @@ class Graph:
         """Build from ``{node: parents}``, ignoring parents that are not nodes."""
         nodes = tuple(deps)
         index = {n: i for i, n in enumerate(nodes)}
-        parents = tuple(
-            tuple(dict.fromkeys(index[p] for p in deps[n] if p in index)) for n in nodes
-        )
-        return cls(nodes, parents)
+        get = index.get
+        parents: list[tuple[int, ...]] = []
+        for ps in deps.values():
+            if len(ps) == 1:  # the common case, without a generator
+                i = get(ps[0])
+                parents.append(() if i is None else (i,))
+            else:
+                ids = [i for i in map(get, ps) if i is not None]
+                parents.append(tuple(ids) if len(set(ids)) == len(ids)
+                               else tuple(dict.fromkeys(ids)))
+        return cls(nodes, tuple(parents))
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -42,7 +57,7 @@ class Graph:
         for child, ps in enumerate(self.parents):
             for p in ps:
                 out[p].append(child)
-        return tuple(tuple(c) for c in out)
+        return tuple(map(tuple, out))
 
     def find_cycle(self) -> list[str] | None:
         """Return one cycle as ``[a, b, …, a]``, or ``None`` if the graph is acyclic."""
@@ -124,16 +139,107 @@ class Graph:
         return bool(self.ancestors[self.index[b]] >> self.index[a] & 1)
 
     @cached_property
+    def position(self) -> tuple[int, ...]:
+        """``position[i]``: node ``i``'s index in :attr:`topo_order`."""
+        pos = [0] * len(self.nodes)
+        for i, n in enumerate(self.topo_order):
+            pos[n] = i
+        return tuple(pos)
+
+    @cached_property
     def reduced_children(self) -> tuple[tuple[int, ...], ...]:
-        """Children after transitive reduction: an edge implied by a longer path is gone."""
-        desc = self.descendants
-        out: list[tuple[int, ...]] = []
-        for kids in self.children:
-            via = 0
-            for c in kids:
-                via |= desc[c]
-            out.append(tuple(c for c in kids if not via >> c & 1))
+        """Children after transitive reduction: an edge implied by a longer path is gone.
+
+        Only a node with two or more children can lose an edge: child ``c`` goes when a
+        sibling reaches it.  No full closure is built (50,000 steps would need gigabytes of
+        bitsets).  Each node's descendants among the next ``w`` positions of the
+        topological order are kept as a bitset, ``w`` being the widest spread (last child's
+        position minus first child's) of any node's children, up to ``_WINDOW``: that
+        settles every node whose children spread no wider.  A node whose children spread
+        wider (a step that many far-apart steps follow) is settled by a search that never
+        goes past its last child, or by the full closure (:attr:`descendants`) when such
+        searches would add up to more than ``_SEARCH_PASSES`` passes over the graph.  So
+        the cost is the edges times ``w / 64`` words, plus the searches, and never more
+        than the full closure.
+        """
+        children = self.children
+        pos = self.position
+        ranked: dict[int, list[int]] = {}  # children by position, of each node with 2+
+        window = 0
+        for u, kids in enumerate(children):
+            if len(kids) > 1:
+                r = sorted(kids, key=pos.__getitem__)
+                ranked[u] = r
+                spread = pos[r[-1]] - pos[r[0]]
+                if window < spread <= _WINDOW:
+                    window = spread
+        near = self._near(window) if window else []
+        wide = [r for r in ranked.values() if pos[r[-1]] - pos[r[0]] > window]
+        # a search visits only positions between the first and the last child; when that
+        # adds up to many passes over the graph, the full closure is cheaper
+        closure = sum(pos[r[-1]] - pos[r[0]] for r in wide) > _SEARCH_PASSES * len(pos)
+        out = list(children)
+        for u, r in ranked.items():
+            base = pos[r[0]]
+            gone: set[int] = set()
+            if pos[r[-1]] - base <= window:
+                via = 0  # bit j: position base + j is reached from an earlier sibling
+                for c in r:
+                    off = pos[c] - base
+                    if via >> off & 1:
+                        gone.add(c)
+                    via |= near[c] << (off + 1)
+            elif closure:
+                desc = self.descendants
+                via = 0
+                for c in r:
+                    via |= desc[c]
+                gone = {c for c in r if via >> c & 1}
+            else:
+                gone = self._reached_from_siblings(r)
+            if gone:
+                out[u] = tuple(c for c in children[u] if c not in gone)
         return tuple(out)
+
+    def _near(self, window: int) -> list[int]:
+        """``near[u]`` bit ``i``: the node at position ``position[u] + 1 + i`` is a
+        descendant of ``u`` (``i < window``)."""
+        children = self.children
+        pos = self.position
+        full = (1 << window) - 1
+        near = [0] * len(self.nodes)
+        for u in reversed(self.topo_order):
+            kids = children[u]
+            if not kids:
+                continue
+            pu = pos[u]
+            acc = 0
+            for w in kids:
+                d = pos[w] - pu
+                if d <= window:
+                    acc |= ((near[w] << 1) | 1) << (d - 1)
+            near[u] = acc & full
+        return near
+
+    def _reached_from_siblings(self, ranked: list[int]) -> set[int]:
+        """The siblings (sorted by position) that an earlier sibling reaches."""
+        pos = self.position
+        children = self.children
+        last = pos[ranked[-1]]
+        seen: set[int] = set()
+        gone: set[int] = set()
+        for c in ranked:
+            if c in seen:
+                gone.add(c)
+                continue
+            seen.add(c)
+            stack = [c]
+            while stack:
+                for w in children[stack.pop()]:
+                    if w not in seen and pos[w] <= last:
+                        seen.add(w)
+                        stack.append(w)
+        return gone
 
     @cached_property
     def reduced_parents(self) -> tuple[tuple[int, ...], ...]:

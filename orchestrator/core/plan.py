@@ -55,30 +55,27 @@ def is_join(task_id: str) -> bool:
 
 
 def walk(node: CanvasNode) -> Iterator[CanvasNode]:
-    """Yield ``node`` and every node below it, depth first."""
-    yield node
-    if isinstance(node, ChainNode):
-        for item in node.items:
-            yield from walk(item)
-    elif isinstance(node, ChordNode):
-        for branch in node.header:
-            yield from walk(branch)
+    """Yield ``node`` and every node below it, depth first (an explicit stack: any depth)."""
+    stack: list[CanvasNode] = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, ChainNode):
+            stack.extend(reversed(n.items))
+        elif isinstance(n, ChordNode):
+            stack.extend(reversed(n.header))
 
 
 def terminal(node: CanvasNode) -> str:
     """The id of the task that finishes last in ``node``."""
-    if isinstance(node, TaskNode):
-        return node.id
-    if isinstance(node, ChordNode):
-        return node.join
-    return terminal(node.items[-1])
+    while isinstance(node, ChainNode):
+        node = node.items[-1]
+    return node.id if isinstance(node, TaskNode) else node.join
 
 
 def task_count(node: CanvasNode) -> int:
     """Number of tasks (steps and joins) in ``node``."""
-    return sum(1 for n in walk(node) if isinstance(n, TaskNode)) + sum(
-        1 for n in walk(node) if isinstance(n, ChordNode)
-    )
+    return sum(1 for n in walk(node) if not isinstance(n, ChainNode))
 
 
 def largest_message(node: CanvasNode, tail: int = 0) -> int:
@@ -88,25 +85,47 @@ def largest_message(node: CanvasNode, tail: int = 0) -> int:
     chain, and each chord header message carries its branch plus the body (the join and
     whatever follows it).  ``tail`` is the number of tasks that follow ``node``.
     """
-    if isinstance(node, TaskNode):
-        return 1 + tail
-    if isinstance(node, ChordNode):
-        return max((largest_message(b, 1 + tail) for b in node.header), default=1 + tail)
+    counts = _task_counts(node)
     worst = 0
-    after = tail
-    for item in reversed(node.items):
-        worst = max(worst, largest_message(item, after))
-        after += task_count(item)
+    stack: list[tuple[CanvasNode, int]] = [(node, tail)]
+    while stack:
+        n, after = stack.pop()
+        if isinstance(n, TaskNode) or (isinstance(n, ChordNode) and not n.header):
+            worst = max(worst, 1 + after)
+        elif isinstance(n, ChordNode):
+            stack.extend((b, 1 + after) for b in n.header)
+        else:
+            for item in reversed(n.items):
+                stack.append((item, after))
+                after += counts[id(item)]
     return worst
+
+
+def _task_counts(node: CanvasNode) -> dict[int, int]:
+    """:func:`task_count` of ``node`` and of every node below it, by ``id()``."""
+    counts: dict[int, int] = {}
+    for n in reversed(list(walk(node))):  # children before their parents
+        if isinstance(n, TaskNode):
+            counts[id(n)] = 1
+        elif isinstance(n, ChordNode):
+            counts[id(n)] = 1 + sum(counts[id(b)] for b in n.header)
+        else:
+            counts[id(n)] = sum(counts[id(i)] for i in n.items)
+    return counts
 
 
 def chord_depth(node: CanvasNode) -> int:
     """How deeply chords nest in ``node`` (0 for a task or a chain of tasks)."""
-    if isinstance(node, TaskNode):
-        return 0
-    if isinstance(node, ChordNode):
-        return 1 + max((chord_depth(b) for b in node.header), default=0)
-    return max((chord_depth(i) for i in node.items), default=0)
+    deepest = 0
+    stack: list[tuple[CanvasNode, int]] = [(node, 0)]
+    while stack:
+        n, depth = stack.pop()
+        if isinstance(n, ChordNode):
+            deepest = max(deepest, depth + 1)
+            stack.extend((b, depth + 1) for b in n.header)
+        elif isinstance(n, ChainNode):
+            stack.extend((i, depth) for i in n.items)
+    return deepest
 
 
 def unsafe_shapes(node: CanvasNode) -> list[str]:
@@ -120,37 +139,53 @@ def unsafe_shapes(node: CanvasNode) -> list[str]:
     """
     out: list[str] = []
     seen: set[str] = set()
-    _check_shape(node, "canvas", out, seen)
+    # (node, where it sits, what is wrong with it there or ""), depth first; ``where`` is
+    # a linked path (parent's path, own segment), spelled out only for a message, so a
+    # deep canvas costs no quadratic string building
+    stack: list[tuple[CanvasNode, _Path, str]] = [(node, (None, "canvas"), "")]
+    while stack:
+        n, path, misplaced = stack.pop()
+        if misplaced:
+            out.append(f"{_spell(path)}: {misplaced}")
+        if isinstance(n, TaskNode):
+            if not n.id:
+                out.append(f"{_spell(path)}: task without an id")
+            elif n.id in seen:
+                out.append(f"{_spell(path)}: task {n.id!r} appears twice")
+            seen.add(n.id)
+        elif isinstance(n, ChainNode):
+            if len(n.items) < 2:
+                out.append(f"{_spell(path)}: chain of {len(n.items)} item(s); needs 2 or more")
+            stack.extend(
+                (item, (path, f".items[{i}]"),
+                 "chain directly inside a chain" if isinstance(item, ChainNode) else "")
+                for i, item in reversed(list(enumerate(n.items))))
+        else:
+            if len(n.header) < 2:
+                out.append(f"{_spell(path)}: chord with {len(n.header)} header branch(es); "
+                           "needs 2 or more")
+            if not n.join:
+                out.append(f"{_spell(path)}: chord without a join task")
+            elif n.join in seen:
+                out.append(f"{_spell(path)}: join {n.join!r} appears twice")
+            seen.add(n.join)
+            stack.extend(
+                (branch, (path, f".header[{i}]"),
+                 "chord directly in a chord header" if isinstance(branch, ChordNode) else "")
+                for i, branch in reversed(list(enumerate(n.header))))
     return out
 
 
-def _check_shape(node: CanvasNode, where: str, out: list[str], seen: set[str]) -> None:
-    if isinstance(node, TaskNode):
-        if not node.id:
-            out.append(f"{where}: task without an id")
-        elif node.id in seen:
-            out.append(f"{where}: task {node.id!r} appears twice")
-        seen.add(node.id)
-    elif isinstance(node, ChainNode):
-        if len(node.items) < 2:
-            out.append(f"{where}: chain of {len(node.items)} item(s); needs 2 or more")
-        for i, item in enumerate(node.items):
-            if isinstance(item, ChainNode):
-                out.append(f"{where}.items[{i}]: chain directly inside a chain")
-            _check_shape(item, f"{where}.items[{i}]", out, seen)
-    else:
-        if len(node.header) < 2:
-            out.append(f"{where}: chord with {len(node.header)} header branch(es); "
-                       "needs 2 or more")
-        if not node.join:
-            out.append(f"{where}: chord without a join task")
-        elif node.join in seen:
-            out.append(f"{where}: join {node.join!r} appears twice")
-        seen.add(node.join)
-        for i, branch in enumerate(node.header):
-            if isinstance(branch, ChordNode):
-                out.append(f"{where}.header[{i}]: chord directly in a chord header")
-            _check_shape(branch, f"{where}.header[{i}]", out, seen)
+_Path = tuple["_Path | None", str]
+"""Where a node sits: its parent's path and its own segment (``.items[2]``)."""
+
+
+def _spell(path: _Path | None) -> str:
+    parts: list[str] = []
+    while path is not None:
+        path, segment = path
+        parts.append(segment)
+    return "".join(reversed(parts))
 
 
 class Unit(_Frozen):
@@ -221,13 +256,9 @@ def _steps_in(node: CanvasNode) -> list[str]:
 
 
 def _series_edges(node: CanvasNode, out: set[tuple[str, str]]) -> None:
-    if isinstance(node, ChainNode):
-        for a, b in zip(node.items, node.items[1:], strict=False):
-            for x in _steps_in(a):
-                for y in _steps_in(b):
-                    out.add((x, y))
-        for item in node.items:
-            _series_edges(item, out)
-    elif isinstance(node, ChordNode):
-        for branch in node.header:
-            _series_edges(branch, out)
+    for n in walk(node):
+        if isinstance(n, ChainNode):
+            for a, b in zip(n.items, n.items[1:], strict=False):
+                for x in _steps_in(a):
+                    for y in _steps_in(b):
+                        out.add((x, y))

@@ -28,17 +28,18 @@ def plan_tree(plan: Plan, wf: WorkflowDef | None = None) -> str:
 
 def _tree(node: CanvasNode, indent: str, lines: list[str],
           queues: dict[str, str | None]) -> None:
-    if isinstance(node, TaskNode):
-        q = queues.get(node.id)
-        lines.append(f"{indent}{node.id}" + (f"  @{q}" if q else ""))
-    elif isinstance(node, ChainNode):
-        lines.append(f"{indent}chain")
-        for item in node.items:
-            _tree(item, indent + "  ", lines, queues)
-    elif isinstance(node, ChordNode):
-        lines.append(f"{indent}chord -> {node.join}")
-        for branch in node.header:
-            _tree(branch, indent + "  | ", lines, queues)
+    stack: list[tuple[CanvasNode, str]] = [(node, indent)]  # explicit: any depth
+    while stack:
+        n, pad = stack.pop()
+        if isinstance(n, TaskNode):
+            q = queues.get(n.id)
+            lines.append(f"{pad}{n.id}" + (f"  @{q}" if q else ""))
+        elif isinstance(n, ChainNode):
+            lines.append(f"{pad}chain")
+            stack.extend((item, pad + "  ") for item in reversed(n.items))
+        elif isinstance(n, ChordNode):
+            lines.append(f"{pad}chord -> {n.join}")
+            stack.extend((branch, pad + "  | ") for branch in reversed(n.header))
 
 
 def mermaid(wf: WorkflowDef) -> str:

@@ -79,3 +79,27 @@ def random_dag(rng: random.Random, n: int, window: int = 8, max_parents: int = 3
         else:
             deps[s] = rng.sample(pool, rng.randint(1, min(max_parents, len(pool))))
     return deps
+
+
+def fan_out(width: int) -> Deps:
+    """One ``root``, ``width`` steps ``w0 … w{width-1}`` after it, one ``sink`` after all
+    of them: a single chord ``width`` wide."""
+    deps: Deps = {"root": []}
+    deps.update({f"w{i}": ["root"] for i in range(width)})
+    deps["sink"] = [f"w{i}" for i in range(width)]
+    return deps
+
+
+def nested_diamonds(levels: int) -> Deps:
+    """Diamonds nested ``levels`` deep, ``3 * levels + 2`` steps: ``o{i}`` opens level
+    ``i``, whose two branches are level ``i + 1`` and the single step ``side{i}``, and
+    ``c{i}`` closes it (``o{i} -> (o{i+1} … c{i+1}, side{i}) -> c{i}``).  Its
+    series-parallel tree is ``2 * levels`` deep."""
+    deps: Deps = {"o0": []}
+    for i in range(levels):
+        deps[f"o{i + 1}"] = [f"o{i}"]
+        deps[f"side{i}"] = [f"o{i}"]
+    deps[f"c{levels}"] = [f"o{levels}"]
+    for i in reversed(range(levels)):
+        deps[f"c{i}"] = [f"c{i + 1}", f"side{i}"]
+    return deps

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core import dag
 from orchestrator.core.dag import Graph
 
 
@@ -137,6 +138,31 @@ def test_transitive_reduction_of_a_large_graph() -> None:
     expected = set(nx.transitive_reduction(to_nx(deps)).edges())
     got = {(g.nodes[i], g.nodes[c]) for i, kids in enumerate(g.reduced_children) for c in kids}
     assert got == expected
+
+
+@pytest.mark.parametrize(("window", "passes"), [(1, 32), (2, 32), (5, 32), (2, 0)])
+@settings(max_examples=60, deadline=None)
+@given(deps=dags())
+def test_transitive_reduction_past_the_bitset_window(deps: dict[str, list[str]],
+                                                     window: int, passes: int) -> None:
+    """With a tiny window most nodes' children spread past it, so the search that settles
+    them (or, with ``passes`` 0, the full closure), and the bitsets near the window's
+    edge, must agree with networkx too."""
+    old = dag._WINDOW, dag._SEARCH_PASSES
+    # read at call time; restored below (hypothesis reruns the body)
+    dag._WINDOW, dag._SEARCH_PASSES = window, passes
+    try:
+        g = Graph.from_deps(deps)
+        got = {(g.nodes[i], g.nodes[c]) for i, kids in enumerate(g.reduced_children)
+               for c in kids}
+    finally:
+        dag._WINDOW, dag._SEARCH_PASSES = old
+    assert got == set(nx.transitive_reduction(to_nx(deps)).edges())
+
+
+def test_reduction_keeps_the_order_of_children() -> None:
+    g = Graph.from_deps({"a": [], "c": ["a"], "b": ["a", "c"], "d": ["a", "b"], "e": ["a"]})
+    assert [g.nodes[c] for c in g.reduced_children[g.index["a"]]] == ["c", "e"]
 
 
 def test_critical_path_small() -> None:
