@@ -28,11 +28,20 @@ _REDIS_MODULES = ("redis.", "kombu.", "celery.", "amqp.")
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (a user name is kept).
+    """``url`` with its password replaced by ``***`` (a user name is kept); each address
+    of a Sentinel URL (``sentinel://...;sentinel://...``) is masked.
 
     >>> mask_url("redis://:secret@db:6380/2")
     'redis://:***@db:6380/2'
+    >>> mask_url("sentinel://:secret@s1:26379;sentinel://:secret@s2:26379/0")
+    'sentinel://:***@s1:26379;sentinel://:***@s2:26379/0'
     """
+    if ";" in url:
+        return ";".join(_mask_one(part) for part in url.split(";"))
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -101,14 +110,19 @@ def explain(exc: BaseException, url: str, timeout_s: float | None = None
     source = next((e for e in chain if type(e).__module__.startswith("redis.") and str(e)),
                   exc)
     detail = " ".join(str(source).split()).rstrip(".") or type(source).__name__
-    password = _password(url)
-    if password:
+    for password in _passwords(url):
         detail = detail.replace(password, "***")
     return kind(mask_url(url), detail, timeout_s)
 
 
-def _password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+def _passwords(url: str) -> list[str]:
+    """The passwords of ``url``'s addresses (one, or one per Sentinel address)."""
+    out = []
+    for part in url.split(";"):
+        try:
+            password = urlsplit(part).password
+        except ValueError:
+            continue
+        if password:
+            out.append(password)
+    return out

@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 from orchestrator.settings import Settings
+from orchestrator.store.connection import celery_transport_options, is_sentinel_url
 
 JOIN_TASK = "orchestrator.join"
 SUBMIT_TASK = "orchestrator.submit"
 STEP_TASK_PREFIX = "step."
+PRIORITY_CYCLE = "orchestrator.core.priorities:BandCycle"
+"""kombu's ``queue_order_strategy`` for the bands of priorities (a class by path)."""
 
 
 def step_task_name(function: str) -> str:
@@ -35,12 +38,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu 5.7: sweep unacked messages every 10 s instead of about every 100 s
         "unacked_restore_interval": max(1, min(10, vt // 2)),
         "unacked_restore_throttle": 1,
+        # priorities: a run's band of queues goes first by weighted turns, none starves
+        "queue_order_strategy": PRIORITY_CYCLE,
     }
+    # a Sentinel URL: the group's name and the Sentinels' password (none for one server)
+    sentinel = celery_transport_options(settings.redis_target)
+    transport.update(sentinel)
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": vt},
+        "result_backend_transport_options": {"visibility_timeout": vt, **sentinel},
         "visibility_timeout": vt,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -96,9 +104,16 @@ class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]  # celery is unt
         return result
 
 
+class SendOnlySentinelBackend(SendOnlyRedisBackend, SentinelBackend):  # type: ignore[misc]
+    """:class:`SendOnlyRedisBackend` on a Sentinel group (``sentinel://`` URLs): Celery's
+    Sentinel backend, which finds the current master through the Sentinels."""
+
+
 def send_only_backend_url(redis_url: str) -> str:
-    """The ``result_backend`` setting that selects :class:`SendOnlyRedisBackend`."""
-    return f"{__name__}:{SendOnlyRedisBackend.__name__}+{redis_url}"
+    """The ``result_backend`` setting that selects :class:`SendOnlyRedisBackend` (or, for
+    a ``sentinel://`` URL, :class:`SendOnlySentinelBackend`)."""
+    cls = SendOnlySentinelBackend if is_sentinel_url(redis_url) else SendOnlyRedisBackend
+    return f"{__name__}:{cls.__name__}+{redis_url}"
 
 
 def client_app(settings: Settings, timeout_s: float | None = None) -> Celery:

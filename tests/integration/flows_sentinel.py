@@ -1,0 +1,65 @@
+"""The step function and workflows of the Sentinel failover test
+(``tests/integration/test_sentinel.py``).
+
+The step counts its own executions in a file, not in Redis: a failover may lose the
+last writes to Redis, and the count must not be lost with them.  The file is named by
+the ``SENTINEL_TEST_COUNT_FILE`` environment variable of the worker (a test harness
+variable, not a setting); each execution appends a ``start`` line and, if it lives to
+the end, an ``end`` line (one ``write`` of a short line to an ``O_APPEND`` file each, so
+lines from several processes never interleave).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import Any
+
+from orchestrator.core.dsl import Workflow
+from orchestrator.core.models import WorkflowDef
+from orchestrator.core.registry import step_function
+from orchestrator.dev import shapes
+from orchestrator.runtime.context import current
+
+COUNT_FILE_VARIABLE = "SENTINEL_TEST_COUNT_FILE"
+
+
+def _append(event: str, key: str) -> None:
+    path = os.environ.get(COUNT_FILE_VARIABLE)
+    if not path:
+        return
+    line = json.dumps({"event": event, "key": key, "pid": os.getpid(), "t": time.time()})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@step_function("test.sentinel_count")
+def sentinel_count(ms: int = 0) -> int:
+    """Count this execution in the count file, sleep ``ms`` milliseconds."""
+    key = current().idempotency_key
+    _append("start", key)
+    time.sleep(ms / 1000)
+    _append("end", key)
+    return ms
+
+
+def _workflow(name: str, deps: shapes.Deps, rng: random.Random) -> WorkflowDef:
+    wf = Workflow(name)
+    handles: dict[str, Any] = {}
+    for s, parents in deps.items():
+        handles[s] = wf.step(s, sentinel_count, after=[handles[p] for p in parents],
+                             ms=rng.randint(100, 300))
+    return wf.build()
+
+
+_rng = random.Random(16)
+sentinel_chain = _workflow("sentinel_chain", shapes.chain(6), _rng)
+sentinel_fan = _workflow("sentinel_fan", {"split": [], **{f"p{i}": ["split"] for i in range(6)},
+                                          "merge": [f"p{i}" for i in range(6)]}, _rng)
+sentinel_zigzag = _workflow("sentinel_zigzag", shapes.zigzag(9), _rng)
+SHAPES = (sentinel_chain, sentinel_fan, sentinel_zigzag)
