@@ -164,8 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "--without-gossip", "--without-mingle", "--without-heartbeat"]
         api_cmd = [sys.executable, "-m", "orchestrator.api", "--port", str(port),
                    "--log-level", "warning"]
+        # one token drives every phase: its request rate is the throughput measured here,
+        # so the per-token limit (ORCH_API_RATE_PER_TOKEN) is out of the way
         api_env = _env(url, ORCH_API_TOKENS=json.dumps(
-            [{"token": token, "scopes": ["runs:read", "runs:write", "workflows:read"]}]))
+            [{"token": token, "scopes": ["runs:read", "runs:write", "workflows:read"]}]),
+            ORCH_API_RATE_PER_TOKEN="1000000/second")
         with child(worker_cmd, _env(url), "worker") as worker, \
                 child(api_cmd, api_env, "api") as api:
             base = f"http://127.0.0.1:{port}"

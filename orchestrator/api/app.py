@@ -15,7 +15,9 @@ from orchestrator.api import failures, health, hooks, runs, schedules, submissio
 from orchestrator.api import metrics as metrics_api
 from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
+from orchestrator.api.failures import error_responses
 from orchestrator.api.limits import BodyLimit, known_query_only
+from orchestrator.api.quotas import Admission, Quotas
 from orchestrator.api.responses import JSONResponse
 from orchestrator.runtime.catalog import Catalog, discover, limits_of
 from orchestrator.runtime.coordinator import Coordinator
@@ -59,12 +61,16 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
         # a caller waits on every request: a store that does not answer is a 503 within
         # redis_timeout_s, not 15 s.  (Publishing keeps Celery's retries: the store is
         # always used first, and a blip between the two should not fail a submission.)
-        store = RunStore.from_url(settings.redis_url, settings.key_prefix,
+        store = RunStore.from_url(settings.redis_target, settings.key_prefix,
                                   settings.run_retention_s, timeout_s=settings.redis_timeout_s)
         coordinator = Coordinator(settings, catalog, store=store)
     coord = coordinator
     registry = CallbackRegistry(coord.store.client, coord.store.keys, settings.run_retention_s)
-    reader = AsyncRunReader(settings.redis_url, coord.store.keys)
+    reader = AsyncRunReader(settings.redis_target, coord.store.keys,
+                            connections=settings.api_redis_connections,
+                            stream_connections=settings.api_stream_connections,
+                            short_timeout_s=settings.redis_timeout_s)
+    quotas = Quotas(settings)  # fair sharing between tokens (api/quotas.py)
     ctx = ApiContext(settings=settings, catalog=catalog, coordinator=coord, registry=registry,
                      reader=reader)
 
@@ -76,6 +82,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
             log.warning("cannot check the run store's schema now (%s: %s): requests "
                         "answer 503 until Redis does", type(exc).__name__, exc)
         reader.open()
+        quotas.open(reader)
         if not settings.api_tokens:
             log.warning("no API tokens configured (ORCH_API_TOKENS): every authenticated "
                         "endpoint answers 401")
@@ -91,8 +98,10 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
                   dependencies=[Depends(known_query_only)])
     app.state.ctx = ctx
     app.state.tokens = TokenTable.of(settings.api_tokens)
+    app.state.quotas = quotas
     failures.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(Admission)  # outermost: a caller over a limit costs no body read
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(runs.router)
@@ -111,11 +120,26 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
 
     def schema() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _absent_is_not_null(build_schema())
+            app.openapi_schema = _throttled(_absent_is_not_null(build_schema()))
         return app.openapi_schema
 
     app.openapi = schema  # type: ignore[method-assign]
     return app
+
+
+def _throttled(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document the 429 of the per-token rate limit (:class:`~orchestrator.api.quotas.
+    Admission`, a middleware) on every operation that takes a token (those with a 401)."""
+    (entry,) = error_responses(429).values()
+    doc = {**entry, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/ErrorBody"}}}}
+    doc.pop("model")
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            responses = op.get("responses") if isinstance(op, dict) else None
+            if isinstance(responses, dict) and "401" in responses:
+                responses.setdefault("429", doc)
+    return schema
 
 
 def _absent_is_not_null(schema: dict[str, Any]) -> dict[str, Any]:

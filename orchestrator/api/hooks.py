@@ -24,10 +24,11 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.api import signatures
+from orchestrator.api import access, signatures
 from orchestrator.api.auth import read_triggers
 from orchestrator.api.failures import error_json, error_responses
 from orchestrator.api.models import API_PREFIX
+from orchestrator.core.tenants import sees
 from orchestrator.core.triggers import (
     TRIGGER_NAME,
     Event,
@@ -106,7 +107,7 @@ def install(app: FastAPI, settings: Settings, catalog: Catalog,
                     "bad_secret", f"its secret in {env_name('trigger_secrets')} is "
                     f"unusable: {wrong}.", "set the sender's secret, exactly.",
                     trig.definition.workflow)])
-    store = TriggerStore.from_url(settings.redis_url, settings.key_prefix,
+    store = TriggerStore.from_url(settings.redis_target, settings.key_prefix,
                                   timeout_s=settings.redis_timeout_s)
     app.state.hooks = Hooks(table, Intake(coordinator, store, settings.trigger_events_kept),
                             settings.hook_max_body_bytes)
@@ -203,9 +204,13 @@ async def receive(request: Request, trigger: TriggerName) -> JSONResponse:
             responses=error_responses(401, 403))
 def list_triggers(request: Request,
                   _token: Annotated[ApiToken, Depends(read_triggers)]) -> TriggerList:
-    """Every trigger of this server, with its workflow and source."""
+    """Every trigger of the token's tenant (every tenant's with ``admin``), with its
+    workflow and source."""
     out = []
+    viewer = access.viewer_tenant(_token)
     for name, trig in sorted(_hooks(request).table.triggers.items()):
+        if not sees(viewer, trig.definition.tenant):
+            continue
         src = trig.definition.source
         web = isinstance(src, WebhookSource)
         out.append(TriggerInfo(
@@ -229,8 +234,11 @@ def trigger_events(
     filtered, invalid (with why) and rejected (with why)."""
     hooks = _hooks(request)
     try:
-        hooks.table.get(name)
+        trig = hooks.table.get(name)
     except TriggerNotFound:
+        trig = None
+    if trig is None or not sees(access.viewer_tenant(_token), trig.definition.tenant):
+        # another tenant's trigger answers as an unknown one
         raise ApiError(404, "trigger_not_found", f"no trigger named {name!r}",
-                       "GET /v1/triggers lists the triggers.") from None
+                       "GET /v1/triggers lists the triggers.")
     return TriggerEvents(trigger=name, events=hooks.intake.store.events(name, limit, offset))

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.errors import ApiError, IdempotencyConflict
 from orchestrator.store import AsyncRunReader, Keys
 
@@ -32,9 +33,9 @@ def fingerprint(workflow: str, run_input: Any, callback_url: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def redis_key(keys: Keys, idempotency_key: str) -> str:
+def redis_key(keys: Keys, idempotency_key: str, tenant: str = DEFAULT_TENANT) -> str:
     """The Redis key of a client's idempotency key (hashed: any header value is safe)."""
-    return keys.idempotency_of(idempotency_key)
+    return keys.idempotency_of(idempotency_key, tenant)
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,18 @@ class Claim:
 
 
 async def claim(reader: AsyncRunReader, idempotency_key: str, fp: str,
-                new_run_id: str) -> Claim:
-    """Claim ``idempotency_key`` for a new run, or find the run it already stands for.
+                new_run_id: str, tenant: str = DEFAULT_TENANT) -> Claim:
+    """Claim ``idempotency_key`` of ``tenant`` for a new run, or find the run it already
+    stands for.  Keys are scoped to the tenant: another tenant's equal key is another
+    key, so a conflict can only name a run of the caller's own tenant.
 
     Raises:
         IdempotencyConflict: the key was used for a request with another fingerprint.
         ApiError: 409 ``idempotency_in_progress`` if the key keeps changing under us.
     """
     for _ in range(3):
-        stored = await reader.idempotency_set(idempotency_key, fp, new_run_id, PENDING_TTL_S)
+        stored = await reader.idempotency_set(idempotency_key, fp, new_run_id, PENDING_TTL_S,
+                                              tenant)
         if stored is None:
             return Claim(new_run_id, True)
         if not stored:  # expired between SET and GET: claim again
@@ -75,11 +79,13 @@ def in_progress(idempotency_key: str) -> ApiError:
                     "Retry the same request after a moment (see Retry-After).")
 
 
-async def confirm(reader: AsyncRunReader, idempotency_key: str, window_s: int) -> None:
+async def confirm(reader: AsyncRunReader, idempotency_key: str, window_s: int,
+                  tenant: str = DEFAULT_TENANT) -> None:
     """The run exists: keep the key for the whole idempotency window."""
-    await reader.idempotency_keep(idempotency_key, window_s)
+    await reader.idempotency_keep(idempotency_key, window_s, tenant)
 
 
-async def release(reader: AsyncRunReader, idempotency_key: str, run_id: str) -> None:
+async def release(reader: AsyncRunReader, idempotency_key: str, run_id: str,
+                  tenant: str = DEFAULT_TENANT) -> None:
     """Drop the key if it still stands for ``run_id`` (its submission was refused)."""
-    await reader.idempotency_release(idempotency_key, run_id)
+    await reader.idempotency_release(idempotency_key, run_id, tenant)

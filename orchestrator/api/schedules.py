@@ -14,12 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from orchestrator.api import access
 from orchestrator.api.auth import Credentials, authorize
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses
 from orchestrator.api.models import API_PREFIX
 from orchestrator.core import fires
 from orchestrator.core.schedules import SCHEDULE_ID, Schedule, check
+from orchestrator.core.tenants import sees
 from orchestrator.errors import ApiError, ScheduleConflict, ScheduleInvalid, ScheduleNotFound
 from orchestrator.runtime.scheduler import ALIVE_WITHIN_S, check_runnable
 from orchestrator.settings import ApiToken
@@ -96,19 +98,33 @@ def _errors() -> Iterator[None]:
             responses=error_responses(401, 403))
 def list_schedules(ctx: Annotated[ApiContext, Depends(context)],
                    _token: Annotated[ApiToken, Depends(read_schedules)]) -> ScheduleList:
-    """Every schedule (paused ones too), and the schedulers running."""
+    """Every schedule of the token's tenant (every tenant's with ``admin``; paused ones
+    too), and the schedulers running."""
     store = _store(ctx)
-    return ScheduleList(schedules=[_view(s) for s in store.all()],
+    viewer = access.viewer_tenant(_token)
+    return ScheduleList(schedules=[_view(s) for s in store.all() if sees(viewer, s.tenant)],
                         schedulers=store.alive(ALIVE_WITHIN_S))
 
 
-def _save(ctx: ApiContext, spec: Schedule, replace: bool) -> ScheduleView:
+def _owned(store: ScheduleStore, token: ApiToken, schedule_id: str) -> None:
+    """Return if the token may see the schedule.
+
+    Raises:
+        ScheduleNotFound: no such schedule, or another tenant's (the same error).
+    """
+    owner = store.tenant(schedule_id)
+    if owner is None or not sees(access.viewer_tenant(token), owner):
+        raise store.missing(schedule_id)
+
+
+def _save(ctx: ApiContext, token: ApiToken, spec: Schedule, replace: bool) -> ScheduleView:
     with _errors():
         check(spec)
         store = _store(ctx)
         now = store.now()
         check_runnable(ctx.catalog, spec, now)
-        store.put(spec, "api", fires.next_fire(spec, now), replace=replace)
+        store.put(spec, "api", fires.next_fire(spec, now), replace=replace,
+                  tenant=token.tenant)
         return _view(store.get(spec.id), 5, now)
 
 
@@ -120,7 +136,7 @@ def add_schedule(spec: Schedule, response: Response,
     """Add a schedule; running schedulers fire it from its next fire (409 if the id is
     taken).  The body is the schedule: ``id``, ``workflow``, ``cron`` and ``timezone`` or
     ``every_s``, ``input`` or ``input_expr``, ``overlap``, ``catch_up``."""
-    view = _save(ctx, spec, replace=False)
+    view = _save(ctx, _token, spec, replace=False)
     response.headers["Location"] = f"{API_PREFIX}/schedules/{spec.id}"
     return view
 
@@ -136,7 +152,7 @@ def put_schedule(schedule_id: ScheduleId, spec: Schedule,
     if spec.id != schedule_id:
         raise ApiError(422, "schedule_invalid", f"the body's id {spec.id!r} is not the "
                        f"path's {schedule_id!r}", "Send the same id in both.")
-    return _save(ctx, spec, replace=True)
+    return _save(ctx, _token, spec, replace=True)
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleView,
@@ -147,6 +163,7 @@ def get_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(con
     """The schedule, its state and its next ``count`` fires."""
     store = _store(ctx)
     with _errors():
+        _owned(store, _token, schedule_id)
         return _view(store.get(schedule_id), count, store.now())
 
 
@@ -157,6 +174,7 @@ def pause_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(c
     """Pause: nothing fires until resumed (idempotent)."""
     store = _store(ctx)
     with _errors():
+        _owned(store, _token, schedule_id)
         store.set_paused(schedule_id, True, None)
         return _view(store.get(schedule_id))
 
@@ -168,6 +186,7 @@ def resume_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(
     """Resume from the first fire after now (fires due while paused do not run)."""
     store = _store(ctx)
     with _errors():
+        _owned(store, _token, schedule_id)
         st = store.get(schedule_id)
         now = store.now()
         store.set_paused(schedule_id, False, fires.next_fire(st.spec, now))
@@ -179,6 +198,8 @@ def resume_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(
 def delete_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(context)],
                     _token: Annotated[ApiToken, Depends(write_schedules)]) -> Response:
     """Delete a schedule added through the API or the CLI (its runs stay)."""
+    store = _store(ctx)
     with _errors():
-        _store(ctx).delete(schedule_id)
+        _owned(store, _token, schedule_id)
+        store.delete(schedule_id)
     return Response(status_code=204)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 from orchestrator.api.deps import ApiContext
-from orchestrator.api.models import RunEvent, RunOut
+from orchestrator.api.models import RunDetail, RunEvent, RunOut
 from orchestrator.errors import RunNotFound
 
 HEARTBEAT_MS = 15_000
@@ -43,12 +43,14 @@ def frame(event: str, data: str, event_id: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def run_events(ctx: ApiContext, run_id: str, after: str) -> AsyncIterator[bytes]:
+async def run_events(ctx: ApiContext, run_id: str, after: str,
+                     detail: RunDetail = "full") -> AsyncIterator[bytes]:
     """Server-sent events of a run, live, from the event after ``after`` to the run's end.
 
     Each stream entry is an event named ``run`` or ``step`` with a :class:`RunEvent` as
     data and the stream id as its id (for ``Last-Event-ID``).  The last event is ``end``
-    with the final :class:`RunOut`; then the stream closes.  A comment line is sent every
+    with the final :class:`RunOut` as a caller entitled to ``detail`` sees it; then the
+    stream closes.  A comment line is sent every
     :data:`HEARTBEAT_MS` while nothing happens.
     """
     reader = ctx.reader
@@ -83,4 +85,4 @@ async def run_events(ctx: ApiContext, run_id: str, after: str) -> AsyncIterator[
         view = await anyio.to_thread.run_sync(ctx.coordinator.view, run_id)
     except RunNotFound:
         return
-    yield frame("end", RunOut.from_view(view).model_dump_json())
+    yield frame("end", RunOut.from_view(view).shaped(detail).model_dump_json())

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Path, Request
 
+from orchestrator.api import access
 from orchestrator.api.auth import write_events, write_runs
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses
@@ -43,7 +44,8 @@ async def send_event(key: EventKey, request: Request,
                      event_id: str | None = None) -> EventSent:
     """Every step waiting for ``key`` resumes with the payload as its output; a step that
     starts waiting for it later (within ``ORCH_EVENT_RETENTION_S``) still gets it.
-    ``?event_id=`` names the event: the same id twice in a row is one event."""
+    ``?event_id=`` names the event: the same id twice in a row is one event.  Event keys
+    are the token's tenant's: only steps of its runs get the event."""
     body = await request.body()
     try:
         data: Any = json.loads(body) if body.strip() else None
@@ -53,7 +55,8 @@ async def send_event(key: EventKey, request: Request,
                        "application/json).") from None
     try:
         eid, new, resumed = await anyio.to_thread.run_sync(
-            lambda: ctx.coordinator.send_event(key, data, event_id, _who(token)))
+            lambda: ctx.coordinator.send_event(key, data, event_id, _who(token),
+                                               token.tenant))
     except WaitError as exc:
         raise ApiError(422, "event_key_invalid", str(exc),
                        "Use a key of printable characters without spaces.") from None
@@ -63,13 +66,14 @@ async def send_event(key: EventKey, request: Request,
 def _decide(ctx: ApiContext, token: ApiToken, run_id: str, step: str, body: DecisionIn | None,
             approve: bool) -> RunOut:
     coord = ctx.coordinator
+    access.check_run(ctx, access.viewer_tenant(token), run_id)
     try:
         coord.decide(run_id, step, approve, body.comment if body else "", _who(token))
     except StepNotWaiting as exc:
         raise ApiError(409, "step_not_waiting", str(exc),
                        "Decide while GET /v1/runs/{id} shows the step waiting for "
                        "approval.") from None
-    return RunOut.from_view(coord.view(run_id))
+    return access.view(ctx, token, run_id)
 
 
 @router.post("/runs/{run_id}/steps/{step}/approve", response_model=RunOut,

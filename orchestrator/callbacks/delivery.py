@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from orchestrator.api.models import RunOut
+from orchestrator.api.models import RunDetail, RunOut
 from orchestrator.callbacks import signing
 from orchestrator.callbacks.destinations import DestinationRefused, Network, checked
 from orchestrator.errors import RunNotFound
@@ -73,12 +73,15 @@ def check_url(url: str) -> str:
     return url
 
 
-def callback_body(view: RunView) -> bytes:
-    """The callback's body: the run's JSON, as ``GET /v1/runs/{id}`` returns it (less
-    the callback's own tries)."""
+def callback_body(view: RunView, detail: RunDetail = "full") -> bytes:
+    """The callback's body: the run's JSON, as ``GET /v1/runs/{id}`` returns it to the
+    caller that registered it (``detail``: ids and statuses only for a ``runs:write``
+    token without ``runs:read``; tracebacks only for one with ``runs:tracebacks``), less
+    the callback's own tries."""
     # json, not pydantic's encoder: a lone surrogate in a step's output (JSON allows it,
     # UTF-8 does not) is escaped, not an error
-    data = RunOut.from_view(view).model_dump(mode="json", exclude={"callback"})
+    data = RunOut.from_view(view).shaped(detail).model_dump(mode="json",
+                                                            exclude={"callback"})
     return json.dumps(data, separators=(",", ":")).encode("ascii")
 
 
@@ -210,7 +213,8 @@ class CallbackSender:
                                     {"attempt": attempt, "at": time.time(), "ok": False,
                                      "status_code": None, "error": "the run is gone"}, None)
             return
-        body = callback_body(view)
+        detail = reg.get("detail")
+        body = callback_body(view, detail if detail in ("status", "full", "debug") else "full")
         result = await post(client, url, body, run_id, self.secret, attempt, self.timeout_s,
                             self.allowed)
         ended = view.run.ended_at or time.time()

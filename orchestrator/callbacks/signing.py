@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from standardwebhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 TOLERANCE_S = 300.0
 """How far a callback's timestamp may be from the receiver's clock (the specification's
@@ -39,9 +40,18 @@ LEGACY_MESSAGE_ID_HEADER = "X-Orchestrator-Message-Id"
 
 
 def key(secret: str) -> bytes:
-    """The HMAC key of ``secret``: a ``whsec_`` secret's decoded bytes, else its UTF-8."""
+    """The HMAC key of ``secret``: a ``whsec_`` secret's decoded bytes, else its UTF-8.
+
+    Raises:
+        ValueError: a ``whsec_`` secret that is not base64 of at least one byte, or a
+            secret that is not text (a lone surrogate).
+    """
     if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_") + "==")
+        decoded = base64.b64decode(secret.removeprefix("whsec_") + "==")
+        if not decoded:
+            raise ValueError("a whsec_ secret must be whsec_ and the base64 of at least "
+                             "one byte")
+        return decoded
     return secret.encode()
 
 
@@ -68,8 +78,8 @@ def verify(body: bytes, received: Mapping[str, str], secret: str, *,
         return False
     try:
         Webhook(key(secret)).verify(body, dict(received), json_parse=False)
-    except (WebhookVerificationError, ValueError):
-        return False
+    except (WebhookVerificationError, EmptyWebhookSecretError, ValueError):
+        return False  # ValueError: a malformed header or secret, a body not UTF-8
     message_id = {k.lower(): v for k, v in received.items()}["webhook-id"]
     return seen is None or not seen(message_id)
 

@@ -25,7 +25,7 @@ def _store(c: Any) -> ScheduleStore:
     from orchestrator.store import RunStore
 
     s = c.settings
-    rs = RunStore.from_url(s.redis_url, s.key_prefix, s.run_retention_s,
+    rs = RunStore.from_url(s.redis_target, s.key_prefix, s.run_retention_s,
                            timeout_s=s.redis_timeout_s)
     return ScheduleStore(rs.client, rs.keys)
 

@@ -34,7 +34,7 @@ def triggers_service(c: Any, log_level: str, heartbeat_file: Path | None) -> Non
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = c.settings
     table = TriggerTable.build(c.catalog, s, webhooks=False)
-    store = TriggerStore.from_url(s.redis_url, s.key_prefix)
+    store = TriggerStore.from_url(s.redis_target, s.key_prefix)
     consumer = StreamConsumer(
         table, Intake(Coordinator(s, c.catalog), store, s.trigger_events_kept), store,
         s.redis_url, claim_idle_s=s.consumer_claim_idle_s, block_s=s.consumer_block_s,
@@ -78,7 +78,7 @@ def events(c: Any, name: str, limit: int, as_json: bool) -> None:
 
     c.catalog.trigger(name)  # TriggerNotFound: one line, exit 2
     s = c.settings
-    store = TriggerStore.from_url(s.redis_url, s.key_prefix, timeout_s=s.redis_timeout_s)
+    store = TriggerStore.from_url(s.redis_target, s.key_prefix, timeout_s=s.redis_timeout_s)
     try:
         for rec in store.events(name, limit):
             if as_json:

@@ -16,15 +16,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import celpy
 from celpy.adapter import CELJSONEncoder, json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
-from orchestrator.core.conditions import FUNCTIONS, _column, _macro_variables, _reason
+from orchestrator.core.conditions import (
+    FUNCTIONS,
+    OVERRIDES,
+    _column,
+    _env,
+    _macro_variables,
+    _reason,
+    check_macros,
+    evaluation_failed,
+)
 from orchestrator.errors import ConditionError
 
-_ENV = celpy.Environment()
 _METHODS = frozenset({"all", "exists", "exists_one", "map", "filter", "reduce", "min"})
 
 
@@ -51,9 +58,11 @@ class Expression:
         """
         bindings = {name: json_to_cel(activation.get(name)) for name in self.variables}
         try:
-            result = _ENV.program(self._ast).evaluate(bindings)
+            result = _env().program(self._ast, OVERRIDES).evaluate(bindings)
         except CELEvalError as exc:
             raise ConditionError(self.text, f"evaluation failed: {_reason(exc)}") from exc
+        except Exception as exc:  # cel-python's own failures: see evaluation_failed
+            raise evaluation_failed(self.text, exc) from exc
         if isinstance(result, CELEvalError):
             raise ConditionError(self.text, f"evaluation failed: {_reason(result)}")
         try:
@@ -82,11 +91,12 @@ def parse(text: str, variables: frozenset[str]) -> Expression:
             or method.
     """
     try:
-        ast = _ENV.compile(text)
+        ast = _env().compile(text)
     except CELParseError as exc:
         column = int(getattr(exc, "column", 0) or 0)
         near = repr(text[column - 1]) if 0 < column <= len(text) else "end of text"
         raise ConditionError(text, f"syntax error: unexpected {near}", column) from exc
+    check_macros(text, ast)
     bound = _macro_variables(ast)
     allowed = ", ".join(sorted(variables))
     for node in ast.iter_subtrees():

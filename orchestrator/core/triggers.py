@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from orchestrator.core.expressions import Expression, parse
 from orchestrator.core.models import WORKFLOW_NAME
+from orchestrator.core.tenants import DEFAULT_TENANT, TENANT_NAME
 from orchestrator.errors import ConditionError, EventInvalid, Problem, TriggerInvalid
 
 TRIGGER_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
@@ -85,6 +86,9 @@ class TriggerDef(Frozen):
     input: str | None = None
     event_id: str | None = None
     description: str = ""
+    tenant: Annotated[str, Field(pattern=TENANT_NAME)] = DEFAULT_TENANT
+    """Whose the trigger and its runs are (``orchestrator.core.tenants``): only tokens of
+    this tenant (or ``admin``) see it, its events and its runs."""
 
     def expressions(self) -> dict[str, str]:
         """The expressions that are set, by field name."""

@@ -97,16 +97,26 @@ def _load(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> Any:
 
 
 def _check_nodes(root: yaml.Node, limits: Limits, source: str) -> None:
-    """Refuse a node graph whose expansion (aliases share nodes) is too big or too deep;
-    linear in the number of distinct nodes, without recursion."""
+    """Refuse a node graph whose expansion (aliases share nodes) is too big or too deep,
+    or that holds itself (a recursive alias, ``a: &a [*a]``: PyYAML builds such a value,
+    and validating it would never end); linear in the number of distinct nodes, without
+    recursion."""
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
+    entered: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
         key = id(node)
         if key in size:
             continue
+        if not done:
+            if key in entered:  # pushed by a node below it, before it was done: a cycle
+                raise DefinitionError(
+                    f"{source}: line {node.start_mark.line + 1}: an alias refers to a node "
+                    "that contains it (a recursive alias). Fix: write the definition "
+                    "without it")
+            entered.add(key)
         kids: list[yaml.Node] = []
         if isinstance(node, yaml.MappingNode):
             kids = [n for pair in node.value for n in pair]

@@ -158,7 +158,8 @@ class LocalStack:
         from orchestrator.store import RunStore
         from orchestrator.store.schedules import ScheduleStore
 
-        runs = RunStore.from_url(self.redis_url, self.settings.key_prefix,
+        where = self.redis.url if self.redis else self.settings.redis_target
+        runs = RunStore.from_url(where, self.settings.key_prefix,
                                  self.settings.run_retention_s, timeout_s=5.0)
         store = ScheduleStore(runs.client, runs.keys)
         lines = [f"{display(t, spec.timezone)}  {sid} -> {spec.workflow}"

@@ -41,6 +41,7 @@ from jsonschema import Draft202012Validator
 from orchestrator.core import fires
 from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.schedules import Overlap, Schedule, run_id
+from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.errors import (
     InputInvalid,
     OrchestratorError,
@@ -277,10 +278,13 @@ class Scheduler:
 
     def _submit(self, spec: Schedule, t: int, rid: str) -> bool:
         """Start the run of fire ``t``; False if it had been started already."""
+        tenant = self.store.tenant(spec.id)  # its runs are the schedule's tenant's
         try:
             self.coordinator.submit(spec.workflow, spec.input_for(t), run_id=rid,
                                     origin=Origin(kind=OriginKind.SCHEDULE, schedule=spec.id,
-                                                  fire_time=float(t)))
+                                                  fire_time=float(t),
+                                                  tenant=None if tenant in (
+                                                      None, DEFAULT_TENANT) else tenant))
         except RunExists:
             return False
         log.info("schedule %r: fire %d started run %s", spec.id, t, rid)
@@ -354,7 +358,7 @@ def serve(settings: Settings, catalog: Catalog, stop: threading.Event,
     from orchestrator.store import RunStore
 
     timeout_s = max(settings.redis_timeout_s, 5.0)
-    run_store = RunStore.from_url(settings.redis_url, settings.key_prefix,
+    run_store = RunStore.from_url(settings.redis_target, settings.key_prefix,
                                   settings.run_retention_s, timeout_s=timeout_s)
     coord = Coordinator(settings, catalog, app=client_app(settings, timeout_s=timeout_s),
                         store=run_store)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from orchestrator.core.origin import Origin, OriginKind
+from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.core.triggers import (
     Event,
     EventOutcome,
@@ -145,8 +146,10 @@ class Intake:
             return record(EventOutcome.INVALID, str(exc))
         if decision.run_id is None:
             return record(EventOutcome.FILTERED, "the filter is false", decision.event_id)
+        tenant = trigger.definition.tenant
         origin = Origin(kind=OriginKind.EVENT, trigger=trigger.name,
-                        event_id=decision.event_id)
+                        event_id=decision.event_id,
+                        tenant=None if tenant == DEFAULT_TENANT else tenant)
         outcome, reason = EventOutcome.ACCEPTED, ""
         try:
             self.coordinator.submit(trigger.definition.workflow, decision.run_input,

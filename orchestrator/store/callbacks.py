@@ -36,13 +36,16 @@ class CallbackRegistry:
         self.keys = keys
         self.ttl_s = ttl_s
 
-    def register(self, run_id: str, url: str) -> None:
-        """Register ``url`` for the end of ``run_id`` (replacing an earlier one)."""
+    def register(self, run_id: str, url: str, detail: str = "full") -> None:
+        """Register ``url`` for the end of ``run_id`` (replacing an earlier one); the
+        body shows the run with ``detail`` (``RunOut.shaped``: what the registering
+        caller may see of it)."""
         now = time.time()
         k = self.keys
         p = self._r.pipeline(transaction=True)
         p.set(k.callback(run_id), json.dumps({"url": url, "registered_at": now,
-                                              "attempts": []}), ex=self.ttl_s)
+                                              "attempts": [], "detail": detail}),
+              ex=self.ttl_s)
         p.zadd(k.callbacks_pending(), {run_id: now})
         p.execute()
 

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from orchestrator.core.schedules import Schedule, SourceKind
+from orchestrator.core.tenants import DEFAULT_TENANT, tenant_of
 from orchestrator.errors import ScheduleConflict, ScheduleNotFound
 from orchestrator.store import scripts
 from orchestrator.store.keys import Keys
@@ -49,6 +50,9 @@ class ScheduleState:
     failed: int = 0
     last_error: str = ""
     updated_at: float = 0.0
+    tenant: str = DEFAULT_TENANT
+    """Whose it is: the tenant of the API token that added it (declared ones, and
+    those the CLI added: the default tenant)."""
 
     @classmethod
     def from_hash(cls, d: dict[str, str]) -> ScheduleState:
@@ -66,7 +70,8 @@ class ScheduleState:
                    started=num("fires_started"), skipped=num("fires_skipped"),
                    missed=num("fires_missed"), failed=num("fires_failed"),
                    last_error=d.get("last_error", ""),
-                   updated_at=float(d.get("updated_at") or 0))
+                   updated_at=float(d.get("updated_at") or 0),
+                   tenant=tenant_of(d.get("tenant")))
 
     def as_json(self) -> dict[str, Any]:
         """JSON data for the CLI and the API."""
@@ -127,8 +132,8 @@ class ScheduleStore:
         self.keys = keys
 
     def put(self, spec: Schedule, source: SourceKind, next_fire: int | None,
-            replace: bool = False) -> int | None:
-        """Add a schedule, or replace one (``replace``).
+            replace: bool = False, tenant: str = DEFAULT_TENANT) -> int | None:
+        """Add a schedule of ``tenant``, or replace one (``replace``) of the same tenant.
 
         Args:
             next_fire: its first fire if it is new or its timing changed; an edit that
@@ -138,15 +143,17 @@ class ScheduleStore:
             The stored next fire.
 
         Raises:
-            ScheduleConflict: the id is taken and ``replace`` is false; or the schedule is
-                declared beside its workflow and ``source`` is not ``declared``.
+            ScheduleConflict: the id is taken and ``replace`` is false, or it is another
+                tenant's; or the schedule is declared beside its workflow and ``source``
+                is not ``declared``.
         """
         k = self.keys
         timing = json.dumps(spec.timing(), sort_keys=True)
         ok, value = PUT(self._r, [k.schedule(spec.id), k.schedules(), k.schedules_due()],
                         [spec.id, spec.model_dump_json(), timing, source,
                          "" if next_fire is None else str(next_fire),
-                         "1" if replace else "0"])
+                         "1" if replace else "0",
+                         "" if tenant == DEFAULT_TENANT else tenant])
         if int(ok) == 0:
             raise ScheduleConflict(f"schedule {spec.id!r} exists; replace it (`orchestrator "
                                    "schedule add --replace`, PUT /v1/schedules/<id>) or "
@@ -166,9 +173,20 @@ class ScheduleStore:
         """
         d = self._r.hgetall(self.keys.schedule(schedule_id))
         if not d or "spec" not in d:
-            raise ScheduleNotFound(f"no schedule {schedule_id!r}; `orchestrator schedule "
-                                   "list` shows them")
+            raise self.missing(schedule_id)
         return ScheduleState.from_hash(d)
+
+    @staticmethod
+    def missing(schedule_id: str) -> ScheduleNotFound:
+        """The error of a schedule that is not there (the API answers it, too, for
+        another tenant's: the two must not differ)."""
+        return ScheduleNotFound(f"no schedule {schedule_id!r}; `orchestrator schedule "
+                                "list` shows them")
+
+    def tenant(self, schedule_id: str) -> str | None:
+        """The schedule's tenant, or None when there is no such schedule."""
+        row = self._r.hmget(self.keys.schedule(schedule_id), "spec", "tenant")
+        return None if row[0] is None else tenant_of(row[1])
 
     def ids(self) -> list[str]:
         """Every schedule id, sorted."""

@@ -19,6 +19,8 @@ import redis
 from redis.exceptions import ResponseError
 
 from orchestrator.core.triggers import EventRecord
+from orchestrator.store import connection
+from orchestrator.store.connection import RedisTarget
 from orchestrator.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -44,17 +46,18 @@ class TriggerStore:
         self.keys = keys
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_s: float = SOCKET_TIMEOUT_S
-                 ) -> TriggerStore:
-        """Connect to ``url`` (bytes replies).
+    def from_url(cls, url: RedisTarget | str, prefix: str,
+                 timeout_s: float = SOCKET_TIMEOUT_S) -> TriggerStore:
+        """Connect to ``url`` (bytes replies): one server's URL, or a target (a Sentinel
+        group: :mod:`.connection`).
 
         Args:
             timeout_s: how long one command may wait (connecting included); keep it above
                 the consumer's ``block_s``.
         """
-        client = redis.Redis.from_url(url, decode_responses=False, health_check_interval=25,
-                                      socket_keepalive=True, socket_timeout=timeout_s,
-                                      socket_connect_timeout=min(timeout_s, 5.0))
+        client = connection.client(url, decode_responses=False, health_check_interval=25,
+                                   socket_keepalive=True, socket_timeout=timeout_s,
+                                   socket_connect_timeout=min(timeout_s, 5.0))
         return cls(client, Keys(prefix))
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core.states import StepStatus, step_sources
+from orchestrator.core.tenants import DEFAULT_TENANT, tenant_of
 from orchestrator.store import scripts
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import StepRun
@@ -68,21 +69,27 @@ class WaitStore:
         ttl = 0 if timer_at is None else int(max(0.0, timer_at - time.time())) \
             + self.retention_s
         key = event_key or ""
+        tenant = self._tenant(run_id) if key else DEFAULT_TENANT
         res = scripts.PARK_WAIT(
             self._r,
             [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
              k.leases(run_id), k.lease_index(), k.timers(), k.timer(tid),
-             k.wait_event(key), k.wait_waiters(key)],
+             k.wait_event(key, tenant), k.wait_waiters(key, tenant)],
             [step_id, ",".join(s.value for s in step_sources(StepStatus.WAITING)),
              json.dumps(patch), time.time(), token, lease_member(run_id, step_id), tid,
              "" if timer_at is None else int(timer_at * 1000), message, ttl, key, NEVER_MS])
         return int(res[0]), bool(int(res[2]))
 
+    def _tenant(self, run_id: str) -> str:
+        """The run's tenant: event keys are scoped to it."""
+        return tenant_of(self._r.hget(self.keys.run(run_id), "tenant"))
+
     def send_event(self, key: str, data: Any, event_id: str | None, by: str,
-                   retention_s: int) -> tuple[str, bool, int]:
-        """Send an event: every step waiting for ``key`` gets ``data`` as its output, and
-        a step that starts waiting for it within ``retention_s`` still gets it (the key's
-        latest event is kept).
+                   retention_s: int, tenant: str = DEFAULT_TENANT) -> tuple[str, bool, int]:
+        """Send an event of ``tenant``: every step of the tenant's runs waiting for
+        ``key`` gets ``data`` as its output, and one that starts waiting for it within
+        ``retention_s`` still gets it (the key's latest event is kept).  Another tenant's
+        steps waiting for the same key never see it.
 
         Returns:
             (the event id, False if it repeats the key's latest event id, how many waiting
@@ -92,14 +99,14 @@ class WaitStore:
         eid = event_id or uuid.uuid4().hex
         before, after = k.steps_parts()
         new, n = scripts.SEND_EVENT(
-            self._r, [k.wait_event(key), k.wait_waiters(key), k.timers()],
+            self._r, [k.wait_event(key, tenant), k.wait_waiters(key, tenant), k.timers()],
             [eid, time.time(), json.dumps(data), by, retention_s, before, after,
              WAIT_TIMER_PREFIX, key])
         return eid, bool(int(new)), int(n)
 
-    def latest_event(self, key: str) -> dict[str, Any] | None:
+    def latest_event(self, key: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         """The key's latest event (``id``, ``at``, ``data``, ``by``) if still kept."""
-        raw = self._r.hgetall(self.keys.wait_event(key))
+        raw = self._r.hgetall(self.keys.wait_event(key, tenant))
         if not raw:
             return None
         return {"id": raw.get("id"), "at": float(raw.get("at") or 0),
@@ -124,7 +131,8 @@ class WaitStore:
     def done(self, run_id: str, step_id: str, event_key: str | None) -> None:
         """A wait is over: the step no longer counts among the key's waiters."""
         if event_key:
-            self._r.srem(self.keys.wait_waiters(event_key), lease_member(run_id, step_id))
+            self._r.srem(self.keys.wait_waiters(event_key, self._tenant(run_id)),
+                         lease_member(run_id, step_id))
 
     def end(self, run_id: str, records: Sequence[StepRun]) -> int:
         """End the waits of ``records`` (a cancelled run's): their timers and messages are
@@ -133,6 +141,7 @@ class WaitStore:
         if not waiting:
             return 0
         k = self.keys
+        tenant = self._tenant(run_id)
         p = self._r.pipeline(transaction=False)
         for rec in waiting:
             tid = wait_timer_id(run_id, rec.step_id)
@@ -140,6 +149,6 @@ class WaitStore:
             p.delete(k.timer(tid))
             key = (rec.wait or {}).get("key")
             if key:
-                p.srem(k.wait_waiters(str(key)), lease_member(run_id, rec.step_id))
+                p.srem(k.wait_waiters(str(key), tenant), lease_member(run_id, rec.step_id))
         p.execute()
         return len(waiting)

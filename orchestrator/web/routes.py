@@ -21,12 +21,12 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.api import streams
+from orchestrator.api import access, quotas, streams
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.core.models import WORKFLOW_NAME
 from orchestrator.core.origin import OriginKind
 from orchestrator.core.states import RunStatus
-from orchestrator.errors import ApiError, RunNotFound
+from orchestrator.errors import ApiError
 from orchestrator.settings import ApiScope, Settings
 from orchestrator.web import pages, views
 from orchestrator.web.session import (
@@ -250,16 +250,31 @@ def runs_data(
     since: Annotated[float | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """Runs, newest first, by workflow, status, origin and creation time."""
+    """Runs of the session's tenant, newest first, by workflow, status, origin and
+    creation time."""
     return views.list_runs(ctx.coordinator, workflow=workflow or None, status=status,
-                           origin=origin, since=since, limit=limit)
+                           origin=origin, since=since, limit=limit,
+                           tenant=_tenant(_viewer))
+
+
+def _tenant(viewer: Viewer) -> str | None:
+    """The tenant whose runs the session sees (None: every tenant's)."""
+    return access.tenant_filter(viewer.scopes, viewer.tenant)
+
+
+def _check(ctx: ApiContext, viewer: Viewer, run_id: str) -> None:
+    """404 ``run_not_found`` for another tenant's run, as for an unknown one."""
+    access.check_run(ctx, _tenant(viewer), run_id)
 
 
 @router.get("/data/runs/{run_id}")
 def run_data(run_id: str, ctx: Ctx, viewer: Annotated[Viewer, Depends(runs_reader)]
              ) -> dict[str, Any]:
-    """Everything the run page shows (see :func:`views.run_detail`)."""
-    out = views.run_detail(ctx.coordinator, run_id, ctx.settings.flower_url)
+    """Everything the run page shows (see :func:`views.run_detail`); tracebacks only
+    with ``runs:tracebacks``."""
+    _check(ctx, viewer, run_id)
+    out = views.run_detail(ctx.coordinator, run_id, ctx.settings.flower_url,
+                           tracebacks=viewer.can("runs:tracebacks"))
     out["can_cancel"] = viewer.can("runs:write")
     return out
 
@@ -276,6 +291,7 @@ def _download(value: Any, name: str) -> Response:
 def run_input(run_id: str, ctx: Ctx, _viewer: Annotated[Viewer, Depends(runs_reader)]
               ) -> Response:
     """The run's whole input, as a JSON download."""
+    _check(ctx, _viewer, run_id)
     return _download(ctx.coordinator.store.run(run_id).input, f"{run_id}-input")
 
 
@@ -283,6 +299,7 @@ def run_input(run_id: str, ctx: Ctx, _viewer: Annotated[Viewer, Depends(runs_rea
 def step_part(run_id: str, step_id: str, part: str, ctx: Ctx,
               _viewer: Annotated[Viewer, Depends(runs_reader)]) -> Response:
     """A step's whole ``input`` or ``output``, as a JSON download."""
+    _check(ctx, _viewer, run_id)
     coord = ctx.coordinator
     run = coord.store.run(run_id)
     wf = coord.definitions.load(run.version).wf
@@ -301,15 +318,18 @@ def step_part(run_id: str, step_id: str, part: str, ctx: Ctx,
 
 @router.get("/data/runs/{run_id}/events")
 async def run_events(
-    run_id: str, ctx: Ctx, _viewer: Annotated[Viewer, Depends(runs_reader)],
+    request: Request, run_id: str, ctx: Ctx, _viewer: Annotated[Viewer, Depends(runs_reader)],
     last_event_id: Annotated[str | None, Header(
         alias="Last-Event-ID", pattern=r"^[0-9]{1,19}(-[0-9]{1,19})?$")] = None,
 ) -> StreamingResponse:
     """The run's events, live (as ``GET /v1/runs/{id}/events``, for the session)."""
-    if not await ctx.reader.exists(run_id):
-        raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
-                          "after the retention)")
-    return StreamingResponse(streams.run_events(ctx, run_id, last_event_id or "0-0"),
+    await access.acheck_run(ctx, _tenant(_viewer), run_id)
+    detail = access.detail_for(_viewer.scopes)
+    # a stream slot of the signed-in token (by name), as the API's streams take
+    slot = quotas.quotas_of(request).hold(
+        "stream", quotas.token_key(f"ui:{_viewer.tenant}:{_viewer.name}"))
+    return quotas.HeldStream(slot, streams.run_events(ctx, run_id, last_event_id or "0-0",
+                                                      detail),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -318,6 +338,7 @@ async def run_events(
 async def cancel(run_id: str, ctx: Ctx, _viewer: Annotated[Viewer, Depends(runs_writer)]
                  ) -> dict[str, Any]:
     """Cancel the run (``runs:write`` and the CSRF token); 409 if it had ended."""
+    await access.acheck_run(ctx, _tenant(_viewer), run_id)
     coord = ctx.coordinator
     if not await anyio.to_thread.run_sync(coord.cancel, run_id):
         status = (await anyio.to_thread.run_sync(coord.store.run, run_id)).status.value
@@ -329,15 +350,16 @@ async def cancel(run_id: str, ctx: Ctx, _viewer: Annotated[Viewer, Depends(runs_
 @router.get("/data/workflows")
 def workflows_data(ctx: Ctx, _viewer: Annotated[Viewer, Depends(workflows_reader)]
                    ) -> dict[str, Any]:
-    """Every workflow with its recent runs' success rate and duration percentiles."""
-    return views.workflows(ctx.coordinator)
+    """Every workflow with its recent runs' success rate and duration percentiles (the
+    session's tenant's runs)."""
+    return views.workflows(ctx.coordinator, _tenant(_viewer))
 
 
 @router.get("/data/workflows/{name}")
 def workflow_data(name: str, ctx: Ctx,
                   _viewer: Annotated[Viewer, Depends(workflows_reader)]) -> dict[str, Any]:
-    """One workflow (see :func:`views.workflow_detail`)."""
-    return views.workflow_detail(ctx.coordinator, name)
+    """One workflow (see :func:`views.workflow_detail`; the session's tenant's runs)."""
+    return views.workflow_detail(ctx.coordinator, name, _tenant(_viewer))
 
 
 @router.get("/data/workers")

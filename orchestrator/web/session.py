@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.api.auth import TokenTable
+from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.settings import ApiScope, ApiToken, Settings
 
 SESSION_COOKIE = "orch_ui_session"
@@ -53,6 +54,9 @@ class Viewer:
     scopes: frozenset[ApiScope]
     csrf: str
     expires_at: float
+    tenant: str = DEFAULT_TENANT
+    """The token's tenant: the session sees only its runs (every tenant's with
+    ``admin``)."""
 
     def can(self, scope: ApiScope) -> bool:
         """Whether the session's token grants ``scope``."""
@@ -121,7 +125,8 @@ class Sessions:
         if token is None or expires <= time.time():
             return None
         return Viewer(name=token.name or "token", scopes=token.scopes,
-                      csrf=_b64(self._mac("csrf", nonce.encode())), expires_at=expires)
+                      csrf=_b64(self._mac("csrf", nonce.encode())), expires_at=expires,
+                      tenant=token.tenant)
 
     def login_nonce(self) -> tuple[str, str]:
         """A fresh sign-in form's (cookie value, hidden field value)."""

@@ -74,10 +74,12 @@ def flower_task(flower_url: str, task_id: str | None) -> str | None:
     return f"{flower_url}/task/{task_id}" if flower_url and task_id else None
 
 
-def run_detail(coord: Coordinator, run_id: str, flower_url: str) -> dict[str, Any]:
+def run_detail(coord: Coordinator, run_id: str, flower_url: str,
+               tracebacks: bool = False) -> dict[str, Any]:
     """Everything the run page shows: the run, each step (times, attempts, worker,
-    reason, error and traceback, input and output previews, Flower link), the graph,
-    the critical path, and the run's trace (id and link; None when traces are off).
+    reason, error and, with ``tracebacks``, its traceback, input and output previews,
+    Flower link), the graph, the critical path, and the run's trace (id and link; None
+    when traces are off).
 
     Raises:
         RunNotFound, RunDamaged: as :meth:`Coordinator.view`.
@@ -97,7 +99,9 @@ def run_detail(coord: Coordinator, run_id: str, flower_url: str) -> dict[str, An
             "attempt": rec.attempt, "max_attempts": sd.retry.max_attempts,
             "queued_at": rec.queued_at, "started_at": rec.started_at,
             "ended_at": rec.ended_at, "worker": rec.worker, "task_id": rec.task_id,
-            "reason": rec.reason, "error": rec.error, "retry_at": rec.retry_at,
+            "reason": rec.reason, "retry_at": rec.retry_at,
+            "error": rec.error if tracebacks or not rec.error else
+            {k: v for k, v in rec.error.items() if k != "traceback"},
             "when": sd.when, "trigger_rule": sd.trigger_rule.value,
             "parents": list(deps.get(rec.step_id, ())),
             "wait": rec.wait, "resolution": {k: v for k, v in (rec.resolution or {}).items()
@@ -123,31 +127,33 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
             "origin": run.origin.kind.value, "origin_text": run.origin.describe()}
 
 
-def _records(coord: Coordinator, workflow: str | None, status: RunStatus | None
-             ) -> Iterator[RunRecord]:
-    """Runs newest first from the indexes, at most :data:`SCAN_MAX` of them."""
+def _records(coord: Coordinator, workflow: str | None, status: RunStatus | None,
+             tenant: str | None = None) -> Iterator[RunRecord]:
+    """Runs of ``tenant`` (None: every tenant's) newest first from the indexes, at most
+    :data:`SCAN_MAX` index entries read."""
     store = coord.store
     offset, page = 0, 200
     while offset < SCAN_MAX:
-        ids = store.list_runs(workflow, status, offset, page)
+        ids, read = store.page_runs(workflow, status, offset, page, tenant)
         for rid in ids:
             try:
                 yield store.run(rid)
             except (RunNotFound, RunDamaged):
                 continue
-        if len(ids) < page:
+        if read < page:
             return
         offset += page
 
 
 def list_runs(coord: Coordinator, *, workflow: str | None = None,
               status: RunStatus | None = None, origin: OriginKind | None = None,
-              since: float | None = None, limit: int = 50) -> dict[str, Any]:
-    """Runs newest first, filtered by workflow, status, origin (what started them) and
-    creation time (``since``, Unix seconds); at most ``limit``, from the newest
-    :data:`SCAN_MAX`."""
+              since: float | None = None, limit: int = 50, tenant: str | None = None
+              ) -> dict[str, Any]:
+    """Runs of ``tenant`` (None: every tenant's) newest first, filtered by workflow,
+    status, origin (what started them) and creation time (``since``, Unix seconds); at
+    most ``limit``, from the newest :data:`SCAN_MAX`."""
     runs: list[dict[str, Any]] = []
-    for rec in _records(coord, workflow, status):
+    for rec in _records(coord, workflow, status, tenant):
         if since is not None and rec.created_at < since:
             break  # newest first: the rest are older still
         if origin is not None and rec.origin.kind is not origin:
@@ -158,11 +164,14 @@ def list_runs(coord: Coordinator, *, workflow: str | None = None,
     return {"runs": runs, "now": time.time()}
 
 
-def workflow_stats(coord: Coordinator, name: str) -> dict[str, Any]:
-    """A workflow's recent runs (the newest :data:`STATS_RUNS`): the success rate of the
-    ended ones and their duration p50 and p95."""
+def workflow_stats(coord: Coordinator, name: str, tenant: str | None = None
+                   ) -> dict[str, Any]:
+    """A workflow's recent runs of ``tenant`` (None: every tenant's; the newest
+    :data:`STATS_RUNS`): the success rate of the ended ones and their duration p50 and
+    p95."""
     recent = [run_summary(r) for _, r in zip(range(STATS_RUNS),
-                                              _records(coord, name, None), strict=False)]
+                                              _records(coord, name, None, tenant),
+                                              strict=False)]
     ended = [r for r in recent if r["ended_at"] is not None]
     ok = [r for r in ended if r["status"] == RunStatus.SUCCEEDED.value]
     durations = [r["duration_s"] for r in ended if r["duration_s"] is not None]
@@ -171,9 +180,10 @@ def workflow_stats(coord: Coordinator, name: str) -> dict[str, Any]:
             "p50_s": percentile(durations, 50), "p95_s": percentile(durations, 95)}
 
 
-def workflow_detail(coord: Coordinator, name: str) -> dict[str, Any]:
+def workflow_detail(coord: Coordinator, name: str, tenant: str | None = None
+                    ) -> dict[str, Any]:
     """A workflow page: its version, description, input schema, steps, graph, and the
-    statistics of its recent runs.
+    statistics of its recent runs of ``tenant`` (None: every tenant's).
 
     Raises:
         WorkflowNotFound: no such workflow in the catalog.
@@ -186,14 +196,15 @@ def workflow_detail(coord: Coordinator, name: str) -> dict[str, Any]:
                        "when": s.when, "trigger_rule": s.trigger_rule.value,
                        "queue": s.queue, "max_attempts": s.retry.max_attempts}
                       for s in wf.steps],
-            "graph": graph(wf), "stats": workflow_stats(coord, name)}
+            "graph": graph(wf), "stats": workflow_stats(coord, name, tenant)}
 
 
-def workflows(coord: Coordinator) -> dict[str, Any]:
-    """Every cataloged workflow with the statistics of its recent runs."""
+def workflows(coord: Coordinator, tenant: str | None = None) -> dict[str, Any]:
+    """Every cataloged workflow with the statistics of its recent runs of ``tenant``
+    (None: every tenant's)."""
     out = []
     for name, wf in sorted(coord.catalog.workflows.items()):
-        stats = workflow_stats(coord, name)
+        stats = workflow_stats(coord, name, tenant)
         stats.pop("recent")
         out.append({"name": name, "version": wf.version, "description": wf.description,
                     "steps": len(wf.steps), **stats})

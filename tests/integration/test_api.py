@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import hypothesis
 import pytest
 import redis
-import schemathesis
 from standardwebhooks import Webhook
 
 from orchestrator.api import idempotency
@@ -120,7 +118,7 @@ def test_token_without_scope_is_403(anon: httpx.Client) -> None:
 def test_workflows_list_and_detail(http: httpx.Client, coord: Coordinator) -> None:
     listed = {w["name"]: w for w in http.get("/v1/workflows").json()["workflows"]}
     assert listed["customer_order"]["version"] == coord.catalog.get("customer_order").version
-    assert listed["customer_order"]["step_count"] == 12
+    assert listed["customer_order"]["step_count"] == 11
     detail = http.get("/v1/workflows/customer_order").json()
     assert detail["input_schema"]["required"] == ["order_id", "sku", "qty", "customer_email"]
     steps = {s["id"]: s for s in detail["steps"]}
@@ -160,7 +158,7 @@ def test_submit_then_read(http: httpx.Client, coord: Coordinator, r: redis.Redis
     assert got["outputs"]["send_shipping_request"] == {"tracking_number": "TRK-o-read"}
     assert got["duration_s"] > 0
     assert got["origin"] == {"kind": "api", "by": "rw", "schedule": None, "fire_time": None,
-                             "trigger": None, "event_id": None}
+                             "trigger": None, "event_id": None, "tenant": None}
 
 
 def test_failed_step_error_is_reported(http: httpx.Client) -> None:
@@ -206,6 +204,16 @@ def test_wait_beyond_the_cap_is_422(http: httpx.Client) -> None:
     resp = http.post("/v1/workflows/customer_order/runs", params={"wait": 61}, json=ORDER)
     assert resp.status_code == 422
     assert _error(resp)["code"] == "invalid_request"
+
+
+def test_priority_sends_the_run_to_its_band(http: httpx.Client, coord: Coordinator) -> None:
+    resp = http.post("/v1/workflows/fail_flow/runs", params={"wait": 20, "priority": "high"})
+    assert resp.status_code == 200, resp.text  # the workers consume default.high too
+    assert resp.json()["priority"] == "high" and resp.json()["status"] == "failed"
+    assert coord.store.run(resp.json()["run_id"]).priority.value == "high"
+    bad = http.post("/v1/workflows/fail_flow/runs", params={"priority": "urgent"})
+    assert bad.status_code == 422
+    assert _error(bad)["code"] == "invalid_request"
 
 
 def test_list_runs_filters_and_pages(http: httpx.Client, coord: Coordinator) -> None:
@@ -566,33 +574,7 @@ def test_python_m_orchestrator_api_serves(stack: dict[str, Any]) -> None:
             proc.stdout.close()
 
 
-# --- the OpenAPI schema, fuzzed --------------------------------------------------------
-
-
-# An API without a callback secret: fuzzed callback URLs are refused (422), so no
-# request ever leaves for an address the fuzzer made up.
-fuzz_api = api_server_fixture(callback_secret="")
-
-
-# The schema depends on the code only: build it at collection from an app never served.
-openapi = schemathesis.openapi.from_dict(
-    create_api(api_settings("redis://127.0.0.1:9/0")).openapi(),
-    config=schemathesis.Config.from_dict({
-        "auth": {"openapi": {"bearer": {"bearer": RW_TOKEN}}},
-        "generation": {"max-examples": 15},
-    }))
-
-
-@openapi.parametrize()
-@hypothesis.settings(max_examples=15, deadline=None, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-def test_every_endpoint_conforms_to_the_schema(case: schemathesis.Case[Any],
-                                               fuzz_api: ServerThread) -> None:
-    """No 5xx, and every status, header and body as the published schema says.
-
-    Authenticated with the all-scopes token (schemathesis also tries without it).
-    """
-    case.call_and_validate(base_url=fuzz_api.url, timeout=30)
+# --- the OpenAPI schema, fuzzed: tests/integration/test_api_fuzz.py --------------------
 
 
 # --- metrics ---------------------------------------------------------------------------

@@ -28,7 +28,8 @@ CALLBACK_NETWORKS = ("127.0.0.1/32",)
 allowed (tests/integration/test_callback_destinations.py checks the refusal)."""
 
 TOKENS: list[dict[str, Any]] = [
-    {"token": RW_TOKEN, "scopes": ["runs:read", "runs:write", "workflows:read", "metrics:read"],
+    {"token": RW_TOKEN, "scopes": ["runs:read", "runs:write", "workflows:read", "metrics:read",
+                                   "runs:tracebacks"],
      "name": "rw"},
     {"token": RO_TOKEN, "scopes": ["runs:read", "workflows:read"], "name": "ro"},
     {"token": WF_TOKEN, "scopes": ["workflows:read"], "name": "wf"},
@@ -41,7 +42,10 @@ def api_settings(redis_url: str, **over: Any) -> Settings:
     """Settings of an API under test: the test workflows, the three tokens above."""
     values: dict[str, Any] = {"redis_url": redis_url, "workflow_packages": TEST_PACKAGES,
                               "api_tokens": TOKENS, "callback_secret": CALLBACK_SECRET,
-                              "callback_allowed_networks": CALLBACK_NETWORKS}
+                              "callback_allowed_networks": CALLBACK_NETWORKS,
+                              # counted on every request, never reached: tests send as
+                              # fast as they can (test_api_fairness.py reaches it)
+                              "api_rate_per_token": "1000000/second"}
     values.update(over)
     return Settings(**values)
 

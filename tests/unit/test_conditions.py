@@ -150,3 +150,61 @@ def test_unknown_method() -> None:
 
 def test_parse_is_cached() -> None:
     assert parse("input.a == 1") is parse("input.a == 1")
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("input.l.exists(x)", "macro 'exists' takes 2 argument(s), not 1"),
+    ("input.l.all(k, k, true)", "macro 'all' takes 2 argument(s), not 3"),
+    ("input.l.map(x, x, x)", "macro 'map' takes 2 argument(s), not 3"),
+    ("input.l.reduce(r, 0, r)", "macro 'reduce' takes 4 argument(s), not 3"),
+    ("input.l.all(x.y, true)", "its variable must be a plain name"),
+])
+def test_a_macro_with_wrong_arguments_is_refused_when_it_loads(text: str, words: str) -> None:
+    """Found by the fuzzer (fuzz/corpus/cel/macro_arity.txt): cel-python failed on these
+    only when evaluating, with a ValueError instead of a CEL error."""
+    with pytest.raises(ConditionError) as info:
+        parse(text)
+    assert words in str(info.value) and info.value.column == 9
+
+
+def test_cel_pythons_own_failures_are_evaluation_errors() -> None:
+    """A macro over a number (not a list) made cel-python raise a TypeError, which escaped
+    the step wrapper; it is an evaluation error of the condition, like any other."""
+    cond = parse("input.n.all(x, x > 0)")
+    with pytest.raises(ConditionError, match="evaluation failed: TypeError"):
+        cond.evaluate({"n": 3}, {})
+    assert parse("input.l.exists(x, x > 1)").evaluate({"l": [1, 2]}, {})
+
+
+@pytest.mark.parametrize("text", [
+    'input.s == "' + "\\n" * 40,
+    "input.s == '" + "\\t" * 40,
+    'input.s == """' + "\r\n" * 40 + '"',
+    'input.s == b"' + "\\\\" * 40,
+])
+def test_an_unclosed_string_with_many_escapes_fails_at_once(text: str) -> None:
+    """Found by the fuzzer (fuzz/corpus/cel/redos_*.txt): cel-python's string literal
+    regexes backtracked over every way to read the escapes, 2^n steps (minutes for this
+    text); with atomic repetitions the literal fails in one pass."""
+    with pytest.raises(ConditionError, match="syntax error"):
+        parse(text)
+
+
+def test_the_cel_parser_is_the_atomic_one() -> None:
+    parse("input.a == 'x'")  # builds the parser
+    from celpy.celparser import CELParser
+
+    patterns = [t.pattern.value for t in CELParser.CEL_PARSER.terminals
+                if t.name.endswith("STRING_LIT")]
+    assert patterns and all("(?>" in p for p in patterns), patterns
+    assert parse('input.s == "a\\"b\\\\"').evaluate({"s": 'a"b\\'}, {})
+
+
+def test_a_duration_string_that_ends_badly_fails_at_once() -> None:
+    """Found by the fuzzer (fuzz/corpus/cel/redos_duration.txt): cel-python's duration
+    pattern took 2^n steps to refuse such a string, and it may come from a run's input."""
+    cond = parse('duration(input.d) > duration("1s")')
+    with pytest.raises(ConditionError, match="invalid duration"):
+        cond.evaluate({"d": "0" + "j" * 200 + "5Z"}, {})
+    assert cond.evaluate({"d": "1h30m"}, {})
+    assert not cond.evaluate({"d": "0.5s"}, {})

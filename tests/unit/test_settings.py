@@ -141,3 +141,20 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["--version"], capsys)
     assert code == 0
     assert out == f"orchestrator {version('celery-orchestrator')}\n"
+
+
+@pytest.mark.parametrize("secret", ["whsec_!!!", "whsec_#", "whsec_a"])
+def test_a_callback_secret_without_a_key_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                    secret: str) -> None:
+    """Found by the fuzzer: such a secret decoded to no key (or none at all), and every
+    callback's signing raised; a receiver's ``verify`` raised instead of answering False."""
+    from orchestrator.callbacks.signing import verify
+
+    monkeypatch.setenv("ORCH_CALLBACK_SECRET", secret)
+    with pytest.raises(SettingsInvalid, match="ORCH_CALLBACK_SECRET") as info:
+        load()
+    assert secret not in str(info.value)  # a secret is never echoed
+    assert verify(b"{}", {"webhook-id": "m", "webhook-timestamp": "1",
+                          "webhook-signature": "v1,x"}, secret) is False
+    monkeypatch.setenv("ORCH_CALLBACK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert load().callback_secret.get_secret_value().startswith("whsec_")

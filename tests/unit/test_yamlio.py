@@ -256,3 +256,15 @@ def test_too_many_steps_are_refused(tmp_path: Path) -> None:
     path.write_text("name: many\nsteps:\n" + "".join(
         f"  - {{id: s{i}, function: t.noop}}\n" for i in range(10_001)))
     _refused(path, "10,001 steps, more than the 10,000")
+
+
+@pytest.mark.parametrize("text", [
+    "name: r\nsteps: &s [{id: a, function: t.noop, inputs: {v: *s}}]\n",
+    "a: &a [1, *a]\nname: r\nsteps: []\n",
+    "a: &a {b: {<<: *a}}\nname: r\nsteps: []\n",
+])
+def test_a_recursive_alias_is_refused(text: str) -> None:
+    """Found by the fuzzer (fuzz/corpus/yaml/recursive_alias.yaml): an alias inside its
+    own anchor made the loader loop forever."""
+    with pytest.raises(DefinitionError, match="recursive alias"):
+        parse_yaml(text)
