@@ -76,7 +76,7 @@ class Client:
 
     def submit(self, workflow: str, run_input: Any = None, *,
                idempotency_key: str | None = None, callback_url: str | None = None,
-               wait_s: float | None = None) -> RunOut:
+               wait_s: float | None = None, priority: str | None = None) -> RunOut:
         """Start a run of ``workflow``.
 
         Args:
@@ -86,6 +86,8 @@ class Client:
                 the same run within the server's idempotency window.
             callback_url: an http(s) URL the server POSTs the run to when it ends.
             wait_s: let the server wait up to this long (at most 60 s) for the run to end.
+            priority: ``high``, ``normal`` (the server's default) or ``low``: the band of
+                queues its steps go to.
 
         Returns:
             The run as the server answered: ended if it ended within ``wait_s``.
@@ -99,6 +101,8 @@ class Client:
             params["wait"] = f"{min(wait_s, MAX_SERVER_WAIT_S):g}"
         if callback_url is not None:
             params["callback_url"] = callback_url
+        if priority is not None:
+            params["priority"] = priority
         headers = {"Content-Type": "application/json"}
         if idempotency_key is not None:
             headers[IDEMPOTENCY_HEADER] = idempotency_key

@@ -11,6 +11,7 @@ from celery import Celery
 from celery.signals import celeryd_after_setup
 
 from orchestrator.core.origin import Origin, OriginKind
+from orchestrator.core.priorities import Priority, band_of, band_queues, parse_priority
 from orchestrator.core.registry import StepFunction
 from orchestrator.errors import (
     InputInvalid,
@@ -54,20 +55,29 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
-    store = RunStore.from_url(settings.redis_url, settings.key_prefix, settings.run_retention_s)
+    store = RunStore.from_url(settings.redis_target, settings.key_prefix,
+                              settings.run_retention_s)
     progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
                         settings.default_queue, lease_s=settings.lease_s)
     coordinator = Coordinator(settings, catalog, progress=progress)
     step_mod.install(progress, settings, coordinator)
     app.steps["worker"].add(LeaseKeeper)
     tracing.setup_worker(settings)  # traces, when ORCH_OTEL_ENDPOINT is set
-    if settings.submit_queue:
-        submit_queue = settings.submit_queue
+    submit_queue = settings.submit_queue
 
-        @celeryd_after_setup.connect(weak=False)
-        def _consume_submissions(sender: Any, instance: Any, **_: Any) -> None:
-            """Every worker consumes the submission queue too, whatever its -Q."""
-            instance.app.amqp.queues.select_add(submit_queue)
+    @celeryd_after_setup.connect(weak=False)
+    def _consume_bands(sender: Any, instance: Any, **_: Any) -> None:
+        """Every worker consumes each band of its queues (-Q ``default`` also reads
+        ``default.high`` and ``default.low``: see :mod:`orchestrator.core.priorities`;
+        -Q ``default.high`` reads that band alone), and the submission queue too,
+        whatever its -Q."""
+        queues = instance.app.amqp.queues
+        for name in list(queues.consume_from):
+            if name != submit_queue and band_of(name)[1] is Priority.NORMAL:
+                for band in band_queues(name):
+                    queues.select_add(band)
+        if submit_queue:
+            queues.select_add(submit_queue)
 
     for fn in list(catalog.registry.functions.values()):
         _register_step(app, fn)
@@ -82,20 +92,22 @@ def create_app(settings: Settings | None = None) -> Celery:
 
     @app.task(name=SUBMIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def submit(self: Any, workflow: Any = None, input: Any = None, run_id: Any = None,
-               origin: Any = None, **extra: Any) -> dict[str, Any]:
+               origin: Any = None, priority: Any = None, **extra: Any) -> dict[str, Any]:
         """Start a run from any Celery client: ``send_task("orchestrator.submit", ...)``.
 
         Pass ``run_id`` to make the submission idempotent: a redelivered or repeated
         message with the same id starts the run once.  ``origin`` (see
         :class:`~orchestrator.core.origin.Origin`) says what started it; default
-        ``broker``.  A submission that starts no run (unknown workflow, bad input or run
-        id, unknown arguments) fails the task and is recorded as rejected
+        ``broker``.  ``priority``: ``high``, ``normal`` (default) or ``low``, the band of
+        queues the run's steps go to.  A submission that starts no run (unknown workflow,
+        bad input, run id or priority, unknown arguments) fails the task and is recorded
+        as rejected
         (``orchestrator rejected``, ``GET /v1/submissions/rejected``).
         """
         try:
             if extra:
                 raise InputInvalid(f"unknown arguments {sorted(extra)}: orchestrator.submit "
-                                   "takes workflow, input, run_id and origin")
+                                   "takes workflow, input, run_id, origin and priority")
             if not isinstance(workflow, str) or not workflow:
                 raise WorkflowNotFound("no workflow named: pass workflow=<name> (a string)")
             if run_id is not None and not isinstance(run_id, str):
@@ -105,7 +117,13 @@ def create_app(settings: Settings | None = None) -> Celery:
                        else Origin(kind=OriginKind.BROKER))
             except ValueError as exc:
                 raise InputInvalid(f"origin is not valid: {exc}") from None
-            return {"run_id": coordinator.submit(workflow, input, run_id=run_id, origin=how),
+            try:
+                band = parse_priority(str(priority) if priority is not None else None)
+            except ValueError as exc:
+                raise InputInvalid(f"{exc}. Fix: pass priority='high', 'normal' or 'low', "
+                                   "or none") from None
+            return {"run_id": coordinator.submit(workflow, input, run_id=run_id, origin=how,
+                                                 priority=band),
                     "created": True}
         except RunExists:
             return {"run_id": run_id, "created": False}

@@ -57,12 +57,14 @@ class Keeper:
     """The keeper thread's work, separate from Celery's bootstep plumbing."""
 
     def __init__(self, leases: Leases, recovery: Recovery, lease_s: float,
-                 reaper_interval_s: float, hostname: str, pool: Any, can_kill_one: bool
-                 ) -> None:
+                 reaper_interval_s: float, hostname: str, pool: Any, can_kill_one: bool,
+                 timer_interval_s: float | None = None) -> None:
         self.leases = leases
         self.recovery = recovery
         self.lease_s = lease_s
         self.reaper_interval_s = reaper_interval_s
+        self.timer_interval_s = timer_interval_s or reaper_interval_s
+        self.reaping = False  # the last reaper pass held the lock
         self.hostname = hostname
         self.pool = pool
         self.can_kill_one = can_kill_one
@@ -74,7 +76,8 @@ class Keeper:
         self._stop = threading.Event()
         # two threads: a slow reaper pass (Redis down) must never delay a renewal
         self._threads = [threading.Thread(target=self._loop, name="lease-keeper", daemon=True),
-                         threading.Thread(target=self._reaper, name="reaper", daemon=True)]
+                         threading.Thread(target=self._reaper, name="reaper", daemon=True),
+                         threading.Thread(target=self._timers, name="timers", daemon=True)]
 
     def start(self) -> None:
         for t in self._threads:
@@ -98,6 +101,20 @@ class Keeper:
     def _reaper(self) -> None:
         while not self._stop.wait(self.reaper_interval_s):
             self._reap()
+
+    def _timers(self) -> None:
+        """Due store timers (retries, waits, rate-limited starts), every
+        ``timer_interval_s``, by the worker holding the reaper lock: a reserved start is
+        released within that of its time, not of the reaper's interval."""
+        while not self._stop.wait(self.timer_interval_s):
+            if not self.reaping:
+                continue
+            try:
+                self.recovery.fire_timers()
+            except StoreError as exc:
+                log.debug("timer pass skipped: %s", exc)
+            except Exception:  # one bad pass must not stop the keeper
+                log.exception("timer pass failed")
 
     def _active(self) -> list[tuple[Any, Held]]:
         out = []
@@ -183,7 +200,8 @@ class Keeper:
 
     def _reap(self) -> None:
         try:
-            if self.leases.lock(self.hostname, 3 * self.reaper_interval_s):
+            self.reaping = bool(self.leases.lock(self.hostname, 3 * self.reaper_interval_s))
+            if self.reaping:
                 self.recovery.reap_once()
         except StoreError as exc:
             log.debug("reaper pass skipped: %s", exc)
@@ -228,11 +246,12 @@ class LeaseKeeper(bootsteps.StartStopStep):
         p = step_mod.progress()
         s = step_mod.settings()
         _check_schema(p.store)
-        leases = Leases.from_url(s.redis_url, p.store.keys, timeout_s=s.lease_s / 4)
+        leases = Leases.from_url(s.redis_target, p.store.keys, timeout_s=s.lease_s / 4)
         pool_cls = type(worker.pool).__module__
         self.keeper = Keeper(leases, Recovery(p, leases, s), s.lease_s, s.reaper_interval_s,
                              worker.hostname, worker.pool,
-                             can_kill_one="prefork" in pool_cls)
+                             can_kill_one="prefork" in pool_cls,
+                             timer_interval_s=s.timer_interval_s)
         self.keeper.start()
         secret = s.callback_secret.get_secret_value()
         if secret:

@@ -12,6 +12,7 @@ from orchestrator.api import prometheus as metrics
 from orchestrator.api.auth import read_metrics
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses
+from orchestrator.core.priorities import band_queues
 from orchestrator.settings import ApiToken
 
 router = APIRouter(tags=["metrics"])
@@ -29,5 +30,6 @@ async def get_metrics(ctx: Annotated[ApiContext, Depends(context)],
     for wf in ctx.catalog.workflows.values():
         queues |= {s.queue or wf.default_queue or ctx.settings.default_queue
                    for s in wf.steps}
-    body = await anyio.to_thread.run_sync(metrics.render, coord.store, sorted(queues))
+    bands = {band for q in queues for band in band_queues(q)}  # default.high, default.low
+    body = await anyio.to_thread.run_sync(metrics.render, coord.store, sorted(bands))
     return Response(body, media_type=metrics.CONTENT_TYPE)

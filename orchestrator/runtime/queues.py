@@ -7,6 +7,10 @@ With ``worker_prefetch_multiplier=1`` (see :mod:`orchestrator.runtime.celeryconf
 zero therefore means work that no worker slot has taken yet, the same number KEDA's
 Redis-list scaler reads.
 
+A queue's priority bands (``default.high``, ``default.low``: see
+:mod:`orchestrator.core.priorities`) are reported inside its entry, one list per band and
+priority step; a band named on its own is reported alone.
+
 The list names and the client come from kombu's own Redis channel, so the broker's
 ``global_keyprefix``, ``sep`` and ``priority_steps`` transport options, TLS and Sentinel are
 honoured exactly as the workers see them.  Consumers come from Celery remote control
@@ -24,6 +28,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
+from orchestrator.core.priorities import Priority, band_of, band_queue
 from orchestrator.errors import DispatchError
 from orchestrator.store import StoreError
 
@@ -37,11 +42,13 @@ class QueueList:
             ``listName`` a KEDA Redis-list trigger needs.
         priority: the priority step this list holds (0: messages without a priority).
         length: its ``LLEN``.
+        band: the run priority band it holds (``normal``: the queue itself).
     """
 
     key: str
     priority: int
     length: int
+    band: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,9 @@ class QueueDepth:
 
     Attributes:
         name: the queue's name.
-        depth: waiting messages over all of its priority lists.
-        lists: one entry per priority step, in kombu's fetch order.
+        depth: waiting messages over all of its lists (bands and priority steps).
+        lists: one entry per band (the queue itself, then high, then low) and priority
+            step (kombu's order).
         consumers: node names of the workers consuming it (``name@host``), sorted.
         default: whether it is the app's default queue (join tasks and
             ``orchestrator.submit`` run there, so it must always have a consumer).
@@ -111,6 +119,9 @@ def queue_depths(app: Celery, queues: Iterable[str] | None = None, *,
             consumers = queue_consumers(app, timeout_s=timeout_s, connection=conn)
             if queues is None:
                 names = [default_queue, *sorted(set(consumers) - {default_queue})]
+                # the bands of a listed queue are shown in its entry, not on their own
+                names = [n for n in names
+                         if band_of(n)[1] is Priority.NORMAL or band_of(n)[0] not in names]
             else:
                 names = list(dict.fromkeys(queues))
             channel = conn.channel()
@@ -128,21 +139,30 @@ def queue_depths(app: Celery, queues: Iterable[str] | None = None, *,
             for name in names]
 
 
+def _bands(name: str) -> list[tuple[str, Priority]]:
+    """The lists' queues of an entry: every band of a queue, or a band named alone."""
+    if band_of(name)[1] is not Priority.NORMAL:
+        return [(name, band_of(name)[1])]
+    return [(band_queue(name, p), p)  # the queue's own lists first, as before bands
+            for p in (Priority.NORMAL, Priority.HIGH, Priority.LOW)]
+
+
 def _list_lengths(channel: Any, names: Sequence[str]) -> dict[str, tuple[QueueList, ...]]:
-    """``LLEN`` of every priority list of ``names``, in one pipeline."""
+    """``LLEN`` of every band's priority lists of ``names``, in one pipeline."""
     # kombu's own naming: `_q_for_pri` maps a priority to its list ("q", "q\x06\x163", ...)
     # and the channel's client adds `global_keyprefix` to every key it sends.
     steps = sorted(set(int(p) for p in channel.priority_steps))
-    plan = [(name, step, str(channel._q_for_pri(name, step))) for name in names
-            for step in steps]
+    plan = [(name, band, step, str(channel._q_for_pri(queue, step))) for name in names
+            for queue, band in _bands(name) for step in steps]
     with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-        for _, _, key in plan:
+        for *_, key in plan:
             pipe.llen(key)
         counts = pipe.execute()
     prefix = str(getattr(channel, "global_keyprefix", "") or "")
     out: dict[str, list[QueueList]] = {name: [] for name in names}
-    for (name, step, key), count in zip(plan, counts, strict=True):
-        out[name].append(QueueList(key=prefix + key, priority=step, length=int(count or 0)))
+    for (name, band, step, key), count in zip(plan, counts, strict=True):
+        out[name].append(QueueList(key=prefix + key, priority=step, length=int(count or 0),
+                                   band=band))
     return {name: tuple(lists) for name, lists in out.items()}
 
 
@@ -154,7 +174,8 @@ def format_queues(depths: Sequence[QueueDepth]) -> str:
     """
     rows = [("QUEUE", "WAITING", "CONSUMERS")]
     for d in depths:
-        extra = [f"p{q.priority}={q.length}" for q in d.lists if q.priority and q.length]
+        extra = [f"{_label(d.name, q)}={q.length}" for q in d.lists
+                 if q.length and (q.priority or q.band is not band_of(d.name)[1])]
         waiting = str(d.depth) + (f" ({', '.join(extra)})" if extra else "")
         rows.append((d.name, waiting, ", ".join(d.consumers) or "-"))
     w0 = max(len(r[0]) for r in rows)
@@ -171,3 +192,9 @@ def format_queues(depths: Sequence[QueueDepth]) -> str:
             lines.append(f"warning: {d.depth} task(s) wait in {d.name!r} and no worker "
                          f"consumes it. Start one: orchestrator worker --queues {d.name}")
     return "\n".join(lines)
+
+
+def _label(name: str, q: QueueList) -> str:
+    """``high``, ``p3`` or ``high p3``: what sets a list apart from its queue's first."""
+    parts = [q.band.value] if q.band is not band_of(name)[1] else []
+    return " ".join(parts + ([f"p{q.priority}"] if q.priority else []))

@@ -1,10 +1,25 @@
 """Workflows for the queue-routing tests: a step pinned to queue ``b`` between two steps
-on the default queue."""
+on the default queue; and the step function of the priority tests."""
 
 from __future__ import annotations
 
+import time
+
 from orchestrator.core.dsl import Workflow
+from orchestrator.core.registry import step_function
+from orchestrator.runtime.context import current
 from tests.integration.flows import sleep_step
+
+EXECUTIONS = "test:executions"
+"""The list every ``test.tally`` execution appends ``<run id>/<step id>`` to."""
+
+
+@step_function("test.tally")
+def tally(seconds: float = 0.0) -> None:
+    """Record this execution in :data:`EXECUTIONS` (in the order they ran), then sleep."""
+    ctx = current()
+    ctx.redis.rpush(EXECUTIONS, f"{ctx.run_id}/{ctx.step_id}")
+    time.sleep(seconds)
 
 QUEUE_B = "b"
 

@@ -168,6 +168,7 @@ def test_celery_node_submits_a_run(stack: dict[str, Any], coord: Coordinator,
     ({"workflow": "retry_flow", "run_id": "has space"}, "run_id_invalid", "is not valid"),
     ({"workflow": "customer_order", "input": {"x": 1}}, "input_invalid", "order_id"),
     ({"workflow": "retry_flow", "color": "red"}, "input_invalid", "unknown arguments"),
+    ({"workflow": "retry_flow", "priority": "urgent"}, "input_invalid", "'urgent' is not one"),
 ])
 def test_a_rejected_submission_is_recorded(stack: dict[str, Any], coord: Coordinator,
                                            kwargs: dict[str, Any], code: str,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.core.priorities import Priority
 from orchestrator.dev.waiting import wait_until
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.celeryconf import client_app
@@ -102,9 +103,18 @@ def test_queue_depths_counts_every_priority_list_and_the_key_prefix(
     (prio,) = queue_depths(app, ["prio"], timeout_s=0.2)
     assert prio.depth == 4
     assert prio.consumers == ()
-    by_key = {q.key: q.length for q in prio.lists}
+    by_key = {q.key: q.length for q in prio.lists if q.band is Priority.NORMAL}
     # kombu's Redis lists: the bare name for priority 0, "name\x06\x16<step>" for others
     assert by_key == {"prio": 2, "prio\x06\x163": 1, "prio\x06\x166": 0, "prio\x06\x169": 1}
+    # the run priority bands of the queue are in its entry, each with its kombu lists
+    assert [q.key for q in prio.lists if q.band is Priority.HIGH] == [
+        "prio.high", "prio.high\x06\x163", "prio.high\x06\x166", "prio.high\x06\x169"]
+    app.send_task("test.never_consumed", queue="prio.high")
+    (prio,) = queue_depths(app, ["prio"], timeout_s=0.2)
+    assert prio.depth == 5
+    assert "5 (p3=1, p9=1, high=1)" in format_queues([prio])
+    (high,) = queue_depths(app, ["prio.high"], timeout_s=0.2)  # a band named alone
+    assert (high.depth, [q.key for q in high.lists if q.length]) == (1, ["prio.high"])
 
     prefixed = client_app(make_settings(redis_url))
     prefixed.conf.broker_transport_options = {

@@ -4,7 +4,8 @@
 -- left alone: nothing is re-created.
 -- KEYS: counters, done, claimed, run, claims index.  ARGV: unit, run id, successors...
 -- Returns {units remaining after this one (-1 when the run is gone), successors claimed
--- by this call}.
+-- by this call, the run's priority ('' when normal or none claimed: they are published in
+-- its band)}.
 local ready = {}
 if redis.call('EXISTS', KEYS[4]) == 0 then return {-1, ready} end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
@@ -19,6 +20,8 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
     end
   end
   keep_ttl(redis.call('PTTL', KEYS[4]), KEYS[1], KEYS[2], KEYS[3])
-  return {remaining, ready}
+  local priority = ''
+  if #ready > 0 then priority = redis.call('HGET', KEYS[4], 'priority') or '' end
+  return {remaining, ready, priority}
 end
 return {tonumber(redis.call('HGET', KEYS[4], 'units_remaining')), ready}
