@@ -77,6 +77,10 @@ class WorkflowNotFound(DefinitionError):
     """No workflow of that name or path is known."""
 
 
+class VersionNotFound(WorkflowNotFound):
+    """No stored version of that workflow has that content hash."""
+
+
 class ConditionError(DefinitionError):
     """A ``when`` condition does not parse or evaluate; ``column`` is 1-based (0: unknown)."""
 
@@ -132,6 +136,16 @@ class InputInvalid(RunError):
     """A run's input does not match the workflow's input schema."""
 
 
+class RunInputTooLarge(InputInvalid):
+    """A run's input is larger, as JSON, than ``Settings.run_input_max_bytes``: larger
+    data goes by reference (an object-store URL in the input, not the data)."""
+
+
+class StepOutputTooLarge(RunError):
+    """A step's output is larger, as JSON, than ``Settings.step_output_max_bytes``: the
+    step run fails without retry; the step should return a reference to its data."""
+
+
 class RunIdInvalid(RunError):
     """A caller's run id is empty or has characters run ids may not have."""
 
@@ -147,6 +161,10 @@ class RunDamaged(RunError):
 
 class RunExists(RunError):
     """A run with the requested id already exists (an idempotent submission repeated)."""
+
+
+class ResumeRefused(RunError):
+    """A run cannot be resumed as asked (still running, unknown step, changed steps)."""
 
 
 class IdempotencyConflict(RunError):
@@ -228,6 +246,15 @@ class RedisUnreachable(StoreUnavailable):
     code = "redis_unreachable"
     fix = ("start Redis there (`orchestrator up` starts a local one), or point "
            "ORCH_REDIS_URL at a running server.")
+    sentinel_fix = ("check that the Sentinels of ORCH_REDIS_URL run and that the group "
+                    "ORCH_REDIS_SENTINEL_MASTER names has a master (`redis-cli -p 26379 "
+                    "SENTINEL get-master-addr-by-name <name>` on a Sentinel).")
+    """The fix when the URL names Sentinels (no Sentinel answered, or none knows a master)."""
+
+    def __init__(self, url: str, detail: str, timeout_s: float | None = None) -> None:
+        if url.startswith("sentinel://"):
+            self.fix = self.sentinel_fix
+        super().__init__(url, detail, timeout_s)
 
     def _what(self) -> str:
         return f"Redis at {self.url} is unreachable"
@@ -275,6 +302,20 @@ class ApiError(OrchestratorError):
         self.message = message
         self.fix = fix
         super().__init__(f"{status_code} {code}: {message}" + (f" Fix: {fix}" if fix else ""))
+
+
+class Throttled(ApiError):
+    """The API refused a call for now (429, or 503 ``server_busy``): the caller is over a
+    limit of its token or the server is full; it may retry after ``retry_after_s``.
+
+    Attributes:
+        retry_after_s: whole seconds to wait before retrying (the ``Retry-After`` header).
+    """
+
+    def __init__(self, status_code: int, code: str, message: str, fix: str,
+                 retry_after_s: int) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        super().__init__(status_code, code, message, fix)
 
 
 # --- step control flow -----------------------------------------------------------------

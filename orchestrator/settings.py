@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,31 +24,42 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from orchestrator.callbacks.destinations import networks
+from orchestrator.callbacks.signing import key as signing_key
+from orchestrator.core.tenants import DEFAULT_TENANT, check_name
 from orchestrator.errors import SettingsInvalid
 from orchestrator.outages import mask_url
+
+if TYPE_CHECKING:
+    from orchestrator.store.connection import RedisTarget
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "ORCH_"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 TOOLING_VARIABLES = frozenset({
     "ORCH_VENV", "ORCH_ROOT", "ORCH_QUEUE", "ORCH_MIN_PYTHON", "ORCH_LOG_TAG",
     "ORCH_BOOTSTRAP_FORCE", "ORCH_TEST_REQUIRE_REDIS",
-    "ORCH_TEST_REQUIRE_BROWSER", "ORCH_TEST_SKIP_REPORT", "ORCH_TEST_SPANS_DIR"})
+    "ORCH_TEST_REQUIRE_BROWSER", "ORCH_TEST_REQUIRE_HOSTS", "ORCH_TEST_SKIP_REPORT",
+    "ORCH_TEST_SPANS_DIR"})
 """``ORCH_*`` variables read by the scripts and the tests, not settings: no typo warning."""
 
 ApiScope = Literal["runs:read", "runs:write", "workflows:read", "metrics:read",
-                   "triggers:read", "schedules:read", "schedules:write", "events:write"]
+                   "triggers:read", "schedules:read", "schedules:write", "events:write",
+                   "runs:tracebacks", "admin"]
 """What an API token may do: read runs, start and cancel runs, read workflows, scrape
-the Prometheus metrics; read schedules, change them."""
+the Prometheus metrics; read schedules, change them; see step tracebacks
+(``runs:tracebacks``); see every tenant's runs, schedules and triggers (``admin``, with
+the other scopes it needs)."""
 
 API_SCOPES: tuple[ApiScope, ...] = ("runs:read", "runs:write", "workflows:read",
                                     "metrics:read", "triggers:read", "schedules:read",
-                                    "schedules:write", "events:write")
+                                    "schedules:write", "events:write", "runs:tracebacks",
+                                    "admin")
 MIN_API_TOKEN_CHARS = 16
 
 
@@ -62,6 +73,14 @@ class ApiToken(BaseModel):
                              "characters), sent as `Authorization: Bearer <token>`.")
     scopes: frozenset[ApiScope] = Field(description="Scopes granted to the token.")
     name: str = Field("", description="Who holds the token (for logs; not a secret).")
+    tenant: str = Field(DEFAULT_TENANT, description="The tenant the token belongs to: it "
+                        "sees and changes only that tenant's runs, schedules, triggers "
+                        "and events (unless it has the admin scope).")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_name(cls, v: str) -> str:
+        return check_name(v)
 
     @field_validator("token")
     @classmethod
@@ -82,7 +101,16 @@ class Settings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0",
                            description="Broker, result backend and run store: a redis://, "
-                           "rediss:// or unix:// URL.")
+                           "rediss:// or unix:// URL, or the Sentinels of a replicated "
+                           "group: sentinel://h1:26379;sentinel://h2:26379/0 (with "
+                           "ORCH_REDIS_SENTINEL_MASTER; a password in it is the data "
+                           "servers').")
+    redis_sentinel_master: str = Field("", description="With a sentinel:// URL: the name "
+                                       "of the group the Sentinels monitor (`sentinel "
+                                       "monitor <name> ...`).")
+    redis_sentinel_password: SecretStr = Field(SecretStr(""), description="With a "
+                                               "sentinel:// URL: the Sentinels' own "
+                                               "password (their requirepass), if any.")
     redis_timeout_s: float = Field(1.0, gt=0, description="How long the CLI and the API "
                                    "wait for one Redis command (connecting included) "
                                    "before they report that Redis did not answer (exit 5, "
@@ -99,6 +127,15 @@ class Settings(BaseSettings):
                                       "refused before they are read.")
     definition_max_steps: int = Field(10_000, ge=1, description="Most steps a workflow "
                                       "definition may have.")
+    run_input_max_bytes: int = Field(1024 * 1024, ge=1024, description="Largest run input, "
+                                     "as compact JSON in UTF-8: a larger one is refused at "
+                                     "submit (API 413 input_too_large, RunInputTooLarge). "
+                                     "Pass larger data by reference (an object-store URL).")
+    step_output_max_bytes: int = Field(1024 * 1024, ge=1024, description="Largest step "
+                                       "output, as compact JSON in UTF-8: a step that "
+                                       "returns a larger one fails without retry "
+                                       "(StepOutputTooLarge); return a reference to the "
+                                       "data instead. Read by the workers.")
     default_queue: str = Field("default", description="Queue of steps that name none.")
     submit_queue: str = Field("celery", description="Queue every worker also consumes for "
                               "broker submissions (orchestrator.submit): Celery's default, "
@@ -115,6 +152,15 @@ class Settings(BaseSettings):
     claim_grace_s: float = Field(10.0, gt=0, description="A unit claimed for dispatch and "
                                  "not published within this long is published by the "
                                  "reaper (its claimer died in between).")
+    timer_interval_s: float = Field(0.1, gt=0, description="How often the worker holding "
+                                    "the reaper lock publishes due store timers (retries, "
+                                    "waits, rate-limited starts): how late past its time a "
+                                    "reserved start may begin.")
+    fault_injection: bool = Field(False, description="Let runs carry faults to inject "
+                                  "(fail, slow or time out named steps: `orchestrator "
+                                  "simulate`'s faults on real workers). For tests only: a "
+                                  "coordinator refuses faults without it, and a worker "
+                                  "without it ignores them.")
     stall_s: float = Field(60.0, gt=0, description="A running run with no event for this "
                            "long, no live lease, no waiting timer and no message in any of "
                            "its queues lost a message (a worker killed between the broker's "
@@ -143,6 +189,28 @@ class Settings(BaseSettings):
     api_max_wait_s: float = Field(60.0, gt=0, le=60, description="Upper bound of the "
                                   "submit endpoint's ?wait= (at most the API's own cap of "
                                   "60 s); a larger value gets 422.")
+    api_max_streams_per_token: int = Field(10, ge=1, description="Most server-sent event "
+                                           "streams one API token holds open at once, per "
+                                           "API process; one more gets 429 too_many_streams "
+                                           "with Retry-After.")
+    api_max_waits_per_token: int = Field(10, ge=1, description="Most submits with ?wait "
+                                         "one API token has waiting at once, per API "
+                                         "process; one more gets 429 too_many_waits (before "
+                                         "any run is created).")
+    api_rate_per_token: str = Field("100/second", description="Requests one API token may "
+                                    "make, across every API process (a moving window kept "
+                                    "in Redis by the `limits` package), as N/second, "
+                                    "N/minute or N/hour; past it 429 rate_limited with "
+                                    "Retry-After. Empty: no rate limit.")
+    api_redis_connections: int = Field(20, ge=2, description="Size of the API process's "
+                                       "pool of Redis connections for short commands (run "
+                                       "status, idempotency keys, the rate limit); a "
+                                       "request waits up to 5 s for one, then gets 503.")
+    api_stream_connections: int = Field(100, ge=1, description="Size of the API process's "
+                                        "pool of Redis connections for blocking reads: at "
+                                        "most this many streams and ?waits at once across "
+                                        "every token; one more gets 503 server_busy with "
+                                        "Retry-After. /readyz has a connection of its own.")
     idempotency_window_s: int = Field(24 * 3600, ge=1, description="How long an "
                                       "Idempotency-Key keeps returning the same run.")
     callback_secret: SecretStr = Field(SecretStr(""), description="HMAC-SHA256 key of "
@@ -184,6 +252,21 @@ class Settings(BaseSettings):
                                     "https://jaeger.example/trace/{trace_id}; empty: the "
                                     "trace id is shown without a link.")
 
+    @field_validator("api_rate_per_token")
+    @classmethod
+    def _api_rate(cls, v: str) -> str:
+        v = v.strip()
+        if v:
+            from limits import parse  # the limiter's own grammar: what it will enforce
+            try:
+                amount = parse(v).amount
+            except ValueError:
+                amount = 0
+            if amount < 1:
+                raise ValueError(f"{v!r} is not a rate; write N/second, N/minute or N/hour "
+                                 "with N >= 1 (e.g. 100/second), or leave it empty for none")
+        return v
+
     @field_validator("otel_endpoint")
     @classmethod
     def _otel_endpoint(cls, v: str) -> str:
@@ -213,6 +296,17 @@ class Settings(BaseSettings):
         if v.get_secret_value() and len(v.get_secret_value()) < 32:
             raise ValueError("the UI secret needs at least 32 characters; generate one with: "
                              "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return v
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _callback_key(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value():
+            try:
+                signing_key(v.get_secret_value())
+            except ValueError as exc:  # not base64, empty, not text
+                raise ValueError(f"the callback secret has no usable key ({exc}); write "
+                                 "whsec_<base64 of random bytes> or any other text") from None
         return v
 
     @field_validator("flower_url")
@@ -297,6 +391,10 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
+        if v.strip().lower().startswith("sentinel://"):
+            from orchestrator.store.connection import parse_sentinel_url
+            parse_sentinel_url(v)  # raises with the fix named
+            return v
         try:
             parts = urlsplit(v)
         except ValueError as exc:
@@ -304,7 +402,8 @@ class Settings(BaseSettings):
         if parts.scheme not in REDIS_SCHEMES:
             got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
             raise ValueError(f"{mask_url(v)} has {got}; write redis://host:6379/0 (or "
-                             "rediss:// for TLS, unix:///path/to/redis.sock)")
+                             "rediss:// for TLS, unix:///path/to/redis.sock, "
+                             "sentinel://h1:26379;sentinel://h2:26379/0 for Sentinels)")
         if parts.scheme == "unix" and not parts.path:
             raise ValueError("a unix:// URL needs the socket path: unix:///path/redis.sock")
         if parts.scheme != "unix" and not parts.hostname:
@@ -322,6 +421,23 @@ class Settings(BaseSettings):
         if v <= 0:
             raise ValueError("a duration in seconds must be above 0")
         return v
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        sentinel = self.redis_url.strip().lower().startswith("sentinel://")
+        if sentinel and not self.redis_sentinel_master:
+            raise ValueError(f"ORCH_REDIS_URL {mask_url(self.redis_url)} names Sentinels: "
+                             "set ORCH_REDIS_SENTINEL_MASTER to the name of the group they "
+                             "monitor (`sentinel monitor <name> ...` in their config)")
+        return self
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """Where Redis is (the URL, and the Sentinel group's name and password): what
+        every store client is made from (:mod:`orchestrator.store.connection`)."""
+        from orchestrator.store.connection import RedisTarget
+        return RedisTarget(url=self.redis_url, sentinel_master=self.redis_sentinel_master,
+                           sentinel_password=self.redis_sentinel_password)
 
 
 def env_name(field: str) -> str:

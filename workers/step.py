@@ -26,18 +26,19 @@ from celery.worker.request import Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from orchestrator.core import rules, waits
+from orchestrator.core import decisions, payloads, waits
 from orchestrator.core.expressions import parse as parse_expression
-from orchestrator.core.models import Ref, RetryPolicy, StepDef, Value
+from orchestrator.core.models import Ref, StepDef, Value
 from orchestrator.core.registry import StepFunction
+from orchestrator.core.simulate import Faults
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import (
     ConditionError,
-    FailPermanently,
     OrchestratorError,
     RetryLater,
     RunNotFound,
     SkipStep,
+    StepOutputTooLarge,
     error_data,
 )
 from orchestrator.runtime import context
@@ -179,16 +180,6 @@ def _dig(value: Any, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _is_non_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
-    if not policy.non_retryable:
-        return False
-    names = set()
-    for cls in type(exc).__mro__:
-        names.add(cls.__name__)
-        names.add(f"{cls.__module__}.{cls.__qualname__}")
-    return bool(names & set(policy.non_retryable))
-
-
 def _done(run_id: str, step_id: str, status: StepStatus) -> dict[str, Any]:
     return {"run_id": run_id, "step_id": step_id, "status": status.value}
 
@@ -224,7 +215,8 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         drop_canvas(task)
         return {"run_id": run_id, "step_id": step_id, "status": "gone"}
     if b.mode is LeaseMode.BEGAN:
-        return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token)
+        return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token,
+                     b.run.faults)
     own = b.records[step_id]
     if b.mode is LeaseMode.BUSY:
         _defer(task, p, run_id, step_id)
@@ -237,28 +229,39 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     if b.mode is LeaseMode.SETTLE:  # ended, but its canvas may not have gone on: carry it
         p.settle(d, run_id, step_id)
         return _done(run_id, step_id, own.status)
-    if b.run.status is RunStatus.CANCELLED:
-        if not p.ended(d, run_id, step_id, StepStatus.CANCELLED, "run cancelled", token):
+    if b.run.status in (RunStatus.CANCELLED, RunStatus.COMPENSATING):  # no new step starts
+        reason = "run cancelled" if b.run.status is RunStatus.CANCELLED else \
+            "run cancelled with compensation"
+        if not p.ended(d, run_id, step_id, StepStatus.CANCELLED, reason, token):
             drop_canvas(task)
         return _done(run_id, step_id, StepStatus.CANCELLED)
     if step.wait is not None and own.status is StepStatus.WAITING:
         return _resume(task, p, d, step, run_id, own, token)
-    parents = d.deps[step_id]
-    reason = rules.decide(step.trigger_rule, {q: b.records[q].status for q in parents},
-                          d.handlers.get(step_id, ()))
-    if reason is None and step.id in d.conditions:
-        views = {s: {"output": b.outputs.get(s), "status": b.records[s].status.value}
-                 for s in d.conditions[step.id].steps if s in b.records}
-        try:
-            if not d.conditions[step.id].evaluate(b.run.input, views):
-                reason = f"condition is false: {step.when}"
-        except ConditionError as exc:
-            return _fail(task, p, d, run_id, step_id, exc, token)
-    if reason is not None:
+    try:
+        decision = decisions.decide(step, d.deps[step_id],
+                                    {q: r.status for q, r in b.records.items()},
+                                    d.handlers.get(step_id, ()), d.conditions.get(step_id),
+                                    b.run.input, b.outputs)
+    except ConditionError as exc:
+        return _fail(task, p, d, run_id, step_id, exc, token)
+    trail = decision.to_record() if decision.notable else None
+    if not decision.runs:
+        reason = decision.reason or "skipped"
         log.info("step %s of run %s: skipped (%s)", step_id, run_id, reason)
-        if not p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason, token):
+        if not p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason, token, trail):
             drop_canvas(task)
         return _done(run_id, step_id, StepStatus.SKIPPED)
+    if trail is not None:
+        running["decision"] = trail
+    if step.rate_limit is not None:
+        if own.throttled_until is None:  # else it waited for the start it had reserved
+            try:
+                wait_s = p.draw(step, b.run.input)
+            except ConditionError as exc:
+                return _fail(task, p, d, run_id, step_id, exc, token)
+            if wait_s > 0:
+                return _throttle(task, p, run_id, step_id, wait_s, token)
+        running["throttled_until"] = None  # a retry draws again
 
     if step.wait is not None:
         return _park(task, p, d, step, run_id, b, running, token)
@@ -266,11 +269,31 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     if not p.running(run_id, step_id, running, token):
         drop_canvas(task)
         return _done(run_id, step_id, own.status)
-    return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token)
+    return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token,
+                 b.run.faults)
+
+
+def _inject(step: StepDef, faults: str | None, attempt: int) -> None:
+    """Faults a test asked for (``Settings.fault_injection`` only): sleep for ``slow``, run
+    into the real time limit for ``timeout``, raise for ``fail``."""
+    if faults is None:
+        return
+    if not settings().fault_injection:
+        log.warning("step %s: its run carries faults, but fault injection is off on this "
+                    "worker (ORCH_FAULT_INJECTION): ignored", step.id)
+        return
+    f = Faults.from_json(faults)
+    time.sleep(f.slow.get(step.id, 0.0))
+    if step.id in f.timeout:  # Celery's own limits end it
+        time.sleep((step.timeout_s or step.soft_timeout_s or 0.0) + 2.0)
+    err = f.failure(step.id, attempt)
+    if err is not None:
+        raise err
 
 
 def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
-          run_input: Any, outs: dict[str, Any], attempt: int, token: str) -> dict[str, Any]:
+          run_input: Any, outs: dict[str, Any], attempt: int, token: str,
+          faults: str | None = None) -> dict[str, Any]:
     """Call the step function of a step run that is ``running``; record the outcome."""
     step_id = step.id
     try:
@@ -286,6 +309,7 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
     token_ctx = context.set_current(context.StepContext(run_id, step_id, attempt,
                                                         p.store.client, send))
     try:
+        _inject(step, faults, attempt)
         result = task.function.fn(**kwargs)
     except SkipStep as exc:
         log.info("step %s of run %s: skipped by the step (%s)", step_id, run_id,
@@ -296,10 +320,7 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
         return _done(run_id, step_id, StepStatus.SKIPPED)
     except Exception as exc:
         policy = step.retry
-        retry = (not isinstance(exc, FailPermanently)
-                 and not _is_non_retryable(exc, policy)
-                 and attempt < policy.max_attempts)
-        if retry:
+        if policy.allows_retry(exc, attempt):
             delay = exc.delay_s if isinstance(exc, RetryLater) and exc.delay_s is not None \
                 else policy.delay_s(attempt, random.random())
             return _retry(task, p, run_id, step_id, exc, delay, token)
@@ -308,6 +329,19 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
         context.reset(token_ctx)
     output = result.model_dump(mode="json") if isinstance(result, BaseModel) \
         else to_jsonable_python(result)
+    return _succeed(task, p, d, run_id, step_id, output, token)
+
+
+def _succeed(task: StepTask, p: Progress, d: Definition, run_id: str, step_id: str,
+             output: Any, token: str) -> dict[str, Any]:
+    """Record the step's output and success; an output larger than
+    ``Settings.step_output_max_bytes`` fails the step run instead, without retry (the same
+    data would be as large on the next attempt)."""
+    try:
+        payloads.check_output(output, settings().step_output_max_bytes, step_id)
+    except StepOutputTooLarge as exc:
+        log.warning("step %s of run %s: %s", step_id, run_id, exc)
+        return _fail(task, p, d, run_id, step_id, exc, token)
     if not p.succeeded(d, run_id, step_id, output, token):
         drop_canvas(task)
     return _done(run_id, step_id, StepStatus.SUCCEEDED)
@@ -345,6 +379,20 @@ def _defer(task: Task, p: Progress, run_id: str, item: str) -> None:
     p.defer(run_id, item, dict(sig))
     log.info("%s of run %s: another delivery holds it; this copy is deferred until that "
              "lease would expire", item, run_id)
+
+
+def _throttle(task: StepTask, p: Progress, run_id: str, step_id: str, wait_s: float,
+              token: str) -> dict[str, Any]:
+    """Over the rate limit's budget: its start is reserved ``wait_s`` from now; hold this
+    delivery's message (same attempt, with its chain and chord) in a store timer until
+    then, and end the task without carrying the canvas on (no worker slot held while it
+    waits, no ETA message)."""
+    sig = task.signature_from_request(task.request, None, None)
+    drop_canvas(task)
+    if p.leases.throttle(run_id, step_id, token, wait_s, dict(sig), p.store.retention_s):
+        log.info("step %s of run %s: over its rate limit; waits %.3f s in the store",
+                 step_id, run_id, wait_s)
+    return {"run_id": run_id, "step_id": step_id, "status": "throttled"}
 
 
 def _retry(task: StepTask, p: Progress, run_id: str, step_id: str, exc: Exception,
@@ -406,9 +454,7 @@ def _resume(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: s
         assert out.error is not None
         log.info("step %s of run %s: wait failed (%s)", step.id, run_id, out.error)
         return _fail(task, p, d, run_id, step.id, out.error, token)
-    if not p.succeeded(d, run_id, step.id, out.output, token):
-        drop_canvas(task)
-    return _done(run_id, step.id, StepStatus.SUCCEEDED)
+    return _succeed(task, p, d, run_id, step.id, out.output, token)
 
 
 def _resolve(step: StepDef, fn: StepFunction, run_input: Any,

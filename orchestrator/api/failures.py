@@ -24,10 +24,13 @@ from orchestrator.errors import (
     IdempotencyConflict,
     InputInvalid,
     OrchestratorError,
+    ResumeRefused,
     RunDamaged,
     RunExists,
+    RunInputTooLarge,
     RunNotFound,
     StoreUnavailable,
+    Throttled,
     WorkflowNotFound,
 )
 from orchestrator.outages import explain, mask_url
@@ -38,6 +41,10 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
 """``Retry-After`` of a 503: Redis outages are usually short (a restart, a failover)."""
 
+RETRY_AFTER_DOC = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                   "schema": {"type": "integer"}}}
+"""The OpenAPI ``headers`` entry of a 429 or 503."""
+
 _DESCRIPTIONS = {
     400: "Malformed request (for example, a body that is not JSON).",
     401: "Missing or unknown bearer token.",
@@ -45,17 +52,22 @@ _DESCRIPTIONS = {
     404: "No such workflow or run.",
     409: "Conflict with the current state (run already ended; Idempotency-Key reused "
          "for a different request, or still in flight).",
-    413: "Request body larger than the configured limit.",
+    413: "Request body, or the run input in it, larger than the configured limit.",
     415: "Body is not application/json.",
     410: "The run's record is damaged (partial); it cannot be read.",
     422: "Invalid parameters or run input.",
-    503: "The store (Redis) or the broker cannot be reached.",
+    429: "Over a limit of the token (requests per window, open streams, waiting submits); "
+         "retry after the Retry-After header's seconds.",
+    503: "The store (Redis) or the broker cannot be reached; or (server_busy) the server "
+         "holds as many streams and waits as it can: retry after Retry-After.",
 }
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for these error statuses, all with :class:`ErrorBody`."""
-    return {c: {"model": ErrorBody, "description": _DESCRIPTIONS[c]} for c in codes}
+    """OpenAPI ``responses`` entries for these error statuses, all with :class:`ErrorBody`
+    (429 and 503 with their ``Retry-After`` header)."""
+    return {c: {"model": ErrorBody, "description": _DESCRIPTIONS[c],
+                **({"headers": RETRY_AFTER_DOC} if c in (429, 503) else {})} for c in codes}
 
 
 def error_json(status: int, code: str, message: str, fix: str = "",
@@ -79,6 +91,8 @@ def store_unavailable(exc: StoreUnavailable) -> JSONResponse:
 def _api_error_headers(exc: ApiError) -> dict[str, str] | None:
     if exc.status_code == 401:
         return {"WWW-Authenticate": 'Bearer realm="orchestrator"'}
+    if isinstance(exc, Throttled):
+        return {"Retry-After": str(exc.retry_after_s)}
     if exc.code == "idempotency_in_progress":
         return {"Retry-After": "1"}
     return None
@@ -101,9 +115,16 @@ def orchestrator_error(exc: OrchestratorError) -> JSONResponse:
     if isinstance(exc, RunDamaged):
         return error_json(410, "run_damaged", text,
                           "The run's record is partial; it cannot be read. Start a new run.")
+    if isinstance(exc, RunInputTooLarge):
+        return error_json(413, "input_too_large", text, "Pass larger data by reference "
+                          "(e.g. an object-store URL in the input); the limit is the "
+                          "server's ORCH_RUN_INPUT_MAX_BYTES.")
     if isinstance(exc, InputInvalid):
         return error_json(422, "input_invalid", text, "GET /v1/workflows/{name} shows the "
                           "input_schema the body must match.")
+    if isinstance(exc, ResumeRefused):
+        message, _, fix = text.partition(" Fix: ")
+        return error_json(409, "resume_refused", message, fix or "Read the run first.")
     if isinstance(exc, IdempotencyConflict):
         return error_json(409, "idempotency_conflict", text,
                           "Use a new Idempotency-Key for a different request.")

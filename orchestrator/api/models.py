@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from orchestrator.core.origin import Origin
+from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.store.fields import EVENT_STEP, Event
 
@@ -25,6 +26,12 @@ API_PREFIX = "/v1"
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+RunDetail = Literal["status", "full", "debug"]
+"""How much of a run a caller sees (:meth:`RunOut.shaped`): ids and statuses only
+(``runs:write`` without ``runs:read``), everything but tracebacks (``runs:read``), or
+everything (``runs:read`` and ``runs:tracebacks``)."""
 
 
 class WireModel(BaseModel):
@@ -85,6 +92,11 @@ class StepRunOut(WireModel):
     resolution: dict[str, Any] | None = Field(
         None, description="What ended the wait: an event (event_id, at, by) or a decision "
         "(decision, comment, by, at).")
+    decision: dict[str, Any] | None = Field(
+        None, description="Why it ran or was skipped, when a trigger rule other than "
+        "all_success, a condition or a failure handler decided: rule, parents (their "
+        "statuses), runs; with a condition also when (its text), values (what it read) and "
+        "outcome.")
 
 
 class EventSent(WireModel):
@@ -154,6 +166,13 @@ class RunOut(WireModel):
     origin: Origin = Field(default_factory=Origin, description="What started the run: "
                            "a caller (api, cli, broker, python), a schedule's fire or an "
                            "event, with who or what.")
+    compensates: str | None = Field(None, description="The run this undo run undoes.")
+    priority: Priority = Field(Priority.NORMAL, description="The band of queues its steps "
+                               "go to: a high run's steps overtake queued normal and low "
+                               "ones.")
+    resumed_from: str | None = Field(None, description="The run this one resumes, if any.")
+    resumes: list[str] = Field(default_factory=list, description="The runs that resume "
+                               "this one, oldest first.")
     trace_id: str | None = Field(None, description="The run's OpenTelemetry trace id "
                                  "(32 hex digits), on GET /v1/runs/{run_id} when traces "
                                  "are configured; null otherwise.")
@@ -162,6 +181,29 @@ class RunOut(WireModel):
     def ended(self) -> bool:
         """True when the run is in a final status."""
         return self.status.terminal
+
+    def shaped(self, detail: RunDetail) -> RunOut:
+        """The run as a caller entitled to ``detail`` sees it.
+
+        ``debug``: everything.  ``full``: everything but the steps' tracebacks.
+        ``status``: ids, statuses, attempts and times only: no input, outputs, errors,
+        reasons, waits or decisions (a ``runs:write`` token without ``runs:read``).
+        """
+        if detail == "debug":
+            return self
+        if detail == "full":
+            steps = [s if s.error is None or s.error.traceback is None else
+                     s.model_copy(update={"error": s.error.model_copy(
+                         update={"traceback": None})})
+                     for s in self.steps]
+            return self.model_copy(update={"steps": steps})
+        bare = [StepRunOut(step_id=s.step_id, status=s.status, attempt=s.attempt,
+                           queued_at=s.queued_at, started_at=s.started_at,
+                           ended_at=s.ended_at, duration_s=s.duration_s,
+                           retry_at=s.retry_at)
+                for s in self.steps]
+        return self.model_copy(update={"input": None, "error": None, "steps": bare,
+                                       "outputs": {}})
 
     @classmethod
     def from_view(cls, view: RunView) -> RunOut:
@@ -175,7 +217,7 @@ class RunOut(WireModel):
                 error=StepError.model_validate(s.error) if s.error else None,
                 retry_at=s.retry_at, wait=s.wait,
                 resolution={k: v for k, v in s.resolution.items() if k != "data"}
-                if s.resolution else None)
+                if s.resolution else None, decision=s.decision)
             for s in view.steps]
         return cls(
             run_id=run.run_id, workflow=run.workflow, version=run.version, status=run.status,
@@ -184,7 +226,8 @@ class RunOut(WireModel):
             duration_s=(run.ended_at - run.created_at) if run.ended_at is not None else None,
             error=_run_error(view), steps=steps, outputs=view.outputs,
             callback=CallbackOut.of(view.callback) if view.callback else None,
-            origin=run.origin)
+            origin=run.origin, resumed_from=run.resumed_from, resumes=list(run.resumes),
+            compensates=run.compensates, priority=run.priority)
 
 
 def _run_error(view: RunView) -> str | None:
@@ -194,6 +237,20 @@ def _run_error(view: RunView) -> str | None:
             message = (s.error or {}).get("message") or "no message"
             return f"step {s.step_id!r} failed: {message}"
     return None
+
+
+class ResumeRequest(BaseModel):
+    """The body of ``POST /v1/runs/{run_id}/resume`` (every field optional)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    from_step: str | None = Field(None, max_length=200, description="Run this step, and "
+                                  "everything downstream of it, again (default: only the "
+                                  "steps that did not succeed, and what follows them).")
+    input_patch: JsonValue = Field(None, description="A JSON Merge Patch (RFC 7386) "
+                                   "applied to the run's input.")
+    version: str | None = Field(None, pattern="^[0-9a-f]{6,16}$", description="Resume on "
+                                "this stored version (refused if a reused step changed).")
 
 
 class RunSummary(WireModel):
@@ -304,6 +361,41 @@ class WorkflowDetail(WireModel):
         return cls(name=wf.name, version=wf.version, description=wf.description,
                    label=wf.label, input_schema=dict(wf.input_schema),
                    default_queue=wf.default_queue, steps=steps, mermaid=mermaid)
+
+
+class VersionOut(WireModel):
+    """One stored version of a workflow."""
+
+    version: str
+    first_stored: float = Field(description="When it was first stored (epoch seconds).")
+    current: bool = Field(description="It is the version this server's catalog runs by "
+                          "default.")
+
+
+class VersionList(WireModel):
+    """Every stored version of a workflow, oldest first."""
+
+    name: str
+    versions: list[VersionOut]
+
+
+class FieldChangeOut(WireModel):
+    """A field that differs between two versions (dotted name, old and new value)."""
+
+    field: str
+    old: JsonValue = None
+    new: JsonValue = None
+
+
+class VersionDiffOut(WireModel):
+    """What changed from version ``old`` to version ``new`` of a workflow."""
+
+    old: str
+    new: str
+    added: list[str] = Field(description="Steps only in `new`.")
+    removed: list[str] = Field(description="Steps only in `old`.")
+    changed: dict[str, list[FieldChangeOut]] = Field(description="Changed fields by step.")
+    workflow: list[FieldChangeOut] = Field(description="Changed workflow-level fields.")
 
 
 # --- health ----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import anyio
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from orchestrator.api import idempotency, streams
+from orchestrator.api import access, idempotency, quotas, streams
+from orchestrator.api.access import detail_of
 from orchestrator.api.auth import read_runs, write_runs
 from orchestrator.api.deps import ApiContext, context
 from orchestrator.api.failures import error_responses
@@ -22,6 +23,7 @@ from orchestrator.api.models import (
     API_PREFIX,
     IDEMPOTENCY_HEADER,
     REPLAYED_HEADER,
+    ResumeRequest,
     RunOut,
     RunPage,
     RunSummary,
@@ -31,7 +33,9 @@ from orchestrator.callbacks.delivery import MAX_URL_CHARS, check_url
 from orchestrator.callbacks.destinations import DestinationRefused, checked, networks
 from orchestrator.core.models import WORKFLOW_NAME
 from orchestrator.core.origin import Origin, OriginKind
+from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus
+from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.errors import ApiError, RunDamaged, RunNotFound
 from orchestrator.runtime.tracing import trace_link
 from orchestrator.settings import ApiToken
@@ -136,7 +140,7 @@ def _run_json(out: RunOut, status: int, headers: dict[str, str]) -> JSONResponse
               "headers": {**_LOCATION, **_REPLAYED}},
         202: {"model": RunOut, "description": "With `wait`: the run had not ended in time; "
               "follow Location.", "headers": {**_LOCATION, **_REPLAYED}},
-        **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+        **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
     },
 )
 async def submit_run(
@@ -144,12 +148,20 @@ async def submit_run(
     name: WorkflowName,
     ctx: Annotated[ApiContext, Depends(context)],
     _token: Annotated[ApiToken, Depends(write_runs)],
+    _waiting: Annotated[None, Depends(quotas.wait_slot)],  # after the token: per token
     wait: Annotated[float | None, Query(
         ge=0, le=MAX_WAIT_S, description="Seconds to wait for the run to end (at most "
         f"{MAX_WAIT_S:g}): 200 with the ended run, else 202 with Location.")] = None,
     callback_url: Annotated[str | None, Query(
         max_length=MAX_URL_CHARS, description="http(s) URL to POST the run to when it "
         "ends, signed with X-Orchestrator-Signature: sha256=<hex HMAC of the body>.")] = None,
+    version: Annotated[str | None, Query(
+        pattern="^[0-9a-f]{6,16}$", description="Run this stored version of the workflow "
+        "(GET /v1/workflows/{name}/versions; a prefix of 6+ hex digits will do) instead "
+        "of the current one.")] = None,
+    priority: Annotated[Priority, Query(
+        description="The band of queues the run's steps go to: a high run's steps "
+        "overtake queued normal and low ones.")] = Priority.NORMAL,
     idempotency_key: Annotated[str | None, Header(
         alias=IDEMPOTENCY_HEADER, min_length=1, max_length=idempotency.MAX_KEY_CHARS,
         description="Repeats of the same request within the idempotency window return "
@@ -161,7 +173,8 @@ async def submit_run(
     ``wait``, 200 if the run ended within it, else 202.
     """
     settings = ctx.settings
-    wf = ctx.catalog.get(name)
+    wf = ctx.catalog.get(name) if version is None else (await anyio.to_thread.run_sync(
+        ctx.coordinator.stored, name, version)).wf
     if callback_url is not None:
         if not settings.callback_secret.get_secret_value():
             raise ApiError(422, "callbacks_disabled",
@@ -189,27 +202,34 @@ async def submit_run(
     run_input = await read_json_body(request)
     run_id, fresh = uuid.uuid4().hex, True
     reader = ctx.reader
+    tenant = _token.tenant  # keys are scoped to it: a key never names another's run
     if idempotency_key is not None:
-        fp = idempotency.fingerprint(wf.name, run_input, callback_url)
-        claim = await idempotency.claim(reader, idempotency_key, fp, run_id)
+        what = wf.name if version is None else f"{wf.name}@{version}"
+        if priority is not Priority.NORMAL:  # (a normal run's fingerprint is as it was)
+            what += f"#{priority.value}"
+        fp = idempotency.fingerprint(what, run_input, callback_url)
+        claim = await idempotency.claim(reader, idempotency_key, fp, run_id, tenant)
         run_id, fresh = claim.run_id, claim.fresh
     if fresh:
         try:
             if callback_url is not None:
-                await anyio.to_thread.run_sync(ctx.registry.register, run_id, callback_url)
-            origin = Origin(kind=OriginKind.API, by=_token.name or None)
+                await anyio.to_thread.run_sync(ctx.registry.register, run_id, callback_url,
+                                               detail_of(_token))
+            origin = Origin(kind=OriginKind.API, by=_token.name or None,
+                            tenant=None if tenant == DEFAULT_TENANT else tenant)
             await anyio.to_thread.run_sync(functools.partial(
-                ctx.coordinator.submit, wf.name, run_input, run_id, origin=origin))
+                ctx.coordinator.submit, wf.name, run_input, run_id, origin=origin,
+                version=version, priority=priority))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if callback_url is not None:
                     await anyio.to_thread.run_sync(ctx.registry.unregister, run_id)
                 if idempotency_key is not None:
-                    await idempotency.release(reader, idempotency_key, run_id)
+                    await idempotency.release(reader, idempotency_key, run_id, tenant)
             raise
         if idempotency_key is not None:
             await idempotency.confirm(reader, idempotency_key,
-                                      settings.idempotency_window_s)
+                                      settings.idempotency_window_s, tenant)
     elif not await reader.exists(run_id):
         raise idempotency.in_progress(idempotency_key or "")
     headers = {"Location": f"{API_PREFIX}/runs/{run_id}"}
@@ -217,14 +237,13 @@ async def submit_run(
         headers[REPLAYED_HEADER] = "true"
     if wait:
         ended = await streams.wait_for_end(ctx, run_id, wait)
-        out = await _view(ctx, run_id)
+        out = await _view(ctx, _token, run_id)
         return _run_json(out, 200 if ended or out.ended else 202, headers)
-    return _run_json(await _view(ctx, run_id), 201 if fresh else 200, headers)
+    return _run_json(await _view(ctx, _token, run_id), 201 if fresh else 200, headers)
 
 
-async def _view(ctx: ApiContext, run_id: str) -> RunOut:
-    view = await anyio.to_thread.run_sync(ctx.coordinator.view, run_id)
-    return RunOut.from_view(view)
+async def _view(ctx: ApiContext, token: ApiToken, run_id: str) -> RunOut:
+    return await anyio.to_thread.run_sync(access.view, ctx, token, run_id)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, summary="Read a run",
@@ -232,8 +251,9 @@ async def _view(ctx: ApiContext, run_id: str) -> RunOut:
 def get_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
             _token: Annotated[ApiToken, Depends(read_runs)]) -> RunOut:
     """The run: status, every step (status, attempts, duration, error) and outputs, and
-    its trace id when traces are configured."""
-    out = RunOut.from_view(ctx.coordinator.view(run_id))
+    its trace id when traces are configured.  Step tracebacks need ``runs:tracebacks``;
+    another tenant's run is a 404, as an unknown one."""
+    out = access.view(ctx, _token, run_id)
     trace = trace_link(ctx.settings, run_id)
     return out.model_copy(update={"trace_id": trace["trace_id"]}) if trace else out
 
@@ -250,13 +270,15 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> RunPage:
-    """Runs, newest first, filtered by workflow and status; paginated by limit/offset.
+    """Runs of the token's tenant (every tenant's with ``admin``), newest first, filtered
+    by workflow and status; paginated by limit/offset.
 
     A page may hold fewer than ``limit`` runs while ``next_offset`` is set: runs past
-    their retention are left out.
+    their retention are left out, and so are other tenants' runs when the default
+    tenant's are listed.
     """
     store = ctx.coordinator.store
-    ids = store.list_runs(workflow, status, offset, limit)
+    ids, read = store.page_runs(workflow, status, offset, limit, access.viewer_tenant(_token))
     runs: list[RunSummary] = []
     for rid in ids:
         try:
@@ -267,23 +289,52 @@ def list_runs(
                                status=rec.status, created_at=rec.created_at,
                                ended_at=rec.ended_at))
     return RunPage(runs=runs, limit=limit, offset=offset,
-                   next_offset=offset + len(ids) if len(ids) == limit else None)
+                   next_offset=offset + read if read == limit else None)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, summary="Cancel a run",
              responses=error_responses(401, 403, 404, 409, 422, 503))
 def cancel_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
-               _token: Annotated[ApiToken, Depends(write_runs)]) -> RunOut:
+               _token: Annotated[ApiToken, Depends(write_runs)],
+               compensate: Annotated[bool, Query(
+                   description="Unwind instead: running steps finish, then the "
+                   "compensations of every succeeded step run (status `compensating`, "
+                   "then `compensated` or `compensation_failed`).")] = False) -> RunOut:
     """Cancel a run: pending steps never start, running ones are revoked.
 
-    Answers 409 ``run_ended`` if the run had already ended.
+    Answers 409 ``run_ended`` if the run had already ended (or is being unwound); 404 for
+    another tenant's run, as for an unknown one.
     """
     coord = ctx.coordinator
-    if not coord.cancel(run_id):
+    access.check_run(ctx, access.viewer_tenant(_token), run_id)
+    if not coord.cancel(run_id, compensate=compensate):
         status = coord.store.run(run_id).status.value
         raise ApiError(409, "run_ended", f"run {run_id!r} already ended ({status})",
                        "Nothing to cancel; read the run for its outcome.")
-    return RunOut.from_view(coord.view(run_id))
+    return access.view(ctx, _token, run_id)
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunOut, status_code=201,
+             summary="Resume a run", responses={
+                 201: {"model": RunOut, "description": "The new run.",
+                       "headers": _LOCATION},
+                 **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)})
+def resume_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
+               _token: Annotated[ApiToken, Depends(write_runs)],
+               body: ResumeRequest | None = None) -> JSONResponse:
+    """Start a new run that resumes this one (it must have ended): the succeeded steps
+    that are not downstream of ``from_step`` or of a step that did not succeed keep their
+    recorded outputs; the rest run.  Both runs record the lineage (``resumed_from``,
+    ``resumes``).  409 ``resume_refused`` names what stops it (the run still going, a
+    reused step changed in ``version``); 404 for another tenant's run, as for an unknown
+    one."""
+    req = body or ResumeRequest()
+    access.check_run(ctx, access.viewer_tenant(_token), run_id)
+    new_id, _ = ctx.coordinator.resume(
+        run_id, req.from_step, req.input_patch, req.version,
+        origin=Origin(kind=OriginKind.API, by=_token.name or None))
+    out = access.view(ctx, _token, new_id)
+    return _run_json(out, 201, {"Location": f"{API_PREFIX}/runs/{new_id}"})
 
 
 @router.get(
@@ -294,10 +345,11 @@ def cancel_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
         200: {"description": "`text/event-stream`: events `run` and `step` (data: a "
               "RunEvent, id: the stream id), then `end` (data: the final Run).",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-        **error_responses(401, 403, 404, 422, 503),
+        **error_responses(401, 403, 404, 422, 429, 503),
     },
 )
 async def run_events(
+    request: Request,
     run_id: RunId,
     ctx: Annotated[ApiContext, Depends(context)],
     _token: Annotated[ApiToken, Depends(read_runs)],
@@ -306,10 +358,14 @@ async def run_events(
         description="Resume after this event id.")] = None,
 ) -> StreamingResponse:
     """Stream the run's events live until it ends (replaying earlier ones first)."""
-    if not await ctx.reader.exists(run_id):
-        raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
-                          "after the retention)")
-    return StreamingResponse(
-        streams.run_events(ctx, run_id, last_event_id or "0-0"),
+    slot = quotas.hold(request, "stream")  # first: a refusal costs no store read
+    try:
+        await access.acheck_run(ctx, access.viewer_tenant(_token), run_id)
+    except BaseException:
+        slot.release()
+        raise
+    return quotas.HeldStream(  # the slot is given back when the stream ends
+        slot,
+        streams.run_events(ctx, run_id, last_event_id or "0-0", access.detail_of(_token)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

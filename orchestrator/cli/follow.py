@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.core.priorities import Priority
 from orchestrator.core.states import StepStatus
 from orchestrator.core.waits import WaitKind
 from orchestrator.runtime.coordinator import Coordinator, RunView
@@ -30,11 +32,35 @@ def step_table(view: RunView) -> str:
              for r in rows]
     run = view.run
     total = f"{(run.ended_at - run.created_at):.2f} s" if run.ended_at else "running"
+    band = f", priority {run.priority.value}" if run.priority is not Priority.NORMAL else ""
     lines.append(f"run {run.run_id}: {run.status.value} ({total}), started by "
-                 f"{run.origin.describe()}")
+                 f"{run.origin.describe()}{band}")
+    for s in view.steps:
+        if s.decision:
+            lines.append(f"  decided {s.step_id}: {decision_line(s.decision)}")
+    if run.compensates:
+        lines.append(f"undoes run {run.compensates}")
+    if run.status.value.startswith("compensat"):
+        lines.append(f"undo run: {run.run_id}.undo")
+    if run.resumed_from:
+        lines.append(f"resumes run {run.resumed_from}")
+    if run.resumes:
+        lines.append(f"resumed by run(s) {', '.join(run.resumes)}")
     if view.callback:
         lines.append(callback_line(view.callback))
     return "\n".join(lines)
+
+
+def decision_line(d: dict[str, Any]) -> str:
+    """A step's decision trail on one line: the rule and the parents it read, then the
+    condition, the values it read and its outcome."""
+    parents = ", ".join(f"{p}={st}" for p, st in (d.get("parents") or {}).items())
+    text = f"rule {d.get('rule')} ({parents or 'no parents'})"
+    if d.get("when") is not None:
+        values = ", ".join(f"{k}={json.dumps(v)}" for k, v in (d.get("values") or {}).items())
+        text += f"; when {d['when']!r} read {values or 'nothing'} -> " \
+            f"{str(d.get('outcome')).lower()}"
+    return text + ("; ran" if d.get("runs") else "; skipped")
 
 
 def _at(ts: Any) -> str:

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,12 +27,16 @@ from orchestrator.cli.doctor import doctor
 from orchestrator.cli.follow import follow, step_table
 from orchestrator.cli.inputs import read_json
 from orchestrator.cli.schedules import schedule, scheduler
+from orchestrator.cli.simulate import simulate_cmd
 from orchestrator.cli.triggers import trigger, triggers_service
+from orchestrator.cli.versions import diff, versions
 from orchestrator.cli.waits import approve, event, reject
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.origin import Origin, OriginKind
+from orchestrator.core.priorities import Priority
 from orchestrator.core.render import dot, mermaid, plan_tree
 from orchestrator.core.states import RunStatus
+from orchestrator.core.yamlio import parse_yaml, read_text
 from orchestrator.errors import (
     OrchestratorError,
     RedisAuthFailed,
@@ -50,6 +55,9 @@ if TYPE_CHECKING:
     from orchestrator.runtime.coordinator import Coordinator
 
 EXIT_INVALID_WORKFLOW = 1
+FAILED_ENDS = frozenset({RunStatus.FAILED, RunStatus.COMPENSATED,
+                         RunStatus.COMPENSATION_FAILED})
+"""How a followed run ends when ``run`` and ``resume`` exit 1."""
 EXIT_ERROR = 2
 EXIT_SCHEMA = 6
 """The run store has a schema version this release does not use."""
@@ -124,6 +132,12 @@ def cli(ctx: click.Context) -> None:
 @pass_ctx
 def validate(c: _Ctx, name_or_path: str) -> None:
     """Validate a workflow (a YAML path or a cataloged name); list every problem."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        # the file's own limits first (size, encoding, aliases, steps): a broken file is
+        # refused before the workflow packages are imported to check its functions
+        limits = limits_of(c.settings)
+        parse_yaml(read_text(path, limits), str(path), limits)
     wf = c.catalog.resolve(name_or_path)
     click.echo(f"ok: workflow {wf.name!r} version {wf.version}, {len(wf.steps)} step(s)")
 
@@ -165,7 +179,7 @@ def _coordinator(c: _Ctx) -> Coordinator:
     from orchestrator.store import RunStore
 
     s = c.settings
-    store = RunStore.from_url(s.redis_url, s.key_prefix, s.run_retention_s,
+    store = RunStore.from_url(s.redis_target, s.key_prefix, s.run_retention_s,
                               timeout_s=s.redis_timeout_s)
     store.check_schema()  # a store of another schema: stop before reading or writing it
     return Coordinator(s, c.catalog, app=client_app(s, timeout_s=s.redis_timeout_s),
@@ -181,18 +195,27 @@ def _coordinator(c: _Ctx) -> Coordinator:
               help="Stop following after this many seconds (the run goes on).")
 @click.option("--preflight/--no-preflight", default=True, show_default=True,
               help="First check that live workers can run every step.")
+@click.option("--version", "version", default=None,
+              help="Run this stored version (`orchestrator versions NAME`; a prefix of "
+              "6+ characters will do) instead of the cataloged one.")
+@click.option("--priority", type=click.Choice([p.value for p in Priority]),
+              default=Priority.NORMAL.value, show_default=True,
+              help="The band of queues its steps go to: a high run's steps overtake "
+              "queued normal and low ones.")
 @pass_ctx
 def run(c: _Ctx, name: str, input_: str | None, follow_live: bool,
-        timeout_s: float | None, preflight: bool) -> None:
+        timeout_s: float | None, preflight: bool, version: str | None,
+        priority: str) -> None:
     """Start a run of workflow NAME; with --follow, watch it to the end."""
     coord = _coordinator(c)
     run_id = coord.submit(name, read_json(input_, {}), preflight=preflight,
-                          origin=Origin(kind=OriginKind.CLI, by=_user()))
+                          origin=Origin(kind=OriginKind.CLI, by=_user()), version=version,
+                          priority=Priority(priority))
     click.echo(f"run {run_id} started ({name})")
     if follow_live:
         view = follow(coord, run_id, click.echo, timeout_s)
         click.echo(step_table(view))
-        if view.run.status is RunStatus.FAILED:
+        if view.run.status in FAILED_ENDS:
             sys.exit(1)
 
 
@@ -245,18 +268,53 @@ def rejected(c: _Ctx, limit: int) -> None:
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--compensate", is_flag=True, help="Unwind instead: running steps finish, "
+              "then the compensations of every succeeded step run (undo run RUN_ID.undo).")
 @pass_ctx
-def cancel(c: _Ctx, run_id: str) -> None:
+def cancel(c: _Ctx, run_id: str, compensate: bool) -> None:
     """Cancel a run: pending steps never start, running ones are revoked."""
-    if _coordinator(c).cancel(run_id):
-        click.echo(f"run {run_id} cancelled")
+    if _coordinator(c).cancel(run_id, compensate=compensate):
+        click.echo(f"run {run_id} " + ("cancelled; its succeeded steps are being undone "
+                                       f"(undo run {run_id}.undo)" if compensate
+                                       else "cancelled"))
     else:
-        click.echo(f"run {run_id} had already ended; nothing to cancel")
+        click.echo(f"run {run_id} had already ended (or is being undone); nothing to cancel")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--from", "from_step", default=None,
+              help="Run this step, and everything downstream of it, again.")
+@click.option("--input-patch", default=None, help="A JSON Merge Patch (RFC 7386) for the "
+              "run's input: JSON text, or @file.json.")
+@click.option("--version", "version", default=None,
+              help="Resume on this newer stored version (refused if a reused step changed).")
+@click.option("--follow/--no-follow", "follow_live", default=True, show_default=True,
+              help="Show the new run's progress live, then its per-step table.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Stop following after this many seconds (the run goes on).")
+@pass_ctx
+def resume(c: _Ctx, run_id: str, from_step: str | None, input_patch: str | None,
+           version: str | None, follow_live: bool, timeout_s: float | None) -> None:
+    """Start a new run that resumes RUN_ID: succeeded steps keep their outputs (not
+    downstream of --from or of a step that did not succeed); the rest run."""
+    coord = _coordinator(c)
+    patch = read_json(input_patch, None, option="--input-patch")
+    new_id, plan = coord.resume(run_id, from_step, patch, version,
+                                origin=Origin(kind=OriginKind.CLI, by=_user()))
+    click.echo(f"run {new_id} started, resuming {run_id}: reuses "
+               f"{', '.join(plan.reuse) or 'nothing'}; runs {', '.join(plan.rerun)}")
+    if follow_live:
+        view = follow(coord, new_id, click.echo, timeout_s)
+        click.echo(step_table(view))
+        if view.run.status in FAILED_ENDS:
+            sys.exit(1)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--queues", "-Q", default=None, help="Comma-separated queues to consume "
-              "(default: the default queue).")
+              "(default: the default queue), each with its priority bands (Q.high, Q.low; "
+              "a band named alone is consumed alone).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Pool size.")
 @click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]),
               default="prefork", show_default=True)
@@ -411,6 +469,9 @@ cli.add_command(trigger)
 cli.add_command(event)
 cli.add_command(approve)
 cli.add_command(reject)
+cli.add_command(versions)
+cli.add_command(diff)
+cli.add_command(simulate_cmd)
 
 
 def main(argv: list[str] | None = None) -> Any:

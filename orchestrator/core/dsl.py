@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.core.models import (
+    CompensateDef,
+    RateLimitDef,
     Ref,
     RetryPolicy,
     StepDef,
@@ -30,6 +32,7 @@ from orchestrator.core.models import (
 from orchestrator.core.registry import Registry, function_name
 from orchestrator.core.schedules import Schedule
 from orchestrator.core.schedules import from_data as schedule_from_data
+from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.core.triggers import StreamSource, TriggerDef, WebhookSource
 from orchestrator.core.triggers import check as check_trigger
 from orchestrator.core.validation import check
@@ -160,6 +163,7 @@ class Workflow:
              retry: RetryPolicy | None = None, soft_timeout_s: float | None = None,
              timeout_s: float | None = None, queue: str | None = None,
              handles: Iterable[StepHandle] = (), description: str = "",
+             compensate: Any = None, rate_limit: str | RateLimitDef | None = None,
              **inputs: Any) -> StepHandle:
         """Add a step and return its handle.
 
@@ -175,6 +179,11 @@ class Workflow:
             queue: the Celery queue for this step.
             handles: steps whose failure this step handles (it runs only then).
             description: free text.
+            compensate: what undoes the step if the run fails after it succeeded: a step
+                function (or its name) called with ``input`` and ``output``, or a
+                :class:`CompensateDef` (with a retry policy and time limits).
+            rate_limit: a rate shared by every worker (``"10/s"``), or a
+                :class:`RateLimitDef` with a ``key`` expression.
             **inputs: the step function's inputs: literals, ``wf.input.x`` or
                 ``handle.output.x``.
         """
@@ -195,12 +204,19 @@ class Workflow:
         }
         if retry is not None:
             fields["retry"] = retry
+        if rate_limit is not None:
+            fields["rate_limit"] = RateLimitDef.model_validate(rate_limit) \
+                if isinstance(rate_limit, str) else rate_limit
+        if compensate is not None:
+            fields["compensate"] = compensate if isinstance(compensate, CompensateDef) \
+                else CompensateDef(function=function_name(compensate))
         self._steps.append((handle, fields))
         return handle
 
     def trigger(self, name: str, source: WebhookSource | StreamSource, *,
                 filter: Condition | str | None = None, input: str | None = None,
-                event_id: str | None = None, description: str = "") -> TriggerDef:
+                event_id: str | None = None, description: str = "",
+                tenant: str = DEFAULT_TENANT) -> TriggerDef:
         """Declare an event trigger of this workflow and return it, checked.
 
         Assign the result to a module-level name: the catalog collects every module-level
@@ -213,13 +229,15 @@ class Workflow:
             input: CEL giving the run input; default the event itself.
             event_id: CEL giving the event's unique id; default ``id``.
             description: free text.
+            tenant: whose the trigger, its events and its runs are (API tokens of
+                another tenant do not see them).
 
         Raises:
             TriggerInvalid: an expression does not parse, with every problem.
         """
         td = TriggerDef(name=name, workflow=self.name, source=source,
                         filter=None if filter is None else _cond_text(filter), input=input,
-                        event_id=event_id, description=description)
+                        event_id=event_id, description=description, tenant=tenant)
         check_trigger(td)
         self.triggers.append(td)
         return td

@@ -30,6 +30,7 @@ from pydantic import (
 
 from orchestrator.core.dag import Graph
 from orchestrator.core.waits import WAIT_FUNCTION, WaitDef
+from orchestrator.errors import FailPermanently
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -73,6 +74,20 @@ class RetryPolicy(Frozen):
     jitter: float = 0.1
     non_retryable: tuple[str, ...] = ()
 
+    def allows_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether a step run whose attempt ``attempt`` (1-based) raised ``error`` is tried
+        again: attempts are left, the error is not ``FailPermanently`` and no type in its
+        MRO is named in ``non_retryable`` (the runtime and the simulation ask this)."""
+        if attempt >= self.max_attempts or isinstance(error, FailPermanently):
+            return False
+        if not self.non_retryable:
+            return True
+        names = set()
+        for cls in type(error).__mro__:
+            names.add(cls.__name__)
+            names.add(f"{cls.__module__}.{cls.__qualname__}")
+        return not names & set(self.non_retryable)
+
     def delay_s(self, attempt: int, rand: float = 0.5) -> float:
         """Return the delay before the attempt after ``attempt`` (1-based).
 
@@ -86,6 +101,57 @@ class RetryPolicy(Frozen):
             grown = math.inf if self.initial_backoff_s > 0 else 0.0
         base = min(grown, self.max_backoff_s)
         return max(0.0, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
+
+
+class CompensateDef(Frozen):
+    """How a step is undone when its run fails or is cancelled with compensation (a saga).
+
+    ``function`` is a registered step function called with two keyword arguments:
+    ``input`` (the step's inputs, as JSON, by parameter name) and ``output`` (the step's
+    recorded output).  It runs with its own ``retry`` policy and time limits, on ``queue``
+    (default: the step's).  In YAML a bare function name will do:
+    ``compensate: inventory.unreserve``.
+    """
+
+    function: str
+    retry: RetryPolicy = RetryPolicy()
+    soft_timeout_s: float | None = None
+    timeout_s: float | None = None
+    queue: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, v: Any) -> Any:
+        return {"function": v} if isinstance(v, str) else v
+
+
+RATE = r"^\s*(\d+)\s*/\s*(s|m|h)\s*$"
+_PERIOD_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class RateLimitDef(Frozen):
+    """A rate limit shared by every worker: at most ``rate`` (``"10/s"``, ``"600/m"``,
+    ``"5/h"``) step runs start per ``key``, spaced evenly (a step over budget waits in the
+    store, holding no worker slot).  ``key`` is a CEL expression over ``input`` (default:
+    the step function's name, so every workflow calling it shares the budget).  In YAML
+    the rate alone will do: ``rate_limit: 10/s``."""
+
+    rate: Annotated[str, Field(pattern=RATE)]
+    key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_rate(cls, v: Any) -> Any:
+        return {"rate": v} if isinstance(v, str) else v
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between two starts (the period over the count; a count of 0 is refused
+        by validation)."""
+        m = re.match(RATE, self.rate)
+        assert m is not None
+        count, unit = int(m.group(1)), m.group(2)
+        return _PERIOD_S[unit] / count if count else math.inf
 
 
 class Ref(Frozen):
@@ -168,6 +234,11 @@ class StepDef(Frozen):
     wait: WaitDef | None = None
     """A durable wait (sleep, until, event, approval) instead of a step function; its
     ``function`` is then ``orchestrator.wait`` (filled in). See :mod:`.waits`."""
+    compensate: CompensateDef | None = None
+    """What undoes this step if the run fails or is cancelled with compensation, once it
+    has succeeded (see :mod:`orchestrator.core.compensation`)."""
+    rate_limit: RateLimitDef | None = None
+    """A rate limit across the pool (see :class:`RateLimitDef`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -266,8 +337,13 @@ class WorkflowDef(Frozen):
         handled = self.handlers_of()
         deps: dict[str, tuple[str, ...]] = {}
         for s in self.steps:
+            after = s.after
+            if not s.inputs and s.id not in handled:  # the common case, quicker
+                deps[s.id] = (after if len(after) < 2 or len(set(after)) == len(after)
+                              else tuple(dict.fromkeys(after)))
+                continue
             seen: dict[str, None] = dict.fromkeys(s.input_steps())
-            seen.update(dict.fromkeys(s.after))
+            seen.update(dict.fromkeys(after))
             seen.update(dict.fromkeys(handled.get(s.id, ())))
             deps[s.id] = tuple(seen)
         return deps

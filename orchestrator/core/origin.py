@@ -24,6 +24,9 @@ class OriginKind(StrEnum):
     """The ``orchestrator.submit`` task, sent by any Celery client."""
     SCHEDULE = "schedule"
     EVENT = "event"
+    COMPENSATION = "compensation"
+    """An undo run, started when the run it undoes failed or was cancelled with
+    compensation (``orchestrator.core.compensation``)."""
 
 
 class Origin(BaseModel):
@@ -40,6 +43,9 @@ class Origin(BaseModel):
     """The fire's nominal time (epoch seconds), not when it was handled."""
     trigger: str | None = None
     event_id: str | None = None
+    tenant: str | None = None
+    """The tenant the run belongs to (``orchestrator.core.tenants``; None: the default
+    one): the API token's, or the schedule's or the trigger's."""
 
     def describe(self) -> str:
         """One line, e.g. ``schedule nightly at 2026-12-02T03:00:00Z``."""

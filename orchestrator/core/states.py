@@ -12,6 +12,13 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
+    """The run failed (or was cancelled with compensation): its succeeded steps are being
+    undone by its undo run (:mod:`orchestrator.core.compensation`)."""
+    COMPENSATED = "compensated"
+    """It failed (or was cancelled), and every compensation succeeded."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """It failed (or was cancelled), and a compensation failed for good."""
 
     @property
     def terminal(self) -> bool:
@@ -32,15 +39,24 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
+    """It succeeded; its run is undoing it (its compensation may not have started yet)."""
+    COMPENSATED = "compensated"
+    """It succeeded, and its compensation succeeded."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """It succeeded, and its compensation failed for good."""
 
     @property
     def terminal(self) -> bool:
         return self in STEP_TERMINAL
 
 
-RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                          RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED})
 STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
-                           StepStatus.CANCELLED})
+                           StepStatus.CANCELLED, StepStatus.COMPENSATING,
+                           StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED})
+"""Steps that have ended (a step being compensated has ended: its run is undoing it)."""
 
 _S = StepStatus
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
@@ -55,18 +71,25 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     # waiting -> succeeded / failed: the wait ended (event, approval, timer; a timeout or
     # a rejection); waiting -> cancelled: its run was cancelled
     _S.WAITING: frozenset({_S.WAITING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
-    _S.SUCCEEDED: frozenset(),
+    # succeeded -> compensating: its run unwinds; then its compensation's outcome
+    _S.SUCCEEDED: frozenset({_S.COMPENSATING}),
     _S.FAILED: frozenset(),
     _S.SKIPPED: frozenset(),
     _S.CANCELLED: frozenset(),
+    _S.COMPENSATING: frozenset({_S.COMPENSATED, _S.COMPENSATION_FAILED}),
+    _S.COMPENSATED: frozenset(),
+    _S.COMPENSATION_FAILED: frozenset(),
 }
 
 _R = RunStatus
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    _R.RUNNING: frozenset({_R.SUCCEEDED, _R.FAILED, _R.CANCELLED}),
+    _R.RUNNING: frozenset({_R.SUCCEEDED, _R.FAILED, _R.CANCELLED, _R.COMPENSATING}),
     _R.SUCCEEDED: frozenset(),
     _R.FAILED: frozenset(),
     _R.CANCELLED: frozenset(),
+    _R.COMPENSATING: frozenset({_R.COMPENSATED, _R.COMPENSATION_FAILED}),
+    _R.COMPENSATED: frozenset(),
+    _R.COMPENSATION_FAILED: frozenset(),
 }
 
 

@@ -7,7 +7,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from orchestrator.core import ratelimits
+from orchestrator.core.compensation import COMPENSATE_PARAMS
 from orchestrator.core.conditions import Condition, parse
+from orchestrator.core.gcpause import gc_paused
 from orchestrator.core.models import Ref, StepDef, Value, WorkflowDef
 from orchestrator.core.registry import Registry, StepFunction, default_registry
 from orchestrator.core.typecheck import (
@@ -36,6 +39,11 @@ def check(wf: WorkflowDef, registry: Registry | None = None) -> WorkflowDef:
 
 def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Problem]:
     """Return every problem of ``wf`` (empty when it is valid)."""
+    with gc_paused():  # a 50,000-step workflow: see gcpause
+        return _problems_of(wf, registry)
+
+
+def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
     reg = registry if registry is not None else default_registry
     out: list[Problem] = []
 
@@ -60,6 +68,10 @@ def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Probl
     for s in wf.steps:
         _check_references(s, ids, add)
         _check_policies(s, add)
+        if s.compensate is not None:
+            _check_compensate(s, reg, add)
+        for message, fix in ratelimits.problems(s):
+            add("bad_rate_limit", f"rate_limit: {message}", fix, s.id)
 
     conditions = _parse_conditions(wf, ids, add)
     reads = _check_waits(wf, ids, add)
@@ -69,7 +81,7 @@ def problems_of(wf: WorkflowDef, registry: Registry | None = None) -> list[Probl
         add("cycle", f"the steps form a cycle: {' -> '.join(cycle)}.",
             "remove one of these dependencies (an input reference, 'after' or "
             "'on_failure' entry).", cycle[0])
-    else:
+    elif conditions or reads:
         for s in wf.steps:
             cond = conditions.get(s.id)
             for ref in sorted(cond.steps if cond else ()):
@@ -119,6 +131,8 @@ def _check_references(s: StepDef, ids: set[str], add: Any) -> None:
 
 def _check_policies(s: StepDef, add: Any) -> None:
     r = s.retry
+    if r is _DEFAULT_RETRY and s.soft_timeout_s is None and s.timeout_s is None:
+        return  # the defaults are valid: the common case, at 50,000 steps
     if r.max_attempts < 1:
         add("bad_retry", f"retry.max_attempts is {r.max_attempts}.",
             "set max_attempts to 1 (no retry) or more.", s.id)
@@ -142,6 +156,41 @@ def _check_policies(s: StepDef, add: Any) -> None:
         add("bad_timeout",
             f"soft_timeout_s ({s.soft_timeout_s}) is not below timeout_s ({s.timeout_s}).",
             "make the soft timeout shorter than the hard one.", s.id)
+
+
+def _check_compensate(s: StepDef, reg: Registry, add: Any) -> None:
+    """A compensation: a registered function taking ``input`` and ``output``, with a sane
+    retry policy and time limits; a wait step has nothing to undo."""
+    c = s.compensate
+    assert c is not None
+
+    def add_c(code: str, message: str, fix: str, step: str | None = None) -> None:
+        add(code, f"compensate: {message}", fix, step)
+
+    if s.wait is not None:
+        add_c("bad_compensate", "a wait step does nothing that can be undone.",
+              "remove 'compensate' from the wait step.", s.id)
+    _check_policies(StepDef(id=s.id, function=c.function, retry=c.retry,
+                            soft_timeout_s=c.soft_timeout_s, timeout_s=c.timeout_s), add_c)
+    fn = reg.get(c.function)
+    if fn is None:
+        add_c("unknown_function", f"step function {c.function!r} is not registered.",
+              "register it with @step_function(" + repr(c.function) + ") and import its "
+              "module before loading the workflow, or fix the name.", s.id)
+        return
+    missing = [p for p in COMPENSATE_PARAMS if p not in fn.params and not fn.accepts_any_kwargs]
+    extra = [p.name for p in fn.params.values() if p.required and p.name not in COMPENSATE_PARAMS]
+    if missing or extra:
+        why = f"lacks {', '.join(missing)}" if missing else f"also requires {', '.join(extra)}"
+        add_c("bad_compensate",
+              f"function {c.function!r} must take the parameters 'input' and 'output' "
+              f"(it {why}).",
+              "define it as def undo(input: dict[str, Any], output: <the step's output "
+              "type>) -> None.", s.id)
+
+
+_DEFAULT_RETRY = StepDef.model_fields["retry"].default
+"""The one policy instance every step without its own ``retry`` shares."""
 
 
 def _parse_conditions(wf: WorkflowDef, ids: set[str], add: Any) -> dict[str, Condition]:

@@ -21,12 +21,13 @@ from celery.canvas import Signature
 from celery.canvas import signature as from_dict
 
 from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, TaskNode, is_join
+from orchestrator.core.priorities import Priority, band_queue
 from orchestrator.runtime.celeryconf import JOIN_TASK, step_task_name
 from orchestrator.runtime.definitions import Definition
 
 
 def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
-              default_queue: str) -> Signature:
+              default_queue: str, priority: Priority = Priority.NORMAL) -> Signature:
     """The Celery canvas of a plan node (immutable signatures, data by reference).
 
     Args:
@@ -35,15 +36,17 @@ def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
         node: a node of one of ``d``'s plan units.
         run_id: the run the tasks belong to.
         default_queue: the queue of join tasks and of steps that name none.
+        priority: the run's priority: each task goes to that band of its queue
+            (:func:`~orchestrator.core.priorities.band_queue`; ``normal``: the queue).
     """
     if isinstance(node, TaskNode):
         if is_join(node.id):
             return app.signature(
                 JOIN_TASK, kwargs={"run_id": run_id, "join_id": node.id,
                                    "version": d.wf.version},
-                immutable=True, queue=default_queue)
+                immutable=True, queue=band_queue(default_queue, priority))
         step = d.wf.step_map[node.id]
-        opts: dict[str, Any] = {"queue": d.queue(node.id, default_queue)}
+        opts: dict[str, Any] = {"queue": band_queue(d.queue(node.id, default_queue), priority)}
         if step.timeout_s:
             opts["time_limit"] = step.timeout_s
         if step.soft_timeout_s:
@@ -53,12 +56,12 @@ def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
                                      "version": d.wf.version},
                              immutable=True, **opts)
     if isinstance(node, ChainNode):
-        return chain(*(signature(app, d, n, run_id, default_queue) for n in node.items),
-                     app=app)
+        return chain(*(signature(app, d, n, run_id, default_queue, priority)
+                       for n in node.items), app=app)
     assert isinstance(node, ChordNode)
-    join = signature(app, d, TaskNode(id=node.join), run_id, default_queue)
-    return chord([signature(app, d, n, run_id, default_queue) for n in node.header], join,
-                 app=app)
+    join = signature(app, d, TaskNode(id=node.join), run_id, default_queue, priority)
+    return chord([signature(app, d, n, run_id, default_queue, priority) for n in node.header],
+                 join, app=app)
 
 
 def continue_canvas(app: Celery, request: Any) -> None:

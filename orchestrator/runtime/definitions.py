@@ -79,9 +79,11 @@ class Definition:
 
     def fast(self, step: StepDef) -> bool:
         """True when only "every parent succeeded" decides whether the step runs (no
-        condition, no failure handling, a rule such as ``all_success``, not a wait)."""
+        condition, no failure handling, a rule such as ``all_success``, not a wait, no
+        rate limit to draw from first)."""
         return (step.trigger_rule in _FAST_RULES and step.id not in self.handlers
-                and step.id not in self.conditions and step.wait is None)
+                and step.id not in self.conditions and step.wait is None
+                and step.rate_limit is None)
 
 
 def _followers(node: CanvasNode, after: tuple[str, ...],

@@ -42,14 +42,26 @@ from typing import Any
 from celery import Celery
 from celery.canvas import signature as from_dict
 
-from orchestrator.core.origin import Origin
+from orchestrator.core import ratelimits
+from orchestrator.core.compensation import (
+    compensable,
+    ending,
+    outcome,
+    undo_input,
+    undo_run_id,
+    undo_workflow,
+)
+from orchestrator.core.models import StepDef
+from orchestrator.core.origin import Origin, OriginKind
+from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.errors import RunExists, RunNotFound
 from orchestrator.runtime import tracing
 from orchestrator.runtime.canvas import continue_canvas, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
 from orchestrator.store.leases import Leases
-from orchestrator.store.records import LeaseMode
+from orchestrator.store.records import LeaseMode, Resumed
 from orchestrator.store.waits import WaitStore
 
 log = logging.getLogger(__name__)
@@ -86,27 +98,35 @@ class Progress:
     # --- start ---------------------------------------------------------------------------
 
     def start(self, d: Definition, run_id: str, run_input: Any,
-              origin: Origin | None = None) -> None:
-        """Create the run (recording its ``origin``), claim its source units and publish
-        them.
+              origin: Origin | None = None, resumed: Resumed | None = None,
+              compensates: str | None = None, faults: str | None = None,
+              priority: Priority = Priority.NORMAL) -> None:
+        """Create the run (recording its ``origin`` and ``priority``), claim its source
+        units and publish them.  A run that ``resumed`` another begins with the reused
+        steps ``succeeded``: their tasks settle (call no step function) and carry their
+        canvases on.
 
         Raises:
             RunExists: ``run_id`` is taken.
         """
-        self.store.create_run(run_id, d.wf, d.plan, run_input, origin)
-        self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources))
+        self.store.create_run(run_id, d.wf, d.plan, run_input, origin, resumed, compensates,
+                              faults, priority)
+        self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources), priority)
 
-    def publish(self, d: Definition, run_id: str, units: Sequence[str]) -> None:
-        """Publish the canvases of ``units`` (claimed by this caller), then record them
-        published and their entry steps ``queued``: a ``queued`` step has a message.
-        With traces on, they are published as children of the run's span."""
+    def publish(self, d: Definition, run_id: str, units: Sequence[str],
+                priority: Priority = Priority.NORMAL) -> None:
+        """Publish the canvases of ``units`` (claimed by this caller) in the run's
+        ``priority`` band of queues, then record them published and their entry steps
+        ``queued``: a ``queued`` step has a message.  With traces on, they are published
+        as children of the run's span."""
         if not units:
             return
         steps: list[str] = []
         with tracing.run_context(run_id):
             for uid in units:
                 unit = d.plan.unit_map[uid]
-                signature(self.app, d, unit.canvas, run_id, self.default_queue).apply_async()
+                signature(self.app, d, unit.canvas, run_id, self.default_queue,
+                          priority).apply_async()
                 steps += entry_steps(unit.canvas)
         self.store.published(run_id, units, steps)
 
@@ -149,12 +169,14 @@ class Progress:
         return True
 
     def ended(self, d: Definition, run_id: str, step_id: str, status: StepStatus,
-              reason: str, token: str) -> bool:
+              reason: str, token: str, decision: dict[str, Any] | None = None) -> bool:
         """Record a final status that is neither a success nor a failure (``skipped``,
-        ``cancelled``) with its reason, then move the run on; False if fenced."""
+        ``cancelled``) with its reason (and the ``decision`` trail that skipped it), then
+        move the run on; False if fenced."""
+        extra: dict[str, Any] = {} if decision is None else {"decision": decision}
         code = self.store.step_transition(run_id, step_id, status, ended_at=time.time(),
                                           workflow=d.wf.name, reason=reason, token=token,
-                                          followers=d.followers.get(step_id, ()))
+                                          followers=d.followers.get(step_id, ()), **extra)
         if not self._goes_on(run_id, step_id, code):
             return False
         self.unit_task_done(d, run_id, step_id)
@@ -201,6 +223,16 @@ class Progress:
                      " (already resolved: resumes now)" if resolved else "")
         return self._goes_on(run_id, step_id, code)
 
+    def draw(self, step: StepDef, run_input: Any) -> float:
+        """Draw a start from the step's rate limit (shared by every worker): 0 if the step
+        run may start now, else the seconds until it may.
+
+        Raises:
+            ConditionError: the limit's key expression fails on this input.
+        """
+        assert step.rate_limit is not None
+        return self.leases.draw(ratelimits.scope(step, run_input), step.rate_limit.interval_s)
+
     def defer(self, run_id: str, step_id: str, message: dict[str, Any]) -> None:
         """A copy of the step's task arrived while another delivery holds the lease: hold
         the copy (``message``, its signature) until just after the lease would expire, so
@@ -237,25 +269,100 @@ class Progress:
         uid = d.unit_of_terminal.get(task_id)
         if uid is None:
             return
-        remaining, ready = self.store.complete_unit(run_id, uid, d.plan.successors[uid])
+        remaining, ready, priority = self.store.complete_unit_in_band(
+            run_id, uid, d.plan.successors[uid])
         if remaining < 0:
             log.info("run %s is gone (retention): unit %s left alone", run_id, uid)
             return
-        self.publish(d, run_id, ready)
+        self.publish(d, run_id, ready, priority)
         if remaining == 0:
             self.finalize(run_id)
 
     def finalize(self, run_id: str) -> RunStatus:
         """Give the run its final status from its steps' (no-op if already final); the
-        call that ends it emits its run span (traces)."""
+        call that ends it emits its run span (traces).
+
+        A run that failed with succeeded steps that declare compensations is unwound
+        instead (``compensating``, then :meth:`compensate`); an undo run that ends ends
+        the run it undoes (:meth:`compensation_ended`)."""
         steps = self.store.step_runs(run_id)
-        failed = any(s.status is StepStatus.FAILED for s in steps.values())
-        moved = self.store.transition_run(run_id, RunStatus.FAILED if failed
-                                          else RunStatus.SUCCEEDED)
+        run = self.store.run(run_id)
+        if run.status is RunStatus.COMPENSATING:  # cancelled with compensation
+            self.compensate(run_id)
+            return self.store.run(run_id).status
+        status = ending(self.definitions.load(run.version).wf,
+                        {s: r.status for s, r in steps.items()})
+        if status is RunStatus.COMPENSATING:
+            if self.store.transition_run(run_id, status, compensation_cause="failed"):
+                log.info("run %s failed: undoing its succeeded steps", run_id)
+            self.compensate(run_id)
+            return self.store.run(run_id).status
+        moved = self.store.transition_run(run_id, status)
         run = self.store.run(run_id)
         if moved:
             tracing.run_ended(run)
+        if run.compensates and run.status.terminal:
+            self.compensation_ended(run.compensates)
         return run.status
+
+    # --- compensation (orchestrator.core.compensation) -----------------------------------
+
+    def compensate(self, run_id: str) -> None:
+        """Start the undo run of a ``compensating`` run once none of its steps is running
+        (idempotent: the undo run's id is fixed, and created at most once); end the run if
+        its undo run has ended or there is nothing to undo.  The run's finalization, its
+        cancellation with compensation and the reaper call it."""
+        run = self.store.run(run_id)
+        if run.status is not RunStatus.COMPENSATING:
+            return
+        undo_id = undo_run_id(run_id)
+        if self.store.exists(undo_id):
+            if self.store.run(undo_id).status.terminal:
+                self.compensation_ended(run_id)
+            return
+        records = self.store.step_runs(run_id)
+        if any(r.status is StepStatus.RUNNING for r in records.values()):
+            return  # a step still runs: it may succeed, and then it is undone too
+        d = self.definitions.load(run.version)
+        ids = compensable(d.wf, {s: r.status for s, r in records.items()})
+        if not ids:
+            if self.store.transition_run(run_id, RunStatus.COMPENSATED):
+                tracing.run_ended(self.store.run(run_id))
+            return
+        undo = self.definitions.compile(undo_workflow(d.wf, ids))
+        data = undo_input(d.wf, ids, run.input, self.store.outputs(run_id))
+        for step_id in ids:  # succeeded -> compensating (refused if already)
+            self.store.transition_step(run_id, step_id, StepStatus.COMPENSATING,
+                                       reason=f"undone by run {undo_id}")
+        try:
+            self.start(undo, undo_id, data, Origin(kind=OriginKind.COMPENSATION,
+                                                   tenant=run.origin.tenant),
+                       compensates=run_id, priority=run.priority)
+            log.info("run %s: undo run %s started (%s)", run_id, undo_id, ", ".join(ids))
+        except RunExists:
+            pass  # another caller started it
+
+    def compensation_ended(self, run_id: str) -> None:
+        """The undo run of ``run_id`` ended: record each compensation's outcome on the step
+        it undid (``compensated`` or ``compensation_failed``, with its error) and end the
+        run (idempotent)."""
+        undo_id = undo_run_id(run_id)
+        try:
+            if not self.store.run(undo_id).status.terminal:
+                return
+        except RunNotFound:
+            return
+        records = self.store.step_runs(undo_id)
+        steps, status = outcome({s: r.status for s, r in records.items()})
+        for step_id, st in steps.items():
+            err = records[step_id].error
+            patch: dict[str, Any] = {"reason": f"undone by run {undo_id}"}
+            if st is StepStatus.COMPENSATION_FAILED:
+                patch["reason"] = f"its compensation {records[step_id].status.value} in run "\
+                    f"{undo_id}" + (f": {err.get('message')}" if err else "")
+            self.store.transition_step(run_id, step_id, st, **patch)
+        if self.store.transition_run(run_id, status):
+            tracing.run_ended(self.store.run(run_id))
 
     def publish_message(self, message: dict[str, Any]) -> None:
         """Publish a task message held in the store (a retry timer's signature), as a

@@ -13,6 +13,9 @@ Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
   ``claim_grace_s``: its claimer died in between, a coordinator included): published.
 * **Due retry timers**: the next attempt's message is published; so is a waiting step's
   (durable waits: its time came, or an event or a decision made its timer due).
+* **Runs being unwound** (``compensating``): their undo run is started once none of their
+  steps runs, and they end when it has ended (``Progress.compensate``, idempotent), should
+  the process that was to do it have died.
 * **Stalled runs** (a message lost outside any lease: kombu pops a message, then records
   it as unacknowledged in a second command, so a worker killed between the two loses
   it; or a worker popped it and lost Redis before it began, so the copy sits among the
@@ -30,6 +33,8 @@ import logging
 from dataclasses import dataclass
 
 from orchestrator.core.plan import TaskNode, is_join, walk
+from orchestrator.core.priorities import Priority, band_queue
+from orchestrator.core.states import RunStatus
 from orchestrator.errors import RunDamaged, RunNotFound
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
@@ -52,6 +57,7 @@ class Reaped:
     claims: int = 0
     timers: int = 0
     replayed: int = 0
+    compensating: int = 0
 
 
 class Recovery:
@@ -71,7 +77,17 @@ class Recovery:
         self._stale_claims(out)
         self._timers(out)
         self._stalled(out)
+        self._compensating(out)
         return out
+
+    def _compensating(self, out: Reaped) -> None:
+        status = RunStatus.COMPENSATING.value
+        for run_id in self.leases.running_runs(0, BATCH, status):
+            try:
+                self.progress.compensate(run_id)
+            except (RunNotFound, RunDamaged):
+                continue
+            out.compensating += 1
 
     def _stalled(self, out: Reaped) -> None:
         runs = self.leases.running_runs(self._cursor, BATCH)
@@ -91,7 +107,8 @@ class Recovery:
                 log.warning("run %s: every unit is done; finalizing it", run_id)
                 self.progress.finalize(run_id)
                 continue
-            queues = sorted({d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
+            queues = sorted(band_queue(q, run.priority) for q in
+                            {d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
                             | {self.progress.default_queue})
             if self.leases.mentions(queues, run_id, unacked=False):
                 continue  # its message waits in a queue: a backlog, not a stall
@@ -99,9 +116,10 @@ class Recovery:
             # popped it lost Redis before it began (its copy comes back only after the
             # visibility timeout, an hour), or holds it prefetched behind a long task.
             # The new copy is safe either way: the lease lets one copy run the step.
-            out.replayed += self._replay(d, run_id, quiet)
+            out.replayed += self._replay(d, run_id, quiet, run.priority)
 
-    def _replay(self, d: Definition, run_id: str, quiet_s: float) -> int:
+    def _replay(self, d: Definition, run_id: str, quiet_s: float,
+                priority: Priority = Priority.NORMAL) -> int:
         store = self.progress.store
         units = store.unfinished_published(run_id)
         for unit in units:
@@ -111,7 +129,7 @@ class Recovery:
             log.warning("run %s made no progress for %.0f s and no message of it is left "
                         "(a worker died between the broker's pop and its bookkeeping): "
                         "publishing unit %s again", run_id, quiet_s, unit)
-            self.progress.publish(d, run_id, [unit])
+            self.progress.publish(d, run_id, [unit], priority)
         # sources never claimed: the run's creator died between creating it and claiming
         # them (claims are atomic: a creator that was only slow publishes nothing twice)
         fresh = store.claim_sources(run_id, d.plan.sources)
@@ -119,7 +137,7 @@ class Recovery:
             log.warning("run %s made no progress for %.0f s and its first units were never "
                         "claimed (its creator died after creating it): publishing %s",
                         run_id, quiet_s, ", ".join(fresh))
-            self.progress.publish(d, run_id, fresh)
+            self.progress.publish(d, run_id, fresh, priority)
         return len(units) + len(fresh)
 
     def _recover(self, e: Expired, out: Reaped) -> None:
@@ -162,16 +180,23 @@ class Recovery:
         gone: list[tuple[str, str]] = []
         for run_id, unit in store.stale_claims(self.settings.claim_grace_s, BATCH):
             try:
-                version = store.run(run_id).version
+                run = store.run(run_id)
             except (RunNotFound, KeyError, ValueError):
                 gone.append((run_id, unit))
                 continue
-            d = self.progress.definitions.load(version)
+            d = self.progress.definitions.load(run.version)
             log.warning("unit %s of run %s was claimed but never published (its claimer "
                         "died); publishing it", unit, run_id)
-            self.progress.publish(d, run_id, [unit])
+            self.progress.publish(d, run_id, [unit], run.priority)
             out.claims += 1
         store.drop_claims(gone)
+
+    def fire_timers(self) -> int:
+        """Publish the messages of due store timers (a pass of its own, more often than
+        the reaper's); returns how many."""
+        out = Reaped()
+        self._timers(out)
+        return out.timers
 
     def _timers(self, out: Reaped) -> None:
         store = self.progress.store

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from orchestrator.core.tenants import DEFAULT_TENANT
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -23,6 +25,15 @@ class Keys:
     def plan(self, version: str) -> str:
         """String: the compiled plan's JSON, by workflow version."""
         return f"{self.prefix}:plan:{version}"
+
+    def rate(self, scope: str) -> str:
+        """String: a rate limit's budget (the next start's time, ms; ``rate_limit.lua``)."""
+        return f"{self.prefix}:rate:{scope}"
+
+    def versions(self, name: str) -> str:
+        """Sorted set: every stored version of the workflow ``name``, scored by the time
+        (epoch seconds) it was first stored.  Never expires, like the definitions."""
+        return f"{self.prefix}:versions:{name}"
 
     def run(self, run_id: str) -> str:
         """Hash: the run's fields (workflow, version, status, input, times, counters)."""
@@ -116,6 +127,11 @@ class Keys:
         """Sorted set: run ids in one status, scored by creation time."""
         return f"{self.prefix}:runs:status:{status}"
 
+    def runs_by_tenant(self, tenant: str) -> str:
+        """Sorted set: run ids of one tenant other than the default one, scored by
+        creation time (the default tenant's runs are listed from :meth:`runs_index`)."""
+        return f"{self.prefix}:runs:tenant:{tenant}"
+
     def idempotency(self, key_digest: str) -> str:
         """String: JSON ``{"fingerprint", "run_id"}`` of one API ``Idempotency-Key``.
 
@@ -124,9 +140,16 @@ class Keys:
         """
         return f"{self.prefix}:idem:{key_digest}"
 
-    def idempotency_of(self, client_key: str) -> str:
-        """The key of a client's ``Idempotency-Key`` header value (hashed here)."""
-        return self.idempotency(hashlib.sha256(client_key.encode()).hexdigest())
+    def idempotency_of(self, client_key: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The key of a client's ``Idempotency-Key`` header value (hashed here) within
+        ``tenant``: the same header value of two tenants names two keys.  (The default
+        tenant's keys are named as before tenants existed; another tenant's have their
+        own namespace, so no header value of one can name a key of another.)"""
+        digest = hashlib.sha256(client_key.encode()).hexdigest()
+        if tenant == DEFAULT_TENANT:
+            return self.idempotency(digest)
+        scope = hashlib.sha256(tenant.encode()).hexdigest()[:32]
+        return f"{self.prefix}:idem:tenant:{scope}:{digest}"
 
     def callback(self, run_id: str) -> str:
         """String: JSON ``{"url", "registered_at", "attempts", "delivery"}`` of the run's
@@ -156,6 +179,12 @@ class Keys:
     def metrics(self) -> str:
         """Hash: run and step counters and step-duration histogram buckets, by workflow."""
         return f"{self.prefix}:metrics"
+
+    def rate_limits(self) -> str:
+        """Prefix of the API's per-token rate-limit windows, which the ``limits`` package
+        keeps under it (``<this>:LIMITER/api/<token id>/...``: lists of hit times that
+        expire with their window; ``orchestrator/api/quotas.py``)."""
+        return f"{self.prefix}:ratelimit"
 
     # --- event triggers ------------------------------------------------------------------
     def trigger_events(self, trigger: str) -> str:
@@ -200,15 +229,20 @@ class Keys:
         return f"{self.prefix}:schedulers"
 
     # --- durable waits (orchestrator.store.waits) ----------------------------------------
-    def wait_event(self, key: str) -> str:
-        """Hash: the latest event sent for event ``key`` (``id``, ``at``, ``data`` as JSON
-        text, ``by``), kept ``Settings.event_retention_s`` so that a step that starts
-        waiting for it later still gets it."""
-        return f"{self.prefix}:wait:event:{key}"
+    def _wait_space(self, tenant: str) -> str:
+        # the default tenant's keys are named as before tenants existed
+        return "wait" if tenant == DEFAULT_TENANT else f"wait:tenant:{tenant}"
 
-    def wait_waiters(self, key: str) -> str:
-        """Set: ``<run id>|<step id>`` of the steps waiting for event ``key`` now."""
-        return f"{self.prefix}:wait:waiters:{key}"
+    def wait_event(self, key: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash: the latest event sent for event ``key`` of ``tenant`` (``id``, ``at``,
+        ``data`` as JSON text, ``by``), kept ``Settings.event_retention_s`` so that a step
+        that starts waiting for it later still gets it."""
+        return f"{self.prefix}:{self._wait_space(tenant)}:event:{key}"
+
+    def wait_waiters(self, key: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Set: ``<run id>|<step id>`` of the steps of ``tenant``'s runs waiting for
+        event ``key`` now."""
+        return f"{self.prefix}:{self._wait_space(tenant)}:waiters:{key}"
 
     def steps_parts(self) -> tuple[str, str]:
         """What comes before and after the run id in :meth:`steps` (for a script that

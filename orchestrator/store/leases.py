@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from orchestrator.core.states import StepStatus
-from orchestrator.store import scripts
+from orchestrator.store import connection, scripts
+from orchestrator.store.connection import RedisTarget
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import StepRun
 from orchestrator.store.runs import lease_member, split_member
@@ -50,6 +49,13 @@ def _glob(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
+def throttle_timer_id(run_id: str, step_id: str, token: str) -> str:
+    """The timer id of a step run waiting for its rate limit's budget, one per delivery
+    (``token``): the reaper forgets a timer after publishing its message, by id, and the
+    delivery of that message may have been held again already."""
+    return f"throttle:{lease_member(run_id, step_id)}:{token}"
+
+
 def defer_timer_id(run_id: str, step_id: str) -> str:
     """The timer id of a step run's deferred copy (one per step run)."""
     return f"defer:{lease_member(run_id, step_id)}"
@@ -63,12 +69,13 @@ class Leases:
         self.keys = keys
 
     @classmethod
-    def from_url(cls, url: str, keys: Keys, timeout_s: float) -> Leases:
+    def from_url(cls, url: RedisTarget | str, keys: Keys, timeout_s: float) -> Leases:
         """Leases on a client of their own whose every call (connecting included) fails
-        after ``timeout_s``: a lease keeper must notice a dead link within its margin."""
-        client = redis.Redis.from_url(url, decode_responses=True, socket_keepalive=True,
-                                      socket_timeout=timeout_s,
-                                      socket_connect_timeout=timeout_s)
+        after ``timeout_s``: a lease keeper must notice a dead link within its margin.
+        ``url``: one server's URL or a target (a Sentinel group: :mod:`.connection`)."""
+        client = connection.client(url, decode_responses=True, socket_keepalive=True,
+                                   socket_timeout=timeout_s,
+                                   socket_connect_timeout=timeout_s)
         return cls(client, keys)
 
     def renew(self, held: Sequence[Held], lease_s: float) -> list[int]:
@@ -172,11 +179,35 @@ class Leases:
                                      self.keys.timer(timer_id)],
                            [step_id, timer_id, json.dumps(message), ttl_s])
 
+    # --- rate limits (orchestrator.core.ratelimits) ---------------------------------------
+
+    def draw(self, scope: str, interval_s: float) -> float:
+        """Take the next start of the budget ``scope`` (``rate_limit.lua``): 0 if it may
+        go now, else the seconds until the start reserved for it."""
+        wait_ms = scripts.RATE_LIMIT(self._r, [self.keys.rate(scope)],
+                                     [max(1, round(interval_s * 1000))])
+        return int(wait_ms) / 1000
+
+    def throttle(self, run_id: str, step_id: str, token: str, delay_s: float,
+                 message: dict[str, Any], ttl_s: int) -> bool:
+        """Hold a step run over its rate limit's budget: give its lease up and keep its
+        task ``message`` in a store timer due in ``delay_s`` (``throttle_step.lua``);
+        False if ``token`` no longer holds the lease."""
+        timer_id = throttle_timer_id(run_id, step_id, token)
+        k = self.keys
+        res = scripts.THROTTLE_STEP(
+            self._r, [k.steps(run_id), k.leases(run_id), k.lease_index(), k.timers(),
+                      k.timer(timer_id)],
+            [step_id, token, lease_member(run_id, step_id), timer_id,
+             max(1, round(delay_s * 1000)), json.dumps(message), ttl_s])
+        return int(res) == 1
+
     # --- stalled runs: a message lost outside any lease -----------------------------------
 
-    def running_runs(self, start: int, count: int) -> list[str]:
-        """Run ids in ``running``, oldest first, ``count`` from position ``start``."""
-        ids = self._r.zrange(self.keys.runs_by_status("running"), start, start + count - 1)
+    def running_runs(self, start: int, count: int, status: str = "running") -> list[str]:
+        """Run ids in ``status`` (default ``running``), oldest first, ``count`` from
+        position ``start``."""
+        ids = self._r.zrange(self.keys.runs_by_status(status), start, start + count - 1)
         return [str(i) for i in ids]
 
     def quiet_for_s(self, run_ids: Sequence[str]) -> dict[str, float]:

@@ -8,7 +8,9 @@ from enum import IntEnum
 from typing import Any
 
 from orchestrator.core.origin import Origin
+from orchestrator.core.priorities import Priority, stored_priority
 from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.core.tenants import DEFAULT_TENANT, tenant_of
 
 
 class LeaseMode(IntEnum):
@@ -56,6 +58,12 @@ class StepRun:
     resolution: dict[str, Any] | None = None
     """What ended a wait: an event (``event_id``, ``at``, ``data``: JSON text, ``by``) or a
     decision (``decision``, ``comment``, ``by``, ``at``)."""
+    throttled_until: float | None = None
+    """When the start it reserved from its rate limit's budget comes (it waits in the
+    store until then); cleared when it starts."""
+    decision: dict[str, Any] | None = None
+    """Why it ran or was skipped, when a trigger rule other than ``all_success``, a
+    condition or a handler decided (``orchestrator.core.decisions.Decision.to_record``)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -76,6 +84,18 @@ class StepRun:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """What a new run takes from the run it resumes (see :mod:`orchestrator.core.resume`)."""
+
+    run_id: str
+    """The run it resumes."""
+    records: dict[str, str]
+    """Step id → the reused step's record (JSON text, ``succeeded``)."""
+    outputs: dict[str, str]
+    """Step id → the reused step's output (JSON text, as stored)."""
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """A run's fields."""
 
@@ -90,6 +110,20 @@ class RunRecord:
     units_remaining: int
     origin: Origin = field(default_factory=Origin)
     """What started the run (runs stored before origins were recorded: ``python``)."""
+    tenant: str = DEFAULT_TENANT
+    """The tenant the run belongs to (runs stored before tenants: the default one)."""
+    resumed_from: str | None = None
+    """The run this one resumes (``orchestrator resume``), if any."""
+    resumes: tuple[str, ...] = ()
+    """The runs that resume this one, oldest first."""
+    compensates: str | None = None
+    """The run whose succeeded steps this undo run undoes, if it is one."""
+    faults: str | None = None
+    """Faults to inject into its step runs (JSON of ``core.simulate.Faults``; tests only,
+    when ``Settings.fault_injection`` allows)."""
+    priority: Priority = Priority.NORMAL
+    """The band of queues its tasks go to (``orchestrator.core.priorities``; runs stored
+    before priorities: ``normal``)."""
 
     @classmethod
     def from_hash(cls, run_id: str, d: dict[str, str]) -> RunRecord:
@@ -104,6 +138,12 @@ class RunRecord:
             created_at=float(d["created_at"]), started_at=_f(d.get("started_at")),
             ended_at=_f(d.get("ended_at")), units_remaining=int(d["units_remaining"]),
             origin=Origin.model_validate_json(d["origin"]) if d.get("origin") else Origin(),
+            tenant=tenant_of(d.get("tenant")),
+            resumed_from=d.get("resumed_from") or None,
+            resumes=tuple(json.loads(d["resumes"])) if d.get("resumes") else (),
+            compensates=d.get("compensates") or None,
+            faults=d.get("faults") or None,
+            priority=stored_priority(d.get("priority")),
         )
 
 

@@ -22,17 +22,20 @@ from orchestrator import release
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.origin import Origin
 from orchestrator.core.plan import Plan
+from orchestrator.core.priorities import Priority, stored_priority
 from orchestrator.core.states import RunStatus, StepStatus, run_sources, step_sources
+from orchestrator.core.tenants import DEFAULT_TENANT, sees, tenant_of
 from orchestrator.errors import RunDamaged, RunExists, RunNotFound
 from orchestrator.outages import mask_url
-from orchestrator.store import schema, scripts
+from orchestrator.store import connection, schema, scripts
+from orchestrator.store.connection import RedisTarget, target_of
 from orchestrator.store.fields import (
     RUN_STARTED,
     Metrics,
     runs_metric,
 )
 from orchestrator.store.keys import Keys
-from orchestrator.store.records import LeaseMode, RunRecord, StepRun
+from orchestrator.store.records import LeaseMode, Resumed, RunRecord, StepRun
 
 SOCKET_TIMEOUT_S = 15.0
 """Default longest wait for one Redis command (blocking reads of the store ask for less)."""
@@ -79,18 +82,21 @@ class RunStore:
         return schema.read(self._r, self.keys)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, retention_s: int,
+    def from_url(cls, url: RedisTarget | str, prefix: str, retention_s: int,
                  timeout_s: float = SOCKET_TIMEOUT_S) -> RunStore:
         """Connect to ``url`` (decoded responses) and build a store.
 
         Args:
+            url: one server's URL, or a target (``Settings.redis_target``: also a
+                Sentinel group, see :mod:`.connection`).
             timeout_s: how long one command may wait for Redis (connecting included): a
                 dead link fails a call instead of hanging it.
         """
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=25,
-                                      socket_keepalive=True, socket_timeout=timeout_s,
-                                      socket_connect_timeout=min(timeout_s, 5.0))
-        return cls(client, Keys(prefix), retention_s, url)
+        target = target_of(url)
+        client = connection.client(target, decode_responses=True, health_check_interval=25,
+                                   socket_keepalive=True, socket_timeout=timeout_s,
+                                   socket_connect_timeout=min(timeout_s, 5.0))
+        return cls(client, Keys(prefix), retention_s, target.url)
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -103,7 +109,14 @@ class RunStore:
         p.set(self.keys.definition(wf.version),
               wf.model_dump_json(by_alias=True, exclude_defaults=True), nx=True)
         p.set(self.keys.plan(wf.version), plan.model_dump_json(), nx=True)
+        p.zadd(self.keys.versions(wf.name), {wf.version: time.time()}, nx=True)
         p.execute()
+
+    def versions(self, name: str) -> list[tuple[str, float]]:
+        """Every stored version of workflow ``name`` with the time it was first stored,
+        oldest first (versions stored before release 0.2 are not indexed)."""
+        return [(v, float(t)) for v, t in
+                self._r.zrange(self.keys.versions(name), 0, -1, withscores=True)]
 
     def load_definition(self, version: str) -> tuple[WorkflowDef, Plan]:
         """Return the workflow and plan a run pinned to.
@@ -130,32 +143,79 @@ class RunStore:
     # --- runs ----------------------------------------------------------------------------
 
     def create_run(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any,
-                   origin: Origin | None = None) -> None:
+                   origin: Origin | None = None, resumed: Resumed | None = None,
+                   compensates: str | None = None, faults: str | None = None,
+                   priority: Priority = Priority.NORMAL) -> None:
         """Create a run in ``running`` with its unit counters, and index it; ``origin``
-        records what started it.
+        records what started it, ``priority`` the band of queues its tasks go to.  With
+        ``resumed``, the new run resumes another: in the same transaction it takes the
+        reused steps' records and outputs, and both runs record the lineage
+        (``resumed_from``, ``resumes``).  ``compensates``: the run
+        this undo run undoes.  ``faults``: faults to inject (JSON; tests only).
 
         Raises:
             RunExists: a run with this id exists (ids are claimed atomically).
         """
+        keys, args = self._create_call(run_id, wf, plan, run_input, origin, resumed,
+                                       compensates, faults, priority)
+        if resumed is None:
+            created = scripts.CREATE_RUN(self._r, keys, args)
+        else:
+            k = self.keys
+            for script in (scripts.CREATE_RUN, scripts.REUSE_STEPS):  # no NOSCRIPT in MULTI
+                self._r.script_load(script.source)
+            tx = self._r.pipeline(transaction=True)
+            scripts.CREATE_RUN.queue(tx, keys, args)
+            scripts.REUSE_STEPS.queue(
+                tx, [k.run(run_id), k.steps(run_id), k.outputs(run_id), k.events(run_id),
+                     k.run(resumed.run_id)],
+                [resumed.run_id, json.dumps(resumed.records), json.dumps(resumed.outputs),
+                 repr(time.time())])
+            created = tx.execute()[0]
+        if not created:
+            raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
+
+    def _create_call(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any,
+                     origin: Origin | None, resumed: Resumed | None,
+                     compensates: str | None, faults: str | None,
+                     priority: Priority = Priority.NORMAL
+                     ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ``create_run.lua`` for a new run."""
         now = repr(time.time())
         k = self.keys
         # one script: a process killed mid-creation leaves no half-made run behind (a
         # claimed id with nothing else would make every retry of the request a no-op)
+        origin = origin or Origin()
+        tenant = tenant_of(origin.tenant)
         fields = {
             "run_id": run_id, "workflow": wf.name, "version": wf.version,
             "status": RunStatus.RUNNING.value, "input": json.dumps(run_input),
             "created_at": now, "started_at": now, "units_remaining": str(len(plan.units)),
-            "origin": (origin or Origin()).to_json(),
+            "origin": origin.to_json(), "tenant": tenant,
         }
         counts = {u: str(n) for u, n in plan.predecessor_counts.items() if n}
-        created = scripts.CREATE_RUN(
-            self._r, [k.run(run_id), k.counters(run_id), k.runs_index(),
-                      k.runs_by_workflow(wf.name), k.runs_by_status(RunStatus.RUNNING.value),
-                      k.metrics(), k.events(run_id)],
-            [json.dumps(fields), json.dumps(counts), now,
-             runs_metric(wf.name, RUN_STARTED)])
-        if not created:
-            raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
+        # another tenant's runs are indexed by tenant too (the default one's are listed
+        # from the index of all runs, which a previous release writes as well)
+        by_tenant = [] if tenant == DEFAULT_TENANT else [k.runs_by_tenant(tenant)]
+        if resumed is not None:
+            fields["resumed_from"] = resumed.run_id
+        if compensates is not None:
+            fields["compensates"] = compensates
+        if faults is not None:
+            fields["faults"] = faults
+        if priority is not Priority.NORMAL:
+            fields["priority"] = priority.value
+        return ([k.run(run_id), k.counters(run_id), k.runs_index(),
+                 k.runs_by_workflow(wf.name), k.runs_by_status(RunStatus.RUNNING.value),
+                 k.metrics(), k.events(run_id), *by_tenant],
+                [json.dumps(fields), json.dumps(counts), now,
+                 runs_metric(wf.name, RUN_STARTED)])
+
+    def missing(self, run_id: str) -> RunNotFound:
+        """The error of a run that is not in the store (the API answers it, too, for a
+        run of another tenant: the two must not differ)."""
+        return RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
+                           f"after the retention of {self.retention_s} s)")
 
     def exists(self, run_id: str) -> bool:
         """True when the run is in the store."""
@@ -170,8 +230,7 @@ class RunStore:
         """
         d = self._r.hgetall(self.keys.run(run_id))
         if not d:
-            raise RunNotFound(f"run {run_id!r} is not in the store (unknown id, or expired "
-                              f"after the retention of {self.retention_s} s)")
+            raise self.missing(run_id)
         try:
             return RunRecord.from_hash(run_id, d)
         except (KeyError, ValueError, TypeError) as exc:
@@ -213,36 +272,60 @@ class RunStore:
         p.execute()
 
     def list_runs(self, workflow: str | None = None, status: RunStatus | None = None,
-                  offset: int = 0, limit: int = 50) -> list[str]:
-        """Run ids, newest first, from the indexes (no key scans).
+                  offset: int = 0, limit: int = 50, tenant: str | None = None) -> list[str]:
+        """Run ids, newest first, from the indexes (no key scans): :meth:`page_runs`
+        without the count."""
+        return self.page_runs(workflow, status, offset, limit, tenant)[0]
+
+    def page_runs(self, workflow: str | None = None, status: RunStatus | None = None,
+                  offset: int = 0, limit: int = 50, tenant: str | None = None
+                  ) -> tuple[list[str], int]:
+        """Run ids, newest first, from the indexes (no key scans), and how many index
+        entries were read for them.
 
         Runs whose keys expired by retention are dropped from the indexes read here as
-        they are met, so a page may hold fewer than ``limit`` ids.
+        they are met, so a page may hold fewer than ``limit`` ids.  ``offset`` counts
+        entries of the index read: while ``limit`` were read, ``offset + limit`` is the
+        next page's offset.
+
+        Args:
+            tenant: only this tenant's runs (None: every tenant's).  Another tenant than
+                the default one is read from its own index; the default tenant's runs
+                are read from the index of all runs and the others' are left out of the
+                page (so its page is short by as many).
         """
         k = self.keys
         indexes = [k.runs_index()]
+        if tenant is not None and tenant != DEFAULT_TENANT:
+            indexes.append(k.runs_by_tenant(tenant))
         if workflow:
             indexes.append(k.runs_by_workflow(workflow))
         if status:
             indexes.append(k.runs_by_status(status.value))
-        if workflow and status:
+        if len(indexes) > 2:
             ids = self._r.zinter(indexes[1:], aggregate="MAX", withscores=True)
             found = [i for i, _ in sorted(ids, key=lambda x: -x[1])][offset:offset + limit]
         else:
             found = self._r.zrevrange(indexes[-1], offset, offset + limit - 1)
         if not found:
-            return []
+            return [], 0
         p = self._r.pipeline(transaction=False)
         for rid in found:
-            p.exists(k.run(rid))
-        alive = p.execute()
-        gone = [rid for rid, ok in zip(found, alive, strict=True) if not ok]
+            p.hmget(k.run(rid), "run_id", "tenant")
+        rows = p.execute()
+        gone = [rid for rid, row in zip(found, rows, strict=True) if row[0] is None]
         if gone:
             p = self._r.pipeline(transaction=False)
             for index in indexes:
                 p.zrem(index, *gone)
             p.execute()
-        return [rid for rid, ok in zip(found, alive, strict=True) if ok]
+        return [rid for rid, row in zip(found, rows, strict=True)
+                if row[0] is not None and sees(tenant, row[1])], len(found)
+
+    def tenant(self, run_id: str) -> str | None:
+        """The tenant of the run, or None when it is not in the store."""
+        row = self._r.hmget(self.keys.run(run_id), "run_id", "tenant")
+        return None if row[0] is None else tenant_of(row[1])
 
     # --- step runs -------------------------------------------------------------------------
 
@@ -365,6 +448,24 @@ class RunStore:
         vals = self._r.hmget(key, list(step_ids))
         return {s: json.loads(v) for s, v in zip(step_ids, vals, strict=True) if v is not None}
 
+    def reusable(self, run_id: str, step_ids: Sequence[str]) -> Resumed:
+        """What a run resuming ``run_id`` takes of ``step_ids``: their records, marked
+        ``reused_from`` the run, and their outputs, as stored (steps without one give
+        none)."""
+        if not step_ids:
+            return Resumed(run_id, {}, {})
+        p = self._r.pipeline(transaction=False)
+        p.hmget(self.keys.steps(run_id), list(step_ids))
+        p.hmget(self.keys.outputs(run_id), list(step_ids))
+        recs, outs = p.execute()
+        records: dict[str, str] = {}
+        for s, raw in zip(step_ids, recs, strict=True):
+            rec = json.loads(raw) if raw else {"status": StepStatus.SUCCEEDED.value}
+            rec.update(reused_from=run_id, reason=f"reused from run {run_id}")
+            records[s] = json.dumps(rec)
+        return Resumed(run_id, records, {s: o for s, o in zip(step_ids, outs, strict=True)
+                                         if o is not None})
+
     def begin_step(self, run_id: str, step_id: str, parents: Sequence[str],
                    ancestors: Sequence[str], reads: Sequence[str], fast: bool,
                    running_patch: dict[str, Any], token: str = "", tag: str = "",
@@ -429,14 +530,22 @@ class RunStore:
             (units still to finish, -1 if the run is gone; successor units this call
             claimed for dispatch).
         """
+        remaining, ready, _ = self.complete_unit_in_band(run_id, unit, successors)
+        return remaining, ready
+
+    def complete_unit_in_band(self, run_id: str, unit: str, successors: Sequence[str]
+                              ) -> tuple[int, list[str], Priority]:
+        """:meth:`complete_unit`, and the run's priority (read in the same script: the
+        claimed successors are published in its band; ``normal`` when none is claimed)."""
         k = self.keys
-        remaining, ready = scripts.COMPLETE_UNIT(
+        remaining, ready, *rest = scripts.COMPLETE_UNIT(
             self._r,
             [k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id), k.run(run_id),
              k.claims()],
             [unit, run_id, *successors],
         )
-        return int(remaining if remaining is not None else -1), [str(u) for u in ready]
+        return (int(remaining if remaining is not None else -1), [str(u) for u in ready],
+                stored_priority(rest[0] if rest else None))
 
     def unfinished_published(self, run_id: str) -> list[str]:
         """Units of the run that were published and have not completed."""

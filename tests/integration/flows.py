@@ -47,6 +47,13 @@ def surrogate() -> dict[str, str]:
     return {"text": "\ud800x"}
 
 
+@step_function("test.blob")
+def blob(size: int) -> dict[str, str]:
+    """Return an output of about ``size`` bytes as JSON (test_payloads: the output limit)."""
+    _log("start")
+    return {"blob": "x" * size}
+
+
 @step_function("test.fail")
 def fail(message: str = "boom") -> None:
     """Always fail."""
@@ -64,6 +71,15 @@ n_shape = _n.build()
 _u = Workflow("surrogate_flow")
 _u.step("odd", surrogate)
 surrogate_flow = _u.build()
+
+# the output limit (tests/integration/test_payloads.py): "big" may retry, but an output
+# too large fails it at once; "after_big" then skips, "on_big" handles the failure
+_bl = Workflow("blob_flow", input_schema={"type": "object", "required": ["size"]})
+_bl_big = _bl.step("big", blob, size=_bl.input.size,
+                   retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.1, jitter=0.0))
+_bl.step("after_big", sleep_step, after=[_bl_big], seconds=0.0)
+_bl.step("on_big", sleep_step, handles=[_bl_big], seconds=0.0)
+blob_flow = _bl.build()
 
 _r = Workflow("retry_flow")
 _r.step("flaky", flaky, failures=2,

@@ -1,9 +1,12 @@
-"""The seed article's customer-order workflow, end to end on real workers."""
+"""The seed article's customer-order workflow, end to end on real workers.  When the run
+fails after the reservation, it is unwound by its steps' compensations: the tests read the
+stand-in systems (stock, voided invoices, ledger), each changed exactly once."""
 
 from __future__ import annotations
 
 import redis
 
+from orchestrator.core.compensation import undo_run_id
 from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import statuses, wait_run
 from tests.support.waits import fast_forward, wait_waiting
@@ -79,14 +82,15 @@ def test_shipping_waits_for_the_payment_event(coord: Coordinator, r: redis.Redis
         systems.hold_payments(r, False)
     assert view.run.status.value == "succeeded", statuses(view)
     assert view.outputs["await_payment"] == {"payment_id": "PAY-o-5"}
-    assert statuses(view)["release_reservation"] == "skipped"
     assert int(r.hget(systems.STOCK, "SKU-5") or 0) == 3
+    assert not coord.store.exists(undo_run_id(run_id))  # nothing is undone
 
 
 def test_no_payment_in_time_releases_the_reservation(coord: Coordinator,
                                                      r: redis.Redis) -> None:
     systems.set_stock(r, "SKU-6", 5)
     systems.hold_payments(r)
+    balance_before = systems.ledger(r)[0]
     try:
         run_id = coord.submit("customer_order", {**ORDER, "order_id": "o-6", "sku": "SKU-6"})
         wait_waiting(coord, run_id, "await_payment")
@@ -96,7 +100,50 @@ def test_no_payment_in_time_releases_the_reservation(coord: Coordinator,
     finally:
         systems.hold_payments(r, False)
     st = statuses(view)
-    assert view.run.status.value == "failed"
-    assert st["await_payment"] == "failed" and st["release_reservation"] == "succeeded"
+    assert view.run.status.value == "compensated", st
+    assert st["await_payment"] == "failed"
+    assert st["reserve_item"] == st["generate_invoice"] == "compensated", st
     assert st["send_shipping_request"] == st["update_accounting"] == "skipped"
-    assert int(r.hget(systems.STOCK, "SKU-6") or 0) == 5  # released
+    assert int(r.hget(systems.STOCK, "SKU-6") or 0) == 5  # released, once
+    invoice = view.outputs["generate_invoice"]
+    assert systems.voided(r)[invoice["invoice_id"]] == invoice["amount_cents"]
+    balance, entries, reversals = systems.ledger(r)
+    assert balance == balance_before  # nothing was booked, nothing reversed
+    assert invoice["invoice_id"] not in entries and invoice["invoice_id"] not in reversals
+    undo = coord.view(undo_run_id(run_id))
+    assert statuses(undo) == {"reserve_item": "succeeded", "generate_invoice": "succeeded"}
+    assert undo.outputs["reserve_item"] == {"released": 2}
+
+
+def test_shipping_failing_for_good_unwinds_the_order(coord: Coordinator,
+                                                     r: redis.Redis) -> None:
+    systems.set_stock(r, "SKU-7", 5)
+    systems.fail_shipping(r, 99)
+    balance_before = systems.ledger(r)[0]
+    try:
+        run_id = coord.submit("customer_order", {**ORDER, "order_id": "o-7", "sku": "SKU-7"})
+        view = wait_run(coord, run_id, 60)
+    finally:
+        systems.fail_shipping(r, 0)
+    st = statuses(view)
+    assert view.run.status.value == "compensated", st
+    ship = next(s for s in view.steps if s.step_id == "send_shipping_request")
+    assert ship.status.value == "failed" and ship.attempt == 4  # its retries first
+    assert st["notify_customer"] == "skipped"
+    assert st["request_payment"] == st["await_payment"] == "succeeded"  # no compensation
+    for undone in ("reserve_item", "generate_invoice", "update_accounting"):
+        assert st[undone] == "compensated", st
+    # the stand-in systems are back where they were, each undone exactly once
+    assert int(r.hget(systems.STOCK, "SKU-7") or 0) == 5
+    invoice = view.outputs["generate_invoice"]
+    invoice_id, amount = invoice["invoice_id"], invoice["amount_cents"]
+    assert systems.voided(r)[invoice_id] == amount
+    balance, entries, reversals = systems.ledger(r)
+    assert entries[invoice_id] == amount and reversals[invoice_id] == -amount
+    assert balance == balance_before
+    assert not any("o-7 shipped" in n for n in systems.notifications(r))
+    undo = coord.view(undo_run_id(run_id))
+    assert undo.run.workflow == "customer_order.undo" and undo.run.compensates == run_id
+    assert statuses(undo) == {"reserve_item": "succeeded", "generate_invoice": "succeeded",
+                              "update_accounting": "succeeded"}
+    assert undo.outputs["update_accounting"] == balance_before

@@ -87,9 +87,9 @@ def test_a_definition_from_a_newer_release_is_refused_by_name(redis_url: str) ->
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     key = coord.store.keys.definition(d.wf.version)
     stored = json.loads(r.get(key) or "{}")
-    stored["steps"][0]["compensate"] = "undo_a"  # a field this release does not have
+    stored["steps"][0]["sla_s"] = 30  # a field this release does not have
     r.set(key, json.dumps(stored))
-    with pytest.raises(RunDamaged, match=r"does not know \(steps\.0\.compensate\)"):
+    with pytest.raises(RunDamaged, match=r"does not know \(steps\.0\.sla_s\)"):
         coord.store.load_definition(d.wf.version)
 
 

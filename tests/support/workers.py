@@ -12,7 +12,8 @@ from celery import Celery
 
 from orchestrator.dev import procs
 
-TEST_PACKAGES = ("workflows", "tests.integration.flows", "tests.integration.flows_queues")
+TEST_PACKAGES = ("workflows", "tests.integration.flows", "tests.integration.flows_queues",
+                 "tests.integration.flows_recovery")
 
 
 def worker_env(redis_url: str, **settings: Any) -> dict[str, str]:

@@ -19,7 +19,7 @@ def wf(function: str = "t.noop") -> WorkflowDef:
 def test_discover_finds_the_order_workflow_once_from_yaml_and_dsl() -> None:
     cat = discover(["workflows"])
     order = cat.get("customer_order")
-    assert len(order.steps) == 12
+    assert len(order.steps) == 11
     sources = cat.sources["customer_order"]
     assert any(s.endswith("customer_order.yaml") for s in sources)
     assert "workflows.order.dsl" in sources

@@ -54,7 +54,7 @@ def test_validate_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["validate", "customer_order"], capsys)
     assert code == 0
     assert out.startswith("ok: workflow 'customer_order' version ")
-    assert "12 step(s)" in out
+    assert "11 step(s)" in out
 
 
 def test_validate_by_yaml_path(capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,3 +156,32 @@ def test_bad_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     code, _, err = run(["graph", "customer_order", "--format", "png"], capsys)
     assert code == 2
     assert "png" in err
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+        f"{c}: &{c} [{','.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcde", "bcdef",
+                                                                    strict=True))
+     + "name: bomb\nsteps: [{id: x, function: t.noop, inputs: {v: *f}}]\n",
+     "an alias bomb?"),
+    (None, "more than the 1,048,576 a workflow file may have"),
+    ("name: caf\xe9\nsteps: []\n".encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+])
+def test_a_hostile_file_is_one_line_before_any_package_is_imported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        content: str | bytes | None, words: str) -> None:
+    """An alias bomb, a 50 MB file, a file that is not UTF-8: one line, exit 2, and the
+    file is refused before the workflow packages are imported (here, one that does not
+    exist: its import error would be the message otherwise)."""
+    monkeypatch.setenv("ORCH_WORKFLOW_PACKAGES", '["no_such_package_here"]')
+    path = tmp_path / "hostile.yaml"
+    if content is None:
+        with path.open("wb") as fh:
+            fh.truncate(50 * 1024 * 1024)  # sparse: nothing to read
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    code, out, err = run(["validate", str(path)], capsys)
+    assert (code, out) == (2, "")
+    assert words in err and len(err.strip().splitlines()) == 1, err

@@ -1,5 +1,6 @@
 """The deploy workflow ``deploy_service``, in YAML (``deploy_service.yaml``).
 
-test -> build -> release -> verify; a failed verify is handled by rollback, and notify
-reports the outcome whatever happened.
+test -> build -> release -> verify; notify reports the outcome whatever happened.  A
+failed verify fails the run, and the release is undone by its compensation
+(``deploy.rollback``), which puts back the version it replaced.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -57,7 +57,7 @@ class Rollback(BaseModel):
 class Outcome(BaseModel):
     """What the deploy came to, as announced."""
 
-    outcome: Literal["deployed", "rolled_back", "not_deployed"]
+    outcome: Literal["deployed", "rolling_back", "not_deployed"]
     text: str
 
 
@@ -105,24 +105,26 @@ def verify(service: str, version: str) -> Health:
 
 
 @step_function("deploy.rollback")
-def rollback(release: Release) -> Rollback:
-    """Undo ``release``: put back the version it replaced (safe to repeat)."""
-    restored = systems.roll_back(current().redis, release.service, release.version)
-    return Rollback(service=release.service, rolled_back=release.version,
+def rollback(input: dict[str, Any], output: Release) -> Rollback:
+    """Undo ``release`` (its compensation): put back the version ``output`` replaced
+    (safe to repeat)."""
+    restored = systems.roll_back(current().redis, output.service, output.version)
+    return Rollback(service=output.service, rolled_back=output.version,
                     restored_version=restored)
 
 
 @step_function("deploy.notify")
-def notify(service: str, version: str, health: Health | None = None,
-           rollback: Rollback | None = None) -> Outcome:
-    """Announce the outcome; ``health`` and ``rollback`` are ``None`` when those steps
-    did not succeed."""
+def notify(service: str, version: str, release: Release | None = None,
+           health: Health | None = None) -> Outcome:
+    """Announce the outcome; ``release`` and ``health`` are ``None`` when those steps did
+    not succeed.  It runs before a failed run unwinds: a release that failed verification
+    is being rolled back (by release's compensation)."""
     if health is not None:
         out = Outcome(outcome="deployed", text=f"{service} {version} is live and healthy")
-    elif rollback is not None:
-        out = Outcome(outcome="rolled_back",
-                      text=f"{service} {version} failed verification; rolled back to "
-                      f"{rollback.restored_version or 'nothing'}")
+    elif release is not None:
+        out = Outcome(outcome="rolling_back",
+                      text=f"{service} {version} failed verification; rolling back to "
+                      f"{release.previous_version or 'nothing'}")
     else:
         out = Outcome(outcome="not_deployed", text=f"{service} {version} was not deployed")
     systems.notify(current().redis, out.text)

@@ -28,11 +28,13 @@ def build() -> WorkflowDef:
                     retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.2,
                                       max_backoff_s=1.0), timeout_s=30.0)
     reserve = wf.step("reserve_item", fn.reserve_item, when=check.output.in_stock,
-                      after=[check], order_id=order.order_id, sku=order.sku, qty=order.qty)
+                      after=[check], compensate=fn.unreserve_item, order_id=order.order_id,
+                      sku=order.sku, qty=order.qty)
     wf.step("notify_backorder", fn.notify_backorder, when=~check.output.in_stock,
             after=[check], order_id=order.order_id, customer_email=order.customer_email)
-    invoice = wf.step("generate_invoice", fn.generate_invoice, order_id=order.order_id,
-                      qty=order.qty, reservation_id=reserve.output.reservation_id)
+    invoice = wf.step("generate_invoice", fn.generate_invoice, compensate=fn.void_invoice,
+                      order_id=order.order_id, qty=order.qty,
+                      reservation_id=reserve.output.reservation_id)
     pay = wf.step("request_payment", fn.request_payment, order_id=order.order_id,
                   amount_cents=invoice.output.amount_cents)
     paid = wf.wait("await_payment", event='"payment:" + input.order_id', timeout_s=86400.0,
@@ -44,10 +46,9 @@ def build() -> WorkflowDef:
     wf.step("notify_customer", fn.notify_customer, customer_email=order.customer_email,
             order_id=order.order_id, tracking_number=ship.output.tracking_number)
     wf.step("update_accounting", fn.update_accounting, after=[paid],
-            invoice_id=invoice.output.invoice_id, amount_cents=invoice.output.amount_cents)
+            compensate=fn.reverse_accounting, invoice_id=invoice.output.invoice_id,
+            amount_cents=invoice.output.amount_cents)
     wf.step("notify_admin", fn.notify_admin, handles=[check], order_id=wf.input.order_id)
-    wf.step("release_reservation", fn.release_reservation, handles=[paid],
-            order_id=order.order_id, sku=order.sku, qty=order.qty)
     return wf.build()
 
 

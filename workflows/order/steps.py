@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -42,6 +43,8 @@ class PaymentRequest(BaseModel):
 
 
 class Release(BaseModel):
+    """Units put back in stock by undoing a reservation."""
+
     released: int
 
 
@@ -92,11 +95,31 @@ def notify_backorder(order_id: str, customer_email: str) -> Notice:
     return _notify(customer_email, f"order {order_id} is on back-order")
 
 
+@step_function("inventory.unreserve")
+def unreserve_item(input: dict[str, Any], output: Reservation) -> Release:
+    """Undo ``reserve_item`` (its compensation): put the order's units back in stock, once
+    per step run (keyed by the step run's idempotency key, so an attempt that runs again
+    releases nothing more)."""
+    ctx = current()
+    r = ctx.redis
+    qty = int(input["qty"])
+    if r.set(f"{systems.PREFIX}release:{ctx.idempotency_key}", qty, nx=True):
+        r.hincrby(systems.STOCK, str(input["sku"]), qty)
+    return Release(released=qty)
+
+
 @step_function("billing.invoice")
 def generate_invoice(order_id: str, qty: int, reservation_id: str) -> Invoice:
     """Issue the invoice for a reserved order."""
     digest = hashlib.sha256(f"{order_id}:{reservation_id}".encode()).hexdigest()[:8]
     return Invoice(invoice_id=f"INV-{digest}", amount_cents=qty * UNIT_PRICE_CENTS)
+
+
+@step_function("billing.void")
+def void_invoice(input: dict[str, Any], output: Invoice) -> Invoice:
+    """Undo ``generate_invoice`` (its compensation): void the invoice (safe to repeat)."""
+    systems.void_invoice(current().redis, output.invoice_id, output.amount_cents)
+    return output
 
 
 @step_function("payment.request")
@@ -113,16 +136,6 @@ def request_payment(order_id: str, amount_cents: int) -> PaymentRequest:
                        {"payment_id": payment_id, "amount_cents": amount_cents},
                        event_id=payment_id)
     return PaymentRequest(payment_id=payment_id, amount_cents=amount_cents)
-
-
-@step_function("inventory.release")
-def release_reservation(order_id: str, sku: str, qty: int) -> Release:
-    """Put a reserved order's units back in stock (no payment came), once per step run."""
-    ctx = current()
-    r = ctx.redis
-    if r.set(f"{systems.PREFIX}release:{ctx.idempotency_key}", qty, nx=True):
-        r.hincrby(systems.STOCK, sku, qty)
-    return Release(released=qty)
 
 
 @step_function("shipping.request")
@@ -147,8 +160,19 @@ def notify_customer(customer_email: str, order_id: str, tracking_number: str) ->
 def update_accounting(invoice_id: str, amount_cents: int) -> int:
     """Book the invoice in the ledger; returns the ledger's balance in cents."""
     r = current().redis
-    if r.hsetnx(f"{systems.LEDGER}:entries", invoice_id, amount_cents):
+    if r.hsetnx(systems.ENTRIES, invoice_id, amount_cents):
         return int(r.incrby(systems.LEDGER, amount_cents))
+    return int(r.get(systems.LEDGER) or 0)
+
+
+@step_function("accounting.reverse")
+def reverse_accounting(input: dict[str, Any], output: int) -> int:
+    """Undo ``update_accounting`` (its compensation): book a reversing entry for the
+    invoice, once per invoice; returns the ledger's balance in cents."""
+    r = current().redis
+    invoice_id, amount_cents = str(input["invoice_id"]), int(input["amount_cents"])
+    if r.hsetnx(systems.REVERSALS, invoice_id, -amount_cents):
+        return int(r.incrby(systems.LEDGER, -amount_cents))
     return int(r.get(systems.LEDGER) or 0)
 
 

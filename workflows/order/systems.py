@@ -14,6 +14,13 @@ INVENTORY_DOWN = PREFIX + "inventory_down"
 SHIPPING_FAILS = PREFIX + "shipping_fails"
 NOTIFICATIONS = PREFIX + "notifications"
 LEDGER = PREFIX + "ledger"
+"""String: the ledger's balance in cents."""
+ENTRIES = LEDGER + ":entries"
+"""Hash: invoice id -> amount (cents) booked for it."""
+REVERSALS = LEDGER + ":reversals"
+"""Hash: invoice id -> amount (cents, negative) of its reversing entry."""
+VOIDED = PREFIX + "voided"
+"""Hash: invoice id -> amount (cents) of the voided invoice."""
 SHIPMENTS = PREFIX + "shipments"
 """Hash: idempotency key of a shipping request -> its tracking number."""
 PAYMENTS = PREFIX + "payments"
@@ -54,6 +61,28 @@ def ship(redis: Any, idempotency_key: str, tracking_number: str) -> str:
     would); returns the tracking number of the first request with that key."""
     redis.hsetnx(SHIPMENTS, idempotency_key, tracking_number)
     return str(redis.hget(SHIPMENTS, idempotency_key))
+
+
+def void_invoice(redis: Any, invoice_id: str, amount_cents: int) -> bool:
+    """Mark the invoice void (as the billing system would); safe to repeat.
+
+    Returns:
+        Whether this call voided it (``False``: it was void already).
+    """
+    return bool(redis.hsetnx(VOIDED, invoice_id, amount_cents))
+
+
+def voided(redis: Any) -> dict[str, int]:
+    """The voided invoices: invoice id -> amount in cents."""
+    return {str(k): int(v) for k, v in redis.hgetall(VOIDED).items()}
+
+
+def ledger(redis: Any) -> tuple[int, dict[str, int], dict[str, int]]:
+    """The ledger: its balance, its entries and its reversing entries (invoice id ->
+    cents)."""
+    return (int(redis.get(LEDGER) or 0),
+            {str(k): int(v) for k, v in redis.hgetall(ENTRIES).items()},
+            {str(k): int(v) for k, v in redis.hgetall(REVERSALS).items()})
 
 
 def notifications(redis: Any) -> list[str]:

@@ -1,10 +1,13 @@
 // Shared helpers of the web UI's pages: element building, JSON fetches with the
 // session cookie (and the CSRF token on writes), formatting.  Plain ES modules, no build.
 
-export const TERMINAL_RUN = new Set(["succeeded", "failed", "cancelled"]);
-export const TERMINAL_STEP = new Set(["succeeded", "failed", "skipped", "cancelled"]);
+export const TERMINAL_RUN = new Set(["succeeded", "failed", "cancelled", "compensated",
+  "compensation_failed"]);
+export const TERMINAL_STEP = new Set(["succeeded", "failed", "skipped", "cancelled",
+  "compensating", "compensated", "compensation_failed"]);
 export const STEP_STATUSES = ["pending", "queued", "running", "retrying", "waiting",
-  "succeeded", "failed", "skipped", "cancelled"];
+  "succeeded", "failed", "skipped", "cancelled", "compensating", "compensated",
+  "compensation_failed"];
 
 /** Build an element: el("a", {href: "/x", class: "y"}, "text", child, ...). */
 export function el(tag, attrs = {}, ...children) {

@@ -1,7 +1,7 @@
 // The run page: summary, graph coloured by step status (live, from the run's
 // server-sent events), Gantt timeline with the critical path, the steps table and
 // the selected step's details (input, output, error, traceback, Flower link).
-import {TERMINAL_RUN, badge, content, el, fmtDur, fmtTime, getJSON, postJSON,
+import {STEP_STATUSES, TERMINAL_RUN, badge, content, el, fmtDur, fmtTime, getJSON, postJSON,
   setStatusLine} from "./common.js";
 import {drawGraph} from "./graph.js";
 import {drawGantt} from "./gantt.js";
@@ -30,8 +30,7 @@ function layout() {
   parts.detail = el("div", {id: "step-detail-body"},
     el("p", {}, "Select a step in the graph or the table."));
   const legend = el("ul", {class: "legend", "aria-label": "Step statuses"},
-    ...["pending", "queued", "running", "retrying", "waiting", "succeeded", "failed",
-      "skipped", "cancelled"].map((s) => el("li", {}, badge(s))),
+    ...STEP_STATUSES.map((s) => el("li", {}, badge(s))),
     el("li", {}, el("span", {class: "badge critical-key"}, "critical path")));
   content().replaceChildren(
     parts.summary, parts.actions,
