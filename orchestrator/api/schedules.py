@@ -3,6 +3,13 @@
 The same operations as ``orchestrator schedule …``: list, add (POST; PUT replaces), read
 with the next fires, pause, resume, delete.  Schedules declared beside a workflow can be
 read, paused and resumed here, not replaced or deleted (409: change the declaration).
+
+Each tenant has its own schedule ids: a token of tenant ``acme`` that adds ``nightly``
+stores ``t__acme__nightly`` (:func:`stored_id`) and sees ``nightly``; two tenants' equal
+ids never meet, so a 409 never tells one tenant that another uses an id.  The default
+tenant's ids are stored as given (the CLI's and the declared schedules are its), and may
+not start with ``t__``; an ``admin`` token sees and addresses every tenant's by its stored
+id.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from orchestrator.api.failures import error_responses
 from orchestrator.api.models import API_PREFIX
 from orchestrator.core import fires
 from orchestrator.core.schedules import SCHEDULE_ID, Schedule, check
-from orchestrator.core.tenants import sees
+from orchestrator.core.tenants import DEFAULT_TENANT, sees
 from orchestrator.errors import ApiError, ScheduleConflict, ScheduleInvalid, ScheduleNotFound
 from orchestrator.runtime.scheduler import ALIVE_WITHIN_S, check_runnable
 from orchestrator.settings import ApiToken
@@ -66,11 +73,41 @@ class ScheduleList(BaseModel):
     schedulers: list[str]
 
 
-def _view(st: ScheduleState, count: int = 0, now: float = 0.0) -> ScheduleView:
+TENANT_PREFIX = "t__"
+"""Stored ids of a tenant's schedules (other than the default tenant's) start with this."""
+
+
+def stored_id(token: ApiToken, schedule_id: str) -> str:
+    """The id under which ``token``'s tenant's schedule ``schedule_id`` is stored.
+
+    Raises:
+        ApiError: 422 when the stored id would be longer than a schedule id may be.
+    """
+    if token.tenant == DEFAULT_TENANT:
+        return schedule_id
+    sid = f"{TENANT_PREFIX}{token.tenant}__{schedule_id}"
+    if len(sid) > 100:
+        raise ApiError(422, "schedule_invalid", f"schedule id {schedule_id!r} is too long "
+                       f"for tenant {token.tenant!r} (the tenant's name and the id share "
+                       "100 characters)", "Use a shorter id.")
+    return sid
+
+
+def _public_id(token: ApiToken, sid: str) -> str:
+    prefix = f"{TENANT_PREFIX}{token.tenant}__"
+    if token.tenant != DEFAULT_TENANT and sid.startswith(prefix):
+        return sid[len(prefix):]
+    return sid
+
+
+def _view(st: ScheduleState, token: ApiToken, count: int = 0,
+          now: float = 0.0) -> ScheduleView:
     upcoming: list[int] = []
     if count and not st.paused and st.next is not None:
         upcoming = fires.upcoming(st.spec, min(st.next - 1, now), count)
-    return ScheduleView(**st.as_json(), upcoming=upcoming)
+    data = st.as_json()
+    data["schedule"] = {**data["schedule"], "id": _public_id(token, st.spec.id)}
+    return ScheduleView(**data, upcoming=upcoming)
 
 
 def _store(ctx: ApiContext) -> ScheduleStore:
@@ -102,7 +139,8 @@ def list_schedules(ctx: Annotated[ApiContext, Depends(context)],
     too), and the schedulers running."""
     store = _store(ctx)
     viewer = access.viewer_tenant(_token)
-    return ScheduleList(schedules=[_view(s) for s in store.all() if sees(viewer, s.tenant)],
+    return ScheduleList(schedules=[_view(s, _token) for s in store.all()
+                                   if sees(viewer, s.tenant)],
                         schedulers=store.alive(ALIVE_WITHIN_S))
 
 
@@ -114,18 +152,25 @@ def _owned(store: ScheduleStore, token: ApiToken, schedule_id: str) -> None:
     """
     owner = store.tenant(schedule_id)
     if owner is None or not sees(access.viewer_tenant(token), owner):
-        raise store.missing(schedule_id)
+        raise store.missing(_public_id(token, schedule_id))
 
 
 def _save(ctx: ApiContext, token: ApiToken, spec: Schedule, replace: bool) -> ScheduleView:
+    if token.tenant == DEFAULT_TENANT and spec.id.startswith(TENANT_PREFIX):
+        raise ApiError(422, "schedule_invalid", f"schedule ids starting with "
+                       f"{TENANT_PREFIX!r} are the tenants' own", "Use another id.")
+    sid = stored_id(token, spec.id)
     with _errors():
         check(spec)
         store = _store(ctx)
         now = store.now()
         check_runnable(ctx.catalog, spec, now)
-        store.put(spec, "api", fires.next_fire(spec, now), replace=replace,
+        if replace and store.tenant(sid) not in (None, token.tenant):
+            raise store.missing(spec.id)  # an admin's id of another tenant: not its own
+        stored = spec.model_copy(update={"id": sid})
+        store.put(stored, "api", fires.next_fire(stored, now), replace=replace,
                   tenant=token.tenant)
-        return _view(store.get(spec.id), 5, now)
+        return _view(store.get(sid), token, 5, now)
 
 
 @router.post("/schedules", response_model=ScheduleView, status_code=201,
@@ -162,9 +207,10 @@ def get_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(con
                  count: Annotated[int, Query(ge=0, le=100)] = 5) -> ScheduleView:
     """The schedule, its state and its next ``count`` fires."""
     store = _store(ctx)
+    sid = stored_id(_token, schedule_id)
     with _errors():
-        _owned(store, _token, schedule_id)
-        return _view(store.get(schedule_id), count, store.now())
+        _owned(store, _token, sid)
+        return _view(store.get(sid), _token, count, store.now())
 
 
 @router.post("/schedules/{schedule_id}/pause", response_model=ScheduleView,
@@ -173,10 +219,11 @@ def pause_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(c
                    _token: Annotated[ApiToken, Depends(write_schedules)]) -> ScheduleView:
     """Pause: nothing fires until resumed (idempotent)."""
     store = _store(ctx)
+    sid = stored_id(_token, schedule_id)
     with _errors():
-        _owned(store, _token, schedule_id)
-        store.set_paused(schedule_id, True, None)
-        return _view(store.get(schedule_id))
+        _owned(store, _token, sid)
+        store.set_paused(sid, True, None)
+        return _view(store.get(sid), _token)
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView,
@@ -185,12 +232,13 @@ def resume_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(
                     _token: Annotated[ApiToken, Depends(write_schedules)]) -> ScheduleView:
     """Resume from the first fire after now (fires due while paused do not run)."""
     store = _store(ctx)
+    sid = stored_id(_token, schedule_id)
     with _errors():
-        _owned(store, _token, schedule_id)
-        st = store.get(schedule_id)
+        _owned(store, _token, sid)
+        st = store.get(sid)
         now = store.now()
-        store.set_paused(schedule_id, False, fires.next_fire(st.spec, now))
-        return _view(store.get(schedule_id), 5, now)
+        store.set_paused(sid, False, fires.next_fire(st.spec, now))
+        return _view(store.get(sid), _token, 5, now)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204, summary="Delete a schedule",
@@ -199,7 +247,8 @@ def delete_schedule(schedule_id: ScheduleId, ctx: Annotated[ApiContext, Depends(
                     _token: Annotated[ApiToken, Depends(write_schedules)]) -> Response:
     """Delete a schedule added through the API or the CLI (its runs stay)."""
     store = _store(ctx)
+    sid = stored_id(_token, schedule_id)
     with _errors():
-        _owned(store, _token, schedule_id)
-        store.delete(schedule_id)
+        _owned(store, _token, sid)
+        store.delete(sid)
     return Response(status_code=204)

@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from orchestrator.runtime.doctor import diagnose
-
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
@@ -25,6 +23,7 @@ def doctor(c: Any, as_json: bool, api_url: str | None, flower_url: str | None,
     """Check Redis (persistence, eviction), timeouts and leases against every workflow,
     live workers for every step and their clocks; exit 1 if anything needs fixing."""
     from orchestrator.runtime.coordinator import Coordinator
+    from orchestrator.runtime.doctor import diagnose
 
     urls = []
     if api_url:

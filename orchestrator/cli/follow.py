@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.priorities import Priority
 from orchestrator.core.states import StepStatus
 from orchestrator.core.waits import WaitKind
-from orchestrator.runtime.coordinator import Coordinator, RunView
 from orchestrator.store import StepRun
 from orchestrator.store.fields import EVENT_STEP, Event
+
+if TYPE_CHECKING:  # the runtime (Celery) is imported only by the commands that use it
+    from orchestrator.runtime.coordinator import Coordinator, RunView
 
 FOLLOW_BLOCK_MS = 500
 """Longest blocking read of a run's events: below the CLI's Redis timeout

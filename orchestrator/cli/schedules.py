@@ -16,8 +16,15 @@ from orchestrator.core import fires
 from orchestrator.core.fires import display as when
 from orchestrator.core.schedules import CatchUpPolicy, Overlap
 from orchestrator.core.schedules import from_data as schedule_from_data
-from orchestrator.runtime.scheduler import ALIVE_WITHIN_S, check_runnable, upcoming_fires
 from orchestrator.store.schedules import ScheduleState, ScheduleStore
+
+
+def _sched() -> Any:
+    """The scheduler's module, imported when a command needs it (it brings Celery: the
+    CLI's other commands start faster without it)."""
+    from orchestrator.runtime import scheduler
+
+    return scheduler
 
 
 def _store(c: Any) -> ScheduleStore:
@@ -72,7 +79,7 @@ def add(c: Any, schedule_id: str, workflow: str, cron: str | None, tz: str,
         "catch_up": {"policy": catch_up, "max": catch_up_max}}, source="schedule")
     store = _store(c)
     now = store.now()
-    check_runnable(c.catalog, spec, now)
+    _sched().check_runnable(c.catalog, spec, now)
     nxt = store.put(spec, "api", fires.next_fire(spec, now), replace=replace)
     click.echo(f"schedule {spec.id} {'saved' if replace else 'added'}: {spec.describe()}, "
                f"next fire {when(nxt, spec.timezone)}")
@@ -92,7 +99,7 @@ def list_schedules(c: Any, as_json: bool) -> None:
     """List every schedule, with its next fire and the schedulers running."""
     store = _store(c)
     states = store.all()
-    alive = store.alive(ALIVE_WITHIN_S)
+    alive = store.alive(_sched().ALIVE_WITHIN_S)
     if as_json:
         click.echo(json.dumps({"schedules": [s.as_json() for s in states],
                                "schedulers": alive}, indent=2))
@@ -175,7 +182,7 @@ def delete(c: Any, schedule_id: str) -> None:
 def next_fires(c: Any, schedule_id: str | None, count: int) -> None:
     """The next fires of one schedule, or of every active schedule, in time order."""
     store = _store(c)
-    for t, sid, spec in upcoming_fires(store, count, schedule_id):
+    for t, sid, spec in _sched().upcoming_fires(store, count, schedule_id):
         click.echo(f"{when(t, spec.timezone)}  {sid}  -> {spec.workflow}")
 
 

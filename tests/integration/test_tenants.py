@@ -294,15 +294,22 @@ def _special_routes(world: World, a: Session) -> None:
     # an event for B's key from A: it reaches none of B's steps
     resp = a.send("POST", f"/v1/events/{EVENT_KEY}", json={"paid": True})
     assert resp.status_code == 200 and resp.json()["resumed"] == 0, resp.text
-    # schedules: A adds its own; B's id is taken, and A cannot replace B's
+    # schedules: each tenant has its own ids: A adds its own, and B's id is free for A
+    # (no 409 tells A that B uses it); A's schedule is A's, B's stays B's
     resp = a.send("POST", "/v1/schedules", json={"id": "a-hourly", "workflow": "approval_flow",
                                                  "every_s": 3600, "input": {}})
     assert resp.status_code == 201 and not _leaks(resp.text, world), resp.text
-    resp = a.send("PUT", f"/v1/schedules/{SCHEDULE}",
-                  json={"id": SCHEDULE, "workflow": "approval_flow", "every_s": 60})
-    assert resp.status_code == 409, resp.text
-    assert resp.json()["error"]["code"] == "schedule_conflict"
+    resp = a.send("POST", "/v1/schedules",
+                  json={"id": SCHEDULE, "workflow": "approval_flow", "every_s": 3600})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["schedule"]["id"] == SCHEDULE  # A's own, by the name A gave
     assert not _leaks(resp.text.replace(SCHEDULE, ""), world)
+    assert a.send("GET", f"/v1/schedules/{SCHEDULE}").json()["schedule"]["every_s"] == 3600
+    assert a.send("DELETE", f"/v1/schedules/{SCHEDULE}").status_code == 204
+    resp = a.send("POST", "/v1/schedules", json={"id": "t__b__x", "workflow": "approval_flow",
+                                                 "every_s": 60})
+    assert resp.status_code == 201 and resp.json()["schedule"]["id"] == "t__b__x", resp.text
+    assert a.send("DELETE", "/v1/schedules/t__b__x").status_code == 204
     # B's webhook: a bearer token is no signature; nothing starts
     resp = a.send("POST", f"/v1/hooks/{HOOK}", json={"kind": "from-a"})
     assert resp.status_code == 401 and not _leaks(resp.text.replace(HOOK, ""), world)
@@ -342,8 +349,10 @@ def test_listings_are_per_tenant_and_admin_sees_all(world: World) -> None:
         assert admin.get(f"/v1/runs/{world.runs['approval']}").json()["origin"]["tenant"] == "b"
         by_wf = b.get("/v1/runs", params={"workflow": "approval_flow", "status": "running"})
         assert world.runs["approval"] in {r["run_id"] for r in by_wf.json()["runs"]}
+        stored = {s["schedule"]["id"] for s in admin.get("/v1/schedules").json()["schedules"]}
+        assert f"t__b__{SCHEDULE}" in stored  # the admin sees stored ids
         assert SCHEDULE in {s["schedule"]["id"] for s in
-                            admin.get("/v1/schedules").json()["schedules"]}
+                            b.get("/v1/schedules").json()["schedules"]}
         assert HOOK in {t["name"] for t in admin.get("/v1/triggers").json()["triggers"]}
         assert HOOK in {t["name"] for t in b.get("/v1/triggers").json()["triggers"]}
 
