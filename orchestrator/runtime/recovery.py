@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 
-from orchestrator.core.plan import TaskNode, is_join, walk
+from orchestrator.core.plan import ChordNode, TaskNode, is_join, walk
 from orchestrator.core.priorities import Priority, band_queue
 from orchestrator.core.states import RunStatus
 from orchestrator.errors import RunDamaged, RunNotFound
@@ -68,6 +69,7 @@ class Recovery:
         self.leases = leases
         self.settings = settings
         self._cursor = 0  # round robin over the running runs, a batch per pass
+        self._replayed: dict[str, float] = {}  # run id -> when this reaper replayed it
 
     def reap_once(self) -> Reaped:
         """One pass over expired leases, stale claims and due timers."""
@@ -90,6 +92,8 @@ class Recovery:
             out.compensating += 1
 
     def _stalled(self, out: Reaped) -> None:
+        horizon = time.monotonic() - self.settings.stall_s
+        self._replayed = {r: t for r, t in self._replayed.items() if t > horizon}
         runs = self.leases.running_runs(self._cursor, BATCH)
         self._cursor = 0 if len(runs) < BATCH else self._cursor + BATCH
         for run_id, quiet in self.leases.quiet_for_s(runs).items():
@@ -112,6 +116,10 @@ class Recovery:
                             | {self.progress.default_queue})
             if self.leases.mentions(queues, run_id, unacked=False):
                 continue  # its message waits in a queue: a backlog, not a stall
+            last = self._replayed.get(run_id)
+            if last is not None and time.monotonic() - last < self.settings.stall_s:
+                continue  # replayed already: its copies settle without events, give them time
+            self._replayed[run_id] = time.monotonic()
             # An unacknowledged copy without a live lease does not count: a worker that
             # popped it lost Redis before it began (its copy comes back only after the
             # visibility timeout, an hour), or holds it prefetched behind a long task.
@@ -123,8 +131,12 @@ class Recovery:
         store = self.progress.store
         units = store.unfinished_published(run_id)
         for unit in units:
-            tasks = [n.id for n in walk(d.plan.unit_map[unit].canvas)
-                     if isinstance(n, TaskNode)]  # its steps and its joins
+            tasks = []  # its steps and its joins: a join's copy must carry the canvas on too
+            for n in walk(d.plan.unit_map[unit].canvas):
+                if isinstance(n, TaskNode):
+                    tasks.append(n.id)
+                elif isinstance(n, ChordNode):
+                    tasks.append(n.join)
             self.leases.reopen(run_id, tasks)
             log.warning("run %s made no progress for %.0f s and no message of it is left "
                         "(a worker died between the broker's pop and its bookkeeping): "

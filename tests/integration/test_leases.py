@@ -203,3 +203,36 @@ def test_a_run_whose_messages_went_missing_is_replayed(
             assert counts == {s.step_id: 1 for s in view.steps}
         finally:
             worker.stop()
+
+
+def test_a_replayed_unit_carries_its_canvas_past_a_join_in_its_middle(
+        redis_binary: str) -> None:
+    """One unit, a -> (p1 | p2) -> join -> c -> d: d's message is lost after the join and
+    c ended.  The replay publishes the unit again from its start: the ended steps and the
+    join carry the canvas on (their leases reopened) instead of dropping it, d runs once,
+    and the run was replayed once, not at every reaper pass while its copies settled."""
+    with RedisServer(binary=redis_binary) as server:
+        s = make_settings(server.url, stall_s=2.0)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        first = WorkerProcess(server.url, "first", concurrency=2, stall_s=2.0)
+        try:
+            first.wait_ready(coord.app)
+            run_id = coord.submit("mid_join")
+            wait_until(lambda: r.llen("aside") == 1, 30, message="d was never published")
+        finally:
+            first.stop()
+        r.delete("aside")  # d's message is lost
+        assert statuses(coord.view(run_id))["d"] == "queued"
+        second = WorkerProcess(server.url, "second", concurrency=2, stall_s=2.0,
+                               queues=("default", "aside"))
+        try:
+            second.wait_ready(coord.app)
+            view = wait_run(coord, run_id, timeout_s=60)
+            assert view.run.status.value == "succeeded", statuses(view)
+            counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
+            assert counts == {"a": 1, "p1": 1, "p2": 1, "c": 1, "d": 1}
+            replays = second.tail(400).count(f"run {run_id} made no progress")
+            assert replays == 1, second.tail(80)
+        finally:
+            second.stop()
