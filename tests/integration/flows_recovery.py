@@ -140,13 +140,3 @@ rate_limited = _rl.build()
 _fr = Workflow("free_run")
 _fr.step("free", stamp, tag="free")
 free_run = _fr.build()
-
-
-# --- a replayed unit with a join in its middle (tests/integration/test_leases.py) --------
-# one unit: a -> (p1 | p2) -> join -> c -> d, d on a queue of its own ("aside")
-_mj = Workflow("mid_join")
-_mj_a = _mj.step("a", count)
-_mj_c = _mj.step("c", count, after=[_mj.step("p1", count, after=[_mj_a]),
-                                    _mj.step("p2", count, after=[_mj_a])])
-_mj.step("d", count, after=[_mj_c], queue="aside")
-mid_join = _mj.build()

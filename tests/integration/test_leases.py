@@ -13,11 +13,12 @@ import redis
 
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.settings import Settings
 from tests.integration.conftest import make_settings, private_stack, statuses, wait_run
 from tests.integration.flows import long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess
+from tests.support.workers import TEST_PACKAGES, WorkerProcess
 
 pytestmark = pytest.mark.redis
 
@@ -211,11 +212,13 @@ def test_a_replayed_unit_carries_its_canvas_past_a_join_in_its_middle(
     c ended.  The replay publishes the unit again from its start: the ended steps and the
     join carry the canvas on (their leases reopened) instead of dropping it, d runs once,
     and the run was replayed once, not at every reaper pass while its copies settled."""
+    packages = [*TEST_PACKAGES, "tests.integration.flows_aside"]
     with RedisServer(binary=redis_binary) as server:
-        s = make_settings(server.url, stall_s=2.0)
+        s = Settings(redis_url=server.url, stall_s=2.0, workflow_packages=tuple(packages))
         coord = Coordinator(s, discover(s.workflow_packages))
         r = redis.Redis.from_url(server.url, decode_responses=True)
-        first = WorkerProcess(server.url, "first", concurrency=2, stall_s=2.0)
+        first = WorkerProcess(server.url, "first", concurrency=2, stall_s=2.0,
+                              workflow_packages=packages)
         try:
             first.wait_ready(coord.app)
             run_id = coord.submit("mid_join")
@@ -225,7 +228,7 @@ def test_a_replayed_unit_carries_its_canvas_past_a_join_in_its_middle(
         r.delete("aside")  # d's message is lost
         assert statuses(coord.view(run_id))["d"] == "queued"
         second = WorkerProcess(server.url, "second", concurrency=2, stall_s=2.0,
-                               queues=("default", "aside"))
+                               queues=("default", "aside"), workflow_packages=packages)
         try:
             second.wait_ready(coord.app)
             view = wait_run(coord, run_id, timeout_s=60)

@@ -119,10 +119,13 @@ def test_resumed_runs_survive_a_killed_worker_and_a_redis_restart(redis_binary: 
                     return rid, rec.worker
             return None
 
-        rid, worker = wait_until(running_d, 60, message="no d step ever ran")
+        _, worker = wait_until(running_d, 60, message="no d step ever ran")
         victim = next(w for w in workers if w.name == worker)
         victim.kill()
-        coord.store.client.delete(f"test:inflight:{rid}:d")  # the dead one's mark
+        for rid in news:  # the marks of what the dead worker was running (up to 2 steps)
+            for s, rec in coord.store.step_runs(rid).items():
+                if rec.status.value == "running" and rec.worker == worker:
+                    coord.store.client.delete(f"test:inflight:{rid}:{s}")
         fresh = WorkerProcess(server.url, "fresh", concurrency=2, lease_s=2.0)
         try:
             fresh.wait_ready(coord.app)

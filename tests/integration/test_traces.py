@@ -35,9 +35,12 @@ FAST_BATCH = {"OTEL_BSP_SCHEDULE_DELAY": "100"}  # the SDK's own variable: expor
 
 
 def _spans(directory: Path) -> list[dict[str, Any]]:
+    """The spans the workers have written so far: complete lines only (a worker may be
+    in the middle of writing the last one)."""
     out = []
     for f in sorted(directory.glob("spans-*.jsonl")):
-        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        complete = f.read_text().split("\n")[:-1]
+        out += [json.loads(line) for line in complete if line.strip()]
     return out
 
 
