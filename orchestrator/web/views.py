@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from orchestrator.core.compensation import undo_run_id
 from orchestrator.core.models import Ref, Value, WorkflowDef
 from orchestrator.core.origin import OriginKind
 from orchestrator.core.states import RunStatus
@@ -106,6 +107,7 @@ def run_detail(coord: Coordinator, run_id: str, flower_url: str,
             "parents": list(deps.get(rec.step_id, ())),
             "wait": rec.wait, "resolution": {k: v for k, v in (rec.resolution or {}).items()
                                              if k != "data"} or None,
+            "decision": rec.decision,
             "input": preview(step_input(wf, rec.step_id, run.input, view.outputs))
             if started and sd.inputs else None,
             "output": preview(view.outputs[rec.step_id]) if has_output else None,
@@ -115,7 +117,21 @@ def run_detail(coord: Coordinator, run_id: str, flower_url: str,
              if s.started_at is not None}
     return {"run": run_summary(run), "input": preview(run.input), "steps": steps,
             "graph": graph(wf), "critical": critical_path(deps, spans, now), "now": now,
-            "flower": bool(flower_url), "trace": trace_link(coord.settings, run_id)}
+            "flower": bool(flower_url), "trace": trace_link(coord.settings, run_id),
+            "lineage": lineage(run)}
+
+
+UNWOUND = frozenset({RunStatus.COMPENSATING, RunStatus.COMPENSATED,
+                     RunStatus.COMPENSATION_FAILED})
+"""Run statuses that mean the run has an undo run (``<run id>.undo``)."""
+
+
+def lineage(run: RunRecord) -> dict[str, Any]:
+    """The runs this one is linked to: the run it resumes and those that resume it, the
+    run it undoes (an undo run) and its own undo run (once it is unwound)."""
+    return {"resumed_from": run.resumed_from, "resumes": list(run.resumes),
+            "compensates": run.compensates,
+            "undo_run": undo_run_id(run.run_id) if run.status in UNWOUND else None}
 
 
 def run_summary(run: RunRecord) -> dict[str, Any]:

@@ -70,6 +70,8 @@ def test_order_run_updates_live_and_shows_the_skipped_back_order(
     assert page.locator("#detail-status").inner_text() == "skipped"
     assert "condition" in page.locator("#detail-reason").inner_text()
     assert "in_stock" in page.locator("#step-detail").inner_text()  # the condition shown
+    trail = page.locator("#detail-decision").inner_text()  # and what it read and gave
+    assert "steps.check_inventory.output" in trail and "false" in trail, trail
     # a step's output, truncated preview and download
     page.locator("tr[data-step=send_shipping_request] button").click()
     page.wait_for_selector("#output-download")
@@ -120,6 +122,22 @@ def test_failed_step_shows_its_traceback_and_links_to_flower(
     wait_until(flower_shows_the_failure, 30, interval_s=0.5,
                message=lambda: page.locator("body").inner_text()[:500])
     assert "RuntimeError" in page.locator("body").inner_text()
+
+
+def test_a_resumed_run_and_the_run_it_resumes_link_to_each_other(
+        ui_stack: UiStack, signed_in: Any) -> None:
+    coord = ui_stack.coord
+    first = coord.submit("fail_flow")
+    wait_run(coord, first)
+    second, _ = coord.resume(first)
+    wait_run(coord, second)
+    page = signed_in(RO_TOKEN)
+    _open_run(page, ui_stack.url, first)
+    page.locator("#resumed-by a").click()
+    page.wait_for_url(f"{ui_stack.url}/ui/runs/{second}")
+    page.wait_for_selector("body[data-ready=true]", timeout=TIMEOUT_MS)
+    assert page.locator("#resumed-from").inner_text() == first
+    assert page.locator("#undo-run").count() == 0  # fail_flow compensates nothing
 
 
 def test_cancel_a_run_and_read_only_sees_no_button(ui_stack: UiStack, signed_in: Any) -> None:

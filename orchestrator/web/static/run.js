@@ -61,6 +61,15 @@ function renderSummary() {
     ["Input", el("span", {}, preview(data.input),
       el("a", {href: `${base}/input`, download: ""}, "Download input"))],
   ];
+  const runLink = (id, attrs) => el("a", {...attrs, href: `/ui/runs/${encodeURIComponent(id)}`}, id);
+  const ln = data.lineage || {};
+  if (ln.resumed_from) rows.push(["Resumes", runLink(ln.resumed_from, {id: "resumed-from"})]);
+  if (ln.resumes && ln.resumes.length) {
+    rows.push(["Resumed by", el("span", {id: "resumed-by"},
+      ...ln.resumes.flatMap((id, i) => (i ? [", ", runLink(id, {})] : [runLink(id, {})])))]);
+  }
+  if (ln.compensates) rows.push(["Undoes", runLink(ln.compensates, {id: "compensates"})]);
+  if (ln.undo_run) rows.push(["Undo run", runLink(ln.undo_run, {id: "undo-run"})]);
   if (data.trace) {  // OpenTelemetry: the run's trace id, linked when a template is set
     const id = el("code", {id: "trace-id"}, data.trace.trace_id);
     rows.push(["Trace", data.trace.url
@@ -72,6 +81,22 @@ function renderSummary() {
     ? el("button", {type: "button", id: "cancel", class: "danger", onclick: cancelRun},
       "Cancel run")
     : "");
+}
+
+// The decision trail: the rule over the parents' statuses, then the condition, the
+// values it read and its outcome (core/decisions.Decision.to_record).
+function decisionTrail(d) {
+  const parents = Object.entries(d.parents || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
+  const items = [el("li", {}, `rule ${d.rule}`, parents ? ` over ${parents}` : "")];
+  if (d.when !== undefined && d.when !== null) {
+    items.push(el("li", {}, "condition ", el("code", {}, d.when), " was ",
+      el("strong", {}, String(d.outcome))));
+    for (const [k, v] of Object.entries(d.values || {})) {
+      items.push(el("li", {}, el("code", {}, k), " = ", el("code", {}, JSON.stringify(v))));
+    }
+  }
+  items.push(el("li", {}, d.runs ? "so it ran" : "so it did not run"));
+  return el("ul", {id: "detail-decision", class: "trail"}, ...items);
 }
 
 function preview(p) {
@@ -128,6 +153,7 @@ function renderDetail() {
   ];
   if (s.when) dl.push(["Condition", el("code", {}, s.when)]);
   if (s.reason) dl.push(["Reason", el("span", {id: "detail-reason"}, s.reason)]);
+  if (s.decision) dl.push(["Decided by", decisionTrail(s.decision)]);
   if (s.retry_at) dl.push(["Next attempt", fmtTime(s.retry_at)]);
   if (s.wait) dl.push(["Waits for", JSON.stringify(s.wait)]);
   if (s.resolution) dl.push(["Wait ended by", JSON.stringify(s.resolution)]);
