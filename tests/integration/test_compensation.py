@@ -16,7 +16,7 @@ from orchestrator.core.compensation import undo_run_id
 from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import private_stack, statuses, wait_run
 from tests.support.wait import wait_until
-from tests.support.waits import executions
+from tests.support.waits import clear_inflight_marks, executions
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.redis
@@ -136,11 +136,7 @@ def test_unwinding_survives_a_killed_worker_and_a_redis_restart(redis_binary: st
 
         _, _, worker = wait_until(undoing, 60, message="no compensation ever ran")
         next(w for w in workers if w.name == worker).kill()
-        for rid in runs:  # the marks of what the dead worker was running
-            uid = undo_run_id(rid)
-            for s, rec in coord.store.step_runs(uid).items():
-                if rec.status.value == "running" and rec.worker == worker:
-                    coord.store.client.delete(f"test:inflight:{uid}:{s}")
+        clear_inflight_marks(coord, [undo_run_id(rid) for rid in runs], worker)
         fresh = WorkerProcess(server.url, "fresh", concurrency=2, lease_s=2.0)
         try:
             fresh.wait_ready(coord.app)

@@ -16,7 +16,7 @@ from tests.integration.conftest import private_stack, statuses, wait_run
 from tests.integration.flows_recovery import resume_flow
 from tests.support.api import api_server_fixture, bearer
 from tests.support.wait import wait_until
-from tests.support.waits import executions
+from tests.support.waits import clear_inflight_marks, executions
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.redis
@@ -122,10 +122,7 @@ def test_resumed_runs_survive_a_killed_worker_and_a_redis_restart(redis_binary: 
         _, worker = wait_until(running_d, 60, message="no d step ever ran")
         victim = next(w for w in workers if w.name == worker)
         victim.kill()
-        for rid in news:  # the marks of what the dead worker was running (up to 2 steps)
-            for s, rec in coord.store.step_runs(rid).items():
-                if rec.status.value == "running" and rec.worker == worker:
-                    coord.store.client.delete(f"test:inflight:{rid}:{s}")
+        clear_inflight_marks(coord, news, worker)  # up to 2 steps
         fresh = WorkerProcess(server.url, "fresh", concurrency=2, lease_s=2.0)
         try:
             fresh.wait_ready(coord.app)

@@ -14,6 +14,16 @@ def executions(coord: Coordinator, run_id: str) -> dict[str, int]:
     return {k: int(v) for k, v in raw.items()}
 
 
+def clear_inflight_marks(coord: Coordinator, run_ids: list[str], worker: str) -> None:
+    """Forget the in-flight marks (``test:inflight:<run>:<step>``, set by the recovery
+    flows' steps while they run) of the steps a killed ``worker`` was running: a killed
+    step never cleared its own, and its next attempt must not count as an overlap."""
+    for rid in run_ids:
+        for s, rec in coord.store.step_runs(rid).items():
+            if rec.status.value == "running" and rec.worker == worker:
+                coord.store.client.delete(f"test:inflight:{rid}:{s}")
+
+
 def wait_waiting(coord: Coordinator, run_id: str, step_id: str,
                  timeout_s: float = 30.0) -> None:
     wait_until(lambda: coord.store.step_runs(run_id, [step_id])[step_id].status.value
