@@ -7,7 +7,8 @@ alternating rounds; prints the table and writes it (full runs) to ``docs/benchma
 Workloads: 1 linear workflow (ms per hop; Redis commands per step; AOF everysec),
 2 fan-out/fan-in (steps/s), 3 concurrent small runs (runs/s, latency), 4 random non
 series-parallel DAGs (makespan / critical path), 5 validate + compile + dispatch of large
-workflows (seconds, largest message), 6 memory (Redis bytes per run, worker RSS).
+workflows (seconds, largest message), 6 memory (Redis bytes per run, worker RSS), 7 a
+map step of 10,000 items vs a raw chord (steps/s; largest message at 1,000 and 10,000).
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench import dyrygent
 from bench import report as rep
 from bench.harness import Bench
+from bench.maps import run_map, run_map_sizes
 from bench.scale import run_dispatch, run_memory
 from bench.sizes import FULL, PRESETS, Sizes
 from bench.stack import Stack
 from bench.workloads import run_concurrent, run_dags, run_fan, run_linear
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-WORKLOADS = (1, 2, 3, 4, 5, 6)
+WORKLOADS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,6 +56,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    f"{DOCS.relative_to(DOCS.parent.parent)} for a full run of every "
                    "workload, nowhere otherwise)")
     p.add_argument("--no-write", action="store_true", help="print only, write no file")
+    p.add_argument("--peers", action="append", default=[], metavar="NAME",
+                   help="also run workloads 1 and 2 against a Celery DAG peer, in rounds of "
+                   "their own (repeatable or comma-separated): dyrygent (celery-dyrygent, "
+                   "its default ticks), dyrygent-1s (its shortest ticks); needs the bench "
+                   "extra")
     return p.parse_args(argv)
 
 
@@ -97,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     selected = _selected(args.only)
     sizes = _sizes(args)
+    peers = dyrygent.parse_peers(args.peers)
+    peer_workloads = [n for n in selected if n in (1, 2)] if peers else []
+    if peer_workloads and (missing := dyrygent.available()):
+        raise SystemExit(missing)
     report = rep.Report(sizes.name, args.repeat)
     progress = rep.Progress()
     failures: list[str] = []
@@ -108,19 +120,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_version = str(b.r.info("server")["redis_version"])
         if 5 in selected:  # no worker running: nothing consumes the published messages
             _guarded(b, 5, lambda: run_dispatch(b), failures)
+        if 7 in selected:  # no worker running: the messages stay in their queues
+            _guarded(b, 7, lambda: run_map_sizes(b), failures)
         if 4 in selected:
             progress(f"starting threads -c {sizes.dag_threads} workers (both arms)")
             with stack.workers_for("threads", sizes.dag_threads, b.coord.app):
                 _guarded(b, 4, lambda: run_dags(b), failures)
-        if {1, 2, 3, 6} & set(selected):
+        if {1, 2, 3, 6, 7} & set(selected):
             progress(f"starting prefork -c {sizes.prefork_concurrency} workers (both arms)")
             with stack.workers_for("prefork", sizes.prefork_concurrency, b.coord.app) as (
                     orch_worker, _raw_worker):
                 for n, fn in ((1, lambda: run_linear(b)), (2, lambda: run_fan(b)),
                               (3, lambda: run_concurrent(b)),
-                              (6, lambda: run_memory(b, orch_worker, deadline))):
+                              (6, lambda: run_memory(b, orch_worker, deadline)),
+                              (7, lambda: run_map(b))):
                     if n in selected:
                         _guarded(b, n, fn, failures)
+                    if n == 2 and peer_workloads:  # after 1 and 2, before 3 and 6
+                        _guarded(b, peer_workloads[-1],
+                                 lambda: dyrygent.run_peers(b, peers, peer_workloads),
+                                 failures)
         report.rows.sort(key=_order)
         text = report.markdown(rep.machine(redis_version))
         print(report.table())

@@ -9,8 +9,18 @@ few concurrent clients (threads, one keep-alive connection each):
 * ``submit + Idempotency-Key``: the same with a fresh key per request (SET NX + EXPIRE);
 * ``read``: ``GET /v1/runs/{id}`` of the runs just started;
 
-then waits for every run to end and reports end-to-end runs/s (bound by the worker).
-Every process it starts is stopped (by process id) before it exits.  Not a test.
+then, in this process (no HTTP), with the same number of threads:
+
+* ``client: Coordinator.submit``: the Python path that services embedding the
+  orchestrator use to start runs (validate, create the run, claim, publish, record);
+* ``raw Celery: apply_async``: Celery alone publishing the same canvas (the workflow's
+  first unit, built by :func:`orchestrator.runtime.canvas.signature`) to a queue no worker
+  reads, with no run store: the floor under a submit, measured in the same run;
+
+and reports, for each, the CPU seconds its process(es) spent per request (robust on a
+shared machine, where wall times drift), then waits for every run to end and reports
+end-to-end runs/s (bound by the worker).  Every process it starts is stopped (by process
+id) before it exits.  Not a test.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -36,7 +46,10 @@ from bench.report import percentile
 from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer, free_loopback_port
 from orchestrator.dev.waiting import wait_until
+from orchestrator.runtime.canvas import signature
+from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.celeryconf import client_app
+from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
 from orchestrator.store.keys import Keys
 from workflows.order import systems
@@ -55,13 +68,71 @@ class Phase:
     latencies_s: list[float]
     wall_s: float
     errors: int
+    cpu_s: float | None = None
+    """CPU seconds the serving process(es) spent on the phase (None: not measured)."""
 
     def row(self) -> tuple[str, ...]:
         lat = sorted(self.latencies_s)
+        cpu = "-" if self.cpu_s is None else f"{self.cpu_s / len(lat) * 1000:.2f}"
         return (self.name, str(len(lat)), str(self.clients), f"{self.wall_s:.2f}",
                 f"{len(lat) / self.wall_s:.0f}", f"{percentile(lat, 0.5) * 1000:.1f}",
                 f"{percentile(lat, 0.99) * 1000:.1f}", f"{lat[-1] * 1000:.1f}",
-                str(self.errors))
+                str(self.errors), cpu)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its children (Linux /proc)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry) == pid or int(fields[1]) == pid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_calls(name: str, clients: int, count: int, call: Callable[[int], None]) -> Phase:
+    """Make ``count`` calls from ``clients`` threads of this process; time each one and
+    the whole, and count this process's CPU seconds."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(count))
+
+    def work() -> None:
+        nonlocal errors
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                call(i)
+                failed = 0
+            except Exception as exc:  # counted, and the first one shown
+                failed = 1
+                if not errors:
+                    print(f"  {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+                errors += failed
+
+    threads = [threading.Thread(target=work) for _ in range(clients)]
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return Phase(name, clients, latencies, wall, errors, time.process_time() - cpu0)
 
 
 def _env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -132,13 +203,42 @@ def _created(resp: httpx.Response) -> bool:
 
 def table(rows: Sequence[tuple[str, ...]]) -> str:
     header = ("phase", "requests", "clients", "wall s", "req/s", "p50 ms", "p99 ms",
-              "max ms", "errors")
+              "max ms", "errors", "CPU ms/req")
     allrows = [header, *rows]
     widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                        enumerate(zip(r, widths, strict=True))) for r in allrows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+RAW_QUEUE = "bench-api-raw"
+"""The queue the raw Celery arm publishes to: no worker reads it; emptied after."""
+
+
+def in_process(url: str, clients: int, count: int, order: dict[str, object]
+               ) -> tuple[Phase, Phase]:
+    """The client phase (``Coordinator.submit`` from ``clients`` threads) and, right after
+    it, the raw Celery arm (``apply_async`` of the same unit's canvas, no store)."""
+    settings = Settings(redis_url=url, workflow_packages=["workflows"])
+    coord = Coordinator(settings, discover(settings.workflow_packages))
+    for _ in range(5):  # warm: compile and store the version, open connections
+        coord.submit(WORKFLOW, order)
+    def submit(i: int) -> None:
+        coord.submit(WORKFLOW, order)
+
+    client = run_calls("client: Coordinator.submit", clients, count, submit)
+    d = coord.compile(WORKFLOW)
+    unit = d.plan.unit_map[d.plan.sources[0]]
+    app = coord.app
+
+    def raw_publish(i: int) -> None:
+        signature(app, d, unit.canvas, f"bench-raw-{i}", RAW_QUEUE).apply_async(
+            queue=RAW_QUEUE)
+
+    raw = run_calls("raw Celery: apply_async", clients, count, raw_publish)
+    coord.store.client.delete(RAW_QUEUE)
+    return client, raw
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="prefork children of the worker (2)")
     p.add_argument("--drain-timeout-s", type=float, default=600.0,
                    help="longest wait for every run to end (600)")
+    p.add_argument("--api-workers", type=int, default=1,
+                   help="serving processes of the API (python -m orchestrator.api "
+                   "--workers; 1)")
     args = p.parse_args(argv)
 
     token = secrets.token_urlsafe(32)
@@ -163,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       str(args.worker_concurrency), "-P", "prefork", "-l", "WARNING",
                       "--without-gossip", "--without-mingle", "--without-heartbeat"]
         api_cmd = [sys.executable, "-m", "orchestrator.api", "--port", str(port),
-                   "--log-level", "warning"]
+                   "--log-level", "warning", "--workers", str(args.api_workers)]
         # one token drives every phase: its request rate is the throughput measured here,
         # so the per-token limit (ORCH_API_RATE_PER_TOKEN) is out of the way
         api_env = _env(url, ORCH_API_TOKENS=json.dumps(
@@ -185,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return ready and bool(app.control.ping(timeout=0.5))
 
             wait_until(up, 60, interval_s=0.2, message="API or worker did not start")
-            print(f"redis {url}, API {base}, worker -c {args.worker_concurrency}, "
-                  f"{args.clients} clients, {args.submits} requests per phase", flush=True)
+            print(f"redis {url}, API {base} ({args.api_workers} process(es)), worker -c "
+                  f"{args.worker_concurrency}, {args.clients} clients, {args.submits} "
+                  "requests per phase", flush=True)
             # warm-up: compile and store the workflow, open connections
             run_phase("warm-up", args.clients, 20, base, token,
                       lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order),
@@ -206,25 +310,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"after the last submit", flush=True)
 
             drain("warm-up")
+            cpu0 = tree_cpu_s(api.pid)
             submit, subs = run_phase(
                 "submit", args.clients, args.submits, base, token,
                 lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order), _created)
+            submit = replace(submit, cpu_s=tree_cpu_s(api.pid) - cpu0)
             expected += args.submits
             t_runs = time.perf_counter() - submit.wall_s
             drain("submit")
             e2e_s = time.perf_counter() - t_runs
+            cpu0 = tree_cpu_s(api.pid)
             keyed, _ = run_phase(
                 "submit + Idempotency-Key", args.clients, args.submits, base, token,
                 lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order,
                                     headers={"Idempotency-Key": f"bench-{i}"}), _created)
+            keyed = replace(keyed, cpu_s=tree_cpu_s(api.pid) - cpu0)
             expected += args.submits
             drain("submit + Idempotency-Key")
             ids = [s.json()["run_id"] for s in subs if s.status_code == 201]
+            cpu0 = tree_cpu_s(api.pid)
             read, _ = run_phase(
                 "read", args.clients, len(ids), base, token,
                 lambda h, i: h.get(f"/v1/runs/{ids[i]}"), lambda resp: resp.is_success)
+            read = replace(read, cpu_s=tree_cpu_s(api.pid) - cpu0)
+            client, raw = in_process(url, args.clients, args.submits, order)
+            expected += args.submits
+            drain("client: Coordinator.submit")
             print()
-            print(table([submit.row(), keyed.row(), read.row()]))
+            print(table([submit.row(), keyed.row(), read.row(), client.row(), raw.row()]))
+            print("\nCPU ms/req: of the API process(es) for the HTTP phases, of this "
+                  "process for the in-process ones (the bench's HTTP client threads are "
+                  "idle then)")
             print(f"\nend to end: {args.submits} runs of {WORKFLOW} (9 steps) in {e2e_s:.1f} s "
                   f"from the first submit to the last end = {args.submits / e2e_s:.1f} runs/s "
                   f"(bound by the worker: -c {args.worker_concurrency} on this machine)")

@@ -24,6 +24,7 @@ from orchestrator.core.registry import step_function
 
 NOOP = "bench.noop"
 SLEEP = "bench.sleep"
+ITEM = "bench.noop_item"
 
 
 @step_function(NOOP)
@@ -37,6 +38,20 @@ def sleep_ms(ms: int) -> int:
     """Sleep ``ms`` milliseconds (stands in for I/O-bound work) and return ``ms``."""
     time.sleep(ms / 1000)
     return ms
+
+
+@step_function(ITEM)
+def noop_item(item: int) -> None:
+    """Do nothing with ``item``: a map item that costs only the orchestrator's work."""
+    return None
+
+
+def mapped(n: int) -> WorkflowDef:
+    """One map step over the run's input ``items`` (``n`` of them, given at submit): each
+    item a no-op step run.  The version does not depend on ``n``."""
+    wf = Workflow("bench_map")
+    wf.step("each", noop_item, map={"over": "input.items"})
+    return wf.build()
 
 
 def linear(n: int, name: str = "bench_linear") -> WorkflowDef:

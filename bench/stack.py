@@ -49,6 +49,10 @@ class Worker:
     pool: str
     concurrency: int
     redis_url: str
+    module: str = ""
+    """The ``celery -A`` app module; default: the orch or raw arm's."""
+    queue: str = ""
+    """The queue it consumes; default: the orch or raw arm's."""
     proc: subprocess.Popen[bytes] = field(init=False)
     log: Path = field(init=False)
 
@@ -59,6 +63,7 @@ class Worker:
     def start(self) -> Worker:
         module, queue = (("workers.main", ORCH_QUEUE) if self.arm == "orch"
                          else ("bench.raw_main", RAW_QUEUE))
+        module, queue = self.module or module, self.queue or queue
         cmd = [sys.executable, "-m", "celery", "-A", module, "worker", "-n", self.name,
                "-Q", queue, "-c", str(self.concurrency), "-P", self.pool, "-l", "WARNING",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]

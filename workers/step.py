@@ -26,7 +26,7 @@ from celery.worker.request import Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from orchestrator.core import decisions, payloads, waits
+from orchestrator.core import concurrency, decisions, payloads, subworkflows, waits
 from orchestrator.core.expressions import parse as parse_expression
 from orchestrator.core.models import Ref, StepDef, Value
 from orchestrator.core.registry import StepFunction
@@ -42,6 +42,7 @@ from orchestrator.errors import (
     error_data,
 )
 from orchestrator.runtime import context
+from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Begin, Progress
@@ -49,6 +50,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import StepRun
 from orchestrator.store.leases import Held
 from orchestrator.store.records import LeaseMode
+from orchestrator.store.slots import Taken
 from workers import leases
 
 log = logging.getLogger(__name__)
@@ -207,6 +209,8 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     token, tag = lease_of(task)
     running = {"attempt": attempt, "started_at": time.time(), "worker": task.request.hostname,
                "task_id": task.request.id, "error": None, "retry_at": None}
+    if subworkflows.parks(step):  # a new attempt waits for a new run
+        running["resolution"] = None
     try:
         b = p.begin(d, run_id, step_id, running, token, tag)
     except RunNotFound:
@@ -237,6 +241,8 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
         return _done(run_id, step_id, StepStatus.CANCELLED)
     if step.wait is not None and own.status is StepStatus.WAITING:
         return _resume(task, p, d, step, run_id, own, token)
+    if own.status is StepStatus.WAITING and subworkflows.parks(step):
+        return _child_resume(task, p, d, step, run_id, own, token)
     try:
         decision = decisions.decide(step, d.deps[step_id],
                                     {q: r.status for q, r in b.records.items()},
@@ -262,6 +268,10 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
             if wait_s > 0:
                 return _throttle(task, p, run_id, step_id, wait_s, token)
         running["throttled_until"] = None  # a retry draws again
+    if step.concurrency is not None:
+        held = _take_slot(task, p, d, step, run_id, b.run.input, token)
+        if held is not None:
+            return held
 
     if step.wait is not None:
         return _park(task, p, d, step, run_id, b, running, token)
@@ -269,8 +279,22 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     if not p.running(run_id, step_id, running, token):
         drop_canvas(task)
         return _done(run_id, step_id, own.status)
+    if step.map is not None:
+        return _expand(task, p, d, step, run_id, b, token)
     return _call(task, p, d, step, run_id, b.run.input, b.outputs, attempt, token,
                  b.run.faults)
+
+
+def _expand(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
+            b: Begin, token: str) -> dict[str, Any]:
+    """A map step's task expands it into its items (:func:`orchestrator.runtime.maps.
+    expand`) and ends; the map step stays ``running`` until its last item ends it.  An
+    ``over`` that fails or gives no list fails the step."""
+    try:
+        status = map_steps.expand(p, d, run_id, step, b, token)
+    except ConditionError as exc:
+        return _fail(task, p, d, run_id, step.id, exc, token)
+    return _done(run_id, step.id, status)
 
 
 def _inject(step: StepDef, faults: str | None, attempt: int) -> None:
@@ -295,6 +319,8 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
           run_input: Any, outs: dict[str, Any], attempt: int, token: str,
           faults: str | None = None) -> dict[str, Any]:
     """Call the step function of a step run that is ``running``; record the outcome."""
+    if subworkflows.parks(step):  # no function: it starts a run and waits for it
+        return _start_child(task, p, d, step, run_id, run_input, outs, attempt, token)
     step_id = step.id
     try:
         kwargs = _resolve(step, task.function, run_input, outs)
@@ -395,6 +421,30 @@ def _throttle(task: StepTask, p: Progress, run_id: str, step_id: str, wait_s: fl
     return {"run_id": run_id, "step_id": step_id, "status": "throttled"}
 
 
+def _take_slot(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
+               run_input: Any, token: str) -> dict[str, Any] | None:
+    """Take a slot of the step's concurrency key (held until the step run's final
+    status); None when it holds one and starts.  Every slot held: it waits in the store
+    (this delivery's message, with its chain and chord, held until a slot passes to it;
+    the task ends without carrying the canvas on, holding no worker slot), or ends
+    ``cancelled`` (``cancel_newest``)."""
+    try:
+        slot = concurrency.step_slot(step, run_input)
+    except ConditionError as exc:
+        return _fail(task, p, d, run_id, step.id, exc, token)
+    sig = task.signature_from_request(task.request, None, None)
+    got = p.take_slot(run_id, step.id, slot, token, dict(sig))
+    if got is Taken.HELD:
+        return None
+    if got is Taken.FULL:
+        log.info("step %s of run %s: cancelled (%s)", step.id, run_id, slot.refused)
+        if not p.ended(d, run_id, step.id, StepStatus.CANCELLED, slot.refused, token):
+            drop_canvas(task)
+        return _done(run_id, step.id, StepStatus.CANCELLED)
+    drop_canvas(task)  # waiting: the held message carries the canvas on; fenced: another
+    return {"run_id": run_id, "step_id": step.id, "status": "waiting for a slot"}
+
+
 def _retry(task: StepTask, p: Progress, run_id: str, step_id: str, exc: Exception,
            delay: float, token: str) -> dict[str, Any]:
     """Hold the next attempt in a store timer (not an ETA message a worker would hold),
@@ -455,6 +505,76 @@ def _resume(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: s
         log.info("step %s of run %s: wait failed (%s)", step.id, run_id, out.error)
         return _fail(task, p, d, run_id, step.id, out.error, token)
     return _succeed(task, p, d, run_id, step.id, out.output, token)
+
+
+def _start_child(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
+                 run_input: Any, outs: dict[str, Any], attempt: int,
+                 token: str) -> dict[str, Any]:
+    """A sub-workflow step starts its child run (an undo step the undo run of the child
+    it undoes), then parks until that run ends; see :mod:`orchestrator.core.subworkflows`.
+    A child that cannot start (unknown version, input against its schema) fails the
+    step without retry."""
+    data = subworkflows.child_input(step, run_input, outs)
+    parent = p.store.run(run_id)
+    if step.workflow is None:  # the undo of a sub-workflow step
+        child_id = str(data.get("run"))
+        undo_id = p.undo_child(parent, step.id, child_id)
+        if undo_id is None:
+            log.info("step %s of run %s: child run %s has nothing to undo", step.id, run_id,
+                     child_id)
+            return _succeed(task, p, d, run_id, step.id, {"run": child_id, "undone": False},
+                            token)
+        return _park_for(task, p, run_id, step.id, undo_id, {"child_runs": [undo_id]},
+                         token)
+    c = coordinator()
+    try:
+        child = c.child(step.workflow)
+        data = c.check_input(child, data)
+    except OrchestratorError as exc:
+        return _fail(task, p, d, run_id, step.id, exc, token)
+    child_id = p.start_child(child, parent, step.id, attempt, data)
+    runs = [subworkflows.child_run_id(run_id, step.id, a) for a in range(1, attempt + 1)]
+    return _park_for(task, p, run_id, step.id, child_id, {"child_runs": runs}, token)
+
+
+def _park_for(task: StepTask, p: Progress, run_id: str, step_id: str, awaited: str,
+              patch: dict[str, Any], token: str) -> dict[str, Any]:
+    """Park the step until run ``awaited`` ends (its next message in a store timer)."""
+    sig = task.signature_from_request(task.request, None, None)
+    drop_canvas(task)  # the parked message carries the chain and the chord on
+    p.wait_for_run(run_id, step_id, token, patch, awaited, dict(sig))
+    return _done(run_id, step_id, StepStatus.WAITING)
+
+
+def _child_resume(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str,
+                  own: StepRun, token: str) -> dict[str, Any]:
+    """A delivery of a step waiting for a run (that run ended, or a copy came early):
+    succeed with the child's output, fail (the retry policy of a sub-workflow step starts
+    a new child run), or park again."""
+    awaited = str((own.wait or {}).get("run") or "")
+    try:
+        ended = p.store.run(awaited)
+    except RunNotFound:
+        ended = None
+    out = subworkflows.outcome(awaited, ended.status if ended else None)
+    if out.action == "wait":
+        log.info("step %s of run %s: delivered before run %s ended; waiting again",
+                 step.id, run_id, awaited)
+        return _park_for(task, p, run_id, step.id, awaited, {}, token)
+    if out.action == "succeed":
+        assert ended is not None
+        output: Any = {"run": awaited, "undone": True}
+        if step.workflow is not None:
+            output = subworkflows.child_output(p.definitions.load(ended.version).wf,
+                                               p.store.outputs(awaited))
+        return _succeed(task, p, d, run_id, step.id, output, token)
+    assert out.error is not None
+    attempt = task.request.retries + 1
+    log.info("step %s of run %s: %s", step.id, run_id, out.error)
+    if step.workflow is not None and step.retry.allows_retry(out.error, attempt):
+        return _retry(task, p, run_id, step.id, out.error,
+                      step.retry.delay_s(attempt, random.random()), token)
+    return _fail(task, p, d, run_id, step.id, out.error, token)
 
 
 def _resolve(step: StepDef, fn: StepFunction, run_input: Any,

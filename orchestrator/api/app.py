@@ -11,7 +11,17 @@ import anyio
 from fastapi import Depends, FastAPI
 
 from orchestrator import web
-from orchestrator.api import failures, health, hooks, runs, schedules, submissions, waits, workflows
+from orchestrator.api import (
+    failures,
+    health,
+    hooks,
+    items,
+    runs,
+    schedules,
+    submissions,
+    waits,
+    workflows,
+)
 from orchestrator.api import metrics as metrics_api
 from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
@@ -106,6 +116,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     app.include_router(workflows.router)
     app.include_router(runs.router)
     app.include_router(waits.router)
+    app.include_router(items.router)
     app.include_router(schedules.router)
     app.include_router(submissions.router)
     app.include_router(metrics_api.router)

@@ -88,7 +88,11 @@ class StepRunOut(WireModel):
     retry_at: float | None = None
     wait: dict[str, Any] | None = Field(
         None, description="A wait step's wait: kind (sleep, until, event, approval), "
-        "due_at, key, timeout_at, prompt.")
+        "due_at, key, timeout_at, prompt; a sub-workflow step's: kind workflow, run (the "
+        "child run it waits for).")
+    child_runs: list[str] | None = Field(
+        None, description="A sub-workflow step's child runs, one per attempt, oldest "
+        "first.")
     resolution: dict[str, Any] | None = Field(
         None, description="What ended the wait: an event (event_id, at, by) or a decision "
         "(decision, comment, by, at).")
@@ -97,6 +101,13 @@ class StepRunOut(WireModel):
         "all_success, a condition or a failure handler decided: rule, parents (their "
         "statuses), runs; with a condition also when (its text), values (what it read) and "
         "outcome.")
+    items: dict[str, int] | None = Field(
+        None, description="A map step's items by status (pending: not begun), once it "
+        "expanded; the items themselves are not listed here (`orchestrator status RUN "
+        "--items STEP`).")
+    map: dict[str, Any] | None = Field(
+        None, description="A map step's summary: count, failed, stopped, failures (the "
+        "first 100: index, type, message).")
 
 
 class EventSent(WireModel):
@@ -167,9 +178,17 @@ class RunOut(WireModel):
                            "a caller (api, cli, broker, python), a schedule's fire or an "
                            "event, with who or what.")
     compensates: str | None = Field(None, description="The run this undo run undoes.")
+    parent_run: str | None = Field(None, description="The run whose sub-workflow step "
+                                   "started this one (a child run), if any.")
+    parent_step: str | None = Field(None, description="That sub-workflow step's id.")
     priority: Priority = Field(Priority.NORMAL, description="The band of queues its steps "
                                "go to: a high run's steps overtake queued normal and low "
                                "ones.")
+    reason: str | None = Field(None, description="Why a queued run waits (the "
+                               "concurrency key it waits for) or why a run was cancelled "
+                               "at a full concurrency limit.")
+    queue_position: int | None = Field(None, description="A queued run's place among the "
+                                       "runs waiting for its concurrency key (1: next).")
     resumed_from: str | None = Field(None, description="The run this one resumes, if any.")
     resumes: list[str] = Field(default_factory=list, description="The runs that resume "
                                "this one, oldest first.")
@@ -203,7 +222,7 @@ class RunOut(WireModel):
                            retry_at=s.retry_at)
                 for s in self.steps]
         return self.model_copy(update={"input": None, "error": None, "steps": bare,
-                                       "outputs": {}})
+                                       "outputs": {}, "reason": None})
 
     @classmethod
     def from_view(cls, view: RunView) -> RunOut:
@@ -217,7 +236,8 @@ class RunOut(WireModel):
                 error=StepError.model_validate(s.error) if s.error else None,
                 retry_at=s.retry_at, wait=s.wait,
                 resolution={k: v for k, v in s.resolution.items() if k != "data"}
-                if s.resolution else None, decision=s.decision)
+                if s.resolution else None, decision=s.decision, child_runs=s.child_runs,
+                items=view.items.get(s.step_id), map=s.map)
             for s in view.steps]
         return cls(
             run_id=run.run_id, workflow=run.workflow, version=run.version, status=run.status,
@@ -227,7 +247,9 @@ class RunOut(WireModel):
             error=_run_error(view), steps=steps, outputs=view.outputs,
             callback=CallbackOut.of(view.callback) if view.callback else None,
             origin=run.origin, resumed_from=run.resumed_from, resumes=list(run.resumes),
-            compensates=run.compensates, priority=run.priority)
+            compensates=run.compensates, priority=run.priority, reason=run.reason,
+            queue_position=view.queue_position, parent_run=run.parent_run,
+            parent_step=run.parent_step)
 
 
 def _run_error(view: RunView) -> str | None:

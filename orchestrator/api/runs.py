@@ -3,7 +3,6 @@ cancel, and follow (server-sent events)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import uuid
@@ -210,22 +209,36 @@ async def submit_run(
         fp = idempotency.fingerprint(what, run_input, callback_url)
         claim = await idempotency.claim(reader, idempotency_key, fp, run_id, tenant)
         run_id, fresh = claim.run_id, claim.fresh
+    created: RunOut | None = None
     if fresh:
-        try:
+        origin = Origin(kind=OriginKind.API, by=_token.name or None,
+                        tenant=None if tenant == DEFAULT_TENANT else tenant)
+        made = False
+
+        def create() -> RunOut | None:
+            # one trip to a worker thread for the whole submit: the callback's registration,
+            # the run (Coordinator.submit) and, unless the caller waits, the answer's read
+            nonlocal made
             if callback_url is not None:
-                await anyio.to_thread.run_sync(ctx.registry.register, run_id, callback_url,
-                                               detail_of(_token))
-            origin = Origin(kind=OriginKind.API, by=_token.name or None,
-                            tenant=None if tenant == DEFAULT_TENANT else tenant)
-            await anyio.to_thread.run_sync(functools.partial(
-                ctx.coordinator.submit, wf.name, run_input, run_id, origin=origin,
-                version=version, priority=priority))
+                ctx.registry.register(run_id, callback_url, detail_of(_token))
+            ctx.coordinator.submit(wf.name, run_input, run_id, origin=origin,
+                                   version=version, priority=priority)
+            made = True
+            return None if wait else access.own_view(ctx, _token, run_id)
+
+        try:
+            created = await anyio.to_thread.run_sync(create)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                if callback_url is not None:
-                    await anyio.to_thread.run_sync(ctx.registry.unregister, run_id)
-                if idempotency_key is not None:
-                    await idempotency.release(reader, idempotency_key, run_id, tenant)
+                if made:  # the run exists (its read failed, or the caller went away)
+                    if idempotency_key is not None:
+                        await idempotency.confirm(reader, idempotency_key,
+                                                  settings.idempotency_window_s, tenant)
+                else:
+                    if callback_url is not None:
+                        await anyio.to_thread.run_sync(ctx.registry.unregister, run_id)
+                    if idempotency_key is not None:
+                        await idempotency.release(reader, idempotency_key, run_id, tenant)
             raise
         if idempotency_key is not None:
             await idempotency.confirm(reader, idempotency_key,
@@ -239,7 +252,9 @@ async def submit_run(
         ended = await streams.wait_for_end(ctx, run_id, wait)
         out = await _view(ctx, _token, run_id)
         return _run_json(out, 200 if ended or out.ended else 202, headers)
-    return _run_json(await _view(ctx, _token, run_id), 201 if fresh else 200, headers)
+    if created is not None:
+        return _run_json(created, 201, headers)
+    return _run_json(await _view(ctx, _token, run_id), 200, headers)
 
 
 async def _view(ctx: ApiContext, token: ApiToken, run_id: str) -> RunOut:

@@ -39,10 +39,15 @@ def config(app: FastAPI, host: str, port: int, log_level: str = "info") -> uvico
     cfg = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                          proxy_headers=False, server_header=False, lifespan="on",
                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    redact_access_log()
+    return cfg
+
+
+def redact_access_log() -> None:
+    """Install :class:`RedactQuery` on uvicorn's access log (once per process)."""
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactQuery) for f in access.filters):
         access.addFilter(RedactQuery())
-    return cfg
 
 
 class ServerThread:
@@ -91,19 +96,49 @@ class ServerThread:
         self.stop()
 
 
+def app_from_environment() -> FastAPI:
+    """The API app built from the environment's settings (``ORCH_*``): the factory each
+    process of ``python -m orchestrator.api --workers N`` calls.
+
+    Raises:
+        SettingsInvalid: the settings do not load.
+    """
+    redact_access_log()
+    return create_api(load())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Serve the API on ``Settings.api_host``:``api_port`` (options override them)."""
+    """Serve the API on ``Settings.api_host``:``api_port`` (options override them).
+
+    With ``--workers N`` (N > 1), uvicorn serves from N processes on one socket: each
+    builds its own app (:func:`app_from_environment`), with its own Redis pools and
+    in-memory quotas (streams and waits per token are then per process, as with N
+    servers behind a balancer; the request rate per token is shared, in Redis).
+    """
     parser = argparse.ArgumentParser(prog="python -m orchestrator.api",
                                      description="Serve the orchestrator's HTTP API.")
     parser.add_argument("--host", default=None, help="default: ORCH_API_HOST")
     parser.add_argument("--port", type=int, default=None, help="default: ORCH_API_PORT")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serving processes (default 1): a submit costs CPU in Python, "
+                        "so more processes serve more submits per second where cores are "
+                        "free")
     args = parser.parse_args(argv)
     try:
         settings = load()
     except SettingsInvalid as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        sys.exit(2)
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    if args.workers > 1:
+        uvicorn.run("orchestrator.api.server:app_from_environment", factory=True,
+                    workers=args.workers, host=host, port=port, log_level=args.log_level,
+                    proxy_headers=False, server_header=False, lifespan="on",
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        return
     app = create_api(settings)
-    uvicorn.Server(config(app, args.host or settings.api_host, args.port or settings.api_port,
-                          args.log_level)).run()
+    uvicorn.Server(config(app, host, port, args.log_level)).run()

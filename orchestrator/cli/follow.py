@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.priorities import Priority
-from orchestrator.core.states import StepStatus
+from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.core.subworkflows import WAIT_KIND as SUBWORKFLOW_WAIT
 from orchestrator.core.waits import WaitKind
 from orchestrator.store import StepRun
 from orchestrator.store.fields import EVENT_STEP, Event
@@ -28,20 +29,31 @@ def step_table(view: RunView) -> str:
     for s in view.steps:
         dur = f"{s.duration_s * 1000:.0f} ms" if s.duration_s is not None else "-"
         note = s.reason or (s.error or {}).get("message") or wait_note(s)
+        if s.step_id in view.items:
+            note = f"{items_note(view.items[s.step_id])} {note}".rstrip()
         rows.append((s.step_id, s.status.value, str(s.attempt or "-"), dur, str(note)[:90]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
              for r in rows]
     run = view.run
-    total = f"{(run.ended_at - run.created_at):.2f} s" if run.ended_at else "running"
+    total = f"{(run.ended_at - run.created_at):.2f} s" if run.ended_at else \
+        "waiting" if run.status is RunStatus.QUEUED else "running"
     band = f", priority {run.priority.value}" if run.priority is not Priority.NORMAL else ""
     lines.append(f"run {run.run_id}: {run.status.value} ({total}), started by "
                  f"{run.origin.describe()}{band}")
     for s in view.steps:
         if s.decision:
             lines.append(f"  decided {s.step_id}: {decision_line(s.decision)}")
+    if run.reason:  # queued for, or cancelled at, a concurrency limit
+        place = f" (position {view.queue_position})" if view.queue_position else ""
+        lines.append(f"{run.status.value}: {run.reason}{place}")
     if run.compensates:
         lines.append(f"undoes run {run.compensates}")
+    if run.parent_run:
+        lines.append(f"child run of run {run.parent_run} (step {run.parent_step})")
+    for s in view.steps:
+        if s.child_runs:
+            lines.append(f"  child runs of {s.step_id}: {', '.join(s.child_runs)}")
     if run.status.value.startswith("compensat"):
         lines.append(f"undo run: {run.run_id}.undo")
     if run.resumed_from:
@@ -51,6 +63,31 @@ def step_table(view: RunView) -> str:
     if view.callback:
         lines.append(callback_line(view.callback))
     return "\n".join(lines)
+
+
+_ITEM_ORDER = ("succeeded", "failed", "running", "retrying", "queued", "cancelled",
+               "skipped", "pending")
+
+
+def items_note(counts: dict[str, int]) -> str:
+    """A map step's items by status: ``[3120 succeeded, 16 running, 6864 pending]``."""
+    order = [k for k in _ITEM_ORDER if counts.get(k)] + sorted(
+        k for k in counts if k not in _ITEM_ORDER and counts[k])
+    return "[" + ", ".join(f"{counts[k]} {k}" for k in order) + "]"
+
+
+def items_table(items: list[StepRun], outputs: dict[str, Any]) -> str:
+    """A map step's items, one line each: item, status, attempt, duration, output or
+    error."""
+    rows = [("ITEM", "STATUS", "ATTEMPT", "DURATION", "OUTPUT / NOTE")]
+    for s in items:
+        dur = f"{s.duration_s * 1000:.0f} ms" if s.duration_s is not None else "-"
+        note = (s.error or {}).get("message") or s.reason or (
+            json.dumps(outputs[s.step_id]) if s.step_id in outputs else "")
+        rows.append((s.step_id, s.status.value, str(s.attempt or "-"), dur, str(note)[:90]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
+                     + "  " + r[4] for r in rows)
 
 
 def decision_line(d: dict[str, Any]) -> str:
@@ -82,6 +119,8 @@ def wait_note(s: StepRun) -> str:
     timeout = f" (timeout {_at(w['timeout_at'])})" if w.get("timeout_at") else ""
     if w.get("kind") == WaitKind.EVENT.value:
         return f"waits for event {w.get('key')!r}{timeout}"
+    if w.get("kind") == SUBWORKFLOW_WAIT:
+        return f"waits for run {w.get('run')}"
     if w.get("kind") == WaitKind.APPROVAL.value:
         prompt = f": {w['prompt']}" if w.get("prompt") else ""
         return f"waits for approval{prompt}{timeout}"

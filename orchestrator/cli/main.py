@@ -24,7 +24,7 @@ import click
 from orchestrator import release
 from orchestrator import settings as settings_mod
 from orchestrator.cli.doctor import doctor
-from orchestrator.cli.follow import follow, step_table
+from orchestrator.cli.follow import follow, items_table, step_table
 from orchestrator.cli.inputs import read_json
 from orchestrator.cli.schedules import schedule, scheduler
 from orchestrator.cli.simulate import simulate_cmd
@@ -221,10 +221,22 @@ def run(c: _Ctx, name: str, input_: str | None, follow_live: bool,
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--items", "items_of", default=None, metavar="STEP",
+              help="List the items of map step STEP (a map step's row shows only its "
+              "item counts by status).")
+@click.option("--from", "start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --items: the first item's index.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="With --items: how many items.")
 @pass_ctx
-def status(c: _Ctx, run_id: str) -> None:
-    """Print a run's status and its per-step table."""
-    click.echo(step_table(_coordinator(c).view(run_id)))
+def status(c: _Ctx, run_id: str, items_of: str | None, start: int, limit: int) -> None:
+    """Print a run's status and its per-step table (or a map step's items)."""
+    coord = _coordinator(c)
+    if items_of is None:
+        click.echo(step_table(coord.view(run_id)))
+        return
+    items, outputs = coord.items(run_id, items_of, start, start + limit)
+    click.echo(items_table(items, outputs))
 
 
 @cli.command()
@@ -342,11 +354,14 @@ def worker(c: _Ctx, queues: str | None, concurrency: int | None, pool: str,
 @click.option("--host", default=None, help="Bind address (default ORCH_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default ORCH_API_PORT).")
 @click.option("--log-level", default="info", show_default=True)
-def api(host: str | None, port: int | None, log_level: str) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Serving processes: more serve more submits per second where cores "
+              "are free.")
+def api(host: str | None, port: int | None, log_level: str, workers: int) -> None:
     """Serve the HTTP API (bearer tokens from ORCH_API_TOKENS)."""
     from orchestrator.api.server import main as serve
 
-    args = ["--log-level", log_level]
+    args = ["--log-level", log_level, "--workers", str(workers)]
     if host:
         args += ["--host", host]
     if port:

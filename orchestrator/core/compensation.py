@@ -27,6 +27,7 @@ from typing import Any
 from orchestrator.core.models import InputSource, Ref, StepDef, TriggerRule, Value, WorkflowDef
 from orchestrator.core.resume import downstream
 from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.core.subworkflows import UNDO_FUNCTION
 
 COMPENSATE_PARAMS = ("input", "output")
 """The keyword arguments a compensation function is called with."""
@@ -39,34 +40,46 @@ def undo_run_id(run_id: str) -> str:
     return run_id + UNDO_SUFFIX
 
 
-def compensable(wf: WorkflowDef, statuses: Mapping[str, StepStatus]) -> list[str]:
+def compensable(wf: WorkflowDef, statuses: Mapping[str, StepStatus],
+                undoable: frozenset[str] = frozenset()) -> list[str]:
     """The steps a run undoes: succeeded (or already marked ``compensating``: the undo run
-    was about to start), with a compensation, in workflow order."""
-    return [s.id for s in wf.steps if s.compensate is not None
+    was about to start), with a compensation or among ``undoable`` (sub-workflow steps
+    whose child runs have compensations: ``subworkflows.undoable``), in workflow order."""
+    return [s.id for s in wf.steps if (s.compensate is not None or s.id in undoable)
             and statuses.get(s.id) in (StepStatus.SUCCEEDED, StepStatus.COMPENSATING)]
 
 
-def ending(wf: WorkflowDef, statuses: Mapping[str, StepStatus]) -> RunStatus:
+def ending(wf: WorkflowDef, statuses: Mapping[str, StepStatus],
+           undoable: frozenset[str] = frozenset()) -> RunStatus:
     """The status a run moves to once all its work is done: ``succeeded`` if no step
     failed; else ``compensating`` if it has succeeded steps to undo, else ``failed``."""
     if not any(s is StepStatus.FAILED for s in statuses.values()):
         return RunStatus.SUCCEEDED
-    return RunStatus.COMPENSATING if compensable(wf, statuses) else RunStatus.FAILED
+    return RunStatus.COMPENSATING if compensable(wf, statuses, undoable) \
+        else RunStatus.FAILED
 
 
 def undo_workflow(wf: WorkflowDef, steps: Iterable[str]) -> WorkflowDef:
     """The derived workflow that undoes ``steps`` of ``wf`` (each must declare a
-    compensation): ``<name>.undo``, one step per compensation, each after the
-    compensations of the steps among ``steps`` that descend from it."""
+    compensation, or be a sub-workflow step): ``<name>.undo``, one step per compensation,
+    each after the compensations of the steps among ``steps`` that descend from it.  A
+    sub-workflow step is undone by a step that runs its child run's undo run
+    (``subworkflows.UNDO_FUNCTION``, input ``run``: the child run's id)."""
     chosen = list(dict.fromkeys(steps))
     members = set(chosen)
     undo: list[StepDef] = []
     for step_id in chosen:
         step = wf.step_map[step_id]
         c = step.compensate
-        assert c is not None, f"step {step_id!r} declares no compensation"
         below = downstream(wf, [step_id]) & members
         after = tuple(o for o in chosen if o != step_id and o in below)
+        if c is None and step.workflow is not None:
+            undo.append(StepDef(
+                id=step_id, function=UNDO_FUNCTION, description=f"undo {step_id}",
+                inputs={"run": Ref(source=f"input.steps.{step_id}.run")}, after=after,
+                trigger_rule=TriggerRule.ALL_DONE, queue=step.queue))
+            continue
+        assert c is not None, f"step {step_id!r} declares no compensation"
         inputs: dict[str, InputSource] = {
             p: Ref(source=f"input.steps.{step_id}.{p}") for p in COMPENSATE_PARAMS}
         undo.append(StepDef(
@@ -96,10 +109,14 @@ def step_input(step: StepDef, run_input: Any, outputs: Mapping[str, Any]) -> dic
 
 
 def undo_input(wf: WorkflowDef, steps: Iterable[str], run_input: Any,
-               outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The undo run's input: ``{"steps": {id: {"input": ..., "output": ...}}}``."""
-    return {"steps": {s: {"input": step_input(wf.step_map[s], run_input, outputs),
-                          "output": outputs.get(s)} for s in steps}}
+               outputs: Mapping[str, Any],
+               children: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The undo run's input: ``{"steps": {id: {"input": ..., "output": ...}}}``; for a
+    sub-workflow step, ``{"run": <its child run>}`` (``children``, by step id)."""
+    kids = children or {}
+    return {"steps": {s: {"run": kids[s]} if s in kids else
+                      {"input": step_input(wf.step_map[s], run_input, outputs),
+                       "output": outputs.get(s)} for s in steps}}
 
 
 def outcome(undo_statuses: Mapping[str, StepStatus]

@@ -83,6 +83,8 @@ class _Builder:
     units: list[Unit] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
     joins: int = 0
+    maps: frozenset[int] = frozenset()
+    """Graph nodes of map steps: each is a unit of its own (its task expands the items)."""
 
     def canvas(self, sp: SPNode) -> CanvasNode:
         """Normal-form canvas of a region-free subtree (joins numbered in pre-order)."""
@@ -132,6 +134,9 @@ class _Builder:
             done.append(result)
 
     def fits(self, sp: SPNode) -> bool:
+        if self.maps and (sp.node in self.maps if isinstance(sp, Leaf)
+                          else any(n in self.maps for n in leaves(sp))):
+            return False  # a map step is cut out: a unit of its own, counters around it
         return self.fits_stats(sp.largest, sp.depth, sp.has_region)
 
     def fits_stats(self, largest: int, depth: int, has_region: bool) -> bool:
@@ -272,6 +277,9 @@ def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
     with gc_paused():
         graph = wf.graph
         b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1))
+        maps = {s.id for s in wf.steps if s.map is not None}
+        if maps:
+            b.maps = frozenset(i for i, n in enumerate(graph.nodes) if n in maps)
         b.segment(decompose(graph))
         return Plan(workflow=wf.name, version=wf.version, units=tuple(b.units),
                     edges=tuple(dict.fromkeys(b.edges)))

@@ -21,6 +21,8 @@ from typing import Any
 
 from orchestrator.core.models import (
     CompensateDef,
+    ConcurrencyDef,
+    MapDef,
     RateLimitDef,
     Ref,
     RetryPolicy,
@@ -32,6 +34,7 @@ from orchestrator.core.models import (
 from orchestrator.core.registry import Registry, function_name
 from orchestrator.core.schedules import Schedule
 from orchestrator.core.schedules import from_data as schedule_from_data
+from orchestrator.core.subworkflows import SUBWORKFLOW_FUNCTION, SubWorkflowDef
 from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.core.triggers import StreamSource, TriggerDef, WebhookSource
 from orchestrator.core.triggers import check as check_trigger
@@ -137,8 +140,14 @@ class Workflow:
 
     def __init__(self, name: str, *, description: str = "", label: str | None = None,
                  input_schema: dict[str, Any] | type | None = None,
-                 default_queue: str | None = None) -> None:
+                 default_queue: str | None = None,
+                 concurrency: ConcurrencyDef | dict[str, Any] | None = None) -> None:
+        """``concurrency``: at most ``limit`` runs at once per key (a
+        :class:`ConcurrencyDef`, or its fields: ``{"key": "input.customer",
+        "limit": 2}``)."""
         self.name = name
+        self.concurrency = None if concurrency is None else \
+            ConcurrencyDef.model_validate(concurrency)
         self.description = description
         self.label = label
         if isinstance(input_schema, type) and hasattr(input_schema, "model_json_schema"):
@@ -164,6 +173,8 @@ class Workflow:
              timeout_s: float | None = None, queue: str | None = None,
              handles: Iterable[StepHandle] = (), description: str = "",
              compensate: Any = None, rate_limit: str | RateLimitDef | None = None,
+             concurrency: ConcurrencyDef | dict[str, Any] | None = None,
+             map: MapDef | dict[str, Any] | None = None,
              **inputs: Any) -> StepHandle:
         """Add a step and return its handle.
 
@@ -184,6 +195,11 @@ class Workflow:
                 :class:`CompensateDef` (with a retry policy and time limits).
             rate_limit: a rate shared by every worker (``"10/s"``), or a
                 :class:`RateLimitDef` with a ``key`` expression.
+            concurrency: at most ``limit`` step runs at once per key, across the pool
+                (a :class:`ConcurrencyDef`, or its fields).
+            map: run once per item of a list (a :class:`MapDef`, or its fields:
+                ``{"over": "steps.find.output.files", "as": "path", "max_parallel": 8}``);
+                the steps ``over`` reads must be ancestors (``after``).
             **inputs: the step function's inputs: literals, ``wf.input.x`` or
                 ``handle.output.x``.
         """
@@ -207,6 +223,10 @@ class Workflow:
         if rate_limit is not None:
             fields["rate_limit"] = RateLimitDef.model_validate(rate_limit) \
                 if isinstance(rate_limit, str) else rate_limit
+        if concurrency is not None:
+            fields["concurrency"] = ConcurrencyDef.model_validate(concurrency)
+        if map is not None:
+            fields["map"] = MapDef.model_validate(map)
         if compensate is not None:
             fields["compensate"] = compensate if isinstance(compensate, CompensateDef) \
                 else CompensateDef(function=function_name(compensate))
@@ -285,6 +305,42 @@ class Workflow:
         self._steps.append((handle, fields))
         return handle
 
+    def subworkflow(self, id: str, workflow: str | WorkflowDef, *,
+                    version: str | None = None, after: Iterable[StepHandle] = (),
+                    when: Condition | Path | str | None = None,
+                    trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
+                    retry: RetryPolicy | None = None, queue: str | None = None,
+                    handles: Iterable[StepHandle] = (), description: str = "",
+                    **inputs: Any) -> StepHandle:
+        """Add a sub-workflow step: it runs the cataloged workflow ``workflow`` (a name,
+        or the definition itself) as a child run and waits for it, holding no worker slot
+        (see :mod:`orchestrator.core.subworkflows`); its output is the child's.
+
+        Args:
+            version: the child's version; default the one the catalog holds when this
+                workflow loads (pinned then).
+            retry: a failed child run is retried as a new child run.
+            after, when, trigger_rule, queue, handles, description: as in :meth:`step`.
+            **inputs: the child run's input, by field: literals, ``wf.input.x`` or
+                ``handle.output.x``.
+        """
+        name = workflow if isinstance(workflow, str) else workflow.name
+        handle = StepHandle(id, self)
+        for h in handles:
+            h.on_failure.append(id)
+        fields: dict[str, Any] = {
+            "id": id, "function": SUBWORKFLOW_FUNCTION, "description": description,
+            "inputs": {k: _source(v) for k, v in inputs.items()},
+            "after": tuple(h.id for h in after),
+            "when": None if when is None else _cond_text(when),
+            "trigger_rule": TriggerRule(trigger_rule), "queue": queue,
+            "workflow": SubWorkflowDef(name=name, version=version),
+        }
+        if retry is not None:
+            fields["retry"] = retry
+        self._steps.append((handle, fields))
+        return handle
+
     def schedule(self, id: str, *, cron: str | None = None, timezone: str = "UTC",
                  every_s: int | None = None, anchor: int = 0, input: Any = None,
                  input_expr: str | None = None, overlap: str = "skip",
@@ -327,5 +383,5 @@ class Workflow:
         )
         wf = WorkflowDef(name=self.name, description=self.description, label=self.label,
                          input_schema=self.input_schema, default_queue=self.default_queue,
-                         steps=steps)
+                         concurrency=self.concurrency, steps=steps)
         return check(wf, registry) if validate else wf

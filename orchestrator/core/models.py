@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from orchestrator.core.dag import Graph
+from orchestrator.core.subworkflows import SUBWORKFLOW_FUNCTION, SubWorkflowDef
 from orchestrator.core.waits import WAIT_FUNCTION, WaitDef
 from orchestrator.errors import FailPermanently
 
@@ -154,6 +155,38 @@ class RateLimitDef(Frozen):
         return _PERIOD_S[unit] / count if count else math.inf
 
 
+class ConcurrencyDef(Frozen):
+    """At most ``limit`` runs (on a workflow) or step runs (on a step) at once per
+    ``key``, counted in the store for every worker of every host (see
+    :mod:`orchestrator.core.concurrency`).  ``key`` is a CEL expression over ``input``
+    (``input.customer_id``); ``when_full`` says what a new one does when ``limit`` hold
+    the key's slots: ``queue`` (wait, in arrival order, for a slot), ``cancel_newest``
+    (the new one ends ``cancelled``) or ``cancel_oldest`` (workflows only: the oldest
+    holder is cancelled and the new run takes its slot)."""
+
+    key: str
+    limit: Annotated[int, Field(ge=1)]
+    when_full: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
+
+
+class MapDef(Frozen):
+    """A dynamic fan-out: the step runs once per item of the list ``over`` yields (a CEL
+    expression over ``input`` and ``steps.<id>.output`` of ancestors, the variables of a
+    condition).  Each item is a step run of its own, ``<step>[<i>]``, that gets the item
+    in the step function's parameter ``as`` (default ``item``); at most ``max_parallel``
+    run at once (None: all).  The step's output is the list of the items' outputs in item
+    order (null for an item that failed).  ``failure_policy``: ``fail_fast`` (the first
+    failed item fails the step; items not started end ``cancelled``), ``continue`` (the
+    step succeeds, its failures recorded) or ``allow`` (it fails once more than
+    ``max_failures`` items failed).  See :mod:`orchestrator.core.maps`."""
+
+    over: str
+    as_: str = Field("item", alias="as")
+    max_parallel: int | None = None
+    failure_policy: Literal["fail_fast", "continue", "allow"] = "fail_fast"
+    max_failures: int = 0
+
+
 class Ref(Frozen):
     """An input taken from the run's input or from an ancestor step's output.
 
@@ -239,12 +272,23 @@ class StepDef(Frozen):
     has succeeded (see :mod:`orchestrator.core.compensation`)."""
     rate_limit: RateLimitDef | None = None
     """A rate limit across the pool (see :class:`RateLimitDef`)."""
+    map: MapDef | None = None
+    """Run once per item of a list (see :class:`MapDef`)."""
+    workflow: SubWorkflowDef | None = None
+    """Another cataloged workflow this step runs as a child run and waits for, instead of
+    a step function; its ``function`` is then ``orchestrator.subworkflow`` (filled in).
+    See :mod:`.subworkflows`."""
+    concurrency: ConcurrencyDef | None = None
+    """At most ``limit`` step runs of this step at once per key, across the pool (see
+    :class:`ConcurrencyDef`); a step run over the limit waits in the store."""
 
     @model_validator(mode="before")
     @classmethod
     def _wait_function(cls, v: Any) -> Any:
         if isinstance(v, dict) and v.get("wait") is not None and "function" not in v:
             return {**v, "function": WAIT_FUNCTION}
+        if isinstance(v, dict) and v.get("workflow") is not None and "function" not in v:
+            return {**v, "function": SUBWORKFLOW_FUNCTION}
         return v
 
     @field_validator("inputs", mode="before")
@@ -285,6 +329,9 @@ class WorkflowDef(Frozen):
     label: str | None = None
     input_schema: dict[str, JsonValue] = Field(default_factory=lambda: _object_schema())
     default_queue: str | None = None
+    concurrency: ConcurrencyDef | None = None
+    """At most ``limit`` runs of this workflow at once per key (see
+    :class:`ConcurrencyDef`): a run holds its slot from its start to its final status."""
     steps: tuple[StepDef, ...]
 
     @cached_property

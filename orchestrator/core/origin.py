@@ -27,6 +27,9 @@ class OriginKind(StrEnum):
     COMPENSATION = "compensation"
     """An undo run, started when the run it undoes failed or was cancelled with
     compensation (``orchestrator.core.compensation``)."""
+    WORKFLOW = "workflow"
+    """A child run, started by a sub-workflow step of its parent run
+    (``orchestrator.core.subworkflows``; ``by`` names the parent run and step)."""
 
 
 class Origin(BaseModel):

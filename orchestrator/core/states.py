@@ -8,6 +8,10 @@ from enum import StrEnum
 class RunStatus(StrEnum):
     """Where a run is."""
 
+    QUEUED = "queued"
+    """Its workflow's concurrency limit for its key was full when it was submitted: it
+    waits, in arrival order, for a slot (:mod:`orchestrator.core.concurrency`); nothing
+    of it runs yet."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -63,14 +67,17 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     _S.PENDING: frozenset({_S.QUEUED, _S.RUNNING, _S.WAITING, _S.SKIPPED, _S.CANCELLED,
                            _S.FAILED}),
     _S.QUEUED: frozenset({_S.RUNNING, _S.WAITING, _S.SKIPPED, _S.CANCELLED, _S.FAILED}),
-    # running -> running: a worker died mid-step and the broker redelivered it
+    # running -> running: a worker died mid-step and the broker redelivered it;
+    # running -> waiting: a sub-workflow step started its child run and parks
     _S.RUNNING: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.RETRYING, _S.SKIPPED,
-                           _S.CANCELLED}),
+                           _S.CANCELLED, _S.WAITING}),
     _S.RETRYING: frozenset({_S.RUNNING, _S.CANCELLED, _S.FAILED, _S.SKIPPED}),
     # waiting -> waiting: a delivery came before the wait was over and parked it again;
     # waiting -> succeeded / failed: the wait ended (event, approval, timer; a timeout or
-    # a rejection); waiting -> cancelled: its run was cancelled
-    _S.WAITING: frozenset({_S.WAITING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    # a rejection); waiting -> cancelled: its run was cancelled; waiting -> retrying: a
+    # sub-workflow step's child run failed and its retry policy starts another
+    _S.WAITING: frozenset({_S.WAITING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED,
+                           _S.RETRYING}),
     # succeeded -> compensating: its run unwinds; then its compensation's outcome
     _S.SUCCEEDED: frozenset({_S.COMPENSATING}),
     _S.FAILED: frozenset(),
@@ -83,6 +90,9 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 
 _R = RunStatus
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    # queued -> running: a slot of its concurrency key passed to it; -> cancelled: cancelled
+    # while it waited
+    _R.QUEUED: frozenset({_R.RUNNING, _R.CANCELLED}),
     _R.RUNNING: frozenset({_R.SUCCEEDED, _R.FAILED, _R.CANCELLED, _R.COMPENSATING}),
     _R.SUCCEEDED: frozenset(),
     _R.FAILED: frozenset(),

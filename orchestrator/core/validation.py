@@ -7,12 +7,13 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from orchestrator.core import ratelimits
+from orchestrator.core import concurrency, maps, ratelimits, subworkflows
 from orchestrator.core.compensation import COMPENSATE_PARAMS
 from orchestrator.core.conditions import Condition, parse
 from orchestrator.core.gcpause import gc_paused
 from orchestrator.core.models import Ref, StepDef, Value, WorkflowDef
 from orchestrator.core.registry import Registry, StepFunction, default_registry
+from orchestrator.core.subworkflows import SUBWORKFLOW_FUNCTION, UNDO_FUNCTION
 from orchestrator.core.typecheck import (
     compatible,
     literal_fits,
@@ -72,9 +73,25 @@ def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
             _check_compensate(s, reg, add)
         for message, fix in ratelimits.problems(s):
             add("bad_rate_limit", f"rate_limit: {message}", fix, s.id)
+        for message, fix in subworkflows.step_problems(s):
+            add("bad_subworkflow", message, fix, s.id)
+        for message, fix in concurrency.problems(s.concurrency, s):
+            add("bad_concurrency", f"concurrency: {message}", fix, s.id)
+    for message, fix in concurrency.problems(wf.concurrency):
+        add("bad_concurrency", f"concurrency: {message}", fix)
 
     conditions = _parse_conditions(wf, ids, add)
     reads = _check_waits(wf, ids, add)
+    for s in wf.steps:  # a map's `over` reads ancestors as a wait's expressions do
+        if s.map is not None:
+            try:
+                found = maps.reads(s.map)
+            except ConditionError:
+                continue  # reported by maps.problems
+            for ref in sorted(found - ids):
+                add("unknown_step", f"map.over reads unknown step {ref!r}.",
+                    "use the id of an ancestor step.", s.id)
+            reads[s.id] = reads.get(s.id, frozenset()) | found
     graph = wf.graph
     cycle = graph.find_cycle()
     if cycle:
@@ -104,6 +121,8 @@ def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
     for s in wf.steps:
         if s.wait is not None or s.function == WAIT_FUNCTION:
             continue  # a wait step calls no function (_check_waits)
+        if s.workflow is not None or s.function in (SUBWORKFLOW_FUNCTION, UNDO_FUNCTION):
+            continue  # its inputs are the child run's input (subworkflows.pin checks them)
         fn = reg.get(s.function)
         if fn is None:
             add("unknown_function", f"step function {s.function!r} is not registered.",
@@ -111,6 +130,13 @@ def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
                 "its module before loading the workflow, or fix the name.", s.id)
             continue
         _check_types(wf, s, fn, reg, add)
+    for s in wf.steps:
+        if s.map is not None:
+            fn = reg.get(s.function)
+            for code, message, fix in maps.problems(
+                    s, dict(fn.params) if fn is not None else None,
+                    fn.accepts_any_kwargs if fn is not None else False):
+                add(code, message, fix, s.id)
     return out
 
 
@@ -247,7 +273,7 @@ def _check_waits(wf: WorkflowDef, ids: set[str], add: Any) -> dict[str, frozense
 def _check_types(wf: WorkflowDef, s: StepDef, fn: StepFunction, reg: Registry,
                  add: Any) -> None:
     for name, p in fn.params.items():
-        if p.required and name not in s.inputs:
+        if p.required and name not in s.inputs and not (s.map and name == s.map.as_):
             add("missing_input", f"step function {fn.name!r} needs input {name!r}.",
                 f"add '{name}' to the step's inputs.", s.id)
     for name, src in s.inputs.items():
@@ -274,7 +300,9 @@ def _check_types(wf: WorkflowDef, s: StepDef, fn: StepFunction, reg: Registry,
             pfn = reg.get(producer.function) if producer else None
             if pfn is None:
                 continue
-            src_t = output_type(pfn.output, src.path)
+            out_t = pfn.output if producer is None or producer.map is None \
+                else maps.output_type(pfn.output)
+            src_t = output_type(out_t, src.path)
             origin = f"step {src.step!r} (function {pfn.name!r})"
         if src_t is None:
             add("type_mismatch", f"input {name!r} reads {src.source!r}, a field that "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, chain, chord, states
+from celery import Celery, chain, chord, group, states
 from celery.canvas import Signature
 from celery.canvas import signature as from_dict
 
@@ -31,7 +31,7 @@ def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
     """The Celery canvas of a plan node (immutable signatures, data by reference).
 
     Args:
-        app: the app whose ``signature`` builds tasks by name.
+        app: the app the signatures are bound to (tasks by name: it needs none).
         d: the run's definition.
         node: a node of one of ``d``'s plan units.
         run_id: the run the tasks belong to.
@@ -41,27 +41,32 @@ def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
     """
     if isinstance(node, TaskNode):
         if is_join(node.id):
-            return app.signature(
+            return Signature(
                 JOIN_TASK, kwargs={"run_id": run_id, "join_id": node.id,
                                    "version": d.wf.version},
-                immutable=True, queue=band_queue(default_queue, priority))
+                immutable=True, app=app, queue=band_queue(default_queue, priority))
         step = d.wf.step_map[node.id]
         opts: dict[str, Any] = {"queue": band_queue(d.queue(node.id, default_queue), priority)}
         if step.timeout_s:
             opts["time_limit"] = step.timeout_s
         if step.soft_timeout_s:
             opts["soft_time_limit"] = step.soft_timeout_s
-        return app.signature(step_task_name(step.function),
-                             kwargs={"run_id": run_id, "step_id": node.id,
-                                     "version": d.wf.version},
-                             immutable=True, **opts)
+        # Signature itself, not app.signature: that goes through a property behind a lock
+        # that every submitting thread of the process takes
+        return Signature(step_task_name(step.function),
+                         kwargs={"run_id": run_id, "step_id": node.id,
+                                 "version": d.wf.version},
+                         immutable=True, app=app, **opts)
     if isinstance(node, ChainNode):
         return chain(*(signature(app, d, n, run_id, default_queue, priority)
                        for n in node.items), app=app)
     assert isinstance(node, ChordNode)
     join = signature(app, d, TaskNode(id=node.join), run_id, default_queue, priority)
-    return chord([signature(app, d, n, run_id, default_queue, priority) for n in node.header],
-                 join, app=app)
+    # the header as a group: chord() takes a group's tasks as they are, where it would
+    # clone each signature of a list (deeply: every chain in it) once more
+    header = group([signature(app, d, n, run_id, default_queue, priority)
+                    for n in node.header], app=app)
+    return chord(header, join, app=app)
 
 
 def continue_canvas(app: Celery, request: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.registry import Registry, default_registry
 from orchestrator.core.schedules import Schedule
+from orchestrator.core.subworkflows import pin
 from orchestrator.core.triggers import TriggerDef
 from orchestrator.core.triggers import check as check_trigger
 from orchestrator.core.validation import check
@@ -30,7 +31,12 @@ from orchestrator.core.yamlio import (
     parse_yaml,
     read_text,
 )
-from orchestrator.errors import DefinitionError, TriggerNotFound, WorkflowNotFound
+from orchestrator.errors import (
+    DefinitionError,
+    TriggerNotFound,
+    WorkflowInvalid,
+    WorkflowNotFound,
+)
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -192,7 +198,22 @@ def discover(packages: Iterable[str], registry: Registry | None = None,
                 except DefinitionError as exc:  # one bad file must not hide the others
                     cat.broken[str(path)] = str(exc)
                     log.warning("workflow file skipped: %s", exc)
+    pin_children(cat)
     return cat
+
+
+def pin_children(cat: Catalog) -> None:
+    """Check the catalog's sub-workflow steps and pin their children's versions
+    (:func:`orchestrator.core.subworkflows.pin`); a workflow whose sub-workflows are
+    wrong (unknown, a cycle, an input against the child's schema) is left out and
+    recorded in :attr:`Catalog.broken`, as a file that does not load."""
+    pinned, problems = pin(cat.workflows)
+    for name, found in problems.items():
+        why = str(WorkflowInvalid(name, found))
+        for src in cat.sources.get(name, [name]):
+            cat.broken[src] = why
+        log.warning("workflow left out: %s", why)
+    cat.workflows = {n: pinned[n] for n in cat.workflows if n in pinned}
 
 
 def _add_file(cat: Catalog, path: Path, limits: Limits) -> None:

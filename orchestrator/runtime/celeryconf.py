@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from celery.backends.redis import RedisBackend, SentinelBackend
 
+from orchestrator.runtime import broker
 from orchestrator.settings import Settings
 from orchestrator.store.connection import celery_transport_options, is_sentinel_url
 
@@ -128,6 +129,8 @@ def client_app(settings: Settings, timeout_s: float | None = None) -> Celery:
     app = Celery("orchestrator", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
+    if not is_sentinel_url(settings.redis_url):  # one Redis client per channel, not per message
+        app.conf.broker_transport = broker.TRANSPORT
     if timeout_s is not None:
         # max_retries 0: kombu's connection failover gives up on the first refusal
         quick = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from celery import Celery
-from jsonschema import Draft202012Validator
 
-from orchestrator.core import payloads
+from orchestrator.core import inputschema, payloads
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.origin import Origin
 from orchestrator.core.plan import ChordNode, walk
@@ -19,6 +19,7 @@ from orchestrator.core.priorities import Priority, band_queue
 from orchestrator.core.resume import ResumePlan, merge_patch, plan_resume
 from orchestrator.core.simulate import Faults
 from orchestrator.core.states import RunStatus, StepStatus
+from orchestrator.core.subworkflows import SubWorkflowDef
 from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.core.versions import VersionDiff, diff
 from orchestrator.core.waits import Decision, StepNotWaiting, WaitKind, check_key
@@ -29,6 +30,7 @@ from orchestrator.errors import (
     RunIdInvalid,
     RunNotFound,
     SettingsInvalid,
+    StepNotFound,
     VersionNotFound,
     WorkflowNotFound,
 )
@@ -36,7 +38,7 @@ from orchestrator.runtime import tracing
 from orchestrator.runtime.catalog import Catalog
 from orchestrator.runtime.celeryconf import JOIN_TASK, client_app, step_task_name
 from orchestrator.runtime.definitions import Definition, Definitions
-from orchestrator.runtime.progress import Progress
+from orchestrator.runtime.progress import Progress, awaited_runs
 from orchestrator.settings import Settings
 from orchestrator.store import CallbackRegistry, RunRecord, RunStore, StepRun
 
@@ -64,6 +66,11 @@ class RunView:
     outputs: dict[str, Any]
     callback: dict[str, Any] | None = None
     """The run-end callback's registration and tries, if one was registered."""
+    queue_position: int | None = None
+    """A ``queued`` run's place among the runs waiting for its concurrency key (1: next)."""
+    items: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each expanded map step's items by status (``pending``: not begun), counted in the
+    store; the items themselves: :meth:`Coordinator.items`."""
 
 
 class Coordinator:
@@ -94,6 +101,7 @@ class Coordinator:
         self.definitions = progress.definitions
         self.callbacks = CallbackRegistry(self.store.client, self.store.keys,
                                           settings.run_retention_s)
+        self._children_stored: set[str] = set()
 
     def compile(self, workflow: str | WorkflowDef, version: str | None = None) -> Definition:
         """Compile (once per version) and store a workflow, by name or definition.
@@ -110,7 +118,44 @@ class Coordinator:
                 raise TypeError("a version is chosen by workflow name")
             return self.stored(workflow, version)
         wf = self.catalog.get(workflow) if isinstance(workflow, str) else workflow
-        return self.definitions.compile(wf)
+        d = self.definitions.compile(wf)
+        if d.wf.version not in self._children_stored:
+            for s in d.wf.steps:  # its children's pinned versions, for the workers
+                if s.workflow is not None:
+                    have = self.catalog.workflows.get(s.workflow.name)
+                    if have is not None and have.version == s.workflow.version:
+                        self.compile(have)
+            self._children_stored.add(d.wf.version)
+        return d
+
+    def child(self, sub: SubWorkflowDef) -> Definition:
+        """The definition a sub-workflow step's child run runs: the pinned version (from
+        the store, else this process's catalog), or without one the catalog's.
+
+        Raises:
+            WorkflowNotFound: no such workflow.  VersionNotFound: the pinned version is
+            neither stored nor cataloged here.
+        """
+        if sub.version is None:
+            return self.compile(sub.name)
+        try:
+            return self.definitions.load(sub.version)
+        except RunNotFound:
+            have = self.catalog.workflows.get(sub.name)
+            if have is not None and have.version == sub.version:
+                return self.compile(have)
+        raise VersionNotFound(f"version {sub.version} of workflow {sub.name!r} is neither "
+                              "stored nor cataloged on this worker. Fix: deploy that version "
+                              "of the workflow with the workers, or pin the child again "
+                              "(reload the parent's package)")
+
+    def check_input(self, d: Definition, run_input: Any) -> Any:
+        """A run's input (None: ``{}``), checked for size and against ``d``'s input schema.
+
+        Raises:
+            InputInvalid: it does not match.  RunInputTooLarge: as :meth:`submit`.
+        """
+        return self._checked_input(d, run_input)
 
     def versions(self, name: str) -> list[VersionInfo]:
         """Every stored version of workflow ``name``, oldest first (the catalog's
@@ -268,12 +313,9 @@ class Coordinator:
         """The run input (None: ``{}``), checked for size and against the input schema."""
         data = {} if run_input is None else run_input
         payloads.check_input(data, self.settings.run_input_max_bytes, d.wf.name)
-        errors = sorted(Draft202012Validator(d.wf.input_schema).iter_errors(data),
-                        key=lambda e: list(e.path))
+        errors = inputschema.problems(d.wf, data)  # the validator is built once per version
         if errors:
-            lines = "; ".join(
-                f"{'/'.join(str(p) for p in e.path) or '(input)'}: {e.message}"
-                for e in errors)
+            lines = "; ".join(errors)
             raise InputInvalid(f"input of workflow {d.wf.name!r} is invalid: {lines}. "
                                "Fix the input to match the workflow's input_schema.")
         return data
@@ -381,9 +423,35 @@ class Coordinator:
         """The run and every step run (pending ones included), in workflow order."""
         run = self.store.run(run_id)
         d = self.definitions.load(run.version)
-        recs = self.store.step_runs(run_id)
+        ids = [s.id for s in d.wf.steps]  # a map's items are not read here: see items()
+        recs = self.store.step_runs(run_id, ids)
         steps = [recs.get(s.id, StepRun(s.id, StepStatus.PENDING)) for s in d.wf.steps]
-        return RunView(run, steps, self.store.outputs(run_id), self.callbacks.get(run_id))
+        position = self.store.queue_position(run_id) \
+            if run.status is RunStatus.QUEUED else None
+        items = {}
+        for s in d.wf.steps:
+            if s.map is not None and recs[s.id].map is not None:
+                _, by = self.progress.maps.counts(run_id, s.id)
+                items[s.id] = {st.value: n for st, n in by.items()}
+        return RunView(run, steps, self.store.outputs(run_id, ids),
+                       self.callbacks.get(run_id), position, items)
+
+    def items(self, run_id: str, step_id: str, start: int = 0, stop: int | None = None
+              ) -> tuple[list[StepRun], dict[str, Any]]:
+        """The items ``start`` to ``stop`` (exclusive) of map step ``step_id``: their step
+        runs (``pending`` when not begun) and the outputs of those that have one.
+
+        Raises:
+            RunNotFound: no such run.  StepNotFound: the run's workflow has no map step
+            ``step_id``.
+        """
+        run = self.store.run(run_id)
+        step = self.definitions.load(run.version).wf.step_map.get(step_id)
+        if step is None or step.map is None:
+            raise StepNotFound(f"run {run_id!r} has no map step {step_id!r}; name one of "
+                               "its map steps (`orchestrator status RUN_ID` shows them with "
+                               "their item counts)")
+        return self.progress.maps.items(run_id, step_id, start, stop)
 
     def cancel(self, run_id: str, compensate: bool = False) -> bool:
         """Cancel a run: pending steps never start, running ones are revoked.
@@ -399,25 +467,7 @@ class Coordinator:
         """
         if compensate:
             return self._cancel_compensating(run_id)
-        if not self.store.transition_run(run_id, RunStatus.CANCELLED):
-            return False
-        running: list[str] = []
-        records = self.store.step_runs(run_id).values()
-        for rec in records:
-            if rec.status is StepStatus.RUNNING and rec.task_id:
-                running.append(rec.task_id)
-        run = self.store.run(run_id)
-        tracing.run_ended(run)
-        d = self.definitions.load(run.version)
-        for s in d.wf.steps:
-            self.store.transition_step(run_id, s.id, StepStatus.CANCELLED,
-                                       reason="run cancelled")
-        # its waits end: their timers and parked messages go, they leave their keys
-        self.progress.waits.end(run_id, [r for r in records
-                                         if r.status is StepStatus.WAITING])
-        if running:
-            self.app.control.revoke(running, terminate=True, signal="SIGTERM")
-        return True
+        return self.progress.cancel(run_id)
 
     def _cancel_compensating(self, run_id: str) -> bool:
         if not self.store.transition_run(run_id, RunStatus.COMPENSATING,
@@ -434,5 +484,8 @@ class Coordinator:
                                            reason="run cancelled with compensation")
         self.progress.waits.end(run_id, [r for r in records
                                          if r.status is StepStatus.WAITING])
+        for child in awaited_runs(records):  # its child runs unwind too
+            with contextlib.suppress(RunNotFound):
+                self.cancel(child, compensate=True)
         self.progress.compensate(run_id)  # now if nothing runs; else when it has ended
         return True

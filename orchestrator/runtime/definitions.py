@@ -75,15 +75,18 @@ class Definition:
         if step.wait is not None:
             for text in step.wait.expressions().values():
                 out.update(dict.fromkeys(sorted(parse(text).steps)))
+        if step.map is not None:  # its expansion evaluates `over`
+            out.update(dict.fromkeys(sorted(parse(step.map.over).steps)))
         return list(out)
 
     def fast(self, step: StepDef) -> bool:
         """True when only "every parent succeeded" decides whether the step runs (no
         condition, no failure handling, a rule such as ``all_success``, not a wait, no
-        rate limit to draw from first)."""
+        rate limit to draw from first, no concurrency slot to take first)."""
         return (step.trigger_rule in _FAST_RULES and step.id not in self.handlers
                 and step.id not in self.conditions and step.wait is None
-                and step.rate_limit is None)
+                and step.map is None
+                and step.rate_limit is None and step.concurrency is None)
 
 
 def _followers(node: CanvasNode, after: tuple[str, ...],

@@ -32,17 +32,18 @@ unpublished (its claimer died) is published by the reaper after ``claim_grace_s`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 from celery.canvas import signature as from_dict
 
-from orchestrator.core import ratelimits
+from orchestrator.core import concurrency, ratelimits
 from orchestrator.core.compensation import (
     compensable,
     ending,
@@ -51,22 +52,40 @@ from orchestrator.core.compensation import (
     undo_run_id,
     undo_workflow,
 )
-from orchestrator.core.models import StepDef
+from orchestrator.core.concurrency import Admission
+from orchestrator.core.maps import parse_item
+from orchestrator.core.models import StepDef, WorkflowDef
 from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus, StepStatus
-from orchestrator.errors import RunExists, RunNotFound
+from orchestrator.core.subworkflows import WAIT_KIND as SUBWORKFLOW_WAIT
+from orchestrator.core.subworkflows import child_run_id, undoable
+from orchestrator.errors import (
+    ConditionError,
+    InputInvalid,
+    RunDamaged,
+    RunExists,
+    RunNotFound,
+)
+from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime import tracing
 from orchestrator.runtime.canvas import continue_canvas, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
 from orchestrator.store.leases import Leases
+from orchestrator.store.maps import MapStore
 from orchestrator.store.records import LeaseMode, Resumed
-from orchestrator.store.waits import WaitStore
+from orchestrator.store.slots import Slots, Taken
+from orchestrator.store.waits import WaitStore, wait_timer_id
 
 log = logging.getLogger(__name__)
 
 MOVED, FENCED, GONE = 1, -2, -1
+WAKE_REARM_S = 5.0
+"""A woken parent step's timer, taken by the process that ended its child run, is re-armed
+this far ahead until its message is published: if the publish fails (the broker just
+restarted, say), the reaper publishes it that much later.  (A second copy, were the first
+merely slow, is dropped by the step's lease.)"""
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,14 @@ class Begin:
     """What this delivery may do (it holds the lease in BEGAN, OWNED and SETTLE)."""
 
 
+def awaited_runs(records: Iterable[StepRun]) -> list[str]:
+    """The runs that the waiting steps among ``records`` wait for (sub-workflow steps'
+    child runs, undo steps' undo runs)."""
+    return [str(r.wait["run"]) for r in records if r.status is StepStatus.WAITING
+            and r.wait is not None and r.wait.get("kind") == SUBWORKFLOW_WAIT
+            and r.wait.get("run")]
+
+
 class Progress:
     """Advances the runs of one store; one per process."""
 
@@ -94,24 +121,118 @@ class Progress:
         self.lease_s = lease_s
         self.leases = Leases(store.client, store.keys)
         self.waits = WaitStore(store.client, store.keys, store.retention_s)
+        self.maps = MapStore(store.client, store.keys)
+        self.slots = Slots(store.client, store.keys)
 
     # --- start ---------------------------------------------------------------------------
 
     def start(self, d: Definition, run_id: str, run_input: Any,
               origin: Origin | None = None, resumed: Resumed | None = None,
               compensates: str | None = None, faults: str | None = None,
-              priority: Priority = Priority.NORMAL) -> None:
+              priority: Priority = Priority.NORMAL,
+              parent: tuple[str, str] | None = None) -> Admission:
         """Create the run (recording its ``origin`` and ``priority``), claim its source
         units and publish them.  A run that ``resumed`` another begins with the reused
         steps ``succeeded``: their tasks settle (call no step function) and carry their
-        canvases on.
+        canvases on.  ``parent``: (run, step) of the sub-workflow step whose child run
+        this is (:meth:`start_child`).
+
+        A workflow with a concurrency limit (:mod:`orchestrator.core.concurrency`): the
+        run takes a slot of its key as it is created; with every slot held it is
+        ``queued`` (it starts when a holder ends: :meth:`end_run`), ends ``cancelled``
+        (``cancel_newest``), or takes the oldest holder's slot, which is cancelled here
+        (``cancel_oldest``).
+
+        Returns:
+            What became of the run.
 
         Raises:
-            RunExists: ``run_id`` is taken.
+            RunExists: ``run_id`` is taken.  InputInvalid: the concurrency key's
+            expression fails on this input.
         """
-        self.store.create_run(run_id, d.wf, d.plan, run_input, origin, resumed, compensates,
-                              faults, priority)
+        try:
+            slot = concurrency.run_slot(d.wf, run_input)
+        except ConditionError as exc:
+            assert d.wf.concurrency is not None
+            raise InputInvalid(
+                f"input of workflow {d.wf.name!r} gives no concurrency key: {exc}. Fix: give "
+                f"the input what the key {d.wf.concurrency.key!r} reads") from None
+        admission, displaced = self.store.create_run(
+            run_id, d.wf, d.plan, run_input, origin, resumed, compensates, faults, priority,
+            parent, slot=slot)
+        if admission is Admission.QUEUED:
+            log.info("run %s: queued (%s)", run_id, slot.waiting if slot else "")
+            return admission
+        if admission is Admission.CANCELLED:
+            assert slot is not None
+            for step in d.wf.steps:
+                self.store.transition_step(run_id, step.id, StepStatus.CANCELLED,
+                                           reason=slot.refused)
+            log.info("run %s: cancelled (%s)", run_id, slot.refused)
+            return admission
+        if displaced:
+            assert slot is not None and d.wf.concurrency is not None
+            self.cancel(displaced, concurrency.displaced_reason(run_id, d.wf.concurrency,
+                                                                slot.value))
         self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources), priority)
+        return admission
+
+    def end_run(self, run_id: str, status: RunStatus, **fields: Any) -> bool:
+        """Move the run to ``status`` (:meth:`RunStore.transition_run`); a run that ends
+        holding a concurrency slot passes it, in the same script, to the oldest run
+        ``queued`` for its key, whose first units this call then publishes (were this
+        process to die first, the reaper publishes the claimed units after
+        ``claim_grace_s``).  Returns whether the run moved.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        moved, passed = self.store.end_run(run_id, status, **fields)
+        if moved and status.terminal:
+            self.wake_parent(run_id)
+        if passed is not None:
+            try:
+                d = self.definitions.load(passed.version)
+            except (RunNotFound, RunDamaged):
+                return moved  # the reaper publishes its claims (and logs why it cannot)
+            log.info("run %s: started in the concurrency slot run %s left", passed.run_id,
+                     run_id)
+            self.publish(d, passed.run_id, d.plan.sources, passed.priority)
+        return moved
+
+    def cancel(self, run_id: str, reason: str = "run cancelled") -> bool:
+        """Cancel a run (queued or running): pending steps never start, running ones are
+        revoked (SIGTERM), waiting ones end; its concurrency slot passes on.
+
+        Returns:
+            True if the run was cancelled now; False if it had already ended (or is
+            being unwound).
+        """
+        fields = {} if reason == "run cancelled" else {"reason": reason}
+        if not self.end_run(run_id, RunStatus.CANCELLED, **fields):
+            return False
+        running: list[str] = []
+        records = self.store.step_runs(run_id).values()
+        for rec in records:
+            if rec.status is StepStatus.RUNNING and rec.task_id:
+                running.append(rec.task_id)
+        run = self.store.run(run_id)
+        tracing.run_ended(run)
+        d = self.definitions.load(run.version)
+        for s in d.wf.steps:
+            self.store.transition_step(run_id, s.id, StepStatus.CANCELLED, reason=reason)
+        # its waits end: their timers and parked messages go, they leave their keys
+        self.waits.end(run_id, [r for r in records if r.status is StepStatus.WAITING])
+        if running:
+            self.app.control.revoke(running, terminate=True, signal="SIGTERM")
+        starting = [child_run_id(run_id, r.step_id, r.attempt) for r in records
+                    if r.status is StepStatus.RUNNING and r.step_id in d.wf.step_map
+                    and d.wf.step_map[r.step_id].workflow is not None]
+        for child in [*awaited_runs(records), *starting]:  # cancelled with it
+            with contextlib.suppress(RunNotFound):
+                if self.cancel(child, reason=f"parent run {run_id} cancelled"):
+                    log.info("run %s: child run %s cancelled", run_id, child)
+        return True
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str],
                 priority: Priority = Priority.NORMAL) -> None:
@@ -159,6 +280,9 @@ class Progress:
                   token: str) -> bool:
         """Record the step's output and success, then move the run on; False (nothing
         recorded) if this delivery lost the lease."""
+        if parse_item(step_id) is not None:
+            return self._goes_on(run_id, step_id, map_steps.item_ended(
+                self, d, run_id, step_id, StepStatus.SUCCEEDED, token, output, True))
         code = self.store.step_transition(run_id, step_id, StepStatus.SUCCEEDED, output=output,
                                           has_output=True, ended_at=time.time(),
                                           workflow=d.wf.name, token=token,
@@ -174,6 +298,9 @@ class Progress:
         ``cancelled``) with its reason (and the ``decision`` trail that skipped it), then
         move the run on; False if fenced."""
         extra: dict[str, Any] = {} if decision is None else {"decision": decision}
+        if parse_item(step_id) is not None:
+            return self._goes_on(run_id, step_id, map_steps.item_ended(
+                self, d, run_id, step_id, status, token, patch={"reason": reason, **extra}))
         code = self.store.step_transition(run_id, step_id, status, ended_at=time.time(),
                                           workflow=d.wf.name, reason=reason, token=token,
                                           followers=d.followers.get(step_id, ()), **extra)
@@ -191,6 +318,9 @@ class Progress:
             request: the task's request context (``task.request``, or in the worker's
                 main process ``Request._context``), whose chain and chord go on.
         """
+        if parse_item(step_id) is not None:  # an item's task has no chain or chord
+            return self._goes_on(run_id, step_id, map_steps.item_ended(
+                self, d, run_id, step_id, StepStatus.FAILED, token, patch={"error": error}))
         code = self.store.step_transition(run_id, step_id, StepStatus.FAILED, error=error,
                                           ended_at=time.time(), workflow=d.wf.name,
                                           token=token, followers=d.followers.get(step_id, ()))
@@ -223,6 +353,107 @@ class Progress:
                      " (already resolved: resumes now)" if resolved else "")
         return self._goes_on(run_id, step_id, code)
 
+    # --- sub-workflows (orchestrator.core.subworkflows) ---------------------------------
+
+    def start_child(self, child: Definition, parent: RunRecord, step_id: str, attempt: int,
+                    child_input: Any) -> str:
+        """Start the child run of attempt ``attempt`` of the sub-workflow step ``step_id``
+        of run ``parent``, with ``child_input`` (checked by the caller), in the parent's
+        priority band and tenant; the child records its parent.  Idempotent: the child's
+        id is fixed (:func:`child_run_id`), so a redelivered task finds it started.
+
+        A mapped sub-workflow step starts one child per item by calling this with the
+        item's step run id as ``step_id``.
+
+        Returns:
+            The child run's id.
+        """
+        child_id = child_run_id(parent.run_id, step_id, attempt)
+        origin = Origin(kind=OriginKind.WORKFLOW, by=f"{parent.run_id}/{step_id}",
+                        tenant=parent.origin.tenant)
+        try:
+            self.start(child, child_id, child_input, origin, priority=parent.priority,
+                       parent=(parent.run_id, step_id))
+            log.info("step %s of run %s: child run %s started (%s)", step_id,
+                     parent.run_id, child_id, child.wf.name)
+        except RunExists:
+            log.info("step %s of run %s: child run %s was started already", step_id,
+                     parent.run_id, child_id)
+        return child_id
+
+    def wait_for_run(self, run_id: str, step_id: str, token: str, patch: dict[str, Any],
+                     awaited: str, message: dict[str, Any]) -> bool:
+        """Park a step that waits for run ``awaited`` (its child run, or in an undo run the
+        child's undo run): ``waiting`` with ``patch``, its next task ``message`` in a store
+        timer that only the awaited run's end makes due (``run_transition.lua``).  If the
+        awaited run ended before the step parked (its end found no waiting step), it is
+        woken now.  False if fenced."""
+        patch = {**patch, "wait": {"kind": SUBWORKFLOW_WAIT, "run": awaited}}
+        if not self.wait(run_id, step_id, token, patch, None, None, message):
+            return False
+        if self.store.run(run_id).status is RunStatus.CANCELLED:  # while it started it
+            with contextlib.suppress(RunNotFound):
+                self.cancel(awaited, reason=f"parent run {run_id} cancelled")
+            return True
+        try:
+            ended = self.store.run(awaited).status
+        except RunNotFound:
+            ended = None
+        if (ended is None or ended.terminal) and self.waits.wake(
+                run_id, step_id, {"run": awaited, "status": ended.value if ended else None}
+        ) == 1:
+            self._publish_due(wait_timer_id(run_id, step_id))
+        return True
+
+    def undo_child(self, undo_run: RunRecord, step_id: str, child_id: str) -> str | None:
+        """Start the undo run of child run ``child_id`` (the undo of the sub-workflow step
+        ``step_id`` whose compensations the undo run ``undo_run`` runs), linked to that
+        step like a child run.  Idempotent.
+
+        Returns:
+            The child's undo run id, or None if the child has nothing left to undo.
+        """
+        try:
+            child = self.store.run(child_id)
+        except RunNotFound:
+            return None
+        records = self.store.step_runs(child_id)
+        d = self.definitions.load(child.version)
+        ids = compensable(d.wf, {s: r.status for s, r in records.items()}, self.undoable(d.wf))
+        if not ids:
+            return None
+        undo_id = undo_run_id(child_id)
+        self._start_undo(child, d, ids, records, (undo_run.run_id, step_id))
+        return undo_id
+
+    def wake_parent(self, run_id: str) -> None:
+        """A run that ended wakes the step waiting for it (a child run's parent step): the
+        script that ended it made that step's timer due; publish its message now rather
+        than at the reaper's next timer pass (the timer stays until published: if this
+        process dies here, the reaper publishes it)."""
+        parent = self.store.parent(run_id)
+        if parent is not None:
+            self._publish_due(wait_timer_id(*parent))
+
+    def _publish_due(self, timer_id: str) -> None:
+        """Publish the message of one store timer if it is due now (else leave it)."""
+        message = self.store.take_timer(timer_id, WAKE_REARM_S)
+        if message is None:
+            return
+        try:
+            self.publish_message(json.loads(message))
+        except Exception as exc:  # the run ended all the same; the timer is re-armed
+            log.warning("timer %s: publish failed (%s: %s); the reaper publishes it in "
+                        "%.0f s", timer_id, type(exc).__name__, exc, WAKE_REARM_S)
+            return
+        self.store.timers_done([timer_id])
+
+    def undoable(self, wf: WorkflowDef) -> frozenset[str]:
+        """The sub-workflow steps of ``wf`` whose child versions have compensations."""
+        if not any(s.workflow is not None for s in wf.steps):
+            return frozenset()
+        return undoable(wf, lambda v: self.definitions.load(v).wf)
+
     def draw(self, step: StepDef, run_input: Any) -> float:
         """Draw a start from the step's rate limit (shared by every worker): 0 if the step
         run may start now, else the seconds until it may.
@@ -232,6 +463,18 @@ class Progress:
         """
         assert step.rate_limit is not None
         return self.leases.draw(ratelimits.scope(step, run_input), step.rate_limit.interval_s)
+
+    def take_slot(self, run_id: str, step_id: str, slot: concurrency.Slot, token: str,
+                  message: dict[str, Any]) -> Taken:
+        """Take a slot of the step's concurrency key for its step run, held until its final
+        status; with every slot held, hold its task ``message`` (a signature's dict, with
+        its chain and chord) in the store until a holder's end passes it a slot (its task
+        then ends without carrying the canvas on), or say the limit is full
+        (``cancel_newest``: the caller ends it cancelled)."""
+        got = self.slots.acquire(run_id, step_id, slot, token, message, self.store.retention_s)
+        if got is Taken.WAITING:
+            log.info("step %s of run %s: %s", step_id, run_id, slot.waiting)
+        return got
 
     def defer(self, run_id: str, step_id: str, message: dict[str, Any]) -> None:
         """A copy of the step's task arrived while another delivery holds the lease: hold
@@ -290,14 +533,16 @@ class Progress:
         if run.status is RunStatus.COMPENSATING:  # cancelled with compensation
             self.compensate(run_id)
             return self.store.run(run_id).status
-        status = ending(self.definitions.load(run.version).wf,
-                        {s: r.status for s, r in steps.items()})
+        wf = self.definitions.load(run.version).wf
+        status = ending(wf, {s: r.status for s, r in steps.items()
+                             if parse_item(s) is None},  # a map's items: its own status
+                        self.undoable(wf))
         if status is RunStatus.COMPENSATING:
-            if self.store.transition_run(run_id, status, compensation_cause="failed"):
+            if self.end_run(run_id, status, compensation_cause="failed"):
                 log.info("run %s failed: undoing its succeeded steps", run_id)
             self.compensate(run_id)
             return self.store.run(run_id).status
-        moved = self.store.transition_run(run_id, status)
+        moved = self.end_run(run_id, status)
         run = self.store.run(run_id)
         if moved:
             tracing.run_ended(run)
@@ -324,20 +569,32 @@ class Progress:
         if any(r.status is StepStatus.RUNNING for r in records.values()):
             return  # a step still runs: it may succeed, and then it is undone too
         d = self.definitions.load(run.version)
-        ids = compensable(d.wf, {s: r.status for s, r in records.items()})
+        ids = compensable(d.wf, {s: r.status for s, r in records.items()},
+                          self.undoable(d.wf))
         if not ids:
-            if self.store.transition_run(run_id, RunStatus.COMPENSATED):
+            if self.end_run(run_id, RunStatus.COMPENSATED):
                 tracing.run_ended(self.store.run(run_id))
             return
+        self._start_undo(run, d, ids, records)
+
+    def _start_undo(self, run: RunRecord, d: Definition, ids: list[str],
+                    records: dict[str, StepRun], parent: tuple[str, str] | None = None
+                    ) -> None:
+        """Start the undo run of ``run`` for its steps ``ids`` (idempotent); ``parent``:
+        the undo step that waits for it (the run is a child run being undone)."""
+        run_id = run.run_id
+        undo_id = undo_run_id(run_id)
         undo = self.definitions.compile(undo_workflow(d.wf, ids))
-        data = undo_input(d.wf, ids, run.input, self.store.outputs(run_id))
+        children = {s: str((records[s].wait or {}).get("run")) for s in ids
+                    if d.wf.step_map[s].workflow is not None}
+        data = undo_input(d.wf, ids, run.input, self.store.outputs(run_id), children)
         for step_id in ids:  # succeeded -> compensating (refused if already)
             self.store.transition_step(run_id, step_id, StepStatus.COMPENSATING,
                                        reason=f"undone by run {undo_id}")
         try:
             self.start(undo, undo_id, data, Origin(kind=OriginKind.COMPENSATION,
                                                    tenant=run.origin.tenant),
-                       compensates=run_id, priority=run.priority)
+                       compensates=run_id, priority=run.priority, parent=parent)
             log.info("run %s: undo run %s started (%s)", run_id, undo_id, ", ".join(ids))
         except RunExists:
             pass  # another caller started it
@@ -361,7 +618,7 @@ class Progress:
                 patch["reason"] = f"its compensation {records[step_id].status.value} in run "\
                     f"{undo_id}" + (f": {err.get('message')}" if err else "")
             self.store.transition_step(run_id, step_id, st, **patch)
-        if self.store.transition_run(run_id, status):
+        if self.end_run(run_id, status):
             tracing.run_ended(self.store.run(run_id))
 
     def publish_message(self, message: dict[str, Any]) -> None:

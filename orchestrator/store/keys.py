@@ -30,6 +30,24 @@ class Keys:
         """String: a rate limit's budget (the next start's time, ms; ``rate_limit.lua``)."""
         return f"{self.prefix}:rate:{scope}"
 
+    def concurrency_holders(self, scope: str) -> str:
+        """Sorted set: what holds a slot of a concurrency scope
+        (``orchestrator.core.concurrency``: ``wf:<workflow>:<key>`` holds run ids,
+        ``step:<function>:<key>`` holds ``<run id>|<step id>``), scored by when each took
+        it (ms of Redis' clock).  Members leave at their final status."""
+        return f"{self.prefix}:conc:{scope}:holders"
+
+    def concurrency_queue(self, scope: str) -> str:
+        """List: what waits for a slot of a concurrency scope, oldest first (a
+        workflow's: the run hash keys of ``queued`` runs; a step's: JSON entries naming
+        the step run and its held message's timer)."""
+        return f"{self.prefix}:conc:{scope}:queue"
+
+    def slots(self, run_id: str) -> str:
+        """Hash: step id -> the concurrency slot its step run holds or waits for (JSON:
+        holders and queue keys, member, ``held`` or the waiting entry)."""
+        return f"{self.prefix}:run:{run_id}:slots"
+
     def versions(self, name: str) -> str:
         """Sorted set: every stored version of the workflow ``name``, scored by the time
         (epoch seconds) it was first stored.  Never expires, like the definitions."""
@@ -67,6 +85,14 @@ class Keys:
         """Stream: the run's events, for live following."""
         return f"{self.prefix}:run:{run_id}:events"
 
+    def maps(self, run_id: str) -> str:
+        """Hash: the state of the run's map steps, fields ``<step>|<name>``: ``count``
+        (items), ``next`` (items published so far), ``left`` (items not ended), ``fails``,
+        ``policy`` (failures tolerated, -1 any), ``window`` (max_parallel, 0 none),
+        ``stopped`` (1 once it stopped publishing: too many failures), ``failures`` (JSON
+        list of the first failures kept).  See ``store/maps.py``."""
+        return f"{self.prefix}:run:{run_id}:maps"
+
     def leases(self, run_id: str) -> str:
         """Hash: step id -> the lease on its step run, ``token|until|tag|flag``.
 
@@ -79,7 +105,9 @@ class Keys:
         """Every key of one run (for retention)."""
         return [self.run(run_id), self.steps(run_id), self.outputs(run_id),
                 self.counters(run_id), self.units_done(run_id), self.units_claimed(run_id),
-                self.units_published(run_id), self.events(run_id), self.leases(run_id)]
+                self.units_published(run_id), self.events(run_id), self.leases(run_id),
+                self.maps(run_id),
+                self.slots(run_id)]
 
     def lease_index(self) -> str:
         """Sorted set: ``<run id>|<step id>`` of every live lease, scored by its expiry (ms

@@ -64,6 +64,17 @@ class StepRun:
     decision: dict[str, Any] | None = None
     """Why it ran or was skipped, when a trigger rule other than ``all_success``, a
     condition or a handler decided (``orchestrator.core.decisions.Decision.to_record``)."""
+    map: dict[str, Any] | None = None
+    """A map step's items: ``count`` once expanded; ``stopped`` once too many failed;
+    at its end ``failed`` and ``failures`` (the first ``core.maps.FAILURES_KEPT``: index,
+    type, message)."""
+    follow: dict[str, Any] | None = None
+    """A map item's follow-ups, recorded with its end (``store/lua/map_step.lua``): the
+    next item's index it ``handed`` out to publish, and whether it ``closes`` the map
+    (its end ended the map step and completed its unit)."""
+    child_runs: list[str] | None = None
+    """A sub-workflow step's child runs, one per attempt, oldest first (the last one is
+    the one its ``wait`` waits for); an undo step's undo run of the child it undoes."""
 
     @property
     def duration_s(self) -> float | None:
@@ -124,6 +135,15 @@ class RunRecord:
     priority: Priority = Priority.NORMAL
     """The band of queues its tasks go to (``orchestrator.core.priorities``; runs stored
     before priorities: ``normal``)."""
+    reason: str | None = None
+    """Why it is ``queued`` (what it waits for) or was ``cancelled`` at a full
+    concurrency limit."""
+    slot_key: str | None = None
+    """The value of its workflow's concurrency key, if the workflow has a limit."""
+    parent_run: str | None = None
+    """The run whose sub-workflow step started this run (its child run), if any."""
+    parent_step: str | None = None
+    """That sub-workflow step's id."""
 
     @classmethod
     def from_hash(cls, run_id: str, d: dict[str, str]) -> RunRecord:
@@ -144,6 +164,10 @@ class RunRecord:
             compensates=d.get("compensates") or None,
             faults=d.get("faults") or None,
             priority=stored_priority(d.get("priority")),
+            reason=d.get("reason") or None,
+            slot_key=d.get("slot_key"),
+            parent_run=d.get("parent_run") or None,
+            parent_step=d.get("parent_step") or None,
         )
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
 from orchestrator import release
+from orchestrator.core.concurrency import Admission, Slot
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.origin import Origin
 from orchestrator.core.plan import Plan
@@ -36,6 +38,14 @@ from orchestrator.store.fields import (
 )
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import LeaseMode, Resumed, RunRecord, StepRun
+
+WAKE_TIMER_PREFIX = "wait:"
+"""The prefix of a parked step's timer id (``store.waits.wait_timer_id``): a child run
+that ends makes its parent step's timer due (``run_transition.lua``)."""
+
+_ADMISSIONS = {1: Admission.STARTED, 2: Admission.QUEUED, 3: Admission.CANCELLED,
+               4: Admission.DISPLACED}
+"""``create_run.lua``'s answers."""
 
 SOCKET_TIMEOUT_S = 15.0
 """Default longest wait for one Redis command (blocking reads of the store ask for less)."""
@@ -145,19 +155,32 @@ class RunStore:
     def create_run(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any,
                    origin: Origin | None = None, resumed: Resumed | None = None,
                    compensates: str | None = None, faults: str | None = None,
-                   priority: Priority = Priority.NORMAL) -> None:
+                   priority: Priority = Priority.NORMAL,
+                   parent: tuple[str, str] | None = None,
+                   slot: Slot | None = None) -> tuple[Admission, str]:
         """Create a run in ``running`` with its unit counters, and index it; ``origin``
         records what started it, ``priority`` the band of queues its tasks go to.  With
         ``resumed``, the new run resumes another: in the same transaction it takes the
         reused steps' records and outputs, and both runs record the lineage
         (``resumed_from``, ``resumes``).  ``compensates``: the run
         this undo run undoes.  ``faults``: faults to inject (JSON; tests only).
+        ``parent``: (run, step) of the sub-workflow step that starts this child run; the
+        run that ends it wakes that step (``run_transition.lua``).
+        ``slot``: the slot of its workflow's concurrency limit it takes in the same
+        script (:mod:`orchestrator.core.concurrency`); with every slot held it is created
+        ``queued`` or ``cancelled``, or displaces the oldest holder, by ``when_full``.
+
+        Returns:
+            (what became of it, the holder it displaced or "").
 
         Raises:
             RunExists: a run with this id exists (ids are claimed atomically).
         """
         keys, args = self._create_call(run_id, wf, plan, run_input, origin, resumed,
-                                       compensates, faults, priority)
+                                       compensates, faults, priority, parent)
+        if slot is not None:
+            args[0] = json.dumps({**json.loads(args[0]), **self.slot_fields(slot)})
+            args += self._slot_args(run_id, plan, slot)
         if resumed is None:
             created = scripts.CREATE_RUN(self._r, keys, args)
         else:
@@ -172,13 +195,45 @@ class RunStore:
                 [resumed.run_id, json.dumps(resumed.records), json.dumps(resumed.outputs),
                  repr(time.time())])
             created = tx.execute()[0]
-        if not created:
+        code, displaced = int(created[0]), str(created[1] or "")
+        if not code:
             raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
+        if code == 3:
+            self.expire_run(run_id)
+        return _ADMISSIONS[code], displaced
+
+    def _slot_args(self, run_id: str, plan: Plan, slot: Slot) -> list[Any]:
+        """The arguments of ``create_run.lua`` for a run that takes a concurrency slot:
+        the scope's keys, the limit, and what starts the run should it wait."""
+        k = self.keys
+        start = {"claimed": k.units_claimed(run_id), "events": k.events(run_id),
+                 "sources": list(plan.sources)}
+        return [k.concurrency_holders(slot.scope), k.concurrency_queue(slot.scope),
+                slot.limit, slot.when_full, json.dumps(start), slot.waiting, slot.refused,
+                k.runs_by_status(RunStatus.QUEUED.value),
+                k.runs_by_status(RunStatus.CANCELLED.value)]
+
+    def slot_fields(self, slot: Slot) -> dict[str, str]:
+        """The fields a run that takes a concurrency slot records (the run transition
+        script reads the keys to release the slot)."""
+        k = self.keys
+        return {"slot_key": slot.value, "slot_holders": k.concurrency_holders(slot.scope),
+                "slot_queue": k.concurrency_queue(slot.scope)}
+
+    def queue_position(self, run_id: str) -> int | None:
+        """A ``queued`` run's place among the runs waiting for its concurrency key (1:
+        next), None if it waits in no queue."""
+        key = self._r.hget(self.keys.run(run_id), "slot_queue")
+        if not key:
+            return None
+        pos = self._r.lpos(key, self.keys.run(run_id))
+        return None if pos is None else int(pos) + 1
 
     def _create_call(self, run_id: str, wf: WorkflowDef, plan: Plan, run_input: Any,
                      origin: Origin | None, resumed: Resumed | None,
                      compensates: str | None, faults: str | None,
-                     priority: Priority = Priority.NORMAL
+                     priority: Priority = Priority.NORMAL,
+                     parent: tuple[str, str] | None = None
                      ) -> tuple[list[str], list[Any]]:
         """The keys and arguments of ``create_run.lua`` for a new run."""
         now = repr(time.time())
@@ -205,6 +260,8 @@ class RunStore:
             fields["faults"] = faults
         if priority is not Priority.NORMAL:
             fields["priority"] = priority.value
+        if parent is not None:
+            fields["parent_run"], fields["parent_step"] = parent
         return ([k.run(run_id), k.counters(run_id), k.runs_index(),
                  k.runs_by_workflow(wf.name), k.runs_by_status(RunStatus.RUNNING.value),
                  k.metrics(), k.events(run_id), *by_tenant],
@@ -242,6 +299,21 @@ class RunStore:
     def transition_run(self, run_id: str, status: RunStatus, **fields: Any) -> bool:
         """Move the run to ``status`` if the table allows it; return whether it moved.
 
+        A run that ends holding a concurrency slot passes it to the oldest run queued
+        for its key, whose first units are claimed then: see :meth:`end_run`, whose
+        caller publishes them (here, the reaper does after ``claim_grace_s``).
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        return self.end_run(run_id, status, **fields)[0]
+
+    def end_run(self, run_id: str, status: RunStatus, **fields: Any
+                ) -> tuple[bool, Passed | None]:
+        """:meth:`transition_run`, and the run that took the slot of its concurrency key
+        this run left (None for none): it moved from ``queued`` to ``running`` and its
+        source units are claimed by the caller, who publishes them.
+
         Raises:
             RunNotFound: no such run.
         """
@@ -253,16 +325,18 @@ class RunStore:
         res = scripts.RUN_TRANSITION(
             self._r,
             [k.run(run_id), k.events(run_id), k.metrics(), k.callback(run_id),
-             k.callbacks_outbox(), *[k.runs_by_status(s.value) for s in order]],
+             k.callbacks_outbox(), *[k.runs_by_status(s.value) for s in order], k.claims()],
             [status.value, _joined(run_sources(status)), now, json.dumps(fields),
-             _joined(order)],
+             _joined(order), *k.steps_parts(), k.timers(), WAKE_TIMER_PREFIX],
         )
         if int(res[0]) == -1:
             raise RunNotFound(f"run {run_id!r} is not in the store")
         moved = int(res[0]) == 1
         if moved and status.terminal:
             self.expire_run(run_id)
-        return moved
+        if not moved or len(res) < 5 or not res[2]:
+            return moved, None
+        return moved, Passed(str(res[2]), str(res[3]), stored_priority(res[4] or None))
 
     def expire_run(self, run_id: str) -> None:
         """Apply retention to every key of the run."""
@@ -322,6 +396,11 @@ class RunStore:
         return [rid for rid, row in zip(found, rows, strict=True)
                 if row[0] is not None and sees(tenant, row[1])], len(found)
 
+    def parent(self, run_id: str) -> tuple[str, str] | None:
+        """(run, step) of the sub-workflow step whose child run this is, or None."""
+        run, step = self._r.hmget(self.keys.run(run_id), "parent_run", "parent_step")
+        return (str(run), str(step)) if run and step else None
+
     def tenant(self, run_id: str) -> str | None:
         """The tenant of the run, or None when it is not in the store."""
         row = self._r.hmget(self.keys.run(run_id), "run_id", "tenant")
@@ -358,7 +437,7 @@ class RunStore:
         res = scripts.STEP_TRANSITION(
             self._r,
             [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
-             k.leases(run_id), k.lease_index()],
+             k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers()],
             [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
              json.dumps(output) if has_output else "", time.time(), workflow, token,
              lease_member(run_id, step_id), *followers],
@@ -395,6 +474,15 @@ class RunStore:
         k = self.keys
         flat = scripts.DUE(self._r, [k.timers()], [int(rearm_s * 1000), limit, k.timer(""), ""])
         return [(str(flat[i]), flat[i + 1] or None) for i in range(0, len(flat), 2)]
+
+    def take_timer(self, timer_id: str, rearm_s: float) -> str | None:
+        """Take one timer if it is due now: re-armed ``rearm_s`` later until
+        :meth:`timers_done` (as :meth:`due_timers`), its message returned (None: not
+        due, or gone)."""
+        k = self.keys
+        message = scripts.TAKE_TIMER(self._r, [k.timers(), k.timer(timer_id)],
+                                     [timer_id, int(rearm_s * 1000)])
+        return str(message) if message else None
 
     def timers_done(self, timer_ids: Sequence[str]) -> None:
         """Forget timers whose messages were published."""
@@ -597,6 +685,15 @@ class RunStore:
         for q in queues:
             p.llen(q)
         return {q: int(n) for q, n in zip(queues, p.execute(), strict=True)}
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A queued run that took the concurrency slot an ending run left (:meth:`end_run`)."""
+
+    run_id: str
+    version: str
+    priority: Priority
 
 
 def lease_member(run_id: str, item: str) -> str:

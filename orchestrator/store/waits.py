@@ -23,13 +23,13 @@ from orchestrator.core.tenants import DEFAULT_TENANT, tenant_of
 from orchestrator.store import scripts
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import StepRun
-from orchestrator.store.runs import lease_member
+from orchestrator.store.runs import WAKE_TIMER_PREFIX, lease_member
 
 NEVER_MS = 2**52
 """The due time (ms) of a timer that only an event or a decision makes due."""
 
 
-WAIT_TIMER_PREFIX = "wait:"
+WAIT_TIMER_PREFIX = WAKE_TIMER_PREFIX
 
 
 def wait_timer_id(run_id: str, step_id: str) -> str:
@@ -127,6 +127,19 @@ class WaitStore:
             self._r, [k.run(run_id), k.steps(run_id), k.timers()],
             [step_id, json.dumps(resolution), wait_timer_id(run_id, step_id)])
         return int(code), StepStatus(status or StepStatus.PENDING.value)
+
+    def wake(self, run_id: str, step_id: str, resolution: dict[str, Any]) -> int:
+        """Record ``resolution`` on a waiting step run that has none yet and make its
+        timer due now (a step waiting for a run whose end came before it parked).
+
+        Returns:
+            As :meth:`decide`'s code.
+        """
+        k = self.keys
+        code, _ = scripts.DECIDE_WAIT(
+            self._r, [k.run(run_id), k.steps(run_id), k.timers()],
+            [step_id, json.dumps(resolution), wait_timer_id(run_id, step_id)])
+        return int(code)
 
     def done(self, run_id: str, step_id: str, event_key: str | None) -> None:
         """A wait is over: the step no longer counts among the key's waiters."""

@@ -31,6 +31,8 @@ ROWS = (
     "| 5. largest message, line",
     "| 6. Redis bytes per finished",
     "| 6. worker RSS",
+    "| 7. map, largest message",
+    "| 7. map: one map step",
 )
 
 
@@ -45,3 +47,21 @@ def test_every_workload_completes(redis_binary: str, tmp_path: Path) -> None:
     assert not missing, f"rows missing from the table: {missing}\n{table}"
     assert "FAILED" not in table
     assert "| workload | orchestrator | raw Celery | ratio | goal | met? |" in proc.stdout
+
+
+def test_peer_arm_completes(redis_binary: str, tmp_path: Path) -> None:
+    """``--peers``: celery-dyrygent runs workloads 1 and 2 to the end, every task of its
+    workflows succeeding (the arm checks each task's stored result), beside both arms."""
+    out = tmp_path / "benchmarks.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "1,2", "--repeat", "1",
+         "--peers", "dyrygent-1s", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    table = out.read_text(encoding="utf-8")
+    for row in ("| 1. linear workflow vs celery-dyrygent (1 s ticks",
+                "| 2. fan-out/fan-in vs celery-dyrygent (1 s ticks"):
+        assert row in table, f"row {row!r} missing from the table:\n{table}"
+    assert "(celery-dyrygent)" in table
+    assert "FAILED" not in table
+    assert "dyrygent-1s/raw" in table  # the note with the peer's ratio to raw Celery

@@ -22,8 +22,14 @@ def test_runs_to_completion_and_loads_each_date_once(coord: Coordinator,
     assert first.run.status.value == "succeeded", statuses(first)
     assert set(statuses(first).values()) == {"succeeded"}
     out = first.outputs
-    assert [out[f"extract_{s}"]["rows"] for s in ("orders", "customers", "products")] \
-        == [50, 10, 5]
+    # the map over the files found: one item per file, in file order
+    assert [x["source"] for x in out["extract"]] == ["orders", "customers", "products"]
+    assert [x["rows"] for x in out["extract"]] == [50, 10, 5]
+    assert first.items == {"extract": {"succeeded": 3}}
+    items, item_outs = coord.items(first.run.run_id, "extract")
+    assert [i.step_id for i in items] == ["extract[0]", "extract[1]", "extract[2]"]
+    assert all(i.status.value == "succeeded" and i.attempt == 1 for i in items)
+    assert [item_outs[i.step_id] for i in items] == out["extract"]
     assert out["transform"]["rows"] == 50 and out["transform"]["dropped"] == 0
     assert out["load"] == {"date": "2026-11-22", "partition": systems.partition_key(
         "2026-11-22"), "rows": 50, "newly_loaded": True}

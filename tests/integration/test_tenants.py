@@ -143,6 +143,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/events/{key}"): SPECIAL,
     ("POST", "/v1/runs/{run_id}/steps/{step}/approve"): B_THING,
     ("POST", "/v1/runs/{run_id}/steps/{step}/reject"): B_THING,
+    ("GET", "/v1/runs/{run_id}/steps/{step}/items"): B_THING,
     ("GET", "/v1/schedules"): LIST,
     ("POST", "/v1/schedules"): SPECIAL,
     ("PUT", "/v1/schedules/{schedule_id}"): SPECIAL,

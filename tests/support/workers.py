@@ -15,7 +15,8 @@ from kombu.exceptions import OperationalError
 from orchestrator.dev import procs
 
 TEST_PACKAGES = ("workflows", "tests.integration.flows", "tests.integration.flows_queues",
-                 "tests.integration.flows_recovery")
+                 "tests.integration.flows_recovery", "tests.integration.flows_subworkflows",
+                 "tests.integration.flows_map", "tests.integration.flows_concurrency")
 
 
 def worker_env(redis_url: str, **settings: Any) -> dict[str, str]:

@@ -33,8 +33,11 @@ NOW = 1_800_000_000.0
 def test_waiting_transitions() -> None:
     w = StepStatus.WAITING
     assert w in STEP_TRANSITIONS[StepStatus.QUEUED] and w in STEP_TRANSITIONS[StepStatus.PENDING]
+    # retrying: a sub-workflow step whose child run failed starts another (its retry)
     assert STEP_TRANSITIONS[w] == {w, StepStatus.SUCCEEDED, StepStatus.FAILED,
-                                   StepStatus.CANCELLED}
+                                   StepStatus.CANCELLED, StepStatus.RETRYING}
+    # a sub-workflow step runs (starts its child run), then waits
+    assert w in STEP_TRANSITIONS[StepStatus.RUNNING]
     assert w in step_sources(StepStatus.CANCELLED) and not w.terminal
 
 

@@ -1,6 +1,6 @@
 """The daily ETL workflow in the Python DSL.
 
-extract_orders, extract_customers, extract_products (in parallel) -> transform ->
+find_files -> extract (a map: one item per file found, in parallel) -> transform ->
 load and quality_check (in parallel) -> report.
 """
 
@@ -31,16 +31,16 @@ def build() -> WorkflowDef:
                   description="Extract a day of orders, customers and products, join them, "
                   "load the warehouse once per date, check quality and report.")
     date, rows = wf.input.date, wf.input.rows
-    orders, customers, products = (
-        wf.step(f"extract_{source}", fn.extract, source=source, date=date, rows=rows)
-        for source in ("orders", "customers", "products"))
-    facts = wf.step("transform", fn.transform, orders=orders.output,
-                    customers=customers.output, products=products.output).output
+    found = wf.step("find_files", fn.find_files, date=date)
+    # one step run per file found (extract[0], extract[1]...); its output is the list of
+    # their outputs, in file order
+    staged = wf.step("extract", fn.extract_file, after=[found], date=date, rows=rows,
+                     map={"over": "steps.find_files.output.files", "as": "file"}).output
+    facts = wf.step("transform", fn.transform, staged=staged).output
     load = wf.step("load", fn.load, date=date, facts_key=facts.key, retry=LOAD_RETRY).output
     quality = wf.step("quality_check", fn.quality_check, facts_key=facts.key).output
     wf.step("report", fn.report, date=date, partition=load.partition,
-            newly_loaded=load.newly_loaded, orders=orders.output.rows,
-            customers=customers.output.rows, products=products.output.rows,
+            newly_loaded=load.newly_loaded, staged=staged,
             rows_checked=quality.rows_checked)
     return wf.build()
 

@@ -47,6 +47,15 @@ def partition_key(date: str) -> str:
     return f"{PREFIX}warehouse:{date}"
 
 
+SOURCES: tuple[Source, ...] = ("orders", "customers", "products")
+
+
+def files(date: str) -> list[dict[str, str]]:
+    """The export files the source systems dropped for ``date``, one per source, in a
+    fixed order: ``{"source": "orders", "name": "orders-2026-11-22.jsonl"}``."""
+    return [{"source": s, "name": f"{s}-{date}.jsonl"} for s in SOURCES]
+
+
 def sizes(rows: int) -> dict[Source, int]:
     """How many rows each source holds for a run of ``rows`` orders."""
     return {"orders": rows, "customers": max(1, rows // 5), "products": max(1, rows // 10)}

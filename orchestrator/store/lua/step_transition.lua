@@ -7,7 +7,41 @@
 -- ARGV: step, new status, allowed sources (","-joined), patch JSON, output JSON or "",
 --       now, workflow ("" for no metrics), lease token ("" for none), lease member,
 --       followers....
+-- A final status also gives up the step run's concurrency slot (KEYS[8], the run's
+-- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot
+-- passes to the oldest step run waiting for the key, whose held message's timer is made
+-- due now; a waiting one leaves the key's FIFO and its timer goes (acquire_slot.lua).
 -- Returns {1 moved / 0 refused by the table / -1 no run / -2 fenced, old status}.
+
+local function release_slot(k_slots, step, k_timers)
+  local raw = redis.call('HGET', k_slots, step)
+  if not raw then return end
+  local slot = cjson.decode(raw)
+  redis.call('HDEL', k_slots, step)
+  if slot['entry'] then  -- it was waiting
+    redis.call('LREM', slot['queue'], 0, slot['entry'])
+    redis.call('ZREM', k_timers, slot['timer'])
+    return
+  end
+  if redis.call('ZREM', slot['holders'], slot['member']) == 0 then return end
+  while true do
+    local e = redis.call('LPOP', slot['queue'])
+    if not e then return end
+    local w = cjson.decode(e)
+    local wraw = redis.call('HGET', w['slots'], w['step'])
+    if wraw then
+      local ws = cjson.decode(wraw)
+      if ws['entry'] == e then
+        ws['entry'] = nil
+        redis.call('HSET', w['slots'], w['step'], cjson.encode(ws))
+        local now = now_ms()
+        redis.call('ZADD', slot['holders'], now, w['member'])
+        redis.call('ZADD', k_timers, 'XX', now, ws['timer'])
+        return
+      end
+    end
+  end
+end
 if not holds(KEYS[6], ARGV[1], ARGV[8]) then return {-2, ''} end
 local res = step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3],
                     ARGV[4], ARGV[5], ARGV[6], ARGV[7])
@@ -21,5 +55,8 @@ if res[1] == 1 and STEP_FINAL[ARGV[2]] and #ARGV > 9 then
     step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.QUEUED, STEP.PENDING,
             patch, '', ARGV[6], '')
   end
+end
+if res[1] == 1 and STEP_FINAL[ARGV[2]] and KEYS[9] then
+  release_slot(KEYS[8], ARGV[1], KEYS[9])
 end
 return res

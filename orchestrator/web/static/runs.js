@@ -5,7 +5,7 @@ import {badge, content, el, every, fmtDur, fmtTime, getJSON, setStatusLine} from
 const params = new URLSearchParams(location.search);
 const SINCE = [["", "any time"], ["900", "last 15 minutes"], ["3600", "last hour"],
   ["86400", "last 24 hours"], ["604800", "last 7 days"]];
-const STATUSES = ["", "running", "succeeded", "failed", "cancelled", "compensating",
+const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled", "compensating",
   "compensated", "compensation_failed"];
 const ORIGINS = ["", "api", "cli", "python", "broker", "schedule", "event"];
 

@@ -1,0 +1,256 @@
+"""Map steps on real workers: each item runs exactly once, at most ``max_parallel`` at
+once, its outputs collected in order; the failure policies; an empty list; a worker
+killed in the middle of a map.  Executions are counted by the step function itself
+(``tests/integration/flows_map.py``), not by the store under test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from orchestrator.api.app import create_api
+from orchestrator.api.server import ServerThread
+from orchestrator.core.maps import item_id
+from orchestrator.runtime.coordinator import Coordinator
+from tests.integration.conftest import private_stack, statuses, wait_run
+from tests.support.api import RO_TOKEN, api_settings, bearer
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+from tests.support.workers import WorkerProcess
+
+pytestmark = pytest.mark.redis
+
+
+class Stack:
+    def __init__(self, server: RedisServer, coord: Coordinator,
+                 workers: list[WorkerProcess]) -> None:
+        self.server, self.coord, self.workers = server, coord, workers
+        self.r = redis.Redis.from_url(server.url, decode_responses=True)
+
+    def executions(self, run_id: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(f"test:exec:{run_id}").items()}
+
+    def completions(self, run_id: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(f"test:done:{run_id}").items()}
+
+    def peak(self, run_id: str) -> int:
+        return int(self.r.get(f"test:peak:{run_id}") or 0)
+
+    def starts(self, run_id: str, item: str) -> list[float]:
+        return [float(t) for t in self.r.lrange(f"test:starts:{run_id}:{item}", 0, -1)]
+
+
+@pytest.fixture(scope="module")
+def stack(redis_binary: str) -> Iterator[Stack]:
+    with private_stack(redis_binary, ["m1", "m2"], concurrency=4) as (server, coord, ws):
+        yield Stack(server, coord, ws)
+
+
+def _items(n: int) -> dict[str, int]:
+    return {item_id("each", i): 1 for i in range(n)}
+
+
+def _submit(coord: Coordinator, workflow: str, count: int, pause_s: float = 0.0,
+            fail: list[int] | None = None, fail_times: int = 0) -> str:
+    return coord.submit(workflow, {"count": count, "pause_s": pause_s, "fail": fail or [],
+                                   "fail_times": fail_times})
+
+
+def _run(stack: Stack, workflow: str, count: int, pause_s: float = 0.0,
+         fail: list[int] | None = None, fail_times: int = 0, timeout_s: float = 90) -> Any:
+    rid = _submit(stack.coord, workflow, count, pause_s, fail, fail_times)
+    return rid, wait_run(stack.coord, rid, timeout_s)
+
+
+def _step(view: Any, step_id: str) -> Any:
+    return next(s for s in view.steps if s.step_id == step_id)
+
+
+def test_each_item_runs_once_at_most_max_parallel_at_once(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_window", 30, pause_s=0.05)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert stack.executions(rid) == _items(30)
+    assert stack.completions(rid) == _items(30)
+    # 8 worker slots, a window of 3: never more than 3 items at once, and 3 at some point
+    assert stack.peak(rid) == 3
+    assert view.outputs["each"] == [2 * i for i in range(30)]
+    assert view.outputs["sum"] == {"sum": 2 * sum(range(30)), "nulls": 0, "n": 30}
+    each = next(s for s in view.steps if s.step_id == "each")
+    assert each.status.value == "succeeded" and each.map is not None
+    assert each.map["count"] == 30 and each.map["failed"] == 0
+    count, by = stack.coord.progress.maps.counts(rid, "each")
+    assert count == 30 and {s.value: n for s, n in by.items()} == {"succeeded": 30}
+
+
+def test_without_max_parallel_every_item_is_published_at_once(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_all", 40, pause_s=0.05)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert stack.executions(rid) == _items(40) == stack.completions(rid)
+    assert stack.peak(rid) > 3  # more than a window's worth ran side by side
+    assert view.outputs["each"] == [2 * i for i in range(40)]
+
+
+def test_a_map_over_the_input(stack: Stack) -> None:
+    rid = stack.coord.submit("test_map_input", {"items": [5, 1, 4]})
+    view = wait_run(stack.coord, rid)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert view.outputs["each"] == [10, 2, 8]
+    assert stack.executions(rid) == _items(3)
+
+
+def test_an_empty_list_succeeds_with_no_item(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_window", 0)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert view.outputs["each"] == []
+    assert view.outputs["sum"] == {"sum": 0, "nulls": 0, "n": 0}
+    assert stack.executions(rid) == {}
+    assert _step(view, "each").map["count"] == 0
+
+
+def test_continue_collects_failures_and_nulls(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_continue", 20, fail=[3, 7])
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert stack.executions(rid) == _items(20)
+    expected = [None if i in (3, 7) else 2 * i for i in range(20)]
+    assert view.outputs["each"] == expected
+    assert view.outputs["sum"]["nulls"] == 2
+    summary = _step(view, "each").map
+    assert summary["failed"] == 2
+    assert sorted(f["index"] for f in summary["failures"]) == [3, 7]
+    assert {f["type"] for f in summary["failures"]} == {"builtins.ValueError"}
+    items, _ = stack.coord.progress.maps.items(rid, "each", 3, 4)
+    assert items[0].status.value == "failed" and "fails on purpose" in items[0].error["message"]
+
+
+@pytest.mark.parametrize(("fail", "ends"), [([1, 2], "succeeded"), ([1, 2, 3], "failed")])
+def test_allow_tolerates_up_to_max_failures(stack: Stack, fail: list[int], ends: str) -> None:
+    rid, view = _run(stack, "test_map_allow", 10, fail=fail)
+    each = _step(view, "each")
+    assert each.status.value == ends, statuses(view)
+    assert each.map["failed"] == len(fail)
+    assert all(n == 1 for n in stack.executions(rid).values())
+    if ends == "succeeded":
+        assert view.run.status.value == "succeeded"
+        assert view.outputs["each"] == [None if i in fail else 2 * i for i in range(10)]
+    else:
+        assert view.run.status.value == "failed"
+        assert "3 of 10 items failed" in each.error["message"]
+
+
+def test_fail_fast_stops_publishing_and_cancels_items_not_begun(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_all", 60, pause_s=0.3, fail=[0])
+    each = _step(view, "each")
+    assert view.run.status.value == "failed" and each.status.value == "failed"
+    assert each.map["stopped"] is True and each.map["failures"][0]["index"] == 0
+    runs = stack.executions(rid)
+    assert all(n == 1 for n in runs.values())
+    assert len(runs) < 60  # the items queued behind the failure never ran
+    items, _ = stack.coord.progress.maps.items(rid, "each")
+    by = {s.step_id: s.status.value for s in items}
+    assert all(by[i] == "cancelled" for i in by if i not in runs)
+    assert by["each[0]"] == "failed"
+    assert "sum" not in view.outputs or view.outputs["sum"] is None
+
+
+def test_fail_fast_under_max_parallel_publishes_nothing_more(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_window", 30, pause_s=0.05, fail=[1])
+    assert _step(view, "each").status.value == "failed", statuses(view)
+    runs = stack.executions(rid)
+    assert all(n == 1 for n in runs.values()) and len(runs) < 30
+    count, published = stack.coord.progress.maps.counts_only(rid, "each")
+    assert count == 30 and published < 30
+    items, _ = stack.coord.progress.maps.items(rid, "each")
+    assert {s.status.value for s in items[published:]} == {"pending"}
+
+
+def test_an_item_is_retried_as_a_step_run(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_retry", 12, fail=[4], fail_times=1)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert stack.executions(rid) == {**_items(12), "each[4]": 2}
+    assert view.outputs["each"] == [2 * i for i in range(12)]
+    items, _ = stack.coord.progress.maps.items(rid, "each", 4, 5)
+    assert items[0].attempt == 2
+
+
+def test_status_shows_item_counts_not_items(stack: Stack) -> None:
+    _, view = _run(stack, "test_map_window", 5)
+    assert [s.step_id for s in view.steps] == ["numbers", "each", "sum"]
+    assert view.items == {"each": {"succeeded": 5}}
+
+
+def test_cancel_stops_publishing(stack: Stack) -> None:
+    rid = _submit(stack.coord, "test_map_window", 100, pause_s=0.2)
+    wait_until(lambda: len(stack.completions(rid)) >= 3, 60, message="the map never ran")
+    assert stack.coord.cancel(rid)
+    _, published = stack.coord.progress.maps.counts_only(rid, "each")
+    wait_until(lambda: int(stack.r.get(f"test:inflight:{rid}") or 0) == 0, 30,
+               message="items still running after the cancel")
+    items, _ = stack.coord.progress.maps.items(rid, "each")
+    ran = stack.executions(rid)
+    assert stack.coord.progress.maps.counts_only(rid, "each") == (100, published)
+    assert published < 100 and len(ran) <= published
+    assert {s.status.value for s in items[published:]} == {"pending"}
+    assert stack.coord.store.run(rid).status.value == "cancelled"
+
+
+def test_the_api_shows_counts_and_pages_of_items(stack: Stack) -> None:
+    rid, view = _run(stack, "test_map_continue", 7, fail=[2])
+    assert view.run.status.value == "succeeded", statuses(view)
+    with ServerThread(create_api(api_settings(stack.server.url))) as server, \
+            httpx.Client(base_url=server.url, headers=bearer(RO_TOKEN), timeout=30) as c:
+        run = c.get(f"/v1/runs/{rid}").json()
+        each = next(s for s in run["steps"] if s["step_id"] == "each")
+        assert each["items"] == {"succeeded": 6, "failed": 1}
+        assert each["map"]["failed"] == 1 and each["map"]["failures"][0]["index"] == 2
+        assert [s["step_id"] for s in run["steps"]] == ["numbers", "each", "sum"]
+        page = c.get(f"/v1/runs/{rid}/steps/each/items", params={"start": 1, "limit": 3})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert [i["step_id"] for i in body["items"]] == ["each[1]", "each[2]", "each[3]"]
+        assert [i["status"] for i in body["items"]] == ["succeeded", "failed", "succeeded"]
+        assert body["outputs"] == {"each[1]": 2, "each[3]": 6}
+        assert body["count"] == 7 and body["next_start"] == 4
+        assert body["items"][1]["error"]["traceback"] is None  # no runs:tracebacks scope
+        last = c.get(f"/v1/runs/{rid}/steps/each/items", params={"start": 4}).json()
+        assert len(last["items"]) == 3 and last["next_start"] is None
+        missing = c.get(f"/v1/runs/{rid}/steps/numbers/items")
+        assert missing.status_code == 404 and "no map step" in missing.text
+
+
+@pytest.fixture
+def quick_stack(redis_binary: str) -> Iterator[Stack]:
+    with private_stack(redis_binary, ["k1", "k2"], concurrency=3, lease_s=2.0) as (
+            server, coord, ws):
+        yield Stack(server, coord, ws)
+
+
+def test_a_worker_killed_in_the_middle_of_a_map(quick_stack: Stack) -> None:
+    """200 items, 6 at once; one of the two workers is SIGKILLed when a quarter ran.  The
+    run succeeds; every item ran to its end exactly once, except that an item the kill
+    cut (or whose end the kill kept from being recorded) ran again, after the kill."""
+    s = quick_stack
+    rid = _submit(s.coord, "test_map_window6", 200, pause_s=0.05)
+
+    def done() -> int:
+        return len(s.completions(rid))
+
+    wait_until(lambda: done() >= 50, 60, message="the map never got going")
+    victim = s.workers[0]
+    victim.kill()
+    killed_at = float(".".join(str(x) for x in s.r.time()))
+    view = wait_run(s.coord, rid, timeout_s=120)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert view.outputs["each"] == [2 * i for i in range(200)]
+    runs, ends = s.executions(rid), s.completions(rid)
+    assert set(runs) == set(_items(200))
+    again = {i for i, n in runs.items() if n > 1}
+    for i in again:
+        starts = s.starts(rid, i)
+        assert len(starts) == 2 and starts[0] < killed_at < starts[1], (i, starts)
+    assert all(n == 1 for i, n in ends.items() if i not in again), ends
+    assert all(ends.get(i, 0) >= 1 for i in _items(200))
+    print(f"{len(again)} items ran again after the kill: {sorted(again)}")
