@@ -10,6 +10,10 @@ each, the same Celery settings: :mod:`bench.raw`), measured in the same run:
 * **throughput**: ``--batch`` runs submitted at once, flat against one level of nesting
   (and the raw chain): runs per second until the last ends.  A parked sub-workflow step
   holds no worker slot while its child runs.
+* **fan-out**: one run whose map step runs ``--fanout`` items, each a child run of one
+  no-op step (a mapped sub-workflow), beside the same map with a no-op step run per item
+  and a raw Celery ``chord`` of ``--fanout`` no-op tasks and a join (median of
+  ``--fanout-rounds`` rounds, submit to end).
 
 Figures are printed, not asserted; ``tests/integration/test_subworkflows.py`` checks the
 behaviour.
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.raw import linear
+from bench.raw import fan_out_in, linear
 from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer
 from orchestrator.dev.waiting import wait_until
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--fanout", type=int, default=50)
+    ap.add_argument("--fanout-rounds", type=int, default=5)
     args = ap.parse_args(argv)
     with RedisServer() as server:
         url = server.url
@@ -119,6 +125,36 @@ def main(argv: list[str] | None = None) -> None:
                 res.get(timeout=300)
             dt = time.perf_counter() - t0
             print(f"  {'raw Celery chain of 3':<26} {args.batch / dt:7.1f} runs/s ({dt:.2f} s)")
+
+            items = {"items": list(range(args.fanout))}
+
+            def ours_map(name: str) -> Callable[[], None]:
+                def one() -> None:
+                    rid = coord.submit(name, items)
+                    wait_until(lambda: coord.store.run(rid).status.terminal, 300,
+                               interval_s=0.005)
+                    assert coord.store.run(rid).status.value == "succeeded", rid
+                return one
+
+            def raw_chord() -> None:
+                fan_out_in(raw, args.fanout).apply_async().get(timeout=300)
+
+            print(f"fan-out of {args.fanout}, one run at a time (median of "
+                  f"{args.fanout_rounds} rounds, and the range):")
+            for label, fn in ((f"ours, map of {args.fanout} child runs",
+                               ours_map("bench_sw_mapped")),
+                              (f"ours, map of {args.fanout} step runs",
+                               ours_map("bench_sw_map_items")),
+                              (f"raw Celery chord of {args.fanout}", raw_chord)):
+                fn()  # warm up
+                times = []
+                for _ in range(args.fanout_rounds):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                med = statistics.median(times)
+                print(f"  {label:<34} {med * 1000:8.1f} ms ({min(times) * 1000:.0f}-"
+                      f"{max(times) * 1000:.0f}), {args.fanout / med:7.1f} items/s")
         finally:
             for proc, _ in started:
                 procs.stop(proc, 20)

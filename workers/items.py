@@ -1,5 +1,6 @@
 """The task body of a map item (``step_id`` ``fetch[17]``): a step run of the map step's
-function, with the item in the parameter ``map.as``.
+function, with the item in the parameter ``map.as`` (of a mapped sub-workflow step: a
+child run, the item in its input field ``map.as``, that the item waits for).
 
 It takes the item's lease as any step run does (``MapStore.begin_item``, the
 ``begin_step`` of an item: the run's status, the map step's record and the item's, in one
@@ -16,6 +17,7 @@ import logging
 import time
 from typing import Any
 
+from orchestrator.core import subworkflows
 from orchestrator.core.maps import parse_item
 from orchestrator.core.models import Ref, Value
 from orchestrator.core.states import RunStatus, StepStatus
@@ -25,6 +27,7 @@ from orchestrator.store.records import LeaseMode
 from workers.step import (
     StepTask,
     _call,
+    _child_resume,
     _defer,
     _done,
     drop_canvas,
@@ -47,6 +50,8 @@ def execute(task: StepTask, run_id: str, item: str, version: str) -> dict[str, A
     token, tag = lease_of(task)
     running = {"attempt": attempt, "started_at": time.time(), "worker": task.request.hostname,
                "task_id": task.request.id, "error": None, "retry_at": None}
+    if subworkflows.parks(step):  # a new attempt waits for a new child run
+        running["resolution"] = None
     slot = f"in:{item}"
     reads = [slot, *step.input_steps()]
     read_input = any(isinstance(src, Ref) and src.step is None for src in step.inputs.values())
@@ -66,6 +71,11 @@ def execute(task: StepTask, run_id: str, item: str, version: str) -> dict[str, A
     if mode is LeaseMode.SETTLE:  # it ended; its follow-ups may not have gone out
         maps.settle_item(p, d, run_id, item, own, run.priority)
         return _done(run_id, item, own.status)
+    inputs = {**step.inputs, step.map.as_: Value(value=outs.get(slot))}
+    as_item = step.model_copy(update={"id": item, "inputs": inputs})
+    if run.status is RunStatus.RUNNING and own.status is StepStatus.WAITING \
+            and subworkflows.parks(step):  # its child ran: the item ends as it did
+        return _child_resume(task, p, d, as_item, run_id, own, token)
     if run.status is not RunStatus.RUNNING or maps.stopped(recs, step.id):
         reason = ("map step stopped: too many items failed" if run.status is RunStatus.RUNNING
                   else f"run {run.status.value}")
@@ -77,6 +87,4 @@ def execute(task: StepTask, run_id: str, item: str, version: str) -> dict[str, A
             return _done(run_id, item, own.status)
     if slot not in outs:
         log.error("item %s of run %s: its item is not in the store", item, run_id)
-    inputs = {**step.inputs, step.map.as_: Value(value=outs.get(slot))}
-    as_item = step.model_copy(update={"id": item, "inputs": inputs})
     return _call(task, p, d, as_item, run_id, run.input, outs, attempt, token, run.faults)

@@ -311,6 +311,7 @@ class Workflow:
                     trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
                     retry: RetryPolicy | None = None, queue: str | None = None,
                     handles: Iterable[StepHandle] = (), description: str = "",
+                    map: MapDef | dict[str, Any] | None = None,
                     **inputs: Any) -> StepHandle:
         """Add a sub-workflow step: it runs the cataloged workflow ``workflow`` (a name,
         or the definition itself) as a child run and waits for it, holding no worker slot
@@ -321,6 +322,9 @@ class Workflow:
                 workflow loads (pinned then).
             retry: a failed child run is retried as a new child run.
             after, when, trigger_rule, queue, handles, description: as in :meth:`step`.
+            map: one child run per item of a list (as in :meth:`step`), the item in the
+                child's input field ``as``; the step's output is the children's outputs
+                in item order.
             **inputs: the child run's input, by field: literals, ``wf.input.x`` or
                 ``handle.output.x``.
         """
@@ -338,6 +342,8 @@ class Workflow:
         }
         if retry is not None:
             fields["retry"] = retry
+        if map is not None:
+            fields["map"] = MapDef.model_validate(map)
         self._steps.append((handle, fields))
         return handle
 

@@ -5,7 +5,10 @@ A map step ``fetch`` whose ``over`` yields ``n`` items has ``n`` item runs ``fet
 ``fetch[n-1]``: each is a step run (its own record, lease, attempts and retries) of the
 step's function, called with the item in the parameter ``MapDef.as_``.  The map step's own
 record ends when the last item ends; its output is the list of item outputs in item
-order (``null`` for an item that failed).  The runtime side is
+order (``null`` for an item that failed).  A mapped sub-workflow step (``workflow:`` and
+``map:``) runs one child run per item instead of a function, its input the step's inputs
+plus the item under ``as``; each item waits for its child as a sub-workflow step does
+(:mod:`orchestrator.core.subworkflows`).  The runtime side is
 :mod:`orchestrator.runtime.maps`, the store side :mod:`orchestrator.store.maps`.
 """
 
@@ -128,8 +131,7 @@ def problems(s: StepDef, params: dict[str, Any] | None, any_kwargs: bool = False
     if s.wait is not None:
         yield ("bad_map", "a step cannot both wait and map.",
                "remove 'wait' or 'map' (put the wait in a step before the map).")
-    for name, what in (("rate_limit", "a rate limit"), ("concurrency", "a concurrency limit"),
-                       ("workflow", "a sub-workflow")):
+    for name, what in (("rate_limit", "a rate limit"), ("concurrency", "a concurrency limit")):
         if getattr(s, name, None) is not None:
             yield ("bad_map", f"a map step cannot have {what} (its items do not draw from "
                    "it yet).",
@@ -147,6 +149,8 @@ def problems(s: StepDef, params: dict[str, Any] | None, any_kwargs: bool = False
     if m.as_ in s.inputs:
         yield ("bad_map", f"input {m.as_!r} is also the parameter that receives each item.",
                f"remove {m.as_!r} from 'inputs', or name another parameter in map.as.")
+    if s.workflow is not None:  # each item is the child's input field ``as``
+        return
     if params is not None and m.as_ not in params and not any_kwargs:
         yield ("bad_map", f"the step function has no parameter {m.as_!r} to receive each "
                "item.",

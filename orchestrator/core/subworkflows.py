@@ -26,6 +26,7 @@ the parent's undo run has a step :data:`UNDO_FUNCTION` that starts the child's u
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ child run's undo run and waits for it."""
 WAIT_KIND = "workflow"
 """The ``kind`` of the ``wait`` record of a step that waits for a run."""
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+_ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]$")  # core.maps.item_id's form
 
 
 class SubWorkflowDef(BaseModel):
@@ -73,7 +75,14 @@ class SubWorkflowFailed(RunError):
 
 
 def child_run_id(run_id: str, step_id: str, attempt: int) -> str:
-    """The id of the child run that attempt ``attempt`` of ``step_id`` starts."""
+    """The id of the child run that attempt ``attempt`` of step run ``step_id`` starts:
+    ``<run>.<step>.<attempt>``, and for item ``i`` of a mapped sub-workflow step (step run
+    ``kid[i]``) ``<run>.kid.<i>.<attempt>``, so that a run id never holds ``[`` or ``]``
+    (``RUN_ID`` of the API and the CLI; glob characters in Redis patterns).  A step id
+    never starts with a digit, so the two forms cannot meet."""
+    item = _ITEM.match(step_id)
+    if item is not None:
+        return f"{run_id}.{item.group(1)}.{item.group(2)}.{attempt}"
     return f"{run_id}.{step_id}.{attempt}"
 
 
@@ -242,7 +251,7 @@ def _pin_one(wf: WorkflowDef, pinned: Mapping[str, WorkflowDef],
                 wf.name, s.id))
             continue
         literal = {k: v.value for k, v in s.inputs.items() if isinstance(v, Value)}
-        if len(literal) == len(s.inputs):
+        if len(literal) == len(s.inputs) and s.map is None:  # a map adds each item
             errors = sorted(Draft202012Validator(child.input_schema).iter_errors(literal),
                             key=lambda e: list(e.path))
             for e in errors:
@@ -284,6 +293,7 @@ def undoable(wf: WorkflowDef, load: Any) -> frozenset[str]:
         return ok
 
     return frozenset(s.id for s in wf.steps if s.workflow is not None
+                     and s.map is None  # a mapped one's children are not undone (yet)
                      and s.workflow.version is not None
                      and has(s.workflow.version, frozenset()))
 

@@ -109,6 +109,16 @@ def awaited_runs(records: Iterable[StepRun]) -> list[str]:
             and r.wait.get("run")]
 
 
+def _runs_child(d: Definition, step_run_id: str) -> bool:
+    """Whether step run ``step_run_id`` (a step, or an item of a mapped sub-workflow step)
+    starts a child run."""
+    try:
+        step = map_steps.step_of(d, step_run_id)
+    except KeyError:  # a map's own bookkeeping entry, or a step of another version
+        return False
+    return step.workflow is not None and (step.map is None or step_run_id != step.id)
+
+
 class Progress:
     """Advances the runs of one store; one per process."""
 
@@ -219,15 +229,16 @@ class Progress:
         run = self.store.run(run_id)
         tracing.run_ended(run)
         d = self.definitions.load(run.version)
-        for s in d.wf.steps:
-            self.store.transition_step(run_id, s.id, StepStatus.CANCELLED, reason=reason)
+        waiting_items = [r.step_id for r in records if r.status is StepStatus.WAITING
+                         and parse_item(r.step_id) is not None]  # mapped children's
+        for s in [*(s.id for s in d.wf.steps), *waiting_items]:
+            self.store.transition_step(run_id, s, StepStatus.CANCELLED, reason=reason)
         # its waits end: their timers and parked messages go, they leave their keys
         self.waits.end(run_id, [r for r in records if r.status is StepStatus.WAITING])
         if running:
             self.app.control.revoke(running, terminate=True, signal="SIGTERM")
         starting = [child_run_id(run_id, r.step_id, r.attempt) for r in records
-                    if r.status is StepStatus.RUNNING and r.step_id in d.wf.step_map
-                    and d.wf.step_map[r.step_id].workflow is not None]
+                    if r.status is StepStatus.RUNNING and _runs_child(d, r.step_id)]
         for child in [*awaited_runs(records), *starting]:  # cancelled with it
             with contextlib.suppress(RunNotFound):
                 if self.cancel(child, reason=f"parent run {run_id} cancelled"):

@@ -3,8 +3,9 @@
 ``test.map_item`` counts, in the store of the run's own Redis, each execution
 (``test:exec:<run>``, by item step run id), each execution that ran to its end
 (``test:done:<run>``), the start times of each (``test:starts:<run>:<item>``, Redis'
-clock) and how many ran at once (``test:inflight:<run>`` now, ``test:peak:<run>`` the
-most): counted by the step function itself, not by the store under test.
+clock) and how many ran at once (``test:inflight:<run>``, the set of items running now:
+an attempt whose removal met a Redis crash is not counted twice when it runs again;
+``test:peak:<run>`` the most): counted by the step function itself, not by the store under test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from orchestrator.core.registry import step_function
 from orchestrator.runtime.context import current
 
 _ENTER = """
-local n = redis.call('INCR', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
 if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end
 local t = redis.call('TIME')
 redis.call('RPUSH', KEYS[3], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
@@ -41,7 +43,7 @@ def map_item(n: int, pause_s: float = 0.0, fail: list[int] | None = None,
         if fail and n in fail and (fail_times == 0 or ctx.attempt <= fail_times):
             raise ValueError(f"item {n} fails on purpose")
     finally:
-        r.decr(f"test:inflight:{run}")
+        r.srem(f"test:inflight:{run}", me)
     r.hincrby(f"test:done:{run}", me, 1)
     return n * 2
 
@@ -88,3 +90,6 @@ _wf.step("each", map_item, map={"over": "input.items", "as": "n", "max_parallel"
          pause_s=0.0)
 map_input = _wf.build()
 map_window6 = _mapped("test_map_window6", max_parallel=6)
+# the Redis-restart test: an item whose own Redis calls meet the crash is retried
+map_window6_retry = _mapped("test_map_window6_retry", max_parallel=6,
+                            retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.5))

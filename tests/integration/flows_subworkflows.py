@@ -116,3 +116,47 @@ sw_napping_saga_child = _ns.build()
 _cs = Workflow("sw_cancel_saga_parent")
 _cs.subworkflow("kid", "sw_napping_saga_child")
 sw_cancel_saga_parent = _cs.build()
+
+
+# mapped sub-workflows, with a map inside each child (a nested map):
+# sw_map_parent: kids (sw_map_child, once per n of input.ns) -> after (echo of kids' output)
+# sw_map_child:  spread(n) = [1..n] -> sq (double of each, a map) -> total (their sum)
+@step_function("test.sw_spread")
+def spread(n: int) -> list[int]:
+    """Count, return ``[1, …, n]``."""
+    ctx = _started()
+    _finished(ctx)
+    return list(range(1, n + 1))
+
+
+@step_function("test.sw_sum")
+def total(values: list[int], fail_above: int | None = None) -> int:
+    """Count; fail if the sum of ``values`` is above ``fail_above``, else return it."""
+    ctx = _started()
+    if fail_above is not None and sum(values) > fail_above:
+        raise ValueError(f"sum {sum(values)} is above {fail_above}, as asked")
+    _finished(ctx)
+    return sum(values)
+
+
+_mc = Workflow("sw_map_child", input_schema={"type": "object", "required": ["n"],
+                                             "properties": {"n": {"type": "integer"}}})
+_mcs = _mc.step("spread", spread, n=_mc.input.n)
+_mcq = _mc.step("sq", double, after=[_mcs], pause_s=_mc.input.pause_s,
+                map={"over": "steps.spread.output", "as": "x"})
+_mc.step("total", total, values=_mcq.output, fail_above=_mc.input.fail_above)
+sw_map_child = _mc.build()
+
+_mp = Workflow("sw_map_parent", input_schema={"type": "object", "required": ["ns"]})
+_mpk = _mp.subworkflow("kids", "sw_map_child", pause_s=_mp.input.pause_s,
+                       fail_above=_mp.input.fail_above,
+                       map={"over": "input.ns", "as": "n", "max_parallel": 2})
+_mp.step("after", echo, value=_mpk.output)
+sw_map_parent = _mp.build()
+
+_mq = Workflow("sw_map_continue_parent", input_schema={"type": "object",
+                                                       "required": ["ns"]})
+_mqk = _mq.subworkflow("kids", "sw_map_child", fail_above=_mq.input.fail_above,
+                       map={"over": "input.ns", "as": "n", "failure_policy": "continue"})
+_mq.step("after", echo, value=_mqk.output)
+sw_map_continue_parent = _mq.build()

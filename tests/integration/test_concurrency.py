@@ -27,7 +27,7 @@ from tests.integration.flows_concurrency import (
 )
 from tests.support.wait import wait_until
 from tests.support.waits import executions
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -259,3 +259,32 @@ def test_a_slot_passed_by_a_process_that_died_before_publishing_is_started_by_th
         assert view.run.status.value == "succeeded", statuses(view)
         assert executions(coord, waiting) == {"enter": 1, "leave": 1}
         assert "claimed but never published" in workers[0].tail(400)
+
+
+def test_a_redis_restart_keeps_every_limit_and_loses_no_run(redis_binary: str) -> None:
+    """Six runs of two keys, one slot per key; Redis crashes (SIGKILL) while the first
+    holders run and comes back from its AOF.  Every run ends succeeded, the queued ones
+    in arrival order per key, and never were two runs of one key in flight at once
+    (measured in the steps).  The workers run under a supervisor (``supervise``)."""
+    tag = "restart"
+    with private_stack(redis_binary, ["q1", "q2"], concurrency=3, lease_s=2.0,
+                       appendonly=True, server_args=("--appendfsync", "always")
+                       ) as (server, coord, workers):
+        runs = {key: [coord.submit(conc_queue, {"customer": key, "tag": tag, "hold_s": 1.0})
+                      for _ in range(3)] for key in ("a", "b")}
+        wait_until(lambda: all(executions(coord, ids[0]).get("enter") for ids in
+                               runs.values()), 30, message="no holder ever started")
+        server.kill()
+        server.restart()
+        wait_until(server.ping, 30, message="redis did not come back")
+        every = [rid for ids in runs.values() for rid in ids]
+        wait_until(lambda: supervise(workers) >= 0 and all(
+            coord.store.run(rid).status.terminal for rid in every), 180, interval_s=0.2,
+            message=lambda: str({rid: statuses(coord.view(rid)) for rid in every}))
+        for rid in every:
+            view = coord.view(rid)
+            assert view.run.status.value == "succeeded", statuses(view)
+        assert _max(coord, tag) == {"a": 1, "b": 1}
+        for key, ids in runs.items():
+            order = list(dict.fromkeys(_order(coord, tag, key)))  # a redelivery repeats
+            assert order == ids, (key, order, ids)

@@ -2,8 +2,10 @@
 waits for it (no worker slot held); the child's output flows on; a failed child is retried
 as a new child run, then the failure path runs; cancelling the parent cancels the child;
 a parent that fails undoes a succeeded child's steps; two levels nest; a worker killed
-while the child runs loses nothing.  Step functions count their executions
-(``test:exec:<run>``) and completions (``test:done:<run>``): see
+while the child runs loses nothing; a mapped sub-workflow step runs one child per item,
+each child mapping in turn (nested maps), under the map's failure policies, cancelled with
+its parent, and a worker killed in a nested item loses nothing.  Step functions count
+their executions (``test:exec:<run>``) and completions (``test:done:<run>``): see
 ``tests/integration/flows_subworkflows.py``."""
 
 from __future__ import annotations
@@ -240,3 +242,130 @@ def test_a_redis_restart_while_the_parent_waits_loses_nothing(redis_binary: str)
         assert done(coord, run_id) == {"a": 1, "after": 1}
         assert done(coord, child) == {"double": 1}
         assert not coord.store.exists(child_run_id(run_id, "kid", 2))
+
+
+# --- mapped sub-workflows (a map inside each child: nested maps) ---------------------------
+
+
+def _children(run_id: str, ns: list[int]) -> list[str]:
+    return [child_run_id(run_id, f"kids[{i}]", 1) for i in range(len(ns))]
+
+
+def test_a_mapped_sub_workflow_runs_one_child_per_item_each_with_its_own_map(
+        coord: Coordinator) -> None:
+    ns = [1, 2, 3, 4]
+    run_id = coord.submit("sw_map_parent", {"ns": ns})
+    view = wait_run(coord, run_id, 60)
+    assert view.run.status is RunStatus.SUCCEEDED, statuses(view)
+    # each child: spread(n) = [1..n], doubled by its own map, summed: n * (n + 1)
+    assert view.outputs["kids"] == [2, 6, 12, 20] and view.outputs["after"] == [2, 6, 12, 20]
+    assert executions(coord, run_id) == {"after": 1} == done(coord, run_id)
+    for i, (n, child) in enumerate(zip(ns, _children(run_id, ns), strict=True)):
+        assert child == f"{run_id}.kids.{i}.1"  # no [ ] in a run id
+        cview = coord.view(child)
+        assert cview.run.status is RunStatus.SUCCEEDED, statuses(cview)
+        assert (cview.run.parent_run, cview.run.parent_step) == (run_id, f"kids[{i}]")
+        assert cview.run.input["n"] == n
+        assert cview.outputs["sq"] == [2 * k for k in range(1, n + 1)]
+        # every step function of the child (and each item of its map) ran exactly once
+        want = {"spread": 1, "total": 1, **{f"sq[{k}]": 1 for k in range(n)}}
+        assert executions(coord, child) == want == done(coord, child)
+        assert not coord.store.exists(child_run_id(run_id, f"kids[{i}]", 2))
+    items = coord.store.step_runs(run_id, [f"kids[{i}]" for i in range(len(ns))])
+    assert [r.wait for r in items.values()] == [
+        {"kind": "workflow", "run": c} for c in _children(run_id, ns)]
+
+
+def test_a_failing_child_under_continue_gives_null_and_the_others_go_on(
+        coord: Coordinator) -> None:
+    ns = [1, 3, 2]  # n = 3 sums to 12, above 10: that child fails
+    run_id = coord.submit("sw_map_continue_parent", {"ns": ns, "fail_above": 10})
+    view = wait_run(coord, run_id, 60)
+    assert view.run.status is RunStatus.SUCCEEDED, statuses(view)
+    assert view.outputs["kids"] == [2, None, 6] == view.outputs["after"]
+    first, failing, third = _children(run_id, ns)
+    assert coord.store.run(failing).status is RunStatus.FAILED
+    assert coord.store.run(first).status is RunStatus.SUCCEEDED
+    assert coord.store.run(third).status is RunStatus.SUCCEEDED
+    rec = coord.store.step_runs(run_id, ["kids[1]"])["kids[1]"]
+    assert rec.status is StepStatus.FAILED and rec.error is not None
+    assert rec.error["type"].endswith("SubWorkflowFailed")
+    assert executions(coord, failing) == {"spread": 1, "sq[0]": 1, "sq[1]": 1, "sq[2]": 1,
+                                          "total": 1}
+    assert "total" not in done(coord, failing)
+
+
+def test_cancelling_a_mapped_parent_cancels_its_children(coord: Coordinator) -> None:
+    ns = [1, 1]
+    run_id = coord.submit("sw_map_parent", {"ns": ns, "pause_s": 300.0})
+    children = _children(run_id, ns)
+    wait_until(lambda: all(coord.store.exists(c) and executions(coord, c).get("sq[0]")
+                           for c in children), 30,
+               message="the children's map items never ran")
+    assert coord.cancel(run_id)
+    for c in children:
+        assert coord.store.run(c).status is RunStatus.CANCELLED
+    items = coord.store.step_runs(run_id, ["kids[0]", "kids[1]"])
+    assert {r.status for r in items.values()} == {StepStatus.CANCELLED}
+    assert all(not done(coord, c).get("sq[0]") for c in children)
+
+
+def test_a_worker_killed_in_a_nested_map_item_loses_nothing(redis_binary: str) -> None:
+    with private_stack(redis_binary, ["w1", "w2"], lease_s=2.0) as (_, coord, workers):
+        ns = [2, 1, 3]
+        run_id = coord.submit("sw_map_parent", {"ns": ns, "pause_s": 2.0})
+        children = _children(run_id, ns)
+
+        def running() -> Any:
+            if not coord.store.exists(children[0]):
+                return None
+            rec = coord.store.step_runs(children[0], ["sq[0]"])["sq[0]"]
+            return rec if rec.status is StepStatus.RUNNING else None
+
+        rec = wait_until(running, 30, message="the first child's map item never ran")
+        wait_until(lambda: executions(coord, children[0]).get("sq[0]") == 1, 10)
+        victim = next(w for w in workers if w.name == rec.worker)
+        victim.kill()
+        view = wait_run(coord, run_id, 120)
+        assert view.run.status is RunStatus.SUCCEEDED, statuses(view)
+        assert view.outputs["kids"] == [6, 2, 12]
+        assert done(coord, run_id) == {"after": 1}
+        for n, child in zip(ns, children, strict=True):
+            want = {"spread": 1, "total": 1, **{f"sq[{k}]": 1 for k in range(n)}}
+            assert done(coord, child) == want, child  # each ran to its end exactly once
+            # only a step the killed worker was running may have started twice
+            assert all(v in (1, 2) for v in executions(coord, child).values())
+        assert executions(coord, children[0])["sq[0]"] == 2
+        assert all(not coord.store.exists(child_run_id(run_id, f"kids[{i}]", 2))
+                   for i in range(len(ns)))
+
+
+def test_a_failing_child_under_fail_fast_fails_the_map_and_nothing_stalls(
+        coord: Coordinator) -> None:
+    ns = [1, 3, 1, 1, 1, 1]  # n = 3 sums to 12, above 10: that child fails
+    run_id = coord.submit("sw_map_parent", {"ns": ns, "fail_above": 10})
+    view = wait_run(coord, run_id, 60)
+    assert view.run.status is RunStatus.FAILED, statuses(view)
+    assert statuses(view)["kids"] == "failed"
+    kids = next(s for s in view.steps if s.step_id == "kids")
+    assert kids.map is not None and kids.map["stopped"] and kids.map["failed"] == 1
+    assert kids.map["failures"][0]["index"] == 1
+    items = coord.store.step_runs(run_id, [f"kids[{i}]" for i in range(len(ns))])
+    assert items["kids[1]"].status is StepStatus.FAILED
+    started = [i for i, c in enumerate(_children(run_id, ns)) if coord.store.exists(c)]
+    failed_at = items["kids[1]"].ended_at
+    assert 1 in started and failed_at is not None
+    # no item that began after the failure started a child (the workers' clocks: one
+    # machine); an item published before it ends cancelled when it begins
+    for i in started:
+        began = items[f"kids[{i}]"].started_at
+        assert began is not None and began <= failed_at, (i, began, failed_at)
+    for i in range(len(ns)):  # every item ended or never was published; none waits
+        rec = items[f"kids[{i}]"]
+        assert rec.status.terminal or rec.status is StepStatus.PENDING, (i, rec)
+        assert rec.status is not StepStatus.PENDING or i not in started, (i, rec)
+    for i in started:  # each started child ended, each of its steps ran once
+        child = child_run_id(run_id, f"kids[{i}]", 1)
+        assert coord.store.run(child).status.terminal
+        assert all(v == 1 for v in executions(coord, child).values()), child
+    assert executions(coord, run_id) == {}  # `after` never ran

@@ -42,6 +42,8 @@ class WorkerProcess:
         the ``-A`` module (a test hook that wraps ``workers.main``)."""
         self.name = f"{name}@test"
         self.redis_url = redis_url
+        self._spawn_args: tuple[Any, ...] = (redis_url, name, queues, concurrency, pool,
+                                             python, cwd, env, app, settings)
         self.log = procs.temp_log(f"worker-{name}-")
         cmd = [python, "-m", "celery", "-A", app, "worker",
                "-n", self.name, "-Q", ",".join(queues), "-c", str(concurrency), "-P", pool,
@@ -67,6 +69,12 @@ class WorkerProcess:
             app.pool.force_close_all()
             return None
 
+    def respawn(self) -> WorkerProcess:
+        """A new worker process started as this one was (same name, queues, settings)."""
+        url, name, queues, conc, pool, python, cwd, env, app, settings = self._spawn_args
+        return WorkerProcess(url, name, queues=queues, concurrency=conc, pool=pool,
+                             python=python, cwd=cwd, env=env, app=app, **settings)
+
     def child_pids(self) -> list[int]:
         """Pids of the pool's child processes."""
         return procs.child_pids(self.proc.pid)
@@ -81,3 +89,19 @@ class WorkerProcess:
 
     def tail(self, lines: int = 60) -> str:
         return procs.log_tail(self.log, lines)
+
+
+def supervise(workers: list[WorkerProcess]) -> int:
+    """Do what a process supervisor (systemd, Compose's ``restart:``) does: replace, in
+    place, every worker of ``workers`` whose process has exited.  Celery's worker can
+    exit on a Redis restart (kombu's reconnect races the channel's close:
+    ``Unrecoverable error: AttributeError(... 'hostname')``, celery/celery#10205 and
+    celery/kombu#970 are the family), so the fault tests that restart Redis run their
+    workers under this, as a deployment runs them under a supervisor.  Returns how many
+    it replaced."""
+    replaced = 0
+    for i, w in enumerate(workers):
+        if w.proc.poll() is not None:
+            workers[i] = w.respawn()
+            replaced += 1
+    return replaced

@@ -251,3 +251,46 @@ def test_a_version_that_is_gone_counts_as_nothing_to_undo() -> None:
         raise KeyError(version)
 
     assert undoable(par, load) == frozenset()
+
+
+# --- mapped sub-workflows ----------------------------------------------------------------
+
+
+def mapped_parent(**map_fields: Any) -> WorkflowDef:
+    return flow("parent", [{"id": "kids", "workflow": "child",
+                            "map": {"over": "input.xs", "as": "x", **map_fields}}])
+
+
+def test_a_mapped_sub_workflow_step_is_valid_and_its_item_is_the_childs_field(
+        reg: Registry) -> None:
+    wf = mapped_parent(max_parallel=2, failure_policy="continue")
+    assert problems_of(wf, reg) == []
+    # the literal inputs miss the item: the child's required "x" is not checked at load
+    pinned, problems = pin({"parent": wf, "child": child()})
+    assert problems == {}
+    assert pinned["parent"].step_map["kids"].workflow == SubWorkflowDef(
+        name="child", version=child().version)
+
+
+def test_a_mapped_sub_workflow_step_still_names_its_map_problems(reg: Registry) -> None:
+    found = problems_of(mapped_parent(max_parallel=0), reg)
+    assert [(p.code, p.step) for p in found] == [("bad_map", "kids")]
+    clash = flow("parent", [{"id": "kids", "workflow": "child", "inputs": {"x": 1},
+                             "map": {"over": "input.xs", "as": "x"}}])
+    (p,) = problems_of(clash, reg)
+    assert p.code == "bad_map" and "remove 'x' from 'inputs'" in p.fix
+
+
+def test_an_items_child_run_id_holds_no_brackets() -> None:
+    assert child_run_id("r1", "kids[3]", 2) == "r1.kids.3.2"
+    assert child_run_id("r1", "kids", 2) == "r1.kids.2"
+
+
+def test_a_mapped_sub_workflow_step_is_not_undone(reg: Registry) -> None:
+    saga = flow("child", [{"id": "a", "function": "act", "compensate": {"function": "undo"}}])
+    wf = mapped_parent()
+    pinned, _ = pin({"parent": wf, "child": saga})
+    assert undoable(pinned["parent"], lambda v: saga) == frozenset()
+    plain = flow("parent", [{"id": "kid", "workflow": "child"}])
+    assert undoable(pin({"parent": plain, "child": saga})[0]["parent"],
+                    lambda v: saga) == frozenset({"kid"})
