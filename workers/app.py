@@ -20,7 +20,7 @@ from orchestrator.errors import (
     RunIdInvalid,
     WorkflowNotFound,
 )
-from orchestrator.runtime import tracing
+from orchestrator.runtime import broker, tracing
 from orchestrator.runtime.catalog import discover, limits_of
 from orchestrator.runtime.celeryconf import (
     JOIN_TASK,
@@ -34,6 +34,7 @@ from orchestrator.runtime.definitions import Definitions
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore, StoreError
+from orchestrator.store.connection import is_sentinel_url
 from orchestrator.store.submissions import RejectedSubmission, Submissions
 from workers import items, logs
 from workers import step as step_mod
@@ -55,6 +56,10 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
+    # acknowledgements that survive a Redis restart (see orchestrator.runtime.broker)
+    app.conf.broker_transport = (broker.WORKER_SENTINEL_TRANSPORT
+                                 if is_sentinel_url(settings.redis_url)
+                                 else broker.WORKER_TRANSPORT)
     store = RunStore.from_url(settings.redis_target, settings.key_prefix,
                               settings.run_retention_s)
     progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),

@@ -1,5 +1,6 @@
-"""The broker transport of a publisher: kombu's Redis transport, with one Redis client per
-channel instead of one per message.
+"""The broker transports: a publisher's (kombu's Redis transport, with one Redis client per
+channel instead of one per message) and a worker's (kombu's, with acknowledgements that
+survive a reconnect).
 
 kombu's Redis channel builds a new ``redis.Redis`` object for every message it sends
 (``conn_or_acquire`` without a client), and for every event it publishes.  With redis-py 8
@@ -12,17 +13,38 @@ connections and their options (timeouts, keepalive, health checks) are kombu's a
 Only the coordinator's app (:func:`orchestrator.runtime.celeryconf.client_app`) uses it,
 and only on a plain ``redis://`` or ``rediss://`` broker; a Sentinel broker keeps kombu's
 own transport.  Messages are byte for byte what kombu's Redis transport sends.
+
+A worker's transport (:data:`WORKER_TRANSPORT`, :data:`WORKER_SENTINEL_TRANSPORT`) differs
+from kombu's in one place.  When Redis restarts under a worker, kombu reconnects on a new
+connection and closes the old one, whose channels lose their client; a task that ends
+afterwards acknowledges its message on the old channel, kombu's QoS then builds a Redis
+client from a connection that is gone (``AttributeError: 'NoneType' object has no attribute
+'hostname'``), and the worker exits with "Unrecoverable error" (seen in about one
+Redis-restart test in three, often both workers at once; celery/kombu#970 is the same
+shape on shutdown).  :class:`GuardedQoS` drops such an acknowledgement (and the restore of
+the old channel's unacknowledged messages) with a warning instead: the message stays in
+kombu's unacked index in Redis, kombu's own sweep (``unacked_restore_interval``) puts it
+back in its queue after the visibility timeout, and the step's task finds the step run
+already ended and does nothing (its lease fences a second execution).  Nothing is lost
+and nothing runs twice; the worker stays up.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = f"{__name__}:Transport"
-"""The transport's path, for Celery's ``broker_transport`` setting."""
+"""The publisher's transport's path, for Celery's ``broker_transport`` setting."""
+WORKER_TRANSPORT = f"{__name__}:WorkerTransport"
+"""A worker's transport on a ``redis://`` or ``rediss://`` broker."""
+WORKER_SENTINEL_TRANSPORT = f"{__name__}:WorkerSentinelTransport"
+"""A worker's transport on a ``sentinel://`` broker."""
+
+log = logging.getLogger(__name__)
 
 
 class Channel(kombu_redis.Channel):
@@ -50,3 +72,62 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`."""
 
     Channel = Channel
+
+
+class GuardedQoS(kombu_redis.QoS):
+    """kombu's Redis QoS whose acknowledgements on a channel of a connection that is gone
+    are dropped with a warning instead of raising (see the module docstring)."""
+
+    def _gone(self) -> bool:
+        transport = getattr(self.channel, "connection", None)
+        return transport is None or getattr(transport, "client", None) is None
+
+    def ack(self, delivery_tag: Any) -> None:
+        if self._gone():
+            log.warning("message %s was acknowledged after its broker connection closed "
+                        "(Redis restarted?): it stays in the unacked index and comes back "
+                        "after the visibility timeout, where its ended step run makes it a "
+                        "no-op", delivery_tag)
+            self._quick_ack(delivery_tag)  # local bookkeeping only
+            return
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self._gone():
+            log.warning("message %s was rejected after its broker connection closed: it "
+                        "comes back after the visibility timeout", delivery_tag)
+            self._quick_ack(delivery_tag)
+            return
+        super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+
+    def restore_unacked(self, client: Any = None) -> None:
+        if client is None and self._gone():
+            log.warning("%d unacknowledged message(s) of a closed broker connection are "
+                        "left to the visibility timeout", len(self._delivered))
+            self._delivered.clear()
+            return
+        super().restore_unacked(client)  # type: ignore[no-untyped-call]
+
+
+class WorkerChannel(kombu_redis.Channel):
+    """kombu's Redis channel with :class:`GuardedQoS`."""
+
+    QoS = GuardedQoS
+
+
+class WorkerTransport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`WorkerChannel`."""
+
+    Channel = WorkerChannel
+
+
+class WorkerSentinelChannel(kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel with :class:`GuardedQoS`."""
+
+    QoS = GuardedQoS
+
+
+class WorkerSentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with :class:`WorkerSentinelChannel`."""
+
+    Channel = WorkerSentinelChannel

@@ -86,6 +86,11 @@ def private_stack(redis_binary: str, names: Sequence[str], *,
             for w in workers:
                 w.wait_ready(coord.app)
             yield server, coord, workers
+        except BaseException:
+            for w in workers:  # pytest shows what a failed test printed
+                alive = "alive" if w.proc.poll() is None else f"exited {w.proc.returncode}"
+                print(f"--- worker {w.name} ({alive}), last lines:\n{w.tail(40)}")
+            raise
         finally:
             for w in workers:
                 w.stop()

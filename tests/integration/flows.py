@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from typing import Any
+
+import redis
 
 from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import RetryPolicy
@@ -128,6 +131,48 @@ _f.step("cleanup", sleep_step, after=[bad, good], trigger_rule="all_done", secon
 fail_flow = _f.build()
 
 
+def enter(r: Any, run_id: str, step_id: str) -> str:
+    """Mark this execution of the step run in flight (``test:inflight:<run>:<step>``, the
+    pool process's pid) and count an overlap in ``test:overlap:<run>`` when another
+    execution of it still runs.  A mark left by a process that is gone (a SIGKILLed worker
+    or pool child) or by this very process (which runs one task at a time) is stale, not
+    an overlap: the test workers all run on this machine.  Returns the mark's key."""
+    key = f"test:inflight:{run_id}:{step_id}"
+    me = str(os.getpid())
+    if not r.set(key, me, nx=True, ex=600):
+        held = r.get(key)
+        holder = held.decode() if isinstance(held, bytes) else held
+        if holder is not None and holder != me and _alive(int(holder)):
+            r.hincrby(f"test:overlap:{run_id}", step_id, 1)
+            r.rpush(f"test:overlap-by:{run_id}", f"{step_id} {me} met {holder}")
+        r.set(key, me, ex=600)
+    return key
+
+
+def leave(r: Any, key: str) -> None:
+    """Clear an in-flight mark, waiting out a Redis restart (up to 10 s): a step that ends
+    while Redis is down still leaves no mark behind."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            r.delete(key)
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed pool child its worker
+    has not reaped yet runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 @step_function("test.count")
 def count(pause_s: float = 0.0) -> int:
     """Count this execution of the step run in Redis (``test:exec:<run>`` hash, by step),
@@ -135,11 +180,9 @@ def count(pause_s: float = 0.0) -> int:
     ctx = current()
     r = ctx.redis
     n = int(r.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
-    inflight = f"test:inflight:{ctx.run_id}:{ctx.step_id}"
-    if not r.set(inflight, ctx.attempt, nx=True, ex=600):
-        r.hincrby(f"test:overlap:{ctx.run_id}", ctx.step_id, 1)
+    inflight = enter(r, ctx.run_id, ctx.step_id)
     time.sleep(pause_s)
-    r.delete(inflight)
+    leave(r, inflight)
     return n
 
 

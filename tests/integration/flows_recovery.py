@@ -11,7 +11,7 @@ from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import CompensateDef, RetryPolicy
 from orchestrator.core.registry import step_function
 from orchestrator.runtime.context import current
-from tests.integration.flows import count
+from tests.integration.flows import count, enter, leave
 
 
 @step_function("test.count_or_fail")
@@ -69,9 +69,7 @@ def undo(input: dict[str, Any], output: dict[str, Any]) -> str:
     r = ctx.redis
     assert output == {"done": ctx.step_id}, output
     n = int(r.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
-    inflight = f"test:inflight:{ctx.run_id}:{ctx.step_id}"
-    if not r.set(inflight, n, nx=True, ex=600):
-        r.hincrby(f"test:overlap:{ctx.run_id}", ctx.step_id, 1)
+    inflight = enter(r, ctx.run_id, ctx.step_id)
     r.rpush(f"test:undo:{ctx.run_id}", json.dumps(["start", ctx.step_id, _now(r)]))
     try:
         time.sleep(float(input.get("undo_pause_s") or 0.0))
@@ -79,7 +77,7 @@ def undo(input: dict[str, Any], output: dict[str, Any]) -> str:
             raise RuntimeError(f"undo of {ctx.step_id} failed (execution {n})")
     finally:
         r.rpush(f"test:undo:{ctx.run_id}", json.dumps(["end", ctx.step_id, _now(r)]))
-        r.delete(inflight)
+        leave(r, inflight)
     return f"undid {ctx.step_id}"
 
 

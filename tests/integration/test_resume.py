@@ -129,7 +129,7 @@ def test_resumed_runs_survive_a_killed_worker_and_a_redis_restart(redis_binary: 
             server.kill()  # a crash: only what the AOF holds comes back
             server.restart()
             wait_until(server.ping, 30, message="redis did not come back")
-            views = [wait_run(coord, n, 120) for n in news]
+            views = [wait_run(coord, n, 240) for n in news]
         finally:
             fresh.stop()
         for view in views:

@@ -93,12 +93,12 @@ class WorkerProcess:
 
 def supervise(workers: list[WorkerProcess]) -> int:
     """Do what a process supervisor (systemd, Compose's ``restart:``) does: replace, in
-    place, every worker of ``workers`` whose process has exited.  Celery's worker can
+    place, every worker of ``workers`` whose process has exited.  A Celery worker can
     exit on a Redis restart (kombu's reconnect races the channel's close:
-    ``Unrecoverable error: AttributeError(... 'hostname')``, celery/celery#10205 and
-    celery/kombu#970 are the family), so the fault tests that restart Redis run their
-    workers under this, as a deployment runs them under a supervisor.  Returns how many
-    it replaced."""
+    ``Unrecoverable error: AttributeError(... 'hostname')``; our worker transport,
+    :mod:`orchestrator.runtime.broker`, guards the path that was seen), so some fault
+    tests that restart Redis run their workers under this, as a deployment runs them
+    under a supervisor.  Returns how many it replaced."""
     replaced = 0
     for i, w in enumerate(workers):
         if w.proc.poll() is not None:
