@@ -5,10 +5,14 @@ by their signature, no bearer token) and each trigger's handled events (``GET
 A webhook's answer says what became of it: 202 and ``Location`` when it started a run,
 200 when its event id had started one already (the same run, no new one) or its filter
 was false, 401 when it is not authentic (unsigned, a bad signature, a timestamp outside
-the window), 404 for an unknown trigger, 413 past ``ORCH_HOOK_MAX_BODY_BYTES``, 400 when
+the window) or names no webhook trigger, 413 past ``ORCH_HOOK_MAX_BODY_BYTES``, 400 when
 the body is not JSON, 422 when the trigger's expressions fail on it or the input does
 not fit the workflow, 503 when Redis fails (deliver it again: it is deduplicated).
-Every one but the 404 is recorded in the trigger's capped list.
+
+Webhook URLs carry no bearer token, so no tenant: an unknown trigger answers exactly as a
+known one answers a request that is not authentic (the same 401 body, after the same body
+limit), and a 401 never says why.  Nobody learns which trigger names exist by probing;
+the reason goes to the trigger's capped list of events (``triggers:read``) and the log.
 """
 
 from __future__ import annotations
@@ -89,6 +93,16 @@ class TriggerEvents(BaseModel):
     events: list[EventRecord]
 
 
+def _not_authentic() -> ApiError:
+    """The one answer to a webhook that is not authentic or names no webhook trigger."""
+    return ApiError(
+        401, "signature_invalid",
+        "the webhook is not authentic, or names no webhook trigger of this server",
+        "Sign it with the trigger's secret as its scheme says (Standard Webhooks or "
+        "GitHub's X-Hub-Signature-256), with a current timestamp; whoever holds "
+        "triggers:read sees why in GET /v1/triggers/<name>/events.")
+
+
 def install(app: FastAPI, settings: Settings, catalog: Catalog,
             coordinator: Coordinator) -> None:
     """Check the catalog's triggers against ``settings`` and serve their endpoints.
@@ -149,7 +163,7 @@ def _record_json(rec: EventRecord, status: int, headers: dict[str, str] | None =
         200: {"model": EventRecord, "description": "No new run: its event id had started "
               "one already (`duplicate`, Location: that run), or the filter was false "
               "(`filtered`)."},
-        **error_responses(400, 401, 404, 413, 422, 503),
+        **error_responses(400, 401, 413, 422, 503),
     },
 )
 async def receive(request: Request, trigger: TriggerName) -> JSONResponse:
@@ -164,24 +178,27 @@ async def receive(request: Request, trigger: TriggerName) -> JSONResponse:
     except TriggerNotFound:
         trig = None
     source = trig.definition.source if trig is not None else None
-    if trig is None or not isinstance(source, WebhookSource):
-        log.info("webhook for unknown trigger %r refused (404)", trigger)
-        raise ApiError(404, "trigger_not_found", f"no webhook trigger named {trigger!r}",
-                       "POST to /v1/hooks/<name> of a webhook trigger of this server.")
     intake = hooks.intake
     body = await _read_capped(request, hooks.max_body_bytes)
     if body is None:
-        await anyio.to_thread.run_sync(intake.reject, trig.name, "webhook",
-                                       f"body larger than {hooks.max_body_bytes} bytes")
+        if trig is not None:
+            await anyio.to_thread.run_sync(intake.reject, trig.name, "webhook",
+                                           f"body larger than {hooks.max_body_bytes} bytes")
         raise ApiError(413, "body_too_large",
                        f"the webhook body is larger than {hooks.max_body_bytes} bytes",
                        f"Send a smaller event (the server's {env_name('hook_max_body_bytes')}).")
+    if trig is None or not isinstance(source, WebhookSource):
+        log.info("webhook for unknown trigger %r refused (401, as an unsigned one)", trigger)
+        raise _not_authentic()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         message_id = signatures.verify(source, hooks.table.secret(trig.name), body, headers,
                                        time.time())
     except ApiError as exc:
         await anyio.to_thread.run_sync(intake.reject, trig.name, "webhook", exc.message)
+        if exc.status_code == 401:
+            log.info("webhook for trigger %r refused (401): %s", trig.name, exc.message)
+            raise _not_authentic() from None
         raise
     try:
         value = json.loads(body)
