@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 
+from orchestrator.api.server import ServerThread
 from orchestrator.core.compensation import undo_run_id
 from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import private_stack, statuses, wait_run
+from tests.support.api import api_server_fixture, bearer
 from tests.support.wait import wait_until
 from tests.support.waits import clear_inflight_marks, executions
 from tests.support.workers import WorkerProcess
@@ -152,3 +155,62 @@ def test_unwinding_survives_a_killed_worker_and_a_redis_restart(redis_binary: st
             assert set(counts) == {"a", "b", "p1", "p2"}, counts
             assert coord.store.client.hgetall(
                 f"test:overlap:{undo_run_id(view.run.run_id)}") == {}
+
+
+def _cancel_mid_fan_out(coord: Coordinator, cancel: Any) -> str:
+    """Submit ``saga_fanout``, cancel it with ``cancel(run_id)`` once a branch runs, and
+    check that it unwinds: every step that ran is undone once, the rest never start."""
+    run_id = coord.submit("saga_fanout")
+    wait_until(lambda: any(s.status.value == "running" and s.step_id.startswith("f")
+                           for s in coord.view(run_id).steps), 30,
+               message="no branch ever ran")
+    cancel(run_id)
+    view = wait_run(coord, run_id, 90)
+    assert view.run.status.value == "compensated", statuses(view)
+    undone = sorted(s.step_id for s in view.steps if s.status.value == "compensated")
+    assert sorted(executions(coord, run_id)) == undone and "a" in undone, statuses(view)
+    assert executions(coord, undo_run_id(run_id)) == {s: 1 for s in undone}
+    return run_id
+
+
+def test_the_cli_cancels_and_compensates(coord: Coordinator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import cli
+
+    monkeypatch.setenv("ORCH_REDIS_URL", coord.settings.redis_url)
+    monkeypatch.setenv("ORCH_WORKFLOW_PACKAGES", ",".join(coord.settings.workflow_packages))
+    runner = CliRunner()
+    said: list[str] = []
+
+    def cancel(run_id: str) -> None:
+        out = runner.invoke(cli, ["cancel", run_id, "--compensate"])
+        assert out.exit_code == 0, out.output
+        said.append(out.output)
+
+    run_id = _cancel_mid_fan_out(coord, cancel)
+    assert f"undo run {undo_run_id(run_id)}" in said[0], said
+    again = runner.invoke(cli, ["cancel", run_id, "--compensate"])
+    assert again.exit_code == 0 and "nothing to cancel" in again.output, again.output
+
+
+TOKEN = "compensation-test-token-0123456789-abcdef"
+api = api_server_fixture(api_tokens=[{"token": TOKEN, "scopes": ["runs:read", "runs:write"]}])
+
+
+def test_the_api_cancels_and_compensates(coord: Coordinator, api: ServerThread) -> None:
+    with httpx.Client(base_url=api.url, headers=bearer(TOKEN), timeout=30) as http:
+        answers: list[httpx.Response] = []
+
+        def cancel(run_id: str) -> None:
+            answers.append(http.post(f"/v1/runs/{run_id}/cancel",
+                                     params={"compensate": "true"}))
+
+        run_id = _cancel_mid_fan_out(coord, cancel)
+        assert answers[0].status_code == 200, answers[0].text
+        assert answers[0].json()["status"] == "compensating", answers[0].text
+        ended = http.get(f"/v1/runs/{run_id}").json()
+        assert ended["status"] == "compensated", ended
+        again = http.post(f"/v1/runs/{run_id}/cancel", params={"compensate": "true"})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "run_ended"

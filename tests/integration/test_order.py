@@ -147,3 +147,25 @@ def test_shipping_failing_for_good_unwinds_the_order(coord: Coordinator,
     assert statuses(undo) == {"reserve_item": "succeeded", "generate_invoice": "succeeded",
                               "update_accounting": "succeeded"}
     assert undo.outputs["update_accounting"] == balance_before
+
+
+def test_an_order_failed_on_inventory_is_resumed_once_inventory_is_back(
+        coord: Coordinator, r: redis.Redis) -> None:
+    """docs/recovery.md's resume example: the inventory system was down, the order failed
+    at check_inventory; once it answers, the order is resumed (the failed step and all
+    downstream of it run again), receive_order's output is reused, and the order ships."""
+    systems.set_stock(r, "SKU-7", 5)
+    systems.set_inventory_down(r)
+    try:
+        old = coord.submit("customer_order", {**ORDER, "order_id": "o-7", "sku": "SKU-7"})
+        assert wait_run(coord, old).run.status.value == "failed"
+    finally:
+        systems.set_inventory_down(r, False)
+    new, _ = coord.resume(old)
+    view = wait_run(coord, new)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert view.run.resumed_from == old and list(coord.store.run(old).resumes) == [new]
+    receive = next(s for s in view.steps if s.step_id == "receive_order")
+    assert receive.status.value == "succeeded" and f"reused from run {old}" in str(
+        receive.reason), receive
+    assert int(r.hget(systems.STOCK, "SKU-7") or 0) == 3
