@@ -237,6 +237,9 @@ class CallbackSender:
 
 
 def redact(url: str) -> str:
-    """``url`` without its query string (it may carry a token) for logs."""
+    """``url`` for logs: without its query string or user info (either may carry a
+    secret)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    who = "…@" if "@" in parts.netloc else ""
+    return f"{parts.scheme}://{who}{host}{parts.path}" + ("?…" if parts.query else "")
