@@ -10,9 +10,9 @@ about a millisecond building clients.  This channel keeps the first one it build
 ``redis.Redis`` on the channel's connection pool is thread-safe, and the pool, its
 connections and their options (timeouts, keepalive, health checks) are kombu's as before.
 
-Only the coordinator's app (:func:`orchestrator.runtime.celeryconf.client_app`) uses it,
-and only on a plain ``redis://`` or ``rediss://`` broker; a Sentinel broker keeps kombu's
-own transport.  Messages are byte for byte what kombu's Redis transport sends.
+The coordinator's app (:func:`orchestrator.runtime.celeryconf.client_app`) and the
+workers use it, on a plain ``redis://`` or ``rediss://`` broker; on a Sentinel broker
+both keep kombu's own clients.  Messages are byte for byte what kombu's Redis transport sends.
 
 A worker's transport (:data:`WORKER_TRANSPORT`, :data:`WORKER_SENTINEL_TRANSPORT`) differs
 from kombu's in one place.  When Redis restarts under a worker, kombu reconnects on a new
@@ -109,8 +109,9 @@ class GuardedQoS(kombu_redis.QoS):
         super().restore_unacked(client)  # type: ignore[no-untyped-call]
 
 
-class WorkerChannel(kombu_redis.Channel):
-    """kombu's Redis channel with :class:`GuardedQoS`."""
+class WorkerChannel(Channel):
+    """The publisher's channel (one synchronous client, not one per message: a worker
+    publishes the next steps, map items and task events) with :class:`GuardedQoS`."""
 
     QoS = GuardedQoS
 
@@ -122,7 +123,8 @@ class WorkerTransport(kombu_redis.Transport):
 
 
 class WorkerSentinelChannel(kombu_redis.SentinelChannel):
-    """kombu's Sentinel channel with :class:`GuardedQoS`."""
+    """kombu's Sentinel channel (its own clients, as a publisher's on Sentinel) with
+    :class:`GuardedQoS`."""
 
     QoS = GuardedQoS
 

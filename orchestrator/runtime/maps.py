@@ -32,6 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from kombu.exceptions import BatchPublishError
+
 from orchestrator.core import maps
 from orchestrator.core.maps import item_id, parse_item
 from orchestrator.core.models import StepDef
@@ -100,12 +102,20 @@ def expand(p: Progress, d: Definition, run_id: str, step: StepDef, b: Begin,
     return StepStatus.RUNNING
 
 
+PUBLISH_CHUNK = 250
+"""Item messages published in one pipelined batch (each is an LPUSH and, with
+``task_send_sent_event``, its ``task-sent`` PUBLISH: 500 commands, one round trip)."""
+
+
 def publish_items(p: Progress, d: Definition, run_id: str, step: StepDef,
                   indexes: Sequence[int], priority: Priority = Priority.NORMAL) -> None:
     """Publish the tasks of items ``indexes`` of map step ``step``: each message carries
     only the run id, the item's step run id and the version, so its size does not grow
-    with the number of items; every message goes through one producer (one connection),
-    as a Celery group's ``apply_async`` sends its tasks."""
+    with the number of items; they go through one producer, in batches of
+    :data:`PUBLISH_CHUNK` (kombu's ``Producer.batch``: one pipelined round trip for the
+    messages and their ``task-sent`` events, not one each).  A batch whose delivery is
+    uncertain (Redis failed mid-flush) is published again one message at a time, with
+    the producer's retries: an item published twice is begun once (its lease decides)."""
     if not indexes:
         return
     name = step_task_name(step.function)
@@ -115,11 +125,27 @@ def publish_items(p: Progress, d: Definition, run_id: str, step: StepDef,
     if step.soft_timeout_s:
         opts["soft_time_limit"] = step.soft_timeout_s
     version = d.wf.version
-    with tracing.run_context(run_id), p.app.producer_or_acquire() as producer:
-        for i in indexes:
+
+    def send(chunk: Sequence[int], producer: Any) -> None:
+        for i in chunk:
             p.app.send_task(name, kwargs={"run_id": run_id, "step_id": item_id(step.id, i),
                                           "version": version},
                             producer=producer, add_to_parent=False, **opts)
+
+    with tracing.run_context(run_id), p.app.producer_or_acquire() as producer:
+        for at in range(0, len(indexes), PUBLISH_CHUNK):
+            chunk = indexes[at:at + PUBLISH_CHUNK]
+            if len(chunk) == 1:
+                send(chunk, producer)
+                continue
+            try:
+                with producer.batch(max_size=4 * PUBLISH_CHUNK):
+                    send(chunk, producer)
+            except BatchPublishError as exc:
+                log.warning("publishing %d items of %s of run %s in one batch failed (%s); "
+                            "publishing them one by one", len(chunk), step.id, run_id,
+                            exc.__cause__ or exc)
+                send(chunk, producer)
 
 
 def item_ended(p: Progress, d: Definition, run_id: str, item: str, status: StepStatus,

@@ -283,3 +283,54 @@ def test_redis_restarted_in_the_middle_of_a_map(redis_binary: str) -> None:
         assert s.peak(rid) <= 6  # never more in flight than the window
         again = {i for i, n in runs.items() if n > 1}
         print(f"{len(again)} items ran again after the restart: {sorted(again)}")
+
+
+def test_items_are_published_in_batches_and_a_failed_batch_one_by_one(
+        redis_binary: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker: the item messages stay in their queue.  600 items go out in batches
+    (kombu's ``Producer.batch``); a batch whose flush fails (its delivery uncertain) is
+    published again one message at a time, so every item has its message."""
+    from kombu.exceptions import BatchPublishError
+    from kombu.transport.redis import PublishBatch
+
+    from orchestrator.runtime import maps as map_steps
+    from orchestrator.runtime.catalog import discover
+    from tests.integration.conftest import make_settings
+
+    failures = {"left": 1}
+    real_flush = PublishBatch.flush
+
+    def flaky_flush(self: PublishBatch) -> None:
+        if failures["left"] and self._buffered:
+            failures["left"] -= 1
+            self.pipeline.reset()  # nothing sent: as if the connection broke first
+            self._buffered = 0
+            raise BatchPublishError("Redis publish batch failed; delivery is uncertain")
+        real_flush(self)
+
+    monkeypatch.setattr(PublishBatch, "flush", flaky_flush)
+    with RedisServer(binary=redis_binary) as server:
+        s = make_settings(server.url)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        rid = _submit(coord, "test_map_all", 600)
+        d = coord.compile("test_map_all")
+        r = server.client()
+        before = r.llen("default")  # the map step's own task
+        map_steps.publish_items(coord.progress, d, rid, d.wf.step_map["each"], range(600))
+        assert failures["left"] == 0  # one batch failed, and was sent one by one
+        published = r.lrange("default", 0, -1)[:-before or None]  # LPUSH: newest first
+        ids = sorted(_kwargs(m)["step_id"] for m in published)
+        assert ids == sorted(item_id("each", i) for i in range(600))
+
+
+def _kwargs(raw: bytes) -> dict[str, Any]:
+    """The task kwargs of a kombu message as it sits in a Redis list."""
+    import base64
+    import json
+
+    message = json.loads(raw)
+    body = message["body"]
+    if message["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    kwargs: dict[str, Any] = json.loads(body)[1]
+    return kwargs
