@@ -53,9 +53,24 @@ else
     orch_log "mypy: no package to check yet (orchestrator/, workers/)"
 fi
 
-orch_log "pytest -q -p no:cacheprovider $* (redis-server: ${redis_bin:-none})"
+# The whole suite runs in ORCH_TEST_PROCESSES processes (default 2), a test file per
+# process at a time (module fixtures start their stacks once), then the tests marked
+# `serial` in this process (schemathesis' items share one node id: pytest-xdist would run
+# one of them and report the rest as nothing). Arguments run as given, in one pass.
 pytest_status=0
-"$ORCH_VENV/bin/pytest" -q -p no:cacheprovider "$@" || pytest_status=$?
+processes="${ORCH_TEST_PROCESSES:-2}"
+if (($# == 0)) && [[ "$processes" != "1" ]]; then
+    orch_log "pytest -q -p no:cacheprovider -n $processes --dist loadfile -m 'not serial' (redis-server: ${redis_bin:-none})"
+    "$ORCH_VENV/bin/pytest" -q -p no:cacheprovider -n "$processes" --dist loadfile \
+        -m "not serial" || pytest_status=$?
+    orch_log "pytest -q -p no:cacheprovider -m serial"
+    serial_status=0
+    "$ORCH_VENV/bin/pytest" -q -p no:cacheprovider -m serial || serial_status=$?
+    if ((pytest_status == 0)); then pytest_status=$serial_status; fi
+else
+    orch_log "pytest -q -p no:cacheprovider $* (redis-server: ${redis_bin:-none})"
+    "$ORCH_VENV/bin/pytest" -q -p no:cacheprovider "$@" || pytest_status=$?
+fi
 case "$pytest_status" in
     0) ;;
     5) orch_log "FAIL: pytest collected no test"; failed+=("pytest (no tests)") ;;

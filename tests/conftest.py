@@ -19,6 +19,22 @@ from tests.support.redis_server import RedisServer, find_redis_server_binary
 _FALSE_WORDS = {"", "0", "false", "no", "off"}
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """Under pytest-xdist, refuse items that share a node id: xdist schedules by node id,
+    so it would run one of them and report the others as nothing (schemathesis' items do
+    this; mark such a module ``serial``, which scripts/test.sh runs in one process)."""
+    seen: dict[str, int] = {}
+    for nodeid in ids:
+        seen[nodeid] = seen.get(nodeid, 0) + 1
+    shared = sorted(n for n, k in seen.items() if k > 1)
+    if shared:
+        raise pytest.UsageError(
+            f"{len(shared)} node id(s) name several test items, which pytest-xdist would "
+            f"run once: {', '.join(shared[:3])}. Fix: mark their module "
+            "`pytestmark = pytest.mark.serial`, or run it without -n")
+
+
 def _redis_required() -> bool:
     """True when a missing redis-server binary must fail the run rather than skip tests."""
     require = os.environ.get("ORCH_TEST_REQUIRE_REDIS", "").strip().lower()

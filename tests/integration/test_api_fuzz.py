@@ -22,7 +22,9 @@ from orchestrator.api.server import ServerThread
 from orchestrator.settings import API_SCOPES
 from tests.support.api import api_server_fixture, api_settings, bearer
 
-pytestmark = pytest.mark.redis
+# schemathesis makes one item per operation, all with one node id: pytest-xdist would run
+# one of them, so scripts/test.sh runs this file in its single-process pass
+pytestmark = [pytest.mark.redis, pytest.mark.serial]
 
 EXAMPLES = 4
 """Cases generated per endpoint; each is sent once with every token."""
