@@ -198,4 +198,9 @@ def settle(r: redis.Redis, queues: Sequence[str], timeout_s: float = 30.0) -> No
     """Wait until ``queues`` are empty and no message is unacked."""
     def empty() -> bool:
         return all(r.llen(q) == 0 for q in queues) and r.hlen("unacked") == 0
-    wait_until(empty, timeout_s, interval_s=0.05, message=f"queues {queues} not drained")
+    def left() -> str:
+        held = [json.loads(v)[0]["headers"].get("task", "?")
+                for v in r.hvals("unacked")[:5]]
+        return (f"queues {queues} not drained ({[r.llen(q) for q in queues]} messages, "
+                f"{r.hlen('unacked')} unacked: {held})")
+    wait_until(empty, timeout_s, interval_s=0.05, message=left)

@@ -79,8 +79,14 @@ class GuardedQoS(kombu_redis.QoS):
     are dropped with a warning instead of raising (see the module docstring)."""
 
     def _gone(self) -> bool:
+        """Whether kombu would build its client from a connection that is gone: the
+        channel is closed, or its pools were disconnected and its transport has lost its
+        connection (with a pool still there, kombu acknowledges through it, as always)."""
         transport = getattr(self.channel, "connection", None)
-        return transport is None or getattr(transport, "client", None) is None
+        if transport is None:
+            return True
+        return getattr(transport, "client", None) is None \
+            and getattr(self.channel, "_pool", None) is None
 
     def ack(self, delivery_tag: Any) -> None:
         if self._gone():

@@ -54,3 +54,17 @@ def test_kombus_own_transport_raises_there(redis_binary: str) -> None:
         with pytest.raises(AttributeError, match="hostname"):
             msg.ack()
         msg.channel.qos._delivered.clear()  # or its exit-time restore raises the same
+
+
+def test_with_its_pool_still_there_the_ack_goes_through(redis_binary: str) -> None:
+    """Only a channel whose pools are gone too is guarded: with a pool, kombu's ack
+    works, and the message leaves the unacked index at once."""
+    with RedisServer(binary=redis_binary) as server:
+        r = server.client()
+        conn = Connection(server.url, transport=broker.WORKER_TRANSPORT)
+        q = conn.SimpleQueue("q")
+        q.put({"n": 1})
+        msg = q.get(timeout=5)
+        msg.channel.connection.client = None  # the transport lost its connection object
+        msg.ack()
+        assert r.hlen("unacked") == 0 and r.llen("q") == 0
