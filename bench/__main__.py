@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import dyrygent
 from bench import report as rep
-from bench.harness import Bench
+from bench.harness import Bench, BenchError
 from bench.maps import run_map, run_map_sizes
 from bench.scale import run_dispatch, run_memory
 from bench.sizes import FULL, PRESETS, Sizes
@@ -88,6 +88,12 @@ def _guarded(b: Bench, n: int, fn: Callable[[], None], failures: list[str]) -> N
     b.progress(f"workload {n}: start")
     try:
         fn()
+        left = b.open_runs()
+        if left:  # the reaper would replay them into the next workload's queues
+            for rid in left:
+                b.coord.cancel(rid)
+            raise BenchError(f"workload {n} left {len(left)} run(s) open (cancelled now), "
+                             f"e.g. {left[0]}")
     except Exception as exc:
         traceback.print_exc()
         failures.append(f"{n}")

@@ -72,6 +72,17 @@ class Bench:
             wf = self._workflows[key] = build()
         return wf
 
+    def open_runs(self) -> list[str]:
+        """Runs of our store not ended (queued, running, compensating).  A workload must
+        leave none: a run whose messages a workload purged looks stalled to the reaper a
+        minute later, which publishes its steps again into the workers' queue, where they
+        ran under the next workloads (full runs of workloads 1 to 3 measured them)."""
+        keys = self.coord.store.keys
+        p = self.r.pipeline(transaction=False)
+        for status in ("queued", "running", "compensating"):
+            p.zrange(keys.runs_by_status(status), 0, -1)
+        return [str(rid) for ids in p.execute() for rid in ids]
+
     def size(self, full: int, warm: bool, floor: int = 2) -> int:
         """``full``, or the warm-up's fraction of it."""
         return max(floor, full // self.sizes.warmup_divisor) if warm else full
