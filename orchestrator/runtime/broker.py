@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -47,8 +50,66 @@ WORKER_SENTINEL_TRANSPORT = f"{__name__}:WorkerSentinelTransport"
 log = logging.getLogger(__name__)
 
 
+class Captured:
+    """The Redis commands kombu's Redis transport would have sent for the messages
+    published under :func:`capture`: ``(name, (key or topic, value))`` in order, where
+    name is ``lpush`` (a task message onto its queue), ``publish`` (an event to its
+    fanout topic) or ``pexpire`` (a queue that expires).  kombu builds them as for its
+    own publish batches (``_publish_batch``): byte for byte what it would send."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add(self, name: str, *args: Any) -> None:
+        """kombu's batch interface: one command, buffered."""
+        self.commands.append((name, args))
+
+
+_capturing: ContextVar[Captured | None] = ContextVar("orchestrator_broker_capture",
+                                                     default=None)
+
+
+@contextmanager
+def capture() -> Iterator[Captured]:
+    """Hold, instead of sending, what this thread (or task) publishes through a
+    :class:`Channel` meanwhile, so that a script can send it together with the store's
+    bookkeeping in one round trip (see :meth:`orchestrator.runtime.progress.Progress.publish`).
+
+    Only an app whose transport is this module's (:func:`captures`) holds them: on any
+    other transport the messages go out at once, as always.
+    """
+    held = Captured()
+    token = _capturing.set(held)
+    try:
+        yield held
+    finally:
+        _capturing.reset(token)
+
+
+def captures(app: Any) -> bool:
+    """Whether ``app`` (a Celery app) publishes through a :class:`Channel`, whose
+    publishes :func:`capture` can hold (a plain ``redis://`` or ``rediss://`` broker; not
+    Sentinel, whose channels are kombu's)."""
+    return str(app.conf.broker_transport or "") in (TRANSPORT, WORKER_TRANSPORT)
+
+
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel that reuses its synchronous client."""
+    """kombu's Redis channel that reuses its synchronous client, and whose publishes
+    :func:`capture` can hold."""
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        held = _capturing.get()
+        if held is not None and kwargs.get("_publish_batch") is None:
+            kwargs["_publish_batch"] = held
+        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _put_fanout(self, exchange: str, message: Any, routing_key: str,
+                    **kwargs: Any) -> None:
+        held = _capturing.get()
+        if held is not None and kwargs.get("_publish_batch") is None:
+            kwargs["_publish_batch"] = held
+        super()._put_fanout(exchange, message, routing_key,  # type: ignore[no-untyped-call]
+                            **kwargs)
 
     _sync_client: tuple[Any, Any] | None = None
     """(the pool it was built on, the client)."""

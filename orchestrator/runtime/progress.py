@@ -67,8 +67,8 @@ from orchestrator.errors import (
     RunExists,
     RunNotFound,
 )
+from orchestrator.runtime import broker, tracing
 from orchestrator.runtime import maps as map_steps
-from orchestrator.runtime import tracing
 from orchestrator.runtime.canvas import continue_canvas, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
@@ -184,7 +184,7 @@ class Progress:
             assert slot is not None and d.wf.concurrency is not None
             self.cancel(displaced, concurrency.displaced_reason(run_id, d.wf.concurrency,
                                                                 slot.value))
-        self.publish(d, run_id, self.store.claim_sources(run_id, d.plan.sources), priority)
+        self.publish(d, run_id, d.plan.sources, priority, claim=True)
         return admission
 
     def end_run(self, run_id: str, status: RunStatus, **fields: Any) -> bool:
@@ -246,13 +246,38 @@ class Progress:
         return True
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str],
-                priority: Priority = Priority.NORMAL) -> None:
-        """Publish the canvases of ``units`` (claimed by this caller) in the run's
-        ``priority`` band of queues, then record them published and their entry steps
-        ``queued``: a ``queued`` step has a message.  With traces on, they are published
-        as children of the run's span."""
+                priority: Priority = Priority.NORMAL, claim: bool = False) -> list[str]:
+        """Publish the canvases of ``units`` in the run's ``priority`` band of queues,
+        then record them published and their entry steps ``queued``: a ``queued`` step
+        has a message.  With ``claim``, first claim them (a unit another caller claimed
+        is not published); without it, the caller claimed them.  With traces on, they are
+        published as children of the run's span.
+
+        On a plain Redis broker (:func:`broker.captures`) this is one round trip: Celery
+        builds the messages as always, kombu's Redis commands for them are held
+        (:func:`broker.capture`) and one script sends them with the claims and records
+        (``publish_units.lua``), so a message exists if and only if its unit is recorded
+        published.  On Sentinel: claim, publish, record, as three steps.
+
+        Returns:
+            The units published.
+        """
         if not units:
-            return
+            return []
+        if broker.captures(self.app):
+            held: list[tuple[str, list[str], list[tuple[str, tuple[Any, ...]]]]] = []
+            with tracing.run_context(run_id):
+                for uid in units:
+                    unit = d.plan.unit_map[uid]
+                    with broker.capture() as got:
+                        signature(self.app, d, unit.canvas, run_id, self.default_queue,
+                                  priority).apply_async()
+                    held.append((uid, entry_steps(unit.canvas), got.commands))
+            return self.store.publish_units(run_id, held, claim)
+        if claim:
+            units = self.store.claim_sources(run_id, units)
+            if not units:
+                return []
         steps: list[str] = []
         with tracing.run_context(run_id):
             for uid in units:
@@ -261,6 +286,7 @@ class Progress:
                           priority).apply_async()
                 steps += entry_steps(unit.canvas)
         self.store.published(run_id, units, steps)
+        return list(units)
 
     # --- a step run ----------------------------------------------------------------------
 

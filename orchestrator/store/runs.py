@@ -515,6 +515,42 @@ class RunStore:
 
         scripts.execute(self._r, fill)
 
+    def publish_units(self, run_id: str, units: Sequence[tuple[str, Sequence[str],
+                                                          Sequence[tuple[str, tuple[Any, ...]]]]],
+                      claim: bool) -> list[str]:
+        """Publish units and record them, in one script (``publish_units.lua``): for each
+        ``(unit, entry steps, broker commands)``, take the unit's claim (``claim``; else
+        the caller claimed it before and its claims-index entry goes), run the broker's
+        commands (:class:`orchestrator.runtime.broker.Captured`: the task messages'
+        LPUSH, the task-sent events' PUBLISH), record the unit published and its entry
+        steps ``queued``.  A unit claimed by another caller publishes nothing, nor does a
+        run that is gone.
+
+        Returns:
+            The units published by this call.
+
+        Raises:
+            ValueError: a command other than ``lpush``, ``publish`` and ``pexpire``.
+        """
+        now = time.time()
+        k = self.keys
+        keys = [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id),
+                k.metrics(), k.units_claimed(run_id), k.units_published(run_id), k.claims()]
+        args: list[Any] = [run_id, "1" if claim else "0", now,
+                           json.dumps({"queued_at": now}),
+                           _joined(step_sources(StepStatus.QUEUED))]
+        for unit, steps, commands in units:
+            args += [unit, len(steps), *steps, len(commands)]
+            for name, cargs in commands:
+                if name not in _BROKER_COMMANDS or len(cargs) != 2:
+                    raise ValueError(f"broker command {name}{cargs!r:.80} cannot be sent by "
+                                     "publish_units: only LPUSH, PUBLISH and PEXPIRE")
+                if name != "publish":
+                    keys.append(cargs[0])
+                args += [name, *cargs]
+        got = scripts.PUBLISH_UNITS(self._r, keys, args)
+        return [str(u) for u in got]
+
     def step_runs(self, run_id: str, step_ids: Sequence[str] | None = None) -> dict[str, StepRun]:
         """Step records (``pending`` for steps with none yet)."""
         key = self.keys.steps(run_id)
@@ -694,6 +730,10 @@ class Passed:
     run_id: str
     version: str
     priority: Priority
+
+
+_BROKER_COMMANDS = frozenset({"lpush", "publish", "pexpire"})
+"""What kombu's Redis transport sends to publish (see :meth:`RunStore.publish_units`)."""
 
 
 def lease_member(run_id: str, item: str) -> str:
