@@ -56,6 +56,7 @@ from orchestrator.core.concurrency import Admission
 from orchestrator.core.maps import parse_item
 from orchestrator.core.models import StepDef, WorkflowDef
 from orchestrator.core.origin import Origin, OriginKind
+from orchestrator.core.plan import CanvasNode
 from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.core.subworkflows import WAIT_KIND as SUBWORKFLOW_WAIT
@@ -67,7 +68,7 @@ from orchestrator.errors import (
     RunExists,
     RunNotFound,
 )
-from orchestrator.runtime import broker, tracing
+from orchestrator.runtime import broker, messages, tracing
 from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime.canvas import continue_canvas, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
@@ -133,6 +134,7 @@ class Progress:
         self.waits = WaitStore(store.client, store.keys, store.retention_s)
         self.maps = MapStore(store.client, store.keys)
         self.slots = Slots(store.client, store.keys)
+        self.templates = messages.Templates(app)
 
     # --- start ---------------------------------------------------------------------------
 
@@ -254,10 +256,11 @@ class Progress:
         published as children of the run's span.
 
         On a plain Redis broker (:func:`broker.captures`) this is one round trip: Celery
-        builds the messages as always, kombu's Redis commands for them are held
-        (:func:`broker.capture`) and one script sends them with the claims and records
-        (``publish_units.lua``), so a message exists if and only if its unit is recorded
-        published.  On Sentinel: claim, publish, record, as three steps.
+        builds the messages as always (or, outside a task, once per version, unit and
+        band: :mod:`orchestrator.runtime.messages`), kombu's Redis commands for them are
+        held (:func:`broker.capture`) and one script sends them with the claims and
+        records (``publish_units.lua``), so a message exists if and only if its unit is
+        recorded published.  On Sentinel: claim, publish, record, as three steps.
 
         Returns:
             The units published.
@@ -265,14 +268,20 @@ class Progress:
         if not units:
             return []
         if broker.captures(self.app):
-            held: list[tuple[str, list[str], list[tuple[str, tuple[Any, ...]]]]] = []
+            held: list[tuple[str, list[str], list[messages.Command]]] = []
             with tracing.run_context(run_id):
                 for uid in units:
-                    unit = d.plan.unit_map[uid]
-                    with broker.capture() as got:
-                        signature(self.app, d, unit.canvas, run_id, self.default_queue,
-                                  priority).apply_async()
-                    held.append((uid, entry_steps(unit.canvas), got.commands))
+                    canvas = d.plan.unit_map[uid].canvas
+
+                    def build(rid: str, canvas: CanvasNode = canvas) -> list[messages.Command]:
+                        with broker.capture() as got:
+                            signature(self.app, d, canvas, rid, self.default_queue,
+                                      priority).apply_async()
+                        return got.commands
+
+                    key = (d.wf.version, uid, priority.value, self.default_queue)
+                    held.append((uid, entry_steps(canvas),
+                                 self.templates.commands(key, canvas, run_id, build)))
             return self.store.publish_units(run_id, held, claim)
         if claim:
             units = self.store.claim_sources(run_id, units)

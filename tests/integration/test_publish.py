@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import redis
+from celery import signals
 
+from orchestrator.core.priorities import Priority
 from orchestrator.core.states import StepStatus
-from orchestrator.runtime import broker
+from orchestrator.runtime import broker, messages
 from orchestrator.runtime.canvas import signature
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
@@ -122,3 +124,89 @@ def test_only_publishing_commands_are_sent(coord: Coordinator, redis_url: str) -
                                         "lpush", QUEUE, "x", "flushall", "", ""])
     assert r.llen(QUEUE) == before
     assert not r.sismember(k.units_claimed(run_id), "u9")
+
+
+# --- message templates (orchestrator.runtime.messages) ---------------------------------------
+
+
+def _normal(cmd: tuple[str, tuple[Any, ...]]) -> tuple[Any, list[int]]:
+    """A held command with ids, pids and event stamps made uniform, and the pattern of
+    its ids (each id as the index of its first appearance: which ones are the same)."""
+    name, (key, value) = cmd
+    msg = json.loads(value)
+    body = json.loads(base64.b64decode(msg["body"]))
+    if name == "publish":
+        for k in ("clock", "timestamp", "utcoffset"):
+            body.pop(k)
+    msg["body"] = body
+    del msg["properties"]["delivery_tag"]
+    text = json.dumps(msg, sort_keys=True)
+    ids = UUID.findall(text)
+    pattern = [ids.index(x) for x in ids]
+    text = re.sub(r'"gen\d+@', '"gen<pid>@', UUID.sub("<id>", text))
+    return (name, key, json.loads(text)), pattern
+
+
+def _builder(coord: Coordinator, d: Any, canvas: Any, priority: Priority,
+             calls: list[str]) -> Any:
+    def build(rid: str) -> list[tuple[str, tuple[Any, ...]]]:
+        calls.append(rid)
+        with broker.capture() as got:
+            signature(coord.app, d, canvas, rid, QUEUE, priority).apply_async()
+        return got.commands
+    return build
+
+
+@pytest.mark.parametrize("priority", list(Priority))
+def test_a_template_renders_what_celery_builds(coord: Coordinator, redis_url: str,
+                                               priority: Priority) -> None:
+    r = redis.Redis.from_url(redis_url)
+    templates = messages.Templates(coord.app)
+    checked = 0
+    for name in sorted(coord.catalog.workflows):
+        d = coord.compile(name)
+        for uid in d.plan.sources:
+            canvas = d.plan.unit_map[uid].canvas
+            calls: list[str] = []
+            build = _builder(coord, d, canvas, priority, calls)
+            got = templates.commands((d.wf.version, uid, priority.value, QUEUE), canvas,
+                                     "run-1", build)
+            again = templates.commands((d.wf.version, uid, priority.value, QUEUE), canvas,
+                                       "run-2", build)
+            want = build("run-1")
+            assert [_normal(c) for c in got] == [_normal(c) for c in want], (name, uid)
+            if messages.single_message(canvas):
+                checked += 1
+                assert len(calls) == 3  # two builds make the template; renders build none
+                # no id is shared by two runs but the app's own (the reply-to address)
+                shared = set(UUID.findall(str(got))) & set(UUID.findall(str(again)))
+                assert shared <= {coord.app.thread_oid}, (name, uid)
+                assert "run-2" in str(again) and "run-1" not in str(again)
+            else:
+                assert len(calls) == 3  # built each time (and once more for `want`)
+    assert checked >= 3
+    assert not r.keys("celery-task-meta-*")  # building wrote nothing to the backend
+
+
+def test_no_template_when_a_publish_could_differ_by_more_than_ids(
+        coord: Coordinator) -> None:
+    templates = messages.Templates(coord.app)
+    d = coord.compile("customer_order")
+    uid = d.plan.sources[0]
+    canvas = d.plan.unit_map[uid].canvas
+    assert messages.single_message(canvas)
+    calls: list[str] = []
+    build = _builder(coord, d, canvas, Priority.NORMAL, calls)
+
+    def hook(**_: Any) -> None:
+        return None
+
+    signals.before_task_publish.connect(hook)
+    try:
+        assert not templates.usable()
+        templates.commands(("v", uid), canvas, "run-1", build)
+        templates.commands(("v", uid), canvas, "run-2", build)
+    finally:
+        signals.before_task_publish.disconnect(hook)
+    assert calls == ["run-1", "run-2"]
+    assert templates.usable()

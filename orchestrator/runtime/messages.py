@@ -1,0 +1,212 @@
+"""Message templates: a unit's broker commands built by Celery once, then reused per run.
+
+Building a unit's canvas and its messages is most of a submit's CPU (Celery freezes and
+clones every signature of the chain, chords included: about 1 ms for the order workflow's
+first unit, where the rest of a submit is two round trips).  Yet for one workflow
+version, unit, priority band and queue, every run's messages differ only in the run id
+and in the ids Celery generates (task ids, group ids, delivery tags).
+
+A :class:`Templates` builds a unit's messages with Celery itself, twice, for two
+placeholder run ids, holding kombu's Redis commands (:func:`broker.capture`).  The ids
+that differ between the two builds are the generated ones; everything else is fixed.
+Rendering a run's commands replaces the placeholder run id, gives each generated id a
+fresh UUID (the same id gets the same new one everywhere, so a chain's id stays its
+last task's and a chord's group id its header's), and re-stamps the task-sent event
+(its clock, time and UTC offset), as Celery would.
+
+A unit is only templated when the two builds have the same shape (one task message and
+its event per id position); otherwise, and whenever a publish could differ by more than
+ids (traces on, receivers of Celery's publish signals, a publish from inside a task that
+sets parent and root ids), :meth:`Templates.commands` builds with Celery as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, signals
+from celery.utils.time import utcoffset
+
+from orchestrator.core.plan import CanvasNode, ChainNode, TaskNode
+from orchestrator.runtime import broker, tracing
+
+Command = tuple[str, tuple[Any, ...]]
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PLACEHOLDERS = ("tpl0run0a0a0a0a0a0a0a0a0a0a0a0a0", "tpl0run0b0b0b0b0b0b0b0b0b0b0b0b0")
+"""Two run ids no real run has (ids are free text, so only their length is usual)."""
+_LIMIT = 1024
+"""Templates kept per process (workflow versions x units x bands x queues); a full cache
+is emptied, not grown."""
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One held command: its name and key, and its value's text with the generated ids
+    (and the placeholder run id) left in, to replace."""
+
+    name: str
+    key: str
+    envelope: str
+    """The kombu envelope's JSON with ``"body"`` emptied (``lpush``/``publish``), or the
+    value itself (``pexpire``)."""
+    body: str | None
+    """The decoded body's text (a task message's or an event's); None for ``pexpire``."""
+
+
+@dataclass(frozen=True)
+class _Template:
+    parts: tuple[_Part, ...]
+    generated: frozenset[str]
+
+
+class Templates:
+    """Per-process cache of message templates for one Celery app."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._cache: dict[tuple[Any, ...], _Template | None] = {}
+        self._lock = threading.Lock()
+
+    def usable(self) -> bool:
+        """Whether a publish now would be Celery's plain one: this app's publishes can be
+        held, no trace context, nobody hooked on Celery's publish signals, not inside a
+        task (whose publishes carry its ids as parent and root)."""
+        return (broker.captures(self.app) and not tracing.active()
+                and not signals.before_task_publish.receivers
+                and not signals.after_task_publish.receivers
+                and not signals.task_sent.receivers
+                and self.app.current_worker_task is None)
+
+    def commands(self, key: tuple[Any, ...], canvas: CanvasNode, run_id: str,
+                 build: Callable[[str], list[Command]]) -> list[Command]:
+        """The broker commands that publish a unit for ``run_id``.
+
+        Args:
+            key: what fixes the messages but the run id (version, unit, band, queue).
+            canvas: the unit's canvas (only one that Celery publishes as a single message
+                is templated: see :func:`single_message`).
+            run_id: the run.
+            build: builds them with Celery for a run id (under :func:`broker.capture`).
+        """
+        if not single_message(canvas) or not self.usable():
+            return build(run_id)
+        key = (os.getpid(), *key)  # a forked child stamps its own pid and hostname
+        with self._lock:
+            known = key in self._cache
+            tpl = self._cache.get(key)
+        if not known:
+            tpl = _template(build(_PLACEHOLDERS[0]), build(_PLACEHOLDERS[1]))
+            with self._lock:
+                if len(self._cache) >= _LIMIT:
+                    self._cache.clear()
+                self._cache[key] = tpl
+        if tpl is None:
+            return build(run_id)
+        return self._render(tpl, run_id)
+
+    def _render(self, tpl: _Template, run_id: str) -> list[Command]:
+        fresh: dict[str, str] = {}
+
+        def new_id(m: re.Match[str]) -> str:
+            old = m.group()
+            if old not in tpl.generated:
+                return old
+            got = fresh.get(old)
+            if got is None:
+                got = fresh[old] = str(uuid.uuid4())
+            return got
+
+        def sub(text: str) -> str:
+            return UUID.sub(new_id, text.replace(_PLACEHOLDERS[0], run_id))
+
+        out: list[Command] = []
+        for part in tpl.parts:
+            if part.body is None:
+                out.append((part.name, (part.key, part.envelope)))
+                continue
+            body = sub(part.body)
+            if part.name == "publish":  # the task-sent event: stamped now, as Celery does
+                event = json.loads(body)
+                event.update(clock=self.app.clock.forward(), timestamp=time.time(),
+                             utcoffset=utcoffset())
+                body = json.dumps(event)
+            envelope = json.loads(sub(part.envelope))
+            envelope["body"] = base64.b64encode(body.encode()).decode()
+            out.append((part.name, (part.key, json.dumps(envelope))))
+        return out
+
+
+def single_message(canvas: CanvasNode) -> bool:
+    """Whether Celery publishes ``canvas`` as one task message and writes nothing else: a
+    task, or a chain that starts with one (a chord later in the chain is only frozen
+    here, and applied by the worker that reaches it).  A canvas that starts with a chord
+    also writes the chord's size to the result backend as it is applied: never
+    templated."""
+    if isinstance(canvas, TaskNode):
+        return True
+    return (isinstance(canvas, ChainNode) and bool(canvas.items)
+            and isinstance(canvas.items[0], TaskNode))
+
+
+def _split(cmd: Command) -> _Part | None:
+    name, args = cmd
+    if len(args) != 2:
+        return None
+    key, value = str(args[0]), args[1]
+    if name == "pexpire":
+        return _Part(name, key, str(value), None)
+    envelope = json.loads(value)
+    if envelope.get("properties", {}).get("body_encoding") != "base64":
+        return None
+    body = base64.b64decode(envelope["body"]).decode()
+    envelope["body"] = ""
+    return _Part(name, key, json.dumps(envelope), body)
+
+
+def _template(a: list[Command], b: list[Command]) -> _Template | None:
+    """The template of two builds of one unit for the two placeholder run ids, or None
+    if they differ by more than the run id and generated ids."""
+    if len(a) != len(b) or [n for n, _ in a].count("lpush") != 1:
+        return None
+    parts: list[_Part] = []
+    pairs: list[tuple[str, str]] = []
+    for ca, cb in zip(a, b, strict=True):
+        pa, pb = _split(ca), _split(cb)
+        if pa is None or pb is None or (pa.name, pa.key) != (pb.name, pb.key):
+            return None
+        texts = [(pa.envelope, pb.envelope)]
+        if pa.body is not None and pb.body is not None:
+            if pa.name == "publish":  # the event's stamps differ by build: not compared
+                ea, eb = json.loads(pa.body), json.loads(pb.body)
+                for k in ("clock", "timestamp", "utcoffset"):
+                    ea.pop(k, None)
+                    eb.pop(k, None)
+                texts.append((json.dumps(ea), json.dumps(eb)))
+            else:
+                texts.append((pa.body, pb.body))
+        for ta, tb in texts:
+            tb = tb.replace(_PLACEHOLDERS[1], _PLACEHOLDERS[0])
+            if UUID.sub("", ta) != UUID.sub("", tb):
+                return None
+            pairs += zip(UUID.findall(ta), UUID.findall(tb), strict=True)
+        parts.append(pa)
+    # each id of the first build must stand for one id of the second everywhere: either
+    # always itself (fixed, such as the app's reply-to) or always the same other one
+    # (generated); an id that is both would make runs share it
+    seen: dict[str, str] = {}
+    for x, y in pairs:
+        if seen.setdefault(x, y) != y:
+            return None
+    generated = frozenset(x for x, y in seen.items() if x != y)
+    if len(set(seen[x] for x in generated)) != len(generated):
+        return None
+    return _Template(tuple(parts), generated)
