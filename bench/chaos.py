@@ -278,6 +278,10 @@ def measure(cluster: Cluster, coord: Coordinator, run_ids: Sequence[str],
     overlaps = sum(int(v) for v in r.hgetall("chaos:overlap").values())
     effects = {k: int(v) for k, v in r.hgetall("chaos:effects").items()}
     not_once = sum(1 for k in execs if effects.get(k, 0) != 1)
+    for k in [k for k in execs if effects.get(k, 0) != 1][:5]:  # say which, to look into
+        print(f"side effect of {k} done {effects.get(k, 0)} times (executed {execs[k]}, "
+              f"effect key {'set' if r.exists(f'chaos:effect:{k}') else 'absent'})",
+              file=sys.stderr)
     starts = [json.loads(x) for x in r.lrange("chaos:starts", 0, -1)]
     ends = {(k, pid) for k, _t, pid in (json.loads(x) for x in r.lrange("chaos:ends", 0, -1))}
     stuck = [rid for rid, s in zip(run_ids, statuses, strict=True) if s not in FINAL]
