@@ -141,6 +141,25 @@ def test_a_submit_cut_short_between_claim_and_publish_is_published(
     assert quick_claims_pool.executions("cut-short") == {s.step_id: 1 for s in view.steps}
 
 
+@pytest.fixture
+def quick_stall_pool(redis_binary: str) -> Iterator[Pool]:
+    yield from _pool(redis_binary, 1, "prefork", 2, stall_s=3.0)
+
+
+def test_a_submit_cut_short_between_create_and_publish_is_published(
+        quick_stall_pool: Pool) -> None:
+    """A submit claims and publishes in one script after creating the run: a coordinator
+    that died in between left a run nobody claimed.  The reaper's stalled-run pass claims
+    and publishes its first units once the run was quiet for ``stall_s``; each step runs
+    once."""
+    coord = quick_stall_pool.coord
+    d = coord.compile(zigzag_11)
+    coord.store.create_run("cut-shorter", d.wf, d.plan, {})  # ...and nothing more
+    view = wait_run(coord, "cut-shorter", timeout_s=60)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert quick_stall_pool.executions("cut-shorter") == {s.step_id: 1 for s in view.steps}
+
+
 def test_status_and_runs_survive_a_half_expired_run(quick_claims_pool: Pool) -> None:
     from click.testing import CliRunner
 
