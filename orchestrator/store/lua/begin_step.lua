@@ -53,8 +53,9 @@ if ARGV[2] == '1' then
     ok = recs[i] and cjson.decode(recs[i])['status'] == STEP.SUCCEEDED
   end
   if ok then
-    local res = step_tx(KEYS[1], KEYS[2], KEYS[4], KEYS[3], KEYS[5], step, STEP.RUNNING,
-                        ARGV[3], ARGV[4], '', ARGV[5], '')
+    -- the run and the step's record were read above; a running run has no TTL yet
+    local res = step_tx_on(KEYS[1], KEYS[2], KEYS[4], KEYS[3], KEYS[5], step, STEP.RUNNING,
+                           ARGV[3], ARGV[4], '', ARGV[5], '', -1, recs[ni])
     if res[1] == 1 then mode = LEASE.BEGAN end
   end
 end

@@ -49,12 +49,13 @@ end
 -- (sources: ","-joined, STEP.PENDING meaning no record), merges the patch, stores the
 -- output (if not ""), appends the event, and with a workflow name counts a final status
 -- in the metrics (and its duration in the histogram's bucket).
--- Returns {moved 1 / refused 0 / no run -1, old status}.
-local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new, sources,
-                       patch, output, now, wf)
-  local run_ttl = redis.call('PTTL', k_run)
+-- `step_tx_on` is the same once the caller knows the run hash's PTTL (`run_ttl`, -2: no
+-- run) and the step's record (`cur`: its JSON, or false for none), so that a script that
+-- read them already does not read them again.
+-- Returns {moved 1 / refused 0 / no run -1, old status, the run's PTTL when moved}.
+local function step_tx_on(k_run, k_steps, k_events, k_outputs, k_metrics, step, new,
+                          sources, patch, output, now, wf, run_ttl, cur)
   if run_ttl == -2 then return {-1, ''} end
-  local cur = redis.call('HGET', k_steps, step)
   local rec = {}
   local status = STEP.PENDING
   if cur then rec = cjson.decode(cur); status = rec['status'] end
@@ -80,7 +81,14 @@ local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new
     end
   end
   keep_ttl(run_ttl, k_steps, k_events, k_outputs)
-  return {1, status}
+  return {1, status, run_ttl}
+end
+
+local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new, sources,
+                       patch, output, now, wf)
+  return step_tx_on(k_run, k_steps, k_events, k_outputs, k_metrics, step, new, sources,
+                    patch, output, now, wf, redis.call('PTTL', k_run),
+                    redis.call('HGET', k_steps, step))
 end
 
 -- Fencing: may the holder of `token` change this step run?  ("" = an operator's change,

@@ -11,7 +11,8 @@
 --       unit id, steps n, step ids..., commands n, (name, key or topic, value)...
 -- Returns the units published.
 local out = {}
-if redis.call('EXISTS', KEYS[1]) == 0 then return out end
+local run_ttl = redis.call('PTTL', KEYS[1])
+if run_ttl == -2 then return out end
 local run_id, claim, now, patch, sources = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local COMMANDS = {lpush = 'LPUSH', publish = 'PUBLISH', pexpire = 'PEXPIRE'}
 local units = {}
@@ -42,8 +43,8 @@ for _, u in ipairs(units) do
     end
     redis.call('SADD', KEYS[7], u.id)
     for s = u.steps, u.steps + u.ns - 1 do
-      step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[s], STEP.QUEUED, sources,
-              patch, '', now, '')
+      step_tx_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[s], STEP.QUEUED,
+                 sources, patch, '', now, '', run_ttl, redis.call('HGET', KEYS[2], ARGV[s]))
     end
     table.insert(out, u.id)
   end

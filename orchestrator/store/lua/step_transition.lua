@@ -52,8 +52,8 @@ end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and #ARGV > 9 then
   local patch = cjson.encode({queued_at = tonumber(ARGV[6])})
   for i = 10, #ARGV do
-    step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.QUEUED, STEP.PENDING,
-            patch, '', ARGV[6], '')
+    step_tx_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.QUEUED,
+               STEP.PENDING, patch, '', ARGV[6], '', res[3], redis.call('HGET', KEYS[2], ARGV[i]))
   end
 end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and KEYS[9] then
