@@ -39,6 +39,7 @@ from orchestrator.core.maps import item_id, parse_item
 from orchestrator.core.models import StepDef
 from orchestrator.core.priorities import Priority, band_queue
 from orchestrator.core.states import StepStatus
+from orchestrator.errors import RunNotFound
 from orchestrator.runtime import tracing
 from orchestrator.runtime.celeryconf import step_task_name
 from orchestrator.runtime.definitions import Definition
@@ -171,6 +172,8 @@ def item_ended(p: Progress, d: Definition, run_id: str, item: str, status: StepS
     unit = d.unit_of_terminal[step_id]
     end = p.maps.item_ended(run_id, item, step_id, token, status, patch, output, has_output,
                             d.wf.name, unit, d.plan.successors[unit], failure)
+    if end.code == 0:
+        _refused(p, d, run_id, item)
     if end.code != 1:
         return end.code
     if end.handed >= 0:
@@ -178,6 +181,25 @@ def item_ended(p: Progress, d: Definition, run_id: str, item: str, status: StepS
     if end.closing.closed:
         close(p, d, run_id, end.closing)
     return end.code
+
+
+def _refused(p: Progress, d: Definition, run_id: str, item: str) -> None:
+    """The store refused an item's end: it had ended already.  Maybe by this very call:
+    Redis ran the script and restarted before it answered, and the client's retry found
+    the item ended.  That first run handed out the next item and may have closed the map,
+    and no other delivery will publish them (this one acknowledges its message), so carry
+    its follow-ups on as a redelivered copy would (:func:`settle_item`: a copy of the
+    handed item is harmless, completing the unit again changes nothing).  Seen in the
+    Redis-restart map test: every item ended, the map never closed."""
+    try:
+        own = p.store.step_runs(run_id, [item]).get(item)
+        priority = p.store.run(run_id).priority
+    except RunNotFound:
+        return
+    if own is not None and own.status.terminal and own.follow:
+        log.info("item %s of run %s had ended already; its follow-ups go out again",
+                 item, run_id)
+        settle_item(p, d, run_id, item, own, priority)
 
 
 def settle_item(p: Progress, d: Definition, run_id: str, item: str, own: StepRun,

@@ -195,11 +195,15 @@ def test_waits_are_limited_per_token_before_any_run_is_created(api: Api) -> None
     def waiting(i: int) -> None:
         results.append(_submit(api.url, A_TOKEN, f"o-wait-{i}", wait=4))
 
+    start = r.zcard(Keys().runs_index())
     threads = [threading.Thread(target=waiting, args=(i,)) for i in range(WAIT_LIMIT)]
     for t in threads:
         t.start()
     wait_until(lambda: api.quotas.held("wait", a_key) == WAIT_LIMIT, 10,
                message="the waiting submits did not start waiting")
+    # a submit takes its wait slot before it creates its run: count once all are created
+    wait_until(lambda: r.zcard(Keys().runs_index()) == start + WAIT_LIMIT, 10,
+               message="the waiting submits did not create their runs")
     runs_before = r.zcard(Keys().runs_index())
     refused = _submit(api.url, A_TOKEN, "o-wait-refused", wait=4)
     assert refused.status_code == 429

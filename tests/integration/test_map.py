@@ -5,6 +5,9 @@ killed in the middle of a map.  Executions are counted by the step function itse
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +18,7 @@ import redis
 from orchestrator.api.app import create_api
 from orchestrator.api.server import ServerThread
 from orchestrator.core.maps import item_id
+from orchestrator.core.states import StepStatus
 from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import private_stack, statuses, wait_run
 from tests.support.api import RO_TOKEN, api_settings, bearer
@@ -334,3 +338,48 @@ def _kwargs(raw: bytes) -> dict[str, Any]:
         body = base64.b64decode(body)
     kwargs: dict[str, Any] = json.loads(body)[1]
     return kwargs
+
+
+def test_an_item_end_whose_reply_was_lost_still_hands_out_the_next_item(
+        redis_url: str) -> None:
+    """No worker: the test plays the deliveries itself.  Item 0's end is recorded, and the
+    reply is lost (Redis restarted before it answered); the client's retry finds the item
+    ended and is refused.  The item handed out by the first call must still be published
+    (once it was not, and the map never closed)."""
+    from orchestrator.runtime import maps as map_steps
+    from orchestrator.runtime.catalog import discover
+    from tests.integration.conftest import make_settings
+
+    settings = make_settings(redis_url, default_queue="nobody-reads")
+    coord = Coordinator(settings, discover(settings.workflow_packages))
+    p = coord.progress
+    r = redis.Redis.from_url(redis_url)
+    rid = _submit(coord, "test_map_window", 5)  # max_parallel 3
+    d = coord.compile("test_map_window")
+
+    def running(step: str, token: str) -> Any:
+        return p.begin(d, rid, step, {"attempt": 1, "started_at": time.time()}, token, token)
+
+    running("numbers", "t-numbers")
+    assert p.succeeded(d, rid, "numbers", {"numbers": list(range(5))}, "t-numbers")
+    b = running("each", "t-each")
+    assert map_steps.expand(p, d, rid, d.wf.step_map["each"], b, "t-each") \
+        is StepStatus.RUNNING
+
+    def items_queued() -> list[str]:
+        bodies = [json.loads(base64.b64decode(json.loads(m)["body"]))
+                  for m in r.lrange("nobody-reads", 0, -1)]
+        return sorted(b[1]["step_id"] for b in bodies
+                      if b[1].get("step_id", "").startswith("each["))
+
+    assert items_queued() == ["each[0]", "each[1]", "each[2]"]
+    p.maps.begin_item(rid, "each[0]", "each", [], False, {"attempt": 1}, "t-0", "t-0",
+                      p.lease_s)
+    unit = d.unit_of_terminal["each"]
+    first = p.maps.item_ended(rid, "each[0]", "each", "t-0", StepStatus.SUCCEEDED,
+                              {"ended_at": time.time()}, 0, True, d.wf.name, unit,
+                              d.plan.successors[unit])
+    assert first.code == 1 and first.handed == 3  # ...and its reply never came back
+    retried = map_steps.item_ended(p, d, rid, "each[0]", StepStatus.SUCCEEDED, "t-0", 0, True)
+    assert retried == 0  # refused: it had ended
+    assert items_queued() == ["each[0]", "each[1]", "each[2]", "each[3]"]
