@@ -36,11 +36,13 @@ def stack(redis_server: RedisServer) -> Iterator[dict[str, Any]]:
     workers = [WorkerProcess(url, f"w{i}", concurrency=3, callback_secret=CALLBACK_SECRET,
                              callback_allowed_networks=list(CALLBACK_NETWORKS))
                for i in (1, 2)]
+    _WORKERS[id(coord)] = workers
     try:
         for w in workers:
             w.wait_ready(coord.app)
         yield {"coord": coord, "workers": workers, "url": url}
     finally:
+        _WORKERS.pop(id(coord), None)
         for w in workers:
             w.stop()
 
@@ -56,11 +58,29 @@ def r(stack: dict[str, Any]) -> redis.Redis:
     return redis.Redis.from_url(stack["url"], decode_responses=True)
 
 
+_WORKERS: dict[int, list[WorkerProcess]] = {}
+"""The module stack's workers by ``id(coordinator)``: a run that does not end names them."""
+
+
+def _why_not_ended(coord: Coordinator, run_id: str) -> str:
+    """The run's steps as they are now, its queues' depths and unacknowledged messages,
+    and the tails of its workers' logs (for the module stack)."""
+    r = coord.store.client
+    depths = {q: r.llen(q) for q in ("default", "default.high", "default.low")}
+    lines = [f"run {run_id} did not end: "
+             + json.dumps({s.step_id: s.status.value for s in coord.view(run_id).steps}),
+             f"queue lengths: {depths}, unacked messages: {r.hlen('unacked')}"]
+    for w in _WORKERS.get(id(coord), []):
+        alive = "alive" if w.proc.poll() is None else f"exited {w.proc.returncode}"
+        lines.append(f"--- worker {w.name} ({alive}), last lines:\n{w.tail(25)}")
+    return "\n".join(lines)
+
+
 def wait_run(coord: Coordinator, run_id: str, timeout_s: float = 30.0) -> RunView:
-    """Wait until the run ends; return its view (fail with the view if it does not)."""
+    """Wait until the run ends; return its view (fail with the run's state at the
+    deadline, and its workers' log tails, if it does not)."""
     wait_until(lambda: coord.store.run(run_id).status.terminal, timeout_s,
-               message=f"run {run_id} did not end: "
-               + json.dumps({s.step_id: s.status.value for s in coord.view(run_id).steps}))
+               message=lambda: _why_not_ended(coord, run_id))
     return coord.view(run_id)
 
 
