@@ -20,8 +20,9 @@ The data path of one map step ``fetch`` (its own unit, see ``core/compiler``)::
 
 Recovery: an item's own end records its follow-ups (``follow`` on its record): a
 redelivered copy of a task that died after recording (SETTLE) publishes the item it
-handed out and finishes the unit completion it began.  A redelivered map step task
-re-publishes the items it published before that never began.
+handed out and finishes the unit completion it began, and so does a delivery whose end
+the store refused as already recorded (a Redis restart lost its first call's reply).
+A redelivered map step task re-publishes the items it published before that never began.
 """
 
 from __future__ import annotations
