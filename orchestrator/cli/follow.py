@@ -151,8 +151,10 @@ def follow(coord: Coordinator, run_id: str, emit: Callable[[str], None],
     last = "0-0"
     start = time.monotonic()
     block_ms = max(10, min(FOLLOW_BLOCK_MS, int(coord.settings.redis_timeout_s * 500)))
-    while True:
-        for eid, fields in coord.store.events(run_id, after=last, block_ms=block_ms):
+    def show(block: int | None) -> int:
+        nonlocal last
+        got = coord.store.events(run_id, after=last, block_ms=block)
+        for eid, fields in got:
             last = eid
             ev = Event.parse(eid, fields)
             t = time.strftime("%H:%M:%S", time.localtime(ev.ts))
@@ -161,8 +163,16 @@ def follow(coord: Coordinator, run_id: str, emit: Callable[[str], None],
                 emit(f"{t}  {ev.step or '':<28} {ev.status}{attempt}")
             else:
                 emit(f"{t}  run {ev.status}")
+        return len(got)
+
+    while True:
+        show(block_ms)
         run = coord.store.run(run_id)
         if run.status.terminal:
+            # the run ended after the read above: its last events (the run's end is
+            # recorded with its event, in one script) are in the stream now
+            while show(None):
+                pass
             return coord.view(run_id)
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             return coord.view(run_id)
