@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Celery:
               ignore_result=True, Request=step_mod.StepRequest)
     def join(self: Any, run_id: str, join_id: str, version: str) -> dict[str, Any]:
         """Closes a fan-out; when it ends its unit, advances the run."""
-        return step_mod.join(self, run_id, join_id, version)
+        return _join(self, run_id, join_id, version)
 
     submissions = Submissions(store.client, store.keys)
 
@@ -152,12 +152,17 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+_step = step_mod.requeue_when_unrecorded(step_mod.execute)
+_item = step_mod.requeue_when_unrecorded(items.execute)
+_join = step_mod.requeue_when_unrecorded(step_mod.join)
+
+
 def _register_step(app: Celery, fn: StepFunction) -> None:
     def run(self: step_mod.StepTask, run_id: str, step_id: str, version: str
             ) -> dict[str, Any]:
         if step_id.endswith("]"):  # a map step's item, fetch[17]
-            return items.execute(self, run_id, step_id, version)
-        return step_mod.execute(self, run_id, step_id, version)
+            return _item(self, run_id, step_id, version)
+        return _step(self, run_id, step_id, version)
 
     run.__doc__ = fn.fn.__doc__
     app.task(name=step_task_name(fn.name), bind=True, base=step_mod.StepTask,

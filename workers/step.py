@@ -16,13 +16,16 @@ import logging
 import random
 import time
 import uuid
-from functools import lru_cache
+from collections.abc import Callable
+from contextlib import suppress
+from functools import lru_cache, wraps
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry, TaskPredicate
 from celery.worker.request import Request
+from celery.worker.state import task_ready
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
@@ -35,12 +38,14 @@ from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import (
     ConditionError,
     OrchestratorError,
+    RedisAuthFailed,
     RetryLater,
     RunNotFound,
     SkipStep,
     StepOutputTooLarge,
     error_data,
 )
+from orchestrator.outages import kind_of
 from orchestrator.runtime import context
 from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime.coordinator import Coordinator
@@ -126,6 +131,31 @@ class StepRequest(Request):
             self._request_dict[LEASE_TOKEN] = token
             self._request_dict[DELIVERY_TAG] = str(getattr(message, "delivery_tag", "") or "")
 
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        # Celery cancels the acks_late tasks running when the broker connection is lost
+        # (worker_cancel_long_running_tasks_on_connection_loss); flagged first, because
+        # Celery's own bookkeeping of the cancel needs Redis and may raise before it
+        # records it
+        self._orch_cancelled = True
+        super().cancel(pool, signal, emit_retry)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
+        if self.orch_held is not None and (
+                getattr(self, "_orch_cancelled", False) or unrecorded(exc)):
+            # the step run's outcome may not be recorded: keep the message (a failed task's
+            # would be acknowledged, leaving the step run with no message to deliver)
+            task_ready(self)
+            log.warning("%s of run %s: %s; its message is requeued", self.orch_held.step_id,
+                        self.orch_held.run_id,
+                        "cancelled on a lost broker connection"
+                        if getattr(self, "_orch_cancelled", False)
+                        else f"Redis failed before its outcome was recorded ({exc!r})")
+            self.reject(requeue=True)
+            return
+        super().on_failure(exc_info, send_failed_event, return_ok)
+
     def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> None:
         if not failed__retval__runtime[0]:
             self._orch_how = "done"
@@ -198,6 +228,56 @@ def drop_canvas(task: Task) -> None:
     """This delivery must not carry its canvas on (another one does, or did)."""
     task.request.chain = None
     task.request.chord = None
+
+
+_RECORDED = "_orch_recorded"
+"""Attribute set on an exception whose step run was recorded failed before it is raised
+again for Celery (:func:`_fail`): not a failure to record, whatever it is."""
+
+
+def requeue_when_unrecorded(body: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Wrap a step, item or join task body: when it fails because Redis could not be
+    reached or timed out (the store client's retries ran out while it recorded an outcome,
+    began a step or published what follows), the delivery is rejected with requeue instead
+    of failing.  A failed task's message is acknowledged (``task_acks_on_failure_or_timeout``),
+    and a step run whose outcome was never recorded would then be left ``running`` with no
+    message for anyone to deliver again.  Requeued, the message comes back (or, if the
+    reject cannot reach Redis either, stays among the unacknowledged for the reaper, which
+    puts it back when its lease expires); its lease is given back, and the next delivery
+    begins, settles or drops it as the store says.  Nothing runs twice at once: the lease
+    still fences every copy.  A step function's own Redis error that the step's policy
+    recorded as its failure is raised as is (see :func:`_fail`)."""
+
+    @wraps(body)
+    def guarded(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return body(*args, **kwargs)
+        except Exception as exc:
+            if not unrecorded(exc):
+                raise
+            log.warning("%s: Redis failed before the outcome was recorded (%s); the message "
+                        "is requeued", _describe(args, kwargs), exc)
+            raise Reject(f"store unreachable: {exc}", requeue=True) from exc
+
+    return guarded
+
+
+def unrecorded(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis being unreachable or timing out, raised before the step
+    run's outcome was recorded (not a step function's own error recorded as its failure,
+    see :func:`_fail`; not a refused password, which no retry mends)."""
+    if isinstance(exc, TaskPredicate):  # Retry, Reject, Ignore: Celery's own verdicts
+        return False
+    kind = kind_of(exc)
+    return kind is not None and kind is not RedisAuthFailed \
+        and not getattr(exc, _RECORDED, False)
+
+
+def _describe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    names = ("run_id", "step_id", "version")
+    given = {**dict(zip(names, args[1:], strict=False)), **kwargs}
+    what = given.get("step_id") or given.get("join_id") or "?"
+    return f"{what} of run {given.get('run_id', '?')}"
 
 
 def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str, Any]:
@@ -600,4 +680,6 @@ def _fail(task: StepTask, p: Progress, d: Definition, run_id: str, step_id: str,
     if not p.failed(d, run_id, step_id, error_data(exc), task.request, token):
         drop_canvas(task)
         return _done(run_id, step_id, StepStatus.FAILED)
+    with suppress(AttributeError):  # an exception type with no attributes of its own
+        setattr(exc, _RECORDED, True)
     raise exc

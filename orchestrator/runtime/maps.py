@@ -22,7 +22,9 @@ Recovery: an item's own end records its follow-ups (``follow`` on its record): a
 redelivered copy of a task that died after recording (SETTLE) publishes the item it
 handed out and finishes the unit completion it began, and so does a delivery whose end
 the store refused as already recorded (a Redis restart lost its first call's reply).
-A redelivered map step task re-publishes the items it published before that never began.
+A redelivered map step task re-publishes the items it published before that have not
+ended: never began, or began and lost their task (a Redis restart can end a task without
+its outcome; the stalled-run pass then publishes the map's unit again).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def expand(p: Progress, d: Definition, run_id: str, step: StepDef, b: Begin,
         return StepStatus.RUNNING
     if x.code == 0:
         log.info("map step %s of run %s: expanded before; publishing again the %d items "
-                 "published then that never began", step.id, run_id, len(x.publish))
+                 "published then that have not ended", step.id, run_id, len(x.publish))
     publish_items(p, d, run_id, step, x.publish, b.run.priority)
     if x.closing.closed:
         close(p, d, run_id, x.closing)

@@ -219,11 +219,11 @@ def client(where: RedisTarget | str, *, decode_responses: bool,
         return redis.Redis.from_pool(pool)
     master = _require_master(t)
     addr = parse_sentinel_url(t.url)
-    group = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    group = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         list(addr.sentinels), sentinel_kwargs=_sentinel_kwargs(t, options))
     pool_class = (redis.sentinel.SentinelConnectionPool if pool_wait_s is None
                   else _BlockingSentinelPool)
-    master_client: redis.Redis = group.master_for(  # type: ignore[no-untyped-call]
+    master_client: redis.Redis = group.master_for(  # type: ignore[no-untyped-call,unused-ignore]
         master, redis_class=redis.Redis, connection_pool_class=pool_class,
         decode_responses=decode_responses, **_master_kwargs(addr, options))
     return master_client
@@ -248,7 +248,7 @@ def async_client(where: RedisTarget | str, *, decode_responses: bool,
         return aioredis.Redis.from_pool(pool)
     master = _require_master(t)
     addr = parse_sentinel_url(t.url)
-    group = asentinel.Sentinel(  # type: ignore[no-untyped-call]
+    group = asentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         list(addr.sentinels), sentinel_kwargs=_sentinel_kwargs(t, options))
     pool_class = (asentinel.SentinelConnectionPool if pool_wait_s is None
                   else _AsyncBlockingSentinelPool)

@@ -69,7 +69,7 @@ class Expansion:
     count: int
     publish: list[int]
     """Indexes of the items to publish now (the first window; after a redelivery, those
-    published before that never began)."""
+    published before that have not ended: never began, or began and lost their task)."""
     closing: Closing
 
 
@@ -140,8 +140,10 @@ class MapStore:
         """Expand a map step into its items, once, by the holder of its lease: store each
         item (JSON text) and the map's counters, hand back the first window to publish.
         An empty list ends the map step (``succeeded``, output ``[]``) and completes its
-        unit here.  Expanded before (a redelivered expansion), nothing changes: the
-        items published before that never began are handed back again.
+        unit here.  Expanded before (a redelivered expansion, or the stalled-run pass
+        publishing the map's unit again), nothing changes: the items published before
+        that have not ended are handed back again (a copy of one that still runs meets
+        its lease).
 
         Args:
             window: ``max_parallel`` (0: every item at once).

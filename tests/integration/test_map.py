@@ -260,12 +260,15 @@ def test_a_worker_killed_in_the_middle_of_a_map(quick_stack: Stack) -> None:
     print(f"{len(again)} items ran again after the kill: {sorted(again)}")
 
 
-def test_redis_restarted_in_the_middle_of_a_map(redis_binary: str) -> None:
+@pytest.mark.parametrize("down_s", [0.0, 8.0], ids=["crash", "long-outage"])
+def test_redis_restarted_in_the_middle_of_a_map(redis_binary: str, down_s: float) -> None:
     """200 items, 6 at once; Redis crashes (SIGKILL) when a quarter ran and comes back
-    from its AOF.  The run succeeds with every output in order; every item ran to its
-    end; at most 6 items were ever in flight at once (counted in the step).  The items'
-    retry policy covers the step function's own Redis calls meeting the crash; the
-    workers run under a supervisor (:func:`~tests.support.workers.supervise`)."""
+    from its AOF, at once or after ``down_s`` (longer than the store client's retries: the
+    items running then can record nothing, and their tasks are cancelled or fail).  The
+    run succeeds with every output in order; every item ran to its end; at most 6 items
+    were ever in flight at once (counted in the step).  The items' retry policy covers the
+    step function's own Redis calls meeting the crash; the workers run under a supervisor
+    (:func:`~tests.support.workers.supervise`)."""
     with private_stack(redis_binary, ["r1", "r2"], concurrency=3, lease_s=2.0,
                        appendonly=True, server_args=("--appendfsync", "always")
                        ) as (server, coord, ws):
@@ -274,6 +277,7 @@ def test_redis_restarted_in_the_middle_of_a_map(redis_binary: str) -> None:
         wait_until(lambda: len(s.completions(rid)) >= 50, 60,
                    message="the map never got going")
         server.kill()  # a crash: only what the AOF holds comes back
+        time.sleep(down_s)
         server.restart()
         wait_until(server.ping, 30, message="redis did not come back")
         wait_until(lambda: supervise(ws) >= 0 and coord.store.run(rid).status.terminal,

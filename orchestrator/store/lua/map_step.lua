@@ -8,7 +8,7 @@
 --     failures (-1: any), succeeded sources, failed sources, successors n, successors...,
 --     item JSON...   (the lease holder of the map step's task expands it once)
 --     Returns {1 expanded now / 0 expanded before / -1 no run / -2 fenced, count,
---       indexes to publish, units remaining (-2: the map is not closed), ready units,
+--       indexes to publish (expanded before: those published that have not ended), units remaining (-2: the map is not closed), ready units,
 --       priority}.
 --   "item": ARGV item id, map step id, token, new status, sources, patch JSON, output
 --     JSON or "", now, workflow, unit, run id, kept failures max, failure JSON or "",
@@ -127,14 +127,21 @@ if op == 'expand' then
   if redis.call('EXISTS', k_run) == 0 then return {-1, 0, {}, -2, {}, ''} end
   if not holds(k_leases, step, token) then return {-2, 0, {}, -2, {}, ''} end
   local have = mget(step, 'count')
-  if have then  -- expanded before (a redelivery): what was published and never began
+  if have then  -- expanded before (a redelivery): what was published and has not ended
+    -- (never began, or began and lost its task: a copy of one that still runs meets its
+    -- lease and waits)
     local again = {}
     local nxt = tonumber(mget(step, 'next'))
     for first = 0, nxt - 1, CHUNK do
       local ids = {}
       for i = first, math.min(first + CHUNK, nxt) - 1 do ids[#ids + 1] = item_of(step, i) end
       local vals = redis.call('HMGET', k_steps, unpack(ids))
-      for j = 1, #ids do if not vals[j] then again[#again + 1] = first + j - 1 end end
+      for j = 1, #ids do
+        local v = vals[j]
+        if not v or not STEP_FINAL[string.match(v, '"status":"([^"]*)"') or ''] then
+          again[#again + 1] = first + j - 1
+        end
+      end
     end
     return {0, tonumber(have), again, -2, {}, ''}
   end
