@@ -179,6 +179,18 @@ def command_usec(r: redis.Redis) -> int:
                if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
 
 
+def server_cpu_usec(r: redis.Redis) -> int:
+    """CPU the Redis server's main thread has used since it started (user + system,
+    ``INFO cpu``), in microseconds: every command, script, parse and socket write it
+    served, each counted once.  (``INFO commandstats`` counts a command a script calls on
+    its own line and again in the script's ``EVALSHA``, so summing its ``usec``
+    overstates a scripted workload.)"""
+    cpu: dict[str, Any] = r.info("cpu")
+    user = cpu.get("used_cpu_user_main_thread", cpu["used_cpu_user"])
+    sys_ = cpu.get("used_cpu_sys_main_thread", cpu["used_cpu_sys"])
+    return round((float(user) + float(sys_)) * 1e6)
+
+
 def reads_processed(r: redis.Redis) -> int:
     """``total_reads_processed``: socket reads Redis served, about one per round trip."""
     return int(r.info("stats")["total_reads_processed"])

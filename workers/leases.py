@@ -34,6 +34,7 @@ from celery.worker import state as worker_state
 from orchestrator.callbacks.delivery import CallbackSender
 from orchestrator.callbacks.destinations import networks
 from orchestrator.errors import StoreSchemaMismatch
+from orchestrator.runtime import broker
 from orchestrator.runtime.recovery import Recovery
 from orchestrator.store import StoreError
 from orchestrator.store.callbacks import CallbackRegistry
@@ -94,6 +95,7 @@ class Keeper:
         while not self._stop.wait(TICK_S):
             now = time.monotonic()
             self._flush_releases()
+            self._requeue_stranded()
             if now >= next_renew:
                 next_renew = now + self.lease_s / 4
                 self._renew(now)
@@ -197,6 +199,24 @@ class Keeper:
         except StoreError as exc:
             # not fatal: an unreleased lease expires and the reaper settles it
             log.warning("could not release %d lease(s): %s", len(batch), exc)
+
+    def _requeue_stranded(self) -> None:
+        """Requeues Redis could not take when this worker sent them
+        (:data:`orchestrator.runtime.broker.stranded`): put each message that is still
+        unacknowledged back in its queue, in order, once Redis answers."""
+        while broker.stranded:
+            tag = broker.stranded[0]
+            try:
+                if self.leases.requeue_unacked(tag):
+                    log.warning("message %s, requeued while Redis could not take it, is "
+                                "back in its queue", tag)
+            except StoreError as exc:
+                log.debug("requeue of message %s waits for Redis: %s", tag, exc)
+                return
+            except Exception:  # a message that is not kombu's JSON: leave it to the sweep
+                log.exception("could not requeue message %s; kombu's sweep brings it back "
+                              "after the visibility timeout", tag)
+            broker.stranded.popleft()
 
     def _reap(self) -> None:
         try:

@@ -26,13 +26,17 @@ the old channel's unacknowledged messages) with a warning instead: the message s
 kombu's unacked index in Redis, kombu's own sweep (``unacked_restore_interval``) puts it
 back in its queue after the visibility timeout, and the step's task finds the step run
 already ended and does nothing (its lease fences a second execution).  Nothing is lost
-and nothing runs twice; the worker stays up.
+and nothing runs twice; the worker stays up.  A *requeue* on such a channel (a task
+Celery cancelled on the lost connection, or one that could not record its outcome) is
+not left to the visibility timeout: its tag goes to :data:`stranded`, and the worker's
+lease keeper puts the message back in its queue as soon as Redis answers.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -135,6 +139,14 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+stranded: deque[str] = deque(maxlen=100_000)
+"""Delivery tags of messages a worker requeued while Redis could not take them back
+(their connection was closed, or the reject failed): each may still be in kombu's unacked
+index.  The worker's lease keeper (:mod:`workers.leases`) puts every one still there back
+in its queue once Redis answers (:meth:`orchestrator.store.leases.Leases.requeue_unacked`),
+instead of leaving it to the visibility timeout."""
+
+
 class GuardedQoS(kombu_redis.QoS):
     """kombu's Redis QoS whose acknowledgements on a channel of a connection that is gone
     are dropped with a warning instead of raising (see the module docstring)."""
@@ -162,10 +174,19 @@ class GuardedQoS(kombu_redis.QoS):
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if self._gone():
             log.warning("message %s was rejected after its broker connection closed: it "
-                        "comes back after the visibility timeout", delivery_tag)
+                        "stays unacknowledged%s", delivery_tag,
+                        " and goes back to its queue once Redis answers" if requeue
+                        else "; it comes back after the visibility timeout")
             self._quick_ack(delivery_tag)
+            if requeue:
+                stranded.append(str(delivery_tag))
             return
-        super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        try:
+            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        except Exception:
+            if requeue:  # Redis did not take it back: it may still be unacknowledged
+                stranded.append(str(delivery_tag))
+            raise
 
     def restore_unacked(self, client: Any = None) -> None:
         if client is None and self._gone():

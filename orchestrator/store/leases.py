@@ -143,19 +143,29 @@ class Leases:
         message, exchange, routing_key = json.loads(raw)
         return dict(message), str(exchange), str(routing_key)
 
+    def requeue_unacked(self, tag: str) -> bool:
+        """Put the unacknowledged message of delivery ``tag`` (marked redelivered) back at
+        the head of its queue, if it is still unacknowledged: a requeue the broker could
+        not take when the worker sent it.  True if it was put back, False if it was not
+        there (acknowledged, or restored by someone else)."""
+        found = self.unacked_message(tag)
+        if found is None:
+            return False
+        message, _exchange, queue = found
+        k = self.keys
+        return bool(scripts.REQUEUE_UNACKED(
+            self._r, [k.unacked(), k.unacked_index(), queue],
+            [tag, json.dumps(_redelivered(message))]))
+
     def restore(self, e: Expired, message: dict[str, Any], queue: str) -> bool:
         """Put ``message`` (marked redelivered) back at the head of ``queue`` if ``e``'s
         lease is unchanged and its message still unacknowledged; True if it was."""
         k = self.keys
-        message = dict(message)
-        message.setdefault("headers", {})["redelivered"] = True
-        props = message.setdefault("properties", {})
-        props.setdefault("delivery_info", {})["redelivered"] = True
         got = scripts.RESTORE_MESSAGE(
             self._r,
             [k.leases(e.run_id), k.lease_index(), k.unacked(), k.unacked_index(), queue],
             [e.step_id, lease_member(e.run_id, e.step_id), e.token, e.tag,
-             json.dumps(message)])
+             json.dumps(_redelivered(message))])
         return bool(got)
 
     def park(self, e: Expired, park_s: float, ended: bool = False) -> int:
@@ -277,3 +287,12 @@ class Leases:
             self._r.pexpire(key, ms)
             return True
         return False
+
+
+def _redelivered(message: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a kombu message marked redelivered, as kombu's own restore marks it."""
+    message = dict(message)
+    message.setdefault("headers", {})["redelivered"] = True
+    props = message.setdefault("properties", {})
+    props.setdefault("delivery_info", {})["redelivered"] = True
+    return message

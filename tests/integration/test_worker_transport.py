@@ -68,3 +68,30 @@ def test_with_its_pool_still_there_the_ack_goes_through(redis_binary: str) -> No
         msg.channel.connection.client = None  # the transport lost its connection object
         msg.ack()
         assert r.hlen("unacked") == 0 and r.llen("q") == 0
+
+
+def test_a_requeue_redis_could_not_take_goes_back_once_redis_answers(
+        redis_binary: str) -> None:
+    """A task requeued (cancelled on a lost connection, or failed before its outcome was
+    recorded) on a channel that is gone: the reject cannot reach Redis, the message stays
+    unacknowledged, and its tag waits in ``broker.stranded``; the lease keeper's
+    ``Leases.requeue_unacked`` then puts it back in its queue, marked redelivered, once
+    (a second call finds nothing), instead of after the visibility timeout."""
+    from orchestrator.store.keys import Keys
+    from orchestrator.store.leases import Leases
+
+    broker.stranded.clear()
+    with RedisServer(binary=redis_binary) as server:
+        r = server.client()
+        msg = _delivered_then_orphaned(server.url, broker.WORKER_TRANSPORT)
+        msg.reject(requeue=True)
+        assert r.hlen("unacked") == 1 and r.llen("q") == 0
+        assert list(broker.stranded) == [msg.delivery_tag]
+        leases = Leases(server.client(decode_responses=True), Keys("orch"))
+        assert leases.requeue_unacked(broker.stranded.popleft())
+        assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0 and r.llen("q") == 1
+        assert not leases.requeue_unacked(msg.delivery_tag)  # done once
+        with Connection(server.url, transport=broker.WORKER_TRANSPORT) as conn:
+            again = conn.SimpleQueue("q").get(timeout=5)
+            assert again.payload == {"n": 1} and again.delivery_info.get("redelivered")
+            again.ack()
