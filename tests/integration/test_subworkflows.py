@@ -222,14 +222,19 @@ def test_a_redis_restart_while_the_parent_waits_loses_nothing(redis_binary: str)
     the crash as in test_compensation.py, may take over.)"""
     with private_stack(redis_binary, ["r1"], concurrency=2, lease_s=2.0, appendonly=True,
                        server_args=("--appendfsync", "always")) as (server, coord, _):
-        run_id = coord.submit("sw_parent", {"x": 4, "pause_s": 2.0})
-        child = child_run_id(run_id, "kid", 1)
-        wait_until(lambda: coord.store.exists(child) and executions(coord, child), 30,
-                   message="the child's step never ran")
-        assert coord.store.step_runs(run_id, ["kid"])["kid"].status is StepStatus.WAITING
+        # the second worker is ready before the run starts, so that the crash comes while
+        # the child's 2 s step runs (a crash while `after` runs could end it after its
+        # function returned and before its end was recorded: it would run again, rightly)
         fresh = WorkerProcess(server.url, "fresh", concurrency=2, lease_s=2.0)
         try:
             fresh.wait_ready(coord.app)
+            run_id = coord.submit("sw_parent", {"x": 4, "pause_s": 2.0})
+            child = child_run_id(run_id, "kid", 1)
+            wait_until(lambda: coord.store.exists(child) and executions(coord, child), 30,
+                       message="the child's step never ran")
+            assert coord.store.step_runs(run_id, ["kid"])["kid"].status \
+                is StepStatus.WAITING
+            assert not done(coord, child), "the child's step ended before the crash"
             server.kill()
             server.restart()
             wait_until(server.ping, 30, message="redis did not come back")
