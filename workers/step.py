@@ -241,9 +241,10 @@ def requeue_when_unrecorded(body: Callable[..., dict[str, Any]]) -> Callable[...
     began a step or published what follows), the delivery is rejected with requeue instead
     of failing.  A failed task's message is acknowledged (``task_acks_on_failure_or_timeout``),
     and a step run whose outcome was never recorded would then be left ``running`` with no
-    message for anyone to deliver again.  Requeued, the message comes back (or, if the
-    reject cannot reach Redis either, stays among the unacknowledged for the reaper, which
-    puts it back when its lease expires); its lease is given back, and the next delivery
+    message for anyone to deliver again.  Requeued, the message comes back (if the reject
+    cannot reach Redis either, it stays among the unacknowledged and the worker's lease
+    keeper puts it back once Redis answers, see ``broker.stranded``); its lease is given
+    back, and the next delivery
     begins, settles or drops it as the store says.  Nothing runs twice at once: the lease
     still fences every copy.  A step function's own Redis error that the step's policy
     recorded as its failure is raised as is (see :func:`_fail`)."""
