@@ -65,12 +65,14 @@ def view(ctx: ApiContext, token: ApiToken, run_id: str) -> RunOut:
     return RunOut.from_view(ctx.coordinator.view(run_id)).shaped(detail_of(token))
 
 
-def own_view(ctx: ApiContext, token: ApiToken, run_id: str) -> RunOut:
+def own_view(ctx: ApiContext, token: ApiToken, run_id: str,
+             version: str | None = None) -> RunOut:
     """The run as ``token`` sees it, for a run that a request with ``token`` has just
     created (sync: a worker thread): the run is of the token's tenant, so no tenant check
-    (one store read fewer on the submit path).
+    (one store read fewer on the submit path).  ``version``: the version it was created
+    with (the reads then take one round trip, see ``Coordinator.view``).
 
     Raises:
         RunNotFound: no such run.  RunDamaged: as ``Coordinator.view``.
     """
-    return RunOut.from_view(ctx.coordinator.view(run_id)).shaped(detail_of(token))
+    return RunOut.from_view(ctx.coordinator.view(run_id, version)).shaped(detail_of(token))

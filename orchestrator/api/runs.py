@@ -224,7 +224,7 @@ async def submit_run(
             ctx.coordinator.submit(wf.name, run_input, run_id, origin=origin,
                                    version=version, priority=priority)
             made = True
-            return None if wait else access.own_view(ctx, _token, run_id)
+            return None if wait else access.own_view(ctx, _token, run_id, wf.version)
 
         try:
             created = await anyio.to_thread.run_sync(create)

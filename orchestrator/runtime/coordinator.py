@@ -419,12 +419,29 @@ class Coordinator:
                                  f"approval (it is {status.value}); approve an approval "
                                  "step while `orchestrator status` shows it waiting")
 
-    def view(self, run_id: str) -> RunView:
-        """The run and every step run (pending ones included), in workflow order."""
+    def view(self, run_id: str, version: str | None = None) -> RunView:
+        """The run and every step run (pending ones included), in workflow order.
+
+        ``version``: the run's version when the caller knows it (it has just submitted
+        the run): the run, its step runs, their outputs and its callback are then read
+        in one round trip instead of four.
+        """
+        if version is not None:
+            d = self.definitions.load(version)
+            ids = [s.id for s in d.wf.steps]
+            run, recs, outs, callback = self.store.snapshot(run_id, ids)
+            if run.version == version:
+                return self._view(d, run, recs, outs, callback)
         run = self.store.run(run_id)
         d = self.definitions.load(run.version)
         ids = [s.id for s in d.wf.steps]  # a map's items are not read here: see items()
         recs = self.store.step_runs(run_id, ids)
+        return self._view(d, run, recs, self.store.outputs(run_id, ids),
+                          self.callbacks.get(run_id))
+
+    def _view(self, d: Definition, run: RunRecord, recs: dict[str, StepRun],
+              outs: dict[str, Any], callback: dict[str, Any] | None) -> RunView:
+        run_id = run.run_id
         steps = [recs.get(s.id, StepRun(s.id, StepStatus.PENDING)) for s in d.wf.steps]
         position = self.store.queue_position(run_id) \
             if run.status is RunStatus.QUEUED else None
@@ -433,8 +450,7 @@ class Coordinator:
             if s.map is not None and recs[s.id].map is not None:
                 _, by = self.progress.maps.counts(run_id, s.id)
                 items[s.id] = {st.value: n for st, n in by.items()}
-        return RunView(run, steps, self.store.outputs(run_id, ids),
-                       self.callbacks.get(run_id), position, items)
+        return RunView(run, steps, outs, callback, position, items)
 
     def items(self, run_id: str, step_id: str, start: int = 0, stop: int | None = None
               ) -> tuple[list[StepRun], dict[str, Any]]:

@@ -562,6 +562,36 @@ class RunStore:
         vals = self._r.hmget(key, list(step_ids))
         return {s: StepRun.from_json(s, v) for s, v in zip(step_ids, vals, strict=True)}
 
+    def snapshot(self, run_id: str, step_ids: Sequence[str]
+                 ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any], dict[str, Any] | None]:
+        """The run, the records and outputs of ``step_ids`` and the run-end callback's
+        registration, in one round trip (what :meth:`run`, :meth:`step_runs`,
+        :meth:`outputs` and ``CallbackRegistry.get`` read, one pipeline).
+
+        Raises:
+            RunNotFound: no such run.  RunDamaged: as :meth:`run`.
+        """
+        k, ids = self.keys, list(step_ids)
+        p = self._r.pipeline(transaction=False)
+        p.hgetall(k.run(run_id))
+        if ids:
+            p.hmget(k.steps(run_id), ids)
+            p.hmget(k.outputs(run_id), ids)
+        p.get(k.callback(run_id))
+        got = p.execute()
+        raw, callback = got[0], got[-1]
+        recs, outs = (got[1], got[2]) if ids else ([], [])
+        if not raw:
+            raise self.missing(run_id)
+        try:
+            run = RunRecord.from_hash(run_id, raw)
+        except (KeyError, ValueError, TypeError):
+            run = self.run(run_id)  # raises RunDamaged with the fields named
+        records = {s: StepRun.from_json(s, v) for s, v in zip(step_ids, recs, strict=True)}
+        outputs = {s: json.loads(v) for s, v in zip(step_ids, outs, strict=True)
+                   if v is not None}
+        return run, records, outputs, None if callback is None else dict(json.loads(callback))
+
     def outputs(self, run_id: str, step_ids: Sequence[str] | None = None) -> dict[str, Any]:
         """Stored outputs by step id (steps without an output are absent)."""
         key = self.keys.outputs(run_id)

@@ -114,3 +114,29 @@ def test_condition_reads_a_grandparent(coord: Coordinator) -> None:
     view = wait_run(coord, coord.submit("grandparent_condition"))
     assert statuses(view) == {"a": "succeeded", "b": "succeeded", "c": "succeeded",
                               "d": "skipped"}
+
+
+def test_a_view_of_a_known_version_reads_the_same_in_one_round_trip(coord: Coordinator,
+                                                                    r: redis.Redis) -> None:
+    """``Coordinator.view(run_id, version)`` (the API's 201 body) reads the run, its step
+    runs, their outputs and its callback in one pipeline: the same view as the four
+    separate reads; a version that is not the run's falls back to them."""
+    import pytest
+
+    from orchestrator.errors import RunNotFound
+
+    run_id = coord.submit("grandparent_condition")
+    view = wait_run(coord, run_id)
+    version = view.run.version
+    assert coord.view(run_id, version) == view
+    other = coord.compile("customer_order").wf.version  # stored, not this run's
+    assert other != version and coord.view(run_id, other) == view
+    r.config_resetstat()
+    coord.view(run_id, version)
+    pipelined = int(r.info("stats")["total_reads_processed"])
+    r.config_resetstat()
+    coord.view(run_id)
+    separate = int(r.info("stats")["total_reads_processed"])
+    assert pipelined < separate
+    with pytest.raises(RunNotFound):
+        coord.view("no-such-run", version)
