@@ -125,6 +125,7 @@ class StepRequest(Request):
         item = kw.get("step_id") or kw.get("join_id")
         self.orch_held: Held | None = None
         self._orch_how = "check"
+        self._orch_cancelled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
             self.orch_held = Held(str(kw["run_id"]), str(item), token)
@@ -143,14 +144,14 @@ class StepRequest(Request):
                    return_ok: bool = False) -> None:
         exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
         if self.orch_held is not None and (
-                getattr(self, "_orch_cancelled", False) or unrecorded(exc)):
+                self._orch_cancelled or unrecorded(exc)):
             # the step run's outcome may not be recorded: keep the message (a failed task's
             # would be acknowledged, leaving the step run with no message to deliver)
             task_ready(self)
             log.warning("%s of run %s: %s; its message is requeued", self.orch_held.step_id,
                         self.orch_held.run_id,
                         "cancelled on a lost broker connection"
-                        if getattr(self, "_orch_cancelled", False)
+                        if self._orch_cancelled
                         else f"Redis failed before its outcome was recorded ({exc!r})")
             self.reject(requeue=True)
             return

@@ -285,7 +285,10 @@ class RunStore:
             RunNotFound: no such run (never created, or expired by retention).
             RunDamaged: the record is partial or malformed.
         """
-        d = self._r.hgetall(self.keys.run(run_id))
+        return self._record(run_id, self._r.hgetall(self.keys.run(run_id)))
+
+    def _record(self, run_id: str, d: dict[str, str]) -> RunRecord:
+        """The run record of hash ``d`` (RunNotFound when empty, RunDamaged when bad)."""
         if not d:
             raise self.missing(run_id)
         try:
@@ -581,12 +584,7 @@ class RunStore:
         got = p.execute()
         raw, callback = got[0], got[-1]
         recs, outs = (got[1], got[2]) if ids else ([], [])
-        if not raw:
-            raise self.missing(run_id)
-        try:
-            run = RunRecord.from_hash(run_id, raw)
-        except (KeyError, ValueError, TypeError):
-            run = self.run(run_id)  # raises RunDamaged with the fields named
+        run = self._record(run_id, raw)
         records = {s: StepRun.from_json(s, v) for s, v in zip(step_ids, recs, strict=True)}
         outputs = {s: json.loads(v) for s, v in zip(step_ids, outs, strict=True)
                    if v is not None}

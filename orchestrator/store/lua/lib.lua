@@ -91,6 +91,22 @@ local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new
                     redis.call('HGET', k_steps, step))
 end
 
+-- Put kombu's unacknowledged message `tag` back at the head of its queue (`message`: its
+-- JSON, marked redelivered), as kombu's own restore does; false if it is no longer
+-- unacknowledged (acknowledged, or put back already).
+local function put_back(k_unacked, k_unacked_index, k_queue, tag, message)
+  if redis.call('HEXISTS', k_unacked, tag) == 0 then return false end
+  redis.call('RPUSH', k_queue, message)
+  redis.call('HDEL', k_unacked, tag)
+  redis.call('ZREM', k_unacked_index, tag)
+  return true
+end
+
+-- A step record's status, read from its JSON without decoding it (nil: no status).
+local function status_of(raw)
+  return string.match(raw, '"status":"([^"]*)"')
+end
+
 -- Fencing: may the holder of `token` change this step run?  ("" = an operator's change,
 -- such as a cancel, which needs no lease.)
 local function holds(k_leases, step, token)

@@ -8,7 +8,8 @@
 --     failures (-1: any), succeeded sources, failed sources, successors n, successors...,
 --     item JSON...   (the lease holder of the map step's task expands it once)
 --     Returns {1 expanded now / 0 expanded before / -1 no run / -2 fenced, count,
---       indexes to publish (expanded before: those published that have not ended), units remaining (-2: the map is not closed), ready units,
+--       indexes to publish (expanded before: those published that have not ended),
+--       units remaining (-2: the map is not closed), ready units,
 --       priority}.
 --   "item": ARGV item id, map step id, token, new status, sources, patch JSON, output
 --     JSON or "", now, workflow, unit, run id, kept failures max, failure JSON or "",
@@ -106,7 +107,7 @@ if op == 'counts' then
     local vals = redis.call('HMGET', k_steps, unpack(ids))
     for j = 1, #ids do
       local s = STEP.PENDING
-      if vals[j] then s = string.match(vals[j], '"status":"([^"]*)"') or STEP.PENDING end
+      if vals[j] then s = status_of(vals[j]) or STEP.PENDING end
       by[s] = (by[s] or 0) + 1
     end
   end
@@ -138,7 +139,7 @@ if op == 'expand' then
       local vals = redis.call('HMGET', k_steps, unpack(ids))
       for j = 1, #ids do
         local v = vals[j]
-        if not v or not STEP_FINAL[string.match(v, '"status":"([^"]*)"') or ''] then
+        if not v or not STEP_FINAL[status_of(v) or ''] then
           again[#again + 1] = first + j - 1
         end
       end

@@ -5,8 +5,5 @@
 -- KEYS: unacked hash, unacked index, queue list.  ARGV: delivery tag, message (JSON,
 -- marked redelivered).
 -- Returns 1 put back, 0 not there (acknowledged, or restored already).
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
+if put_back(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]) then return 1 end
+return 0

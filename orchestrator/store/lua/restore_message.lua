@@ -7,10 +7,7 @@
 -- Returns 1 restored, 0 not (the lease changed, or the message is gone).
 local lease = lease_of(KEYS[1], ARGV[1])
 if lease == nil or lease['token'] ~= ARGV[3] or lease['until'] > now_ms() then return 0 end
-if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[5], ARGV[5])
-redis.call('HDEL', KEYS[3], ARGV[4])
-redis.call('ZREM', KEYS[4], ARGV[4])
+if not put_back(KEYS[3], KEYS[4], KEYS[5], ARGV[4], ARGV[5]) then return 0 end
 lease['flag'] = LEASE.RESTORED
 lease['until'] = 0
 put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], lease)
