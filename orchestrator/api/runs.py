@@ -352,6 +352,16 @@ def resume_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
     return _run_json(out, 201, {"Location": f"{API_PREFIX}/runs/{new_id}"})
 
 
+_SSE_EVENT: dict[str, Any] = {
+    # one event of the stream, as the HTML spec parses it (OpenAPI 3.2's itemSchema; 3.0
+    # and 3.1 tools such as schemathesis read `schema` as the per-event schema)
+    "type": "object", "required": ["data"],
+    "properties": {"event": {"type": "string", "description": "run, step or end"},
+                   "data": {"type": "string", "contentMediaType": "application/json"},
+                   "id": {"type": "string"},
+                   "retry": {"type": "integer", "minimum": 0}}}
+
+
 @router.get(
     "/runs/{run_id}/events",
     summary="Follow a run (server-sent events)",
@@ -359,7 +369,7 @@ def resume_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
     responses={
         200: {"description": "`text/event-stream`: events `run` and `step` (data: a "
               "RunEvent, id: the stream id), then `end` (data: the final Run).",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+              "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
         **error_responses(401, 403, 404, 422, 429, 503),
     },
 )

@@ -499,6 +499,27 @@ def test_events_follow_a_run_to_its_end(http: httpx.Client, r: redis.Redis) -> N
     assert [n for n, _, _ in again] == ["end"]
 
 
+def test_every_event_of_a_stream_matches_the_published_schema(http: httpx.Client,
+                                                              r: redis.Redis) -> None:
+    """The OpenAPI document describes one event of the stream (an object with data, event,
+    id), as schema checkers that parse event streams (schemathesis) read it: every event
+    of a real run's stream validates against it."""
+    import jsonschema
+
+    schema = http.get("/openapi.json").json()["paths"]["/v1/runs/{run_id}/events"]["get"][
+        "responses"]["200"]["content"]["text/event-stream"]["schema"]
+    systems.set_stock(r, "SKU-API", 100)
+    run_id = http.post("/v1/workflows/customer_order/runs",
+                       json=_order("o-sse-schema")).json()["run_id"]
+    with http.stream("GET", f"/v1/runs/{run_id}/events") as resp:
+        events = _sse(resp)
+    assert events and events[-1][0] == "end"
+    for name, eid, data in events:
+        event = {"event": name, "data": data, **({"id": eid} if eid else {})}
+        jsonschema.validate(event, schema)
+        json.loads(data)
+
+
 def test_events_stream_is_live(http: httpx.Client) -> None:
     run_id = http.post("/v1/workflows/cancel_flow/runs").json()["run_id"]
     seen: list[str] = []
