@@ -124,7 +124,6 @@ class StepRequest(Request):
         kw = self.kwargs or {}
         item = kw.get("step_id") or kw.get("join_id")
         self.orch_held: Held | None = None
-        self._orch_how = "check"
         self._orch_cancelled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
@@ -157,15 +156,14 @@ class StepRequest(Request):
             return
         super().on_failure(exc_info, send_failed_event, return_ok)
 
-    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> None:
-        if not failed__retval__runtime[0]:
-            self._orch_how = "done"
-        super().on_success(failed__retval__runtime, **kwargs)
-
     def acknowledge(self) -> None:
         super().acknowledge()
         if self.orch_held is not None:
-            leases.release_later(self.orch_held, self._orch_how)
+            # "check": settled if the step run ended (a task that returned without ending
+            # it, as a deferred or throttled one, gave its lease up already).  A request
+            # cannot tell a normal return here: the request class Celery builds per task
+            # (create_request_cls) overrides on_success without calling a base class's
+            leases.release_later(self.orch_held, "check")
 
     def reject(self, requeue: bool = False) -> None:
         super().reject(requeue=requeue)
