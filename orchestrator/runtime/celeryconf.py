@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 from celery.backends.redis import RedisBackend, SentinelBackend
 
 from orchestrator.runtime import broker
@@ -79,6 +79,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+_SUCCESS_WITHOUT_VALUE = b'", "SUCCESS", null]'
+"""How a chord part that succeeded with no value ends, JSON-encoded by Celery's backend."""
+
+
 class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
     """The Redis result backend without tracking the results of the tasks it publishes.
 
@@ -89,7 +93,28 @@ class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]  # celery is unt
     channel per task, and memory that grew with every chord a process applied (measured:
     about 1.4 MiB per 1,000 steps in a worker's pool children).  Storing results and
     counting chord parts are unchanged.
+
+    When a chord's last part arrives, Celery reads every part's stored result back and
+    decodes each (about 4 µs apiece here: 8.4 ms for a 2,000-step fan-out, the larger share
+    of the 20 ms between the last branch's end and the join's start), to pass the list to
+    the chord's body.  An immutable body (every join the compiler builds) takes no
+    arguments, so Celery drops that list: a part of such a chord that succeeded is stored
+    without its value, and read back as ``None`` without a decode.  Any other part is
+    stored and decoded as before (a failure still raises the chord's error).
     """
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any,
+                             propagate: Any = None, **kwargs: Any) -> Any:
+        body = getattr(request, "chord", None)
+        if state == states.SUCCESS and isinstance(body, dict) and body.get("immutable"):
+            result = None  # the body takes no arguments: nothing to store and read back
+        return super().on_chord_part_return(request, state, result, propagate, **kwargs)
+
+    def _unpack_chord_result(self, tup: Any, decode: Any, *args: Any, **kwargs: Any) -> Any:
+        raw = tup if isinstance(tup, bytes) else str(tup).encode()
+        if raw.startswith(b'[1, "') and raw.endswith(_SUCCESS_WITHOUT_VALUE):
+            return None
+        return super()._unpack_chord_result(tup, decode, *args, **kwargs)
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
