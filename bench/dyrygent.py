@@ -237,8 +237,8 @@ def run_peers(b: Bench, peers: list[Policy], workloads: list[int]) -> None:
                     return k / (end - t0)
                 return arm
 
-            arms = {"ours": lambda w: _fan_ours(b, b.size(n, w)),
-                    "raw": lambda w: _fan_raw(b, b.size(n, w)),
+            arms = {"ours": lambda w: _fan_ours(b, b.size(n, w))[0],
+                    "raw": lambda w: _fan_raw(b, b.size(n, w))[0],
                     **{p.key: fan(p) for p in peers}}
             got = _rounds(b, "2. fan-out/fan-in, peers", arms, lambda x: f"{x:.0f} steps/s")
             for p in peers:

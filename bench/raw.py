@@ -10,7 +10,9 @@ Tasks (immutable signatures everywhere, as the orchestrator's compiler emits):
 - ``raw.noop()`` returns ``time.time()``, so the last task of a canvas stamps its end.
 - ``raw.sleep(ms, tag, node)`` sleeps and appends ``{node, start, end}`` to the list
   ``bench:raw:<tag>``, so a run's critical path comes from measured durations.
-- ``raw.join(results)`` is a chord body; it returns ``time.time()``.
+- ``raw.join(results)`` is a chord body; it returns ``time.time()``.  Given its header's
+  end stamps, it also appends how long after the last of them it began (ms) to the list
+  ``bench:raw:join_gaps`` (:data:`JOIN_GAPS`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ RAW_QUEUE = "bench_raw"
 NOOP = "raw.noop"
 SLEEP = "raw.sleep"
 JOIN = "raw.join"
+JOIN_GAPS = "bench:raw:join_gaps"
+"""List: for each join whose header returned end stamps, ms from the last to its start."""
 
 
 def stamps_key(tag: str) -> str:
@@ -58,7 +62,11 @@ def create_app(settings: Settings) -> Celery:
 
     @app.task(name=JOIN)  # type: ignore[untyped-decorator]
     def raw_join(results: Any = None) -> float:
-        return time.time()
+        now = time.time()
+        if isinstance(results, list) and results and all(
+                isinstance(r, float) for r in results):
+            app.backend.client.rpush(JOIN_GAPS, (now - max(results)) * 1000)
+        return now
 
     return app
 
