@@ -147,6 +147,11 @@ def test_linked_calls_never_fail_on_the_server(fuzz_api: ServerThread) -> None:
 
     assert any("links" in r for ops in _schema()["paths"].values() for op in ops.values()
                for r in op.get("responses", {}).values()), "no link was added"
+    # no shrinking: a sequence's draws depend on the server's answers (the links feed one
+    # call's response into the next call), so hypothesis' replay of a failing sequence
+    # draws differently and reports FlakyStrategyDefinition instead of the failure itself
+    # (seen once in eight local runs); the failing sequence is reported as it was found
     Linked.run(settings=hypothesis.settings(
         max_examples=SCENARIOS, stateful_step_count=6, deadline=None, database=None,
+        phases=[hypothesis.Phase.generate],
         suppress_health_check=list(hypothesis.HealthCheck)))
