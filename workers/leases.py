@@ -89,6 +89,22 @@ class Keeper:
         for t in self._threads:
             t.join(5)
         self._flush_releases()
+        try:
+            self.leases.unhold(self.hostname)
+        except StoreError as exc:  # its record runs out by itself
+            log.debug("could not forget the messages this worker held: %s", exc)
+
+    def _hold(self) -> None:
+        """Record the delivery tags of every step and join message this worker holds,
+        begun or prefetched, for ``lease_s``: the reaper puts back a message no live
+        worker holds (:meth:`Leases.unheld`), which a worker killed with it prefetched
+        leaves unacknowledged, without a lease, for the broker's visibility timeout."""
+        tags = [tag for req in [*worker_state.reserved_requests, *worker_state.active_requests]
+                if (tag := getattr(req, "orch_tag", ""))]
+        try:
+            self.leases.hold(self.hostname, tags, self.lease_s)
+        except StoreError as exc:
+            log.debug("could not record the messages this worker holds: %s", exc)
 
     def _loop(self) -> None:
         next_renew = time.monotonic()
@@ -99,6 +115,7 @@ class Keeper:
             if now >= next_renew:
                 next_renew = now + self.lease_s / 4
                 self._renew(now)
+                self._hold()
 
     def _reaper(self) -> None:
         while not self._stop.wait(self.reaper_interval_s):

@@ -124,12 +124,14 @@ class StepRequest(Request):
         kw = self.kwargs or {}
         item = kw.get("step_id") or kw.get("join_id")
         self.orch_held: Held | None = None
+        self.orch_tag = ""  # the broker's delivery tag of a step's or join's message
         self._orch_cancelled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
             self.orch_held = Held(str(kw["run_id"]), str(item), token)
             self._request_dict[LEASE_TOKEN] = token
-            self._request_dict[DELIVERY_TAG] = str(getattr(message, "delivery_tag", "") or "")
+            self.orch_tag = str(getattr(message, "delivery_tag", "") or "")
+            self._request_dict[DELIVERY_TAG] = self.orch_tag
 
     def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
         # Celery cancels the acks_late tasks running when the broker connection is lost

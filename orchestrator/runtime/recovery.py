@@ -9,6 +9,12 @@ Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
   broker's visibility timeout (an hour).  An ended step run whose message is gone
   settles; a running one with neither an owner nor a message is reported (it needs an
   operator: ``orchestrator status`` shows it running).
+* **Messages no live worker holds** (a worker killed with a step's message prefetched,
+  or popped and never begun: no lease names it, so no expiry finds it): every worker
+  lists the step and join messages it holds, begun or prefetched, every ``lease_s / 4``
+  (``Leases.hold``); a step's or join's message unacknowledged for ``lease_s`` that no
+  live worker lists, and whose step run's lease is not its own, goes back to its queue.
+  A copy that some worker still holds after all meets the lease.
 * **Stale claims** (a unit claimed for dispatch and not published within
   ``claim_grace_s``: its claimer died in between, a coordinator included): published.
 * **Due retry timers**: the next attempt's message is published; so is a waiting step's
@@ -76,6 +82,7 @@ class Recovery:
         out = Reaped()
         for e in self.leases.expired(BATCH):
             self._recover(e, out)
+        self._unheld(out)
         self._stale_claims(out)
         self._timers(out)
         self._stalled(out)
@@ -174,6 +181,18 @@ class Recovery:
                       "redeliver (its task was acknowledged, or the broker lost it); look "
                       "again in %.0f s", e.step_id, e.run_id, e.status.value,
                       self.settings.orphan_recheck_s)
+
+    def _unheld(self, out: Reaped) -> None:
+        """Messages a dead worker held prefetched (or popped and never began): no lease
+        names them, so no expiry finds them, and kombu restores them only after the
+        visibility timeout, an hour.  Unacknowledged for ``lease_s`` with no live worker
+        listing them, they go back to their queue (a copy that some worker still holds
+        after all meets the lease: nothing runs twice)."""
+        for tag in self.leases.unheld(self.settings.lease_s, BATCH):
+            if self.leases.requeue_unacked(tag):
+                out.restored += 1
+                log.warning("message %s was unacknowledged and no live worker held it (its "
+                            "worker died before it began it): it is back in its queue", tag)
 
     def _join_done(self, e: Expired) -> bool:
         """A join's task leaves no record of its own: it ended when its unit did."""

@@ -127,6 +127,14 @@ class Keys:
         """String: the task message (a signature's JSON) a retry timer publishes."""
         return f"{self.prefix}:timer:{timer_id}"
 
+    def workers_holding(self) -> str:
+        """Hash: worker name -> ``<until>|<tags JSON>``: the broker delivery tags of the
+        step and join messages the worker holds (begun or prefetched), which its lease
+        keeper writes every ``lease_s / 4``, valid until ``until`` (ms of Redis' clock).
+        The reaper puts back an unacknowledged message that no live worker holds (its
+        worker died holding it prefetched)."""
+        return f"{self.prefix}:workers:holding"
+
     def reaper_lock(self) -> str:
         """String: which worker reaps now (``SET NX PX``)."""
         return f"{self.prefix}:reaper"

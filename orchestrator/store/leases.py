@@ -11,7 +11,9 @@ before the broker's visibility timeout.  Every expiry is judged by Redis' clock.
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +159,57 @@ class Leases:
             self._r, [k.unacked(), k.unacked_index(), queue],
             [tag, json.dumps(_redelivered(message))]))
 
+    def hold(self, worker: str, tags: Sequence[str], lease_s: float) -> None:
+        """Record that ``worker`` holds the messages of these delivery ``tags`` (begun or
+        prefetched), for ``lease_s`` (:meth:`Keys.workers_holding`)."""
+        scripts.HOLD_TAGS(self._r, [self.keys.workers_holding()],
+                          [worker, int(lease_s * 1000), json.dumps(sorted(tags))])
+
+    def unhold(self, worker: str) -> None:
+        """``worker`` holds nothing any more (it stops)."""
+        self._r.hdel(self.keys.workers_holding(), worker)
+
+    def unheld(self, grace_s: float, limit: int = 100) -> list[str]:
+        """Delivery tags of step and join messages that are unacknowledged for more than
+        ``grace_s`` (by the delivering worker's clock, as kombu records it), that no live
+        worker holds, and whose step run's lease is not theirs: their worker died holding
+        them prefetched, or popped them and never began them.  (A message whose lease is
+        its own is the expired lease's to recover.)  Forgets workers whose record ran out
+        a minute ago."""
+        k = self.keys
+        p = self._r.pipeline(transaction=False)
+        p.zrangebyscore(k.unacked_index(), "-inf", time.time() - grace_s, start=0, num=limit)
+        p.hgetall(k.workers_holding())
+        p.time()
+        tags, holding, (secs, micro) = p.execute()
+        if not tags:
+            return []
+        now_ms = int(secs) * 1000 + int(micro) // 1000
+        held: set[str] = set()
+        gone = []
+        for worker, record in holding.items():
+            until, _, listed = str(record).partition("|")
+            if int(until) > now_ms:
+                held.update(json.loads(listed))
+            elif int(until) < now_ms - 60_000:
+                gone.append(worker)
+        if gone:
+            self._r.hdel(k.workers_holding(), *gone)
+        candidates = [str(t) for t in tags if str(t) not in held]
+        found = []
+        for tag, raw in zip(candidates, self._r.hmget(k.unacked(), candidates)
+                            if candidates else [], strict=True):
+            ids = _leased_task(json.loads(raw)[0]) if raw is not None else None
+            if ids is not None:
+                found.append((tag, *ids))
+        if not found:
+            return []
+        p = self._r.pipeline(transaction=False)
+        for _tag, run_id, item in found:
+            p.hget(k.leases(run_id), item)
+        return [tag for (tag, _, _), lease in zip(found, p.execute(), strict=True)
+                if (lease or "|||").split("|", 3)[2] != tag]
+
     def restore(self, e: Expired, message: dict[str, Any], queue: str) -> bool:
         """Put ``message`` (marked redelivered) back at the head of ``queue`` if ``e``'s
         lease is unchanged and its message still unacknowledged; True if it was."""
@@ -287,6 +340,22 @@ class Leases:
             self._r.pexpire(key, ms)
             return True
         return False
+
+
+def _leased_task(message: dict[str, Any]) -> tuple[str, str] | None:
+    """(run id, step or join id) of a step's or a join's task message (the tasks that take
+    leases), or None for any other message."""
+    if message.get("properties", {}).get("body_encoding") != "base64" \
+            or message.get("content-type") != "application/json":
+        return None
+    try:
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+    if not isinstance(kwargs, dict):
+        return None
+    run_id, item = kwargs.get("run_id"), kwargs.get("step_id") or kwargs.get("join_id")
+    return (str(run_id), str(item)) if run_id and item else None
 
 
 def _redelivered(message: dict[str, Any]) -> dict[str, Any]:

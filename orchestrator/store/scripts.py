@@ -112,6 +112,7 @@ RELEASE_LEASE = Script("release_lease")
 EXPIRED_LEASES = Script("expired_leases")
 RESTORE_MESSAGE = Script("restore_message")
 REQUEUE_UNACKED = Script("requeue_unacked")
+HOLD_TAGS = Script("hold_tags")
 PARK_LEASE = Script("park_lease")
 DEFER_COPY = Script("defer_copy")
 REPLAY_UNIT = Script("replay_unit")
@@ -137,7 +138,7 @@ ALL = (STEP_TRANSITION, BEGIN_STEP, RUN_TRANSITION, COMPLETE_UNIT, CLAIM_UNITS, 
        PARK_LEASE, DEFER_COPY, REPLAY_UNIT, RELEASE_IDEMPOTENCY, PARK_WAIT, SEND_EVENT,
        DECIDE_WAIT, CREATE_RUN, SCHEDULE_PUT, SCHEDULE_PAUSE, SCHEDULE_CLAIM,
        SCHEDULE_ADVANCE, REUSE_STEPS, RATE_LIMIT, THROTTLE_STEP, ACQUIRE_SLOT, MAP_STEP,
-       BEGIN_ITEM, PUBLISH_UNITS, REQUEUE_UNACKED)
+       BEGIN_ITEM, PUBLISH_UNITS, REQUEUE_UNACKED, HOLD_TAGS)
 
 
 def execute(client: Any, fill: Callable[[Any], None]) -> list[Any]:

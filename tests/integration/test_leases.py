@@ -14,6 +14,7 @@ import redis
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
+from orchestrator.store.leases import Leases
 from tests.integration.conftest import make_settings, private_stack, statuses, wait_run
 from tests.integration.flows import long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
@@ -221,6 +222,41 @@ def test_a_run_whose_messages_went_missing_is_replayed(
             assert view.run.status.value == "succeeded", statuses(view)
             counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
             assert counts == {s.step_id: 1 for s in view.steps}
+        finally:
+            worker.stop()
+
+
+def test_a_message_a_dead_worker_held_prefetched_goes_back_to_its_queue(
+        redis_binary: str) -> None:
+    """A worker killed with messages prefetched leaves them unacknowledged, with no lease
+    (its steps never began).  While a live worker lists them as its own, they stay; once
+    no live worker does, the reaper puts them back within about a lease, long before the
+    stalled-run pass (ten minutes here, so it cannot be what recovers them) or the
+    visibility timeout (an hour).  Each step runs once (counted in the step)."""
+    with RedisServer(binary=redis_binary) as server:
+        s = make_settings(server.url, stall_s=600.0, lease_s=3.0)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        keys = coord.store.keys
+        run_id = coord.submit(zigzag_11)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        _strand(r, keys)
+        tags = {str(t) for t in r.hkeys(keys.unacked())}
+        leases = Leases.from_url(s.redis_target, keys, timeout_s=5.0)
+        leases.hold("alive@elsewhere", sorted(tags), 600.0)  # a live worker holds them
+        worker = WorkerProcess(server.url, "rescuer", concurrency=2, stall_s=600.0,
+                               lease_s=3.0)
+        try:
+            worker.wait_ready(coord.app)
+            time.sleep(3 * s.lease_s)  # several reaper passes
+            unacked = {str(t) for t in r.hkeys(keys.unacked())}
+            assert unacked == tags, "a held message was taken back"
+            assert r.hlen(f"test:exec:{run_id}") == 0, "a step ran"
+            leases.hold("alive@elsewhere", sorted(tags), 0.5)  # that worker dies
+            view = wait_run(coord, run_id, timeout_s=60)
+            assert view.run.status.value == "succeeded", statuses(view)
+            counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
+            assert counts == {s.step_id: 1 for s in view.steps}
+            assert "no live worker held it" in worker.tail(400)
         finally:
             worker.stop()
 
