@@ -192,7 +192,8 @@ class Recovery:
             if self.leases.requeue_unacked(tag):
                 out.restored += 1
                 log.warning("message %s was unacknowledged and no live worker held it (its "
-                            "worker died before it began it): it is back in its queue", tag)
+                            "worker died, or lost Redis, before it began it): it is back in "
+                            "its queue", tag)
 
     def _join_done(self, e: Expired) -> bool:
         """A join's task leaves no record of its own: it ended when its unit did."""
