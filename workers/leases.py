@@ -75,8 +75,11 @@ class Keeper:
         self.last_ok = time.monotonic()
         self.redis_ok = True
         self._stop = threading.Event()
-        # two threads: a slow reaper pass (Redis down) must never delay a renewal
+        # threads of their own: a slow reaper pass (Redis down) must never delay a renewal,
+        # and neither may the list of held messages: a write that waits out its timeout
+        # would put off the stop of an attempt cut off from Redis past its lease's end
         self._threads = [threading.Thread(target=self._loop, name="lease-keeper", daemon=True),
+                         threading.Thread(target=self._holding, name="holding", daemon=True),
                          threading.Thread(target=self._reaper, name="reaper", daemon=True),
                          threading.Thread(target=self._timers, name="timers", daemon=True)]
 
@@ -93,6 +96,11 @@ class Keeper:
             self.leases.unhold(self.hostname)
         except StoreError as exc:  # its record runs out by itself
             log.debug("could not forget the messages this worker held: %s", exc)
+
+    def _holding(self) -> None:
+        self._hold()
+        while not self._stop.wait(self.lease_s / 4):
+            self._hold()
 
     def _hold(self) -> None:
         """Record the delivery tags of every step and join message this worker holds,
@@ -115,7 +123,6 @@ class Keeper:
             if now >= next_renew:
                 next_renew = now + self.lease_s / 4
                 self._renew(now)
-                self._hold()
 
     def _reaper(self) -> None:
         while not self._stop.wait(self.reaper_interval_s):
