@@ -133,9 +133,10 @@ def command_rows(b: Bench) -> None:
     n = b.sizes.linear_steps
     rounds = [(_profile(b, lambda: _linear_ours(b, n), n),
                _profile(b, lambda: _linear_raw(b, n), n)) for _ in range(max(1, b.repeat))]
-    ours = min(rounds, key=lambda r: abs(r[0].total - median([x[0].total for x in rounds])))[0]
-    rawc = min(rounds, key=lambda r: abs(r[1].total - median([x[1].total for x in rounds])))[1]
     total = (median([r[0].total for r in rounds]), median([r[1].total for r in rounds]))
+    # the command mix shown is the round whose count is nearest the median
+    ours = min((r[0] for r in rounds), key=lambda c: abs(c.total - total[0]))
+    rawc = min((r[1] for r in rounds), key=lambda c: abs(c.total - total[1]))
     reads = (median([r[0].reads_per_step for r in rounds]),
              median([r[1].reads_per_step for r in rounds]))
     cpu = ([r[0].cpu_per_step for r in rounds], [r[1].cpu_per_step for r in rounds])
