@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,11 +43,15 @@ def _gone(pid: int) -> bool:
 
 
 def _grandchild(log: Path) -> int:
-    """The pid that a child wrote to ``log`` in its line ``ready PID``."""
+    """The pid that a child wrote to ``log`` in its line ``ready PID``.
+
+    Only a whole line counts: a read can land between the child's writes of one line (its
+    stdout is unbuffered when ``PYTHONUNBUFFERED`` is set), and sees ``ready`` alone.
+    """
 
     def pid() -> int | None:
-        line = procs.log_tail(log, 1)
-        return int(line.split()[1]) if line.startswith("ready") else None
+        found = re.search(r"^ready (\d+)\n", log.read_text() if log.exists() else "", re.M)
+        return int(found[1]) if found else None
 
     return wait_until(pid, 10, message=lambda: f"not ready: {procs.log_tail(log)!r}")
 
