@@ -6,9 +6,11 @@ A bootstep of the worker (:class:`LeaseKeeper`) starts one thread in the main pr
   pool child may be stuck in user code; the main process is not).  A lease found held by
   another delivery means this worker lost it: the attempt is stopped at once (the pool
   child is killed; a ``threads`` or ``solo`` pool cannot stop one thread, so the worker
-  process exits and its other step runs are recovered by their own leases).  When Redis
-  cannot be reached for ``0.75 * lease_s`` the same happens to every step run it holds,
-  before any lease can expire: an attempt cut off from Redis never overlaps the next;
+  process exits and its other step runs are recovered by their own leases);
+* a watchdog that never waits on Redis stops every step run this worker executes once no
+  renewal has succeeded for ``0.75 * lease_s``, checked every tick, before any lease can
+  expire: an attempt cut off from Redis never overlaps the next.  Renewal is the only
+  Redis call of its thread, so each try waits at most its socket timeout (``lease_s / 4``);
 * it releases the leases of tasks whose messages are done (acknowledged or requeued);
 * every ``reaper_interval_s``, if it holds the reaper lock, it runs one pass of
   :class:`orchestrator.runtime.recovery.Recovery`.
@@ -72,13 +74,19 @@ class Keeper:
         self.holding: set[str] = set()  # tokens whose lease a renewal confirmed
         self.first_seen: dict[str, float] = {}  # token -> when a renewal first saw it
         self.stopped: set[str] = set()  # tokens whose attempt this keeper killed
-        self.last_ok = time.monotonic()
+        self.last_ok = time.monotonic()  # when the last renewal that succeeded was sent
         self.redis_ok = True
         self._stop = threading.Event()
-        # threads of their own: a slow reaper pass (Redis down) must never delay a renewal,
-        # and neither may the list of held messages: a write that waits out its timeout
-        # would put off the stop of an attempt cut off from Redis past its lease's end
+        self._stopping = threading.Lock()
+        # threads of their own: a Redis call that waits out its timeout (Redis down) must
+        # never delay a renewal, and nothing may delay the deadline's check: a slow
+        # release, requeue, list of held messages or reaper pass would otherwise put off
+        # the stop of an attempt cut off from Redis past its lease's end
         self._threads = [threading.Thread(target=self._loop, name="lease-keeper", daemon=True),
+                         threading.Thread(target=self._deadline, name="lease-deadline",
+                                          daemon=True),
+                         threading.Thread(target=self._releases, name="lease-releases",
+                                          daemon=True),
                          threading.Thread(target=self._holding, name="holding", daemon=True),
                          threading.Thread(target=self._reaper, name="reaper", daemon=True),
                          threading.Thread(target=self._timers, name="timers", daemon=True)]
@@ -118,11 +126,27 @@ class Keeper:
         next_renew = time.monotonic()
         while not self._stop.wait(TICK_S):
             now = time.monotonic()
-            self._flush_releases()
-            self._requeue_stranded()
             if now >= next_renew:
                 next_renew = now + self.lease_s / 4
                 self._renew(now)
+
+    def _releases(self) -> None:
+        while not self._stop.wait(TICK_S):
+            self._flush_releases()
+            self._requeue_stranded()
+
+    def _deadline(self) -> None:
+        while not self._stop.wait(TICK_S):
+            self.check_deadline()
+
+    def check_deadline(self) -> None:
+        """Stop every step run this worker executes once no renewal has succeeded for
+        ``0.75 * lease_s``: each one, confirmed or not (a task that took its lease just
+        before Redis went away was never confirmed), must end before its lease can."""
+        if time.monotonic() - self.last_ok <= 0.75 * self.lease_s:
+            return
+        for req, held in self._active():
+            self._stop_attempt(req, held, "could not renew its lease in time")
 
     def _reaper(self) -> None:
         while not self._stop.wait(self.reaper_interval_s):
@@ -154,8 +178,9 @@ class Keeper:
         active = self._active()
         live = {h.token for _, h in active}
         self.first_seen = {t: s for t, s in self.first_seen.items() if t in live}
-        self.stopped &= {getattr(r, "orch_held", Held("", "", "")).token
-                         for r in list(worker_state.active_requests)}
+        with self._stopping:
+            self.stopped &= {getattr(r, "orch_held", Held("", "", "")).token
+                             for r in list(worker_state.active_requests)}
         for _, h in active:
             self.first_seen.setdefault(h.token, sent_at)
         if not active:
@@ -164,7 +189,7 @@ class Keeper:
         try:
             answers = self.leases.renew([h for _, h in active], self.lease_s)
         except StoreError as exc:
-            self._unreachable(exc, active)
+            self._unreachable(exc)
             return
         if not self.redis_ok:
             log.warning("Redis answers again; leases renewed")
@@ -181,21 +206,20 @@ class Keeper:
                 self._stop_attempt(req, held, "lost its lease to another attempt"
                                    if got == 0 else "holds no lease (Redis lost it)")
 
-    def _unreachable(self, exc: Exception, active: list[tuple[Any, Held]]) -> None:
+    def _unreachable(self, exc: Exception) -> None:
         if self.redis_ok:
             log.warning("cannot renew leases (%s: %s); step runs stop %.1f s after the last "
                         "renewal unless Redis answers", type(exc).__name__, exc,
                         0.75 * self.lease_s)
         self.redis_ok = False
-        if time.monotonic() - self.last_ok > 0.75 * self.lease_s:
-            # every step task, confirmed or not: one that took its lease just before Redis
-            # went away was never confirmed, and must not outlive its lease either
-            for req, held in active:
-                self._stop_attempt(req, held, "could not renew its lease in time")
+        self.check_deadline()
 
     def _stop_attempt(self, req: Any, held: Held, why: str) -> None:
-        self.holding.discard(held.token)
-        self.stopped.add(held.token)
+        with self._stopping:  # the renewal and the deadline threads may both come here
+            if held.token in self.stopped:
+                return
+            self.holding.discard(held.token)
+            self.stopped.add(held.token)
         log.error("step %s of run %s %s: stopping this attempt", held.step_id, held.run_id,
                   why)
         pid = getattr(req, "worker_pid", None)
