@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -152,10 +153,16 @@ def enter(r: Any, run_id: str, step_id: str) -> str:
 def leave(r: Any, key: str) -> None:
     """Clear an in-flight mark, waiting out a Redis restart (up to 10 s): a step that ends
     while Redis is down still leaves no mark behind."""
+    through_restart(lambda: r.delete(key))
+
+
+def through_restart(call: Callable[[], object]) -> None:
+    """Call ``call`` (a Redis write of a step's bookkeeping), waiting out a Redis restart
+    (up to 10 s)."""
     deadline = time.monotonic() + 10
     while True:
         try:
-            r.delete(key)
+            call()
             return
         except redis.ConnectionError:
             if time.monotonic() > deadline:

@@ -11,7 +11,7 @@ from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import CompensateDef, RetryPolicy
 from orchestrator.core.registry import step_function
 from orchestrator.runtime.context import current
-from tests.integration.flows import count, enter, leave
+from tests.integration.flows import count, enter, leave, through_restart
 
 
 @step_function("test.count_or_fail")
@@ -76,8 +76,12 @@ def undo(input: dict[str, Any], output: dict[str, Any]) -> str:
         if n <= int(input.get("undo_fails") or 0):
             raise RuntimeError(f"undo of {ctx.step_id} failed (execution {n})")
     finally:
-        r.rpush(f"test:undo:{ctx.run_id}", json.dumps(["end", ctx.step_id, _now(r)]))
+        # the mark goes first, and each write waits out a Redis restart: a mark left by
+        # a write that failed would name this live pool process, and the next execution
+        # would count a false overlap
         leave(r, inflight)
+        through_restart(lambda: r.rpush(f"test:undo:{ctx.run_id}",
+                                        json.dumps(["end", ctx.step_id, _now(r)])))
     return f"undid {ctx.step_id}"
 
 

@@ -97,7 +97,7 @@ def test_an_attempt_cut_off_from_redis_stops_before_its_lease_ends(
     finally:
         if frozen:
             os.kill(pid, signal.SIGCONT)
+        keeper.stop()  # before the stranded tags go: its thread pops them
         broker.stranded.clear()
         worker_state.active_requests.discard(request)
-        keeper.stop()
         r.close()
