@@ -185,8 +185,7 @@ class RunStore:
             created = scripts.CREATE_RUN(self._r, keys, args)
         else:
             k = self.keys
-            for script in (scripts.CREATE_RUN, scripts.REUSE_STEPS):  # no NOSCRIPT in MULTI
-                self._r.script_load(script.source)
+            scripts.load(self._r)  # in MULTI, a missing script is not loaded and retried
             tx = self._r.pipeline(transaction=True)
             scripts.CREATE_RUN.queue(tx, keys, args)
             scripts.REUSE_STEPS.queue(

@@ -109,9 +109,11 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
                    message="the steps never started")
         assert group.master is not None and group.replica is not None
         assert group.master_port() == group.master.port  # no failover before the kill
-        # the replica has no script of the store's (Redis does not replicate its cache):
-        # after the promotion, the first EVALSHA of each client meets NOSCRIPT and loads
-        on_replica = group.replica.client().script_exists(scripts.BEGIN_STEP.sha)[0]
+        # the store's scripts are a Functions library, which Redis replicates like data:
+        # the replica has it before the promotion, and no client has to load it again
+        library = f"orch_{scripts.tag()}"
+        on_replica = bool(group.replica.client().function_list(library=library))
+        assert on_replica
         group.master.kill()
         killed_at = time.time()
         wait_until(group.promoted, left(20), interval_s=0.1,
@@ -126,8 +128,8 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
         statuses = {rid: coord.store.run(rid).status.value for rid in run_ids}
         assert set(statuses.values()) == {"succeeded"}, statuses
         # the store's client follows the failover: it talks to the promoted replica now,
-        # where the scripts were loaded again
-        assert group.replica.client().script_exists(scripts.BEGIN_STEP.sha) == [True]
+        # whose library its scripts ran from
+        assert group.replica.client().function_list(library=library)
         pool: Any = coord.store.client.connection_pool
         assert pool.get_master_address()[1] == group.replica.port
 

@@ -17,6 +17,7 @@ from orchestrator.errors import RunNotFound
 from orchestrator.store import AsyncRunReader, RunStore, fields, scripts
 from orchestrator.store.leases import Held, Leases
 from orchestrator.store.records import LeaseMode
+from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.redis
@@ -158,13 +159,53 @@ def test_complete_unit_claims_each_successor_once(redis_url: str) -> None:
     assert store.complete_unit("r", ub, succ[ub]) == (total - 2, [])  # idempotent
 
 
-def test_scripts_reload_after_redis_forgets_them(store: RunStore) -> None:
-    store.client.script_flush()
+def _library_loaded(store: RunStore) -> bool:
+    return bool(store.client.function_list(library=f"orch_{scripts.tag()}"))
+
+
+def test_scripts_run_as_functions_and_reload_after_redis_forgets_them(
+        store: RunStore, redis_url: str) -> None:
+    assert _library_loaded(store)  # the store's first call loaded it
+    assert store.client.script_exists(scripts.BEGIN_STEP.sha) == [False]  # no EVALSHA
+    store.client.function_flush()
     store.published("r", [], ["a", "b"])  # a pipeline of script calls
     assert {s.status for s in store.step_runs("r", ["a", "b"]).values()} == {
         StepStatus.QUEUED}
-    store.client.script_flush()
+    store.client.function_flush()
     assert store.transition_step("r", "a", StepStatus.RUNNING)
+    assert _library_loaded(store)
+
+    async def from_asyncio() -> list[str]:
+        reader = AsyncRunReader(redis_url, store.keys)
+        reader.open()
+        try:
+            assert await reader.idempotency_set("k", "fp", "run1", 30) is None
+            store.client.function_flush()
+            await reader.idempotency_release("k", "run1")  # a script's call
+            return [] if _library_loaded(store) else ["not loaded"]
+        finally:
+            await reader.close()
+
+    assert asyncio.run(from_asyncio()) == []
+
+
+def test_a_server_without_functions_runs_the_scripts_with_evalsha(
+        redis_binary: str) -> None:
+    """As on Redis 6: FCALL and FUNCTION are unknown commands (renamed away here)."""
+    with RedisServer(binary=redis_binary, extra_args=(
+            "--rename-command", "FCALL", "", "--rename-command", "FUNCTION", "")) as server:
+        store = RunStore.from_url(server.url, "t", retention_s=60)
+        wf = _wf()
+        store.create_run("r", wf, compile_workflow(wf), {"k": 1})
+        store.published("r", [], ["a", "b"])
+        assert store.client.script_exists(scripts.CREATE_RUN.sha) == [True]
+        store.client.script_flush()
+        store.published("r", [], ["c"])
+        store.client.script_flush()
+        assert store.transition_step("r", "a", StepStatus.RUNNING)
+        assert {s.status for s in store.step_runs("r", ["a", "b", "c"]).values()} == {
+            StepStatus.RUNNING, StepStatus.QUEUED}
+        store.client.close()
 
 
 def test_idempotency_keys_claim_keep_and_release(redis_url: str) -> None:
