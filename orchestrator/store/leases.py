@@ -131,7 +131,7 @@ class Leases:
         raw = p.execute()
         out = []
         for i, (run_id, step_id) in enumerate(members):
-            token, _until, tag, _flag = (raw[2 * i] or "|||").split("|", 3)
+            token, _until, tag, _flag = _lease_fields(raw[2 * i])
             rec = StepRun.from_json(step_id, raw[2 * i + 1])
             out.append(Expired(run_id, step_id, token, tag, rec.status))
         return out
@@ -208,7 +208,7 @@ class Leases:
         for _tag, run_id, item in found:
             p.hget(k.leases(run_id), item)
         return [tag for (tag, _, _), lease in zip(found, p.execute(), strict=True)
-                if (lease or "|||").split("|", 3)[2] != tag]
+                if _lease_fields(lease)[2] != tag]
 
     def restore(self, e: Expired, message: dict[str, Any], queue: str) -> bool:
         """Put ``message`` (marked redelivered) back at the head of ``queue`` if ``e``'s
@@ -340,6 +340,12 @@ class Leases:
             self._r.pexpire(key, ms)
             return True
         return False
+
+
+def _lease_fields(raw: str | None) -> list[str]:
+    """A stored lease's ``token``, ``until``, ``tag`` and ``flag`` (``lib.lua``'s
+    ``lease_of``); four empty strings for none."""
+    return (raw or "|||").split("|", 3)
 
 
 def _leased_task(message: dict[str, Any]) -> tuple[str, str] | None:
