@@ -62,10 +62,64 @@ class _Part:
     """The decoded body's text (a task message's or an event's); None for ``pexpire``."""
 
 
+Segment = str | int
+"""A piece of a compiled text: fixed text, or a slot (:data:`_RUN`, :data:`_BODY`, or the
+index of a generated id)."""
+_RUN, _BODY = -1, -2
+_BODY_MARK = "tpl0body0mark"
+"""Stands for the envelope's body while it is compiled (no envelope holds it otherwise)."""
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A part compiled for rendering: its envelope's text with a slot for the body, and
+    the body's text (None for ``pexpire``), as segments."""
+
+    name: str
+    key: str
+    envelope: tuple[Segment, ...]
+    body: tuple[Segment, ...] | None
+
+
 @dataclass(frozen=True)
 class _Template:
     parts: tuple[_Part, ...]
     generated: frozenset[str]
+    compiled: tuple[_Compiled, ...] = ()
+    """The parts with their ids and run id as slots: a render joins strings, where a
+    regular expression would scan every text again for every run."""
+
+
+def _segments(text: str, index: dict[str, int]) -> tuple[Segment, ...]:
+    """``text`` cut at the placeholder run id, the body mark and the generated ids."""
+    out: list[Segment] = []
+    at = 0
+    slots = re.compile("|".join([re.escape(_PLACEHOLDERS[0]), re.escape(_BODY_MARK),
+                                 UUID.pattern]))
+    for m in slots.finditer(text):
+        found = m.group()
+        slot = (_RUN if found == _PLACEHOLDERS[0] else _BODY if found == _BODY_MARK
+                else index.get(found))
+        if slot is None:  # a fixed id: text like any other
+            continue
+        out += [text[at:m.start()], slot]
+        at = m.end()
+    out.append(text[at:])
+    return tuple(x for x in out if x != "")
+
+
+def _compile(parts: tuple[_Part, ...], generated: frozenset[str]) -> tuple[_Compiled, ...]:
+    index = {g: i for i, g in enumerate(sorted(generated))}
+    out = []
+    for part in parts:
+        if part.body is None:
+            out.append(_Compiled(part.name, part.key, (part.envelope,), None))
+            continue
+        envelope = json.loads(part.envelope)
+        envelope["body"] = _BODY_MARK
+        out.append(_Compiled(part.name, part.key, _segments(json.dumps(envelope), index),
+                             _segments(part.body, index)))
+    return tuple(out)
 
 
 class Templates:
@@ -114,34 +168,25 @@ class Templates:
         return self._render(tpl, run_id)
 
     def _render(self, tpl: _Template, run_id: str) -> list[Command]:
-        fresh: dict[str, str] = {}
+        ids = [str(uuid.uuid4()) for _ in range(len(tpl.generated))]
 
-        def new_id(m: re.Match[str]) -> str:
-            old = m.group()
-            if old not in tpl.generated:
-                return old
-            got = fresh.get(old)
-            if got is None:
-                got = fresh[old] = str(uuid.uuid4())
-            return got
-
-        def sub(text: str) -> str:
-            return UUID.sub(new_id, text.replace(_PLACEHOLDERS[0], run_id))
+        def fill(segments: tuple[Segment, ...], body: str = "") -> str:
+            return "".join([x if isinstance(x, str) else run_id if x == _RUN
+                            else body if x == _BODY else ids[x] for x in segments])
 
         out: list[Command] = []
-        for part in tpl.parts:
+        for part in tpl.compiled:
             if part.body is None:
-                out.append((part.name, (part.key, part.envelope)))
+                out.append((part.name, (part.key, fill(part.envelope))))
                 continue
-            body = sub(part.body)
+            body = fill(part.body)
             if part.name == "publish":  # the task-sent event: stamped now, as Celery does
                 event = json.loads(body)
                 event.update(clock=self.app.clock.forward(), timestamp=time.time(),
                              utcoffset=utcoffset())
                 body = json.dumps(event)
-            envelope = json.loads(sub(part.envelope))
-            envelope["body"] = base64.b64encode(body.encode()).decode()
-            out.append((part.name, (part.key, json.dumps(envelope))))
+            out.append((part.name, (part.key, fill(
+                part.envelope, base64.b64encode(body.encode()).decode()))))
         return out
 
 
@@ -209,4 +254,4 @@ def _template(a: list[Command], b: list[Command]) -> _Template | None:
     generated = frozenset(x for x, y in seen.items() if x != y)
     if len(set(seen[x] for x in generated)) != len(generated):
         return None
-    return _Template(tuple(parts), generated)
+    return _Template(tuple(parts), generated, _compile(tuple(parts), generated))
