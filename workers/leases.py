@@ -1,6 +1,7 @@
 """The worker's main process keeps its step runs' leases, and runs the reaper.
 
-A bootstep of the worker (:class:`LeaseKeeper`) starts one thread in the main process:
+A bootstep of the worker (:class:`LeaseKeeper`) starts threads in the main process, one
+per duty below, so that no Redis call that waits out its timeout delays another duty:
 
 * every ``lease_s / 4`` it renews the lease of every step run this worker executes (the
   pool child may be stuck in user code; the main process is not).  A lease found held by
@@ -211,8 +212,7 @@ class Keeper:
             log.warning("cannot renew leases (%s: %s); step runs stop %.1f s after the last "
                         "renewal unless Redis answers", type(exc).__name__, exc,
                         0.75 * self.lease_s)
-        self.redis_ok = False
-        self.check_deadline()
+        self.redis_ok = False  # the deadline thread stops the attempts in time
 
     def _stop_attempt(self, req: Any, held: Held, why: str) -> None:
         with self._stopping:  # the renewal and the deadline threads may both come here

@@ -83,20 +83,23 @@ class _Compiled:
 
 @dataclass(frozen=True)
 class _Template:
-    parts: tuple[_Part, ...]
-    generated: frozenset[str]
-    compiled: tuple[_Compiled, ...] = ()
-    """The parts with their ids and run id as slots: a render joins strings, where a
-    regular expression would scan every text again for every run."""
+    """A unit's commands with their ids and run id as slots: a render joins strings, where
+    a regular expression would scan every text again for every run."""
+
+    parts: tuple[_Compiled, ...]
+    ids: int
+    """How many generated ids a render draws afresh."""
+
+
+_SLOTS = re.compile("|".join([re.escape(_PLACEHOLDERS[0]), re.escape(_BODY_MARK),
+                              UUID.pattern]))
 
 
 def _segments(text: str, index: dict[str, int]) -> tuple[Segment, ...]:
     """``text`` cut at the placeholder run id, the body mark and the generated ids."""
     out: list[Segment] = []
     at = 0
-    slots = re.compile("|".join([re.escape(_PLACEHOLDERS[0]), re.escape(_BODY_MARK),
-                                 UUID.pattern]))
-    for m in slots.finditer(text):
+    for m in _SLOTS.finditer(text):
         found = m.group()
         slot = (_RUN if found == _PLACEHOLDERS[0] else _BODY if found == _BODY_MARK
                 else index.get(found))
@@ -108,7 +111,7 @@ def _segments(text: str, index: dict[str, int]) -> tuple[Segment, ...]:
     return tuple(x for x in out if x != "")
 
 
-def _compile(parts: tuple[_Part, ...], generated: frozenset[str]) -> tuple[_Compiled, ...]:
+def _compile(parts: list[_Part], generated: frozenset[str]) -> _Template:
     index = {g: i for i, g in enumerate(sorted(generated))}
     out = []
     for part in parts:
@@ -119,7 +122,7 @@ def _compile(parts: tuple[_Part, ...], generated: frozenset[str]) -> tuple[_Comp
         envelope["body"] = _BODY_MARK
         out.append(_Compiled(part.name, part.key, _segments(json.dumps(envelope), index),
                              _segments(part.body, index)))
-    return tuple(out)
+    return _Template(tuple(out), len(generated))
 
 
 class Templates:
@@ -168,14 +171,14 @@ class Templates:
         return self._render(tpl, run_id)
 
     def _render(self, tpl: _Template, run_id: str) -> list[Command]:
-        ids = [str(uuid.uuid4()) for _ in range(len(tpl.generated))]
+        ids = [str(uuid.uuid4()) for _ in range(tpl.ids)]
 
         def fill(segments: tuple[Segment, ...], body: str = "") -> str:
             return "".join([x if isinstance(x, str) else run_id if x == _RUN
                             else body if x == _BODY else ids[x] for x in segments])
 
         out: list[Command] = []
-        for part in tpl.compiled:
+        for part in tpl.parts:
             if part.body is None:
                 out.append((part.name, (part.key, fill(part.envelope))))
                 continue
@@ -254,4 +257,4 @@ def _template(a: list[Command], b: list[Command]) -> _Template | None:
     generated = frozenset(x for x, y in seen.items() if x != y)
     if len(set(seen[x] for x in generated)) != len(generated):
         return None
-    return _Template(tuple(parts), generated, _compile(tuple(parts), generated))
+    return _compile(parts, generated)

@@ -93,12 +93,13 @@ def _functions(client: Any) -> bool:
 
 
 def _lost(exc: ResponseError) -> bool | None:
-    """What an error of ``FCALL`` means: True the library is not loaded, False the server
-    has no functions, None another error (the script's own)."""
+    """What an error of ``FCALL`` or ``FUNCTION LOAD`` means: True the library is not
+    loaded, False the server has no functions (an unknown command, before Redis 7), None
+    another error (the script's own)."""
     text = str(exc).lower()
     if "function not found" in text:
         return True
-    if "unknown command" in text and "fcall" in text:
+    if "unknown command" in text and ("fcall" in text or "function" in text):
         return False
     return None
 
@@ -230,7 +231,7 @@ def load(client: Any) -> None:
             client.function_load(library(), replace=True)
             return
         except ResponseError as exc:
-            if "unknown command" not in str(exc).lower():  # FUNCTION, before Redis 7
+            if _lost(exc) is not False:
                 raise
             _NO_FUNCTIONS.add(client.connection_pool)
     for s in ALL:
