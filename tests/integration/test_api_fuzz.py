@@ -16,6 +16,7 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from hypothesis.errors import FlakyStrategyDefinition
 
 from orchestrator.api.app import create_api
 from orchestrator.api.server import ServerThread
@@ -150,8 +151,18 @@ def test_linked_calls_never_fail_on_the_server(fuzz_api: ServerThread) -> None:
     # no shrinking: a sequence's draws depend on the server's answers (the links feed one
     # call's response into the next call), so hypothesis' replay of a failing sequence
     # draws differently and reports FlakyStrategyDefinition instead of the failure itself
-    # (seen once in eight local runs); the failing sequence is reported as it was found
-    Linked.run(settings=hypothesis.settings(
-        max_examples=SCENARIOS, stateful_step_count=6, deadline=None, database=None,
-        phases=[hypothesis.Phase.generate],
-        suppress_health_check=list(hypothesis.HealthCheck)))
+    # (seen once in eight local runs); the failing sequence is reported as it was found.
+    # Generation alone can meet the same inconsistency (a sequence that follows an earlier
+    # one's draws and gets other answers): that is hypothesis' bookkeeping, not a server
+    # failure (those raise the checks' own errors), so the run starts again with a new
+    # seed, at most three times in all
+    for attempt in (1, 2, 3):
+        try:
+            Linked.run(settings=hypothesis.settings(
+                max_examples=SCENARIOS, stateful_step_count=6, deadline=None,
+                database=None, phases=[hypothesis.Phase.generate],
+                suppress_health_check=list(hypothesis.HealthCheck)))
+            return
+        except FlakyStrategyDefinition:
+            if attempt == 3:
+                raise
