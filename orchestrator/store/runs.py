@@ -38,6 +38,7 @@ from orchestrator.store.fields import (
 )
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import LeaseMode, Resumed, RunRecord, StepRun
+from orchestrator.store.run_cache import RunCache
 
 WAKE_TIMER_PREFIX = "wait:"
 """The prefix of a parked step's timer id (``store.waits.wait_timer_id``): a child run
@@ -63,6 +64,8 @@ class RunStore:
         self.url = mask_url(url) if url else "(this Redis)"
         """Where the store is, password masked (for messages)."""
         self._schema_ok = False
+        self.runs_seen = RunCache()
+        """Runs whose fixed fields :meth:`begin_step` read already (this process)."""
 
     @property
     def client(self) -> redis.Redis:
@@ -638,24 +641,36 @@ class RunStore:
 
         Returns:
             (the run, records of parents, ancestors and the step itself, outputs, what
-            this delivery may do: see :class:`LeaseMode`).
+            this delivery may do: see :class:`LeaseMode`).  Of a run this process began
+            a step of before (:attr:`runs_seen`), only the fields that change while it
+            runs are read again; its other changing fields are as first read.
 
         Raises:
             RunNotFound: the run is not in the store.
         """
         k = self.keys
         ids = list(dict.fromkeys([*parents, *ancestors, step_id]))
+        known = run_id in self.runs_seen
         raw_run, vals, out_vals, mode = scripts.BEGIN_STEP(
             self._r,
             [k.run(run_id), k.steps(run_id), k.outputs(run_id), k.events(run_id), k.metrics(),
              k.leases(run_id), k.lease_index()],
             [step_id, "1" if fast else "0", _joined(step_sources(StepStatus.RUNNING)),
              json.dumps(running_patch), time.time(), len(parents), len(ids), len(reads),
-             token, int(lease_s * 1000), tag, lease_member(run_id, step_id), *ids, *reads],
+             token, int(lease_s * 1000), tag, lease_member(run_id, step_id),
+             "live" if known else "full", *ids, *reads],
         )
         if not raw_run:
             raise RunNotFound(f"run {run_id!r} is not in the store")
-        run = RunRecord.from_hash(run_id, dict(zip(raw_run[::2], raw_run[1::2], strict=True)))
+        fields = dict(zip(raw_run[::2], raw_run[1::2], strict=True))
+        run = self.runs_seen.fresh(run_id, fields) if known else None
+        if run is None:
+            if known:  # forgotten since (evicted by another thread): read all of it
+                fields = self._r.hgetall(k.run(run_id))
+                if not fields:
+                    raise RunNotFound(f"run {run_id!r} is not in the store")
+            run = RunRecord.from_hash(run_id, fields)
+            self.runs_seen.remember(run, fields["input"])
         recs = {s: StepRun.from_json(s, v) for s, v in zip(ids, vals, strict=True)}
         outs = {s: json.loads(v) for s, v in zip(reads, out_vals or [], strict=False)
                 if v is not None}

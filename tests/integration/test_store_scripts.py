@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from importlib import resources
 
 import pytest
@@ -16,7 +17,8 @@ from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import RunNotFound
 from orchestrator.store import AsyncRunReader, RunStore, fields, scripts
 from orchestrator.store.leases import Held, Leases
-from orchestrator.store.records import LeaseMode
+from orchestrator.store.records import LeaseMode, RunRecord
+from orchestrator.store.run_cache import RunCache
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 
@@ -116,6 +118,46 @@ def test_begin_step_slow_path_only_reads(store: RunStore) -> None:
     assert not began and outs == {"a": 3} and recs["b"].status is StepStatus.PENDING
     with pytest.raises(RunNotFound):
         store.begin_step("nope", "c", ["a"], [], [], True, {})
+
+
+def _hgetalls(store: RunStore) -> int:
+    return int(store.client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+def test_begin_step_reads_a_known_run_s_fixed_fields_once(store: RunStore) -> None:
+    _succeed(store, "a", 1)
+    first, *_ = store.begin_step("r", "b", [], [], [], False, {})
+    before = _hgetalls(store)
+    first.input["k"] = "changed by a step function"  # an object handed out is its own
+    store.transition_run("r", RunStatus.CANCELLED)
+    store.client.hset(store.keys.run("r"), "priority", "high")
+    again, *_ = store.begin_step("r", "c", ["a", "b"], [], ["a"], False, {})
+    assert _hgetalls(store) == before  # the run hash was not read whole again
+    assert again.status is RunStatus.CANCELLED and again.priority.value == "high"
+    assert again.input == {"k": 1} and again.workflow == "w" and again.version == first.version
+    other = RunStore(store.client, store.keys, 60)  # a process that never saw the run
+    fresh, *_ = other.begin_step("r", "c", ["a", "b"], [], [], False, {})
+    assert _hgetalls(store) == before + 1 and fresh.status is RunStatus.CANCELLED
+    store.client.delete(store.keys.run("r"))
+    with pytest.raises(RunNotFound):
+        store.begin_step("r", "c", ["a", "b"], [], [], False, {})
+
+
+def test_the_run_cache_keeps_to_its_bounds() -> None:
+    cache = RunCache(max_runs=3, max_bytes=100)
+    run = RunRecord.from_hash("x", {"workflow": "w", "version": "v", "status": "running",
+                                    "input": "{}", "created_at": "1", "units_remaining": "1"})
+    for i in range(5):
+        cache.remember(replace(run, run_id=f"r{i}"), "{}")
+    assert len(cache) == 3 and "r1" not in cache and "r4" in cache
+    cache.remember(replace(run, run_id="big"), '"' + "x" * 58 + '"')
+    cache.remember(replace(run, run_id="big2"), '"' + "x" * 58 + '"')  # 120: "big" goes
+    assert "big" not in cache and "big2" in cache
+    cache.remember(replace(run, run_id="huge"), '"' + "x" * 99 + '"')  # larger than the whole cache
+    assert "huge" not in cache and "big2" in cache
+    got = cache.fresh("big2", {"status": "failed"})
+    assert got is not None and got.status is RunStatus.FAILED and got.input == "x" * 58
+    assert cache.fresh("r0", {"status": "failed"}) is None
 
 
 def test_step_transition_counts_final_statuses_and_durations(store: RunStore) -> None:

@@ -1,5 +1,7 @@
 -- What a step needs, in one round trip, and the step run's lease for this delivery.
--- Reads the run hash, step records (parents first, the step's own last) and outputs;
+-- Reads the run hash (all of it, or with "live" only the fields that change while the
+-- run runs: the caller remembers the rest, see run_cache.py), step records (parents
+-- first, the step's own last) and outputs;
 -- then decides by the step's own status and lease:
 --   settled (ended, its canvas went on)         -> DROP: this copy has nothing to do
 --   another delivery holds a live lease         -> BUSY: this copy must not run it (it
@@ -11,19 +13,28 @@
 --     run running and every parent succeeded, move to running here: BEGAN.
 -- KEYS: run, steps, outputs, events, metrics, leases, lease index.
 -- ARGV: step, fast "1"/"0", running sources, running patch JSON, now, parents n, ids n,
---       reads n, token, lease ms, delivery tag, lease member, ids..., reads...
--- Returns {run HGETALL, records, outputs, mode}.
+--       reads n, token, lease ms, delivery tag, lease member, "full"/"live", ids...,
+--       reads...
+-- Returns {run fields (field, value, ...; empty: no run), records, outputs, mode}.
 local np, ni, nr = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local step, token, ttl, tag, member = ARGV[1], ARGV[9], tonumber(ARGV[10]), ARGV[11],
   ARGV[12]
-local run = redis.call('HGETALL', KEYS[1])
+local run
+if ARGV[13] == 'full' then
+  run = redis.call('HGETALL', KEYS[1])
+else
+  local live = redis.call('HMGET', KEYS[1], 'status', 'priority')
+  run = {}
+  if live[1] then run = {'status', live[1]} end
+  if live[1] and live[2] then run[3] = 'priority'; run[4] = live[2] end
+end
 local ids = {}
-for i = 1, ni do ids[i] = ARGV[12 + i] end
+for i = 1, ni do ids[i] = ARGV[13 + i] end
 local recs = redis.call('HMGET', KEYS[2], unpack(ids))
 local outs = {}
 if nr > 0 then
   local rids = {}
-  for i = 1, nr do rids[i] = ARGV[12 + ni + i] end
+  for i = 1, nr do rids[i] = ARGV[13 + ni + i] end
   outs = redis.call('HMGET', KEYS[3], unpack(rids))
 end
 if #run == 0 then return {run, recs, outs, LEASE.GONE} end
