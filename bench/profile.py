@@ -30,7 +30,8 @@ from bench.stack import Stack, Worker
 
 RATE_HZ = 200
 MAP_ITEMS = 2000
-"""Items of the ``map`` shape (a map step; raw: a chord of as many tasks)."""
+"""Items of the ``map`` shape (a map step; raw: a chord of as many tasks), and branches
+of the ``fan`` shape (as many steps, then a fan-in step; raw: the same chord and join)."""
 FRAMES = {
     "step wrapper (workers/step.py execute)": "execute (workers/step.py",
     "  store.begin_step (reads + running, 1 round trip)": "RunStore.begin_step (",
@@ -55,6 +56,7 @@ def _loop(b: Bench, arm: str, shape: str) -> Callable[[], int]:
     """One batch of the workload; returns the steps it ran."""
     line, order = flows.linear(200), flows.order_shape()
     mapped = flows.mapped(MAP_ITEMS)
+    fan = flows.fan_out_in(MAP_ITEMS)
 
     def orch() -> int:
         if shape == "linear":
@@ -64,6 +66,9 @@ def _loop(b: Bench, arm: str, shape: str) -> Callable[[], int]:
             b.wait_runs([b.coord.submit(mapped, {"items": list(range(MAP_ITEMS))})],
                         interval_s=0.1)
             return MAP_ITEMS
+        if shape == "fan":
+            b.wait_runs([b.coord.submit(fan)], interval_s=0.1)
+            return MAP_ITEMS + 1
         b.wait_runs([b.coord.submit(order) for _ in range(50)], interval_s=0.1)
         return 450
 
@@ -71,10 +76,10 @@ def _loop(b: Bench, arm: str, shape: str) -> Callable[[], int]:
         if shape == "linear":
             b.wait_results([raw.linear(b.raw_app, 200).apply_async().id])
             return 200
-        if shape == "map":
+        if shape in ("map", "fan"):
             b.wait_results([raw.fan_out_in(b.raw_app, MAP_ITEMS).apply_async().id],
                            interval_s=0.1)
-            return MAP_ITEMS
+            return MAP_ITEMS + (shape == "fan")
         b.wait_results([raw.order_shape(b.raw_app).apply_async().id for _ in range(50)],
                        interval_s=0.1)
         return 450
@@ -100,7 +105,7 @@ def summarize(raw_path: Path, steps: int) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--arm", choices=("orch", "raw"), default="orch")
-    p.add_argument("--shape", choices=("linear", "order", "map"), default="order")
+    p.add_argument("--shape", choices=("linear", "order", "map", "fan"), default="order")
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--out", type=Path, default=Path("/tmp"), help="directory for py-spy's file")
     args = p.parse_args(argv)
