@@ -76,6 +76,7 @@ from orchestrator.store import RunRecord, RunStore, StepRun
 from orchestrator.store.leases import Leases
 from orchestrator.store.maps import MapStore
 from orchestrator.store.records import LeaseMode, Resumed
+from orchestrator.store.runs import Completed
 from orchestrator.store.slots import Slots, Taken
 from orchestrator.store.waits import WaitStore, wait_timer_id
 
@@ -329,6 +330,17 @@ class Progress:
         if parse_item(step_id) is not None:
             return self._goes_on(run_id, step_id, map_steps.item_ended(
                 self, d, run_id, step_id, StepStatus.SUCCEEDED, token, output, True))
+        uid = d.unit_of_terminal.get(step_id)
+        if uid is not None:  # the step's end and its unit's completion: one script
+            code, done = self.store.end_step(
+                run_id, step_id, StepStatus.SUCCEEDED, uid, d.plan.successors[uid],
+                output=output, has_output=True, ended_at=time.time(), workflow=d.wf.name,
+                token=token)
+            if not self._goes_on(run_id, step_id, code):
+                return False
+            if done is not None:
+                self._unit_completed(d, run_id, uid, done)
+            return True
         code = self.store.step_transition(run_id, step_id, StepStatus.SUCCEEDED, output=output,
                                           has_output=True, ended_at=time.time(),
                                           workflow=d.wf.name, token=token,
@@ -560,11 +572,16 @@ class Progress:
             return
         remaining, ready, priority = self.store.complete_unit_in_band(
             run_id, uid, d.plan.successors[uid])
-        if remaining < 0:
+        self._unit_completed(d, run_id, uid, Completed(remaining, ready, priority))
+
+    def _unit_completed(self, d: Definition, run_id: str, uid: str, done: Completed) -> None:
+        """After a unit's completion: publish the successors it claimed, and finalise
+        the run when it was the last unit."""
+        if done.remaining < 0:
             log.info("run %s is gone (retention): unit %s left alone", run_id, uid)
             return
-        self.publish(d, run_id, ready, priority)
-        if remaining == 0:
+        self.publish(d, run_id, done.ready, done.priority)
+        if done.remaining == 0:
             self.finalize(run_id)
 
     def finalize(self, run_id: str) -> RunStatus:

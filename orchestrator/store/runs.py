@@ -52,6 +52,18 @@ SOCKET_TIMEOUT_S = 15.0
 """Default longest wait for one Redis command (blocking reads of the store ask for less)."""
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A unit's completion (``complete_unit_on`` in ``lua/lib.lua``)."""
+
+    remaining: int
+    """Units of the run still to finish after this one (-1: the run is gone)."""
+    ready: list[str]
+    """Successor units this completion claimed for dispatch."""
+    priority: Priority
+    """The run's priority: the band the claimed successors are published in."""
+
+
 class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
 
@@ -113,8 +125,14 @@ class RunStore:
 
     # --- definitions ---------------------------------------------------------------------
 
-    def save_definition(self, wf: WorkflowDef, plan: Plan) -> None:
-        """Store a workflow version and its plan (idempotent: a version never changes)."""
+    def save_definition(self, wf: WorkflowDef, plan: Plan) -> bool:
+        """Store a workflow version and its plan (idempotent: a version never changes).
+
+        Returns:
+            False if the version's plan was stored before (by any process, maybe of
+            another release, whose compiler may cut the same workflow otherwise): then
+            the stored plan is the version's, not ``plan``.
+        """
         p = self._r.pipeline(transaction=False)
         # the definition without defaults: a field added later (with a default) is left
         # out unless used, so the previous release still parses it (see :mod:`.schema`).
@@ -123,7 +141,7 @@ class RunStore:
               wf.model_dump_json(by_alias=True, exclude_defaults=True), nx=True)
         p.set(self.keys.plan(wf.version), plan.model_dump_json(), nx=True)
         p.zadd(self.keys.versions(wf.name), {wf.version: time.time()}, nx=True)
-        p.execute()
+        return bool(p.execute()[1])
 
     def versions(self, name: str) -> list[tuple[str, float]]:
         """Every stored version of workflow ``name`` with the time it was first stored,
@@ -438,16 +456,48 @@ class RunStore:
 
         ``followers`` (with a final ``status``): the steps whose tasks the caller's task
         publishes as its canvas goes on; they become ``queued`` in the same script."""
+        return int(self._step_transition(run_id, step_id, status, output, has_output,
+                                         workflow, token, followers, "", (), patch)[0])
+
+    def end_step(self, run_id: str, step_id: str, status: StepStatus, unit: str,
+                 successors: Sequence[str], output: Any = None, has_output: bool = False,
+                 workflow: str = "", token: str = "", **patch: Any
+                 ) -> tuple[int, Completed | None]:
+        """Move the terminal step of ``unit`` to a final ``status`` and, in the same
+        script, complete the unit (as :meth:`complete_unit_in_band`, whose successors are
+        ``successors``) unless the call was fenced or the run is gone: one round trip
+        where a step's end and its unit's completion took two.
+
+        Returns:
+            (as :meth:`step_transition`; the unit's completion, None when it did not
+            complete here: fenced, or the run is gone).
+        """
+        res = self._step_transition(run_id, step_id, status, output, has_output, workflow,
+                                    token, (), unit, successors, patch)
+        code = int(res[0])
+        if code < 0 or len(res) < 6:
+            return code, None
+        return code, Completed(int(res[3]), [str(u) for u in res[4]],
+                               stored_priority(res[5] or None))
+
+    def _step_transition(self, run_id: str, step_id: str, status: StepStatus, output: Any,
+                         has_output: bool, workflow: str, token: str,
+                         followers: Sequence[str], unit: str, successors: Sequence[str],
+                         patch: dict[str, Any]) -> list[Any]:
         k = self.keys
-        res = scripts.STEP_TRANSITION(
-            self._r,
-            [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
-             k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers()],
+        keys = [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id),
+                k.metrics(), k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers()]
+        if unit:
+            keys += [k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id),
+                     k.claims()]
+        res: list[Any] = scripts.STEP_TRANSITION(
+            self._r, keys,
             [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
              json.dumps(output) if has_output else "", time.time(), workflow, token,
-             lease_member(run_id, step_id), *followers],
+             lease_member(run_id, step_id), unit, run_id, len(successors), *successors,
+             *followers],
         )
-        return int(res[0])
+        return res
 
     def retry_later(self, run_id: str, step_id: str, token: str, error: dict[str, Any],
                     delay_s: float, timer_id: str, message: str) -> int:
@@ -513,7 +563,7 @@ class RunStore:
             for s in step_ids:
                 scripts.STEP_TRANSITION.queue(
                     pipe, keys, [s, StepStatus.QUEUED.value, sources, patch, "", now, "", "",
-                                 lease_member(run_id, s)])
+                                 lease_member(run_id, s), "", run_id, 0])
             if units:
                 pipe.sadd(k.units_published(run_id), *units)
                 pipe.zrem(k.claims(), *(lease_member(run_id, u) for u in units))

@@ -201,6 +201,31 @@ def test_complete_unit_claims_each_successor_once(redis_url: str) -> None:
     assert store.complete_unit("r", ub, succ[ub]) == (total - 2, [])  # idempotent
 
 
+def test_end_step_ends_the_step_and_completes_its_unit_in_one_call(redis_url: str) -> None:
+    wf = _wf()  # a and b, then c: with no chord allowed, three units and a counter of 2
+    plan = compile_workflow(wf, max_chord_width=1)
+    store = RunStore.from_url(redis_url, "t", retention_s=60)
+    store.create_run("e", wf, plan, {})
+    ua, ub, uc = (plan.unit_of_step[s] for s in "abc")
+    for step in "ab":
+        *_, mode = store.begin_step("e", step, [], [], [], True, {}, token=f"t-{step}")
+        assert mode is LeaseMode.BEGAN
+    fenced, none = store.end_step("e", "a", StepStatus.SUCCEEDED, ua, plan.successors[ua],
+                                  token="not-the-holder")
+    assert (fenced, none) == (-2, None)
+    assert store.step_runs("e", ["a"])["a"].status is StepStatus.RUNNING
+    assert not store.unit_done("e", ua)  # a fenced end completes nothing
+    code, first = store.end_step("e", "a", StepStatus.SUCCEEDED, ua, plan.successors[ua],
+                                 output=1, has_output=True, token="t-a")
+    assert code == 1 and first is not None and first.remaining == 2 and first.ready == []
+    code, last = store.end_step("e", "b", StepStatus.FAILED, ub, plan.successors[ub],
+                                token="t-b")
+    assert code == 1 and last is not None and (last.remaining, last.ready) == (1, [uc])
+    assert store.step_runs("e", ["a", "b"])["b"].status is StepStatus.FAILED
+    assert store.outputs("e")["a"] == 1 and store.unit_done("e", ua)
+    assert store.client.zscore(store.keys.claims(), f"e|{uc}") is not None  # until published
+
+
 def _library_loaded(store: RunStore) -> bool:
     return bool(store.client.function_list(library=f"orch_{scripts.tag()}"))
 

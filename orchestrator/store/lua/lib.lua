@@ -114,3 +114,33 @@ local function holds(k_leases, step, token)
   local lease = lease_of(k_leases, step)
   return lease ~= nil and lease['token'] == token
 end
+
+-- Mark a unit finished and advance its successors' counters; claim the successors that
+-- reach zero for dispatch (SADD claimed: exactly one caller claims each) and note each
+-- claim in the claims index until it is published.  A run that is gone (retention) is
+-- left alone: nothing is re-created.  `successors`: a table of unit ids.
+-- Returns {units remaining after this one (-1 when the run is gone), successors claimed
+-- by this call, the run's priority ('' when normal or none claimed: they are published in
+-- its band)}.
+local function complete_unit_on(k_counters, k_done, k_claimed, k_run, k_claims, unit,
+                                run_id, successors)
+  local ready = {}
+  if redis.call('EXISTS', k_run) == 0 then return {-1, ready, ''} end
+  if redis.call('SADD', k_done, unit) == 1 then
+    local remaining = redis.call('HINCRBY', k_run, 'units_remaining', -1)
+    local now = now_ms()
+    for _, s in ipairs(successors) do
+      if redis.call('HINCRBY', k_counters, s, -1) <= 0 then
+        if redis.call('SADD', k_claimed, s) == 1 then
+          table.insert(ready, s)
+          redis.call('ZADD', k_claims, now, run_id .. '|' .. s)
+        end
+      end
+    end
+    keep_ttl(redis.call('PTTL', k_run), k_counters, k_done, k_claimed)
+    local priority = ''
+    if #ready > 0 then priority = redis.call('HGET', k_run, 'priority') or '' end
+    return {remaining, ready, priority}
+  end
+  return {tonumber(redis.call('HGET', k_run, 'units_remaining')) or -1, ready, ''}
+end

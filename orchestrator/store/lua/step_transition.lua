@@ -1,17 +1,22 @@
 -- Move one step run to a new status if the transition table allows it and the caller
 -- holds the step run's lease (fencing: a result from an attempt that lost its lease is
 -- refused).  Moving to retrying gives the lease up (a timer publishes the next attempt).
--- KEYS: run, steps, events, outputs, metrics, leases, lease index.
--- A final status also moves the steps that follow in the canvas (ARGV[10...], the tasks
+-- KEYS: run, steps, events, outputs, metrics, leases, lease index, slots, timers index,
+--       and with a unit to complete: counters, done, claimed, claims index.
+-- A final status also moves the steps that follow in the canvas (the followers, the tasks
 -- the caller's task publishes as its chain goes on) from pending to queued.
 -- ARGV: step, new status, allowed sources (","-joined), patch JSON, output JSON or "",
 --       now, workflow ("" for no metrics), lease token ("" for none), lease member,
---       followers....
+--       unit ("": none), run id, successors n, successors..., followers....
 -- A final status also gives up the step run's concurrency slot (KEYS[8], the run's
--- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot
--- passes to the oldest step run waiting for the key, whose held message's timer is made
--- due now; a waiting one leaves the key's FIFO and its timer goes (acquire_slot.lua).
--- Returns {1 moved / 0 refused by the table / -1 no run / -2 fenced, old status}.
+-- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot passes to the oldest step run
+-- waiting for the key, whose held message's timer is made due now; a waiting one leaves
+-- the key's FIFO and its timer goes (acquire_slot.lua).
+-- With a unit (the step is its unit's terminal task and the status final), unless the
+-- call was fenced or the run is gone, the unit completes in the same call
+-- (complete_unit_on in lib.lua): one round trip per unit boundary.
+-- Returns {1 moved / 0 refused by the table / -1 no run / -2 fenced, old status, run
+-- PTTL, and with a unit: units remaining, units claimed, the run's priority}.
 
 local function release_slot(k_slots, step, k_timers)
   local raw = redis.call('HGET', k_slots, step)
@@ -49,14 +54,23 @@ if res[1] == 1 and ARGV[2] == STEP.RETRYING and ARGV[8] ~= '' then
   redis.call('HDEL', KEYS[6], ARGV[1])
   redis.call('ZREM', KEYS[7], ARGV[9])
 end
-if res[1] == 1 and STEP_FINAL[ARGV[2]] and #ARGV > 9 then
+local unit, nsucc = ARGV[10] or '', tonumber(ARGV[12] or '0')
+local first = 13 + nsucc  -- the first follower
+if res[1] == 1 and STEP_FINAL[ARGV[2]] and #ARGV >= first then
   local patch = cjson.encode({queued_at = tonumber(ARGV[6])})
-  for i = 10, #ARGV do
+  for i = first, #ARGV do
     step_tx_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.QUEUED,
                STEP.PENDING, patch, '', ARGV[6], '', res[3], redis.call('HGET', KEYS[2], ARGV[i]))
   end
 end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and KEYS[9] then
   release_slot(KEYS[8], ARGV[1], KEYS[9])
+end
+if unit ~= '' and res[1] >= 0 and STEP_FINAL[ARGV[2]] then
+  local successors = {}
+  for i = 13, first - 1 do successors[#successors + 1] = ARGV[i] end
+  local done = complete_unit_on(KEYS[10], KEYS[11], KEYS[12], KEYS[1], KEYS[13], unit,
+                                ARGV[11], successors)
+  return {res[1], res[2], res[3] or -2, done[1], done[2], done[3]}
 end
 return res
