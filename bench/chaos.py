@@ -1,8 +1,9 @@
 """``python -m bench.chaos``: workflows of mixed shapes through faults, counted by the steps.
 
 Each scenario starts its own ``redis-server`` (AOF ``everysec``, ``noeviction``) and its
-own workers (prefork), submits runs of four shapes (a chain, a fan-out/fan-in, a zigzag
-and a random non series-parallel DAG) whose steps count their own executions
+own workers (prefork), submits runs of five shapes (a chain, a fan-out/fan-in of 8 (a
+chord), a zigzag, a random non series-parallel DAG, and a fan-out/fan-in of 24 (units
+joined by a counter)) whose steps count their own executions
 (:mod:`bench.chaos_steps`), injects its faults, waits for every run to end, and reports:
 runs succeeded / failed / stuck, step runs executed more than once, concurrent duplicates,
 side effects done other than exactly once, and the seconds from a worker's kill to the

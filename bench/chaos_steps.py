@@ -95,8 +95,13 @@ chaos_fan = _workflow("chaos_fan", _FAN, _rng, (50, 400))
 chaos_zigzag = _workflow("chaos_zigzag", shapes.zigzag(11), _rng, (50, 400))
 chaos_random = _workflow("chaos_random", shapes.random_dag(random.Random(3), 20), _rng,
                          (50, 400))
-SHAPES = (chaos_chain, chaos_fan, chaos_zigzag, chaos_random)
-"""The four shapes of the chaos suite (module level: the catalog, so the API, has them)."""
+_WIDE = {"split": [], **{f"w{i}": ["split"] for i in range(24)},
+         "merge": [f"w{i}" for i in range(24)]}
+chaos_wide = _workflow("chaos_wide", _WIDE, _rng, (50, 400))
+"""Wider than the compiler's ``MAX_CHORD_WIDTH``: its branches are one-task units joined
+by the merge's counter, each completed in its final transition's script."""
+SHAPES = (chaos_chain, chaos_fan, chaos_zigzag, chaos_random, chaos_wide)
+"""The five shapes of the chaos suite (module level: the catalog, so the API, has them)."""
 chaos_zigzag_fast = _workflow("chaos_zigzag_fast", shapes.zigzag(11), _rng, (0, 0))
 chaos_random_fast = _workflow("chaos_random_fast", shapes.random_dag(random.Random(9), 60),
                               _rng, (0, 0))

@@ -9,9 +9,13 @@ elsewhere.
 3. **Non-series-parallel regions.**  Maximal linear runs of steps become chains; every
    other edge of the region's transitive reduction is a dependency counter between units.
 4. **Segments.**  A canvas whose largest message would carry more than
-   ``max_unit_tasks`` signatures, or whose chords nest deeper than ``max_chord_depth``,
-   is cut at series boundaries into units joined by counters, so no message grows with
-   the workflow's length.
+   ``max_unit_tasks`` signatures, whose chords nest deeper than ``max_chord_depth``, or
+   with a parallel of more than ``max_chord_width`` branches, is cut at series
+   boundaries into units joined by counters, so no message grows with the workflow's
+   length.  A wide fan-out so becomes one unit per branch, joined by its successor's
+   counter (no chord, no join task, no result backend): each branch's end completes its
+   unit in the same script (``RunStore.end_step``), and the last one publishes what
+   follows.
 
 Every cut is exact: a counter edge ``u → v`` is only made when every step of ``u``
 precedes every step of ``v`` in the workflow's own order.  Nothing here recurses, so any
@@ -47,6 +51,9 @@ from orchestrator.core.plan import (
 
 MAX_UNIT_TASKS = 100
 MAX_CHORD_DEPTH = 3
+MAX_CHORD_WIDTH = 16
+"""A parallel of more branches than this runs as units joined by a counter, not as a
+chord (``docs/benchmarks.md``: measured both)."""
 
 
 # --- canvas building and segmentation ----------------------------------------------------
@@ -80,6 +87,7 @@ class _Builder:
     graph: Graph
     max_unit_tasks: int
     max_chord_depth: int
+    max_chord_width: int = MAX_CHORD_WIDTH
     units: list[Unit] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
     joins: int = 0
@@ -137,11 +145,11 @@ class _Builder:
         if self.maps and (sp.node in self.maps if isinstance(sp, Leaf)
                           else any(n in self.maps for n in leaves(sp))):
             return False  # a map step is cut out: a unit of its own, counters around it
-        return self.fits_stats(sp.largest, sp.depth, sp.has_region)
+        return self.fits_stats(sp.largest, sp.depth, sp.has_region, sp.width)
 
-    def fits_stats(self, largest: int, depth: int, has_region: bool) -> bool:
+    def fits_stats(self, largest: int, depth: int, has_region: bool, width: int) -> bool:
         return (not has_region and largest <= self.max_unit_tasks
-                and depth <= self.max_chord_depth)
+                and depth <= self.max_chord_depth and width <= self.max_chord_width)
 
     def unit(self, sp: SPNode) -> str:
         canvas = self.canvas(sp)
@@ -181,7 +189,8 @@ class _Builder:
         for part in sp.parts:
             grown = max(largest + part.size, part.largest)
             deeper = max(depth, part.depth)
-            if open_fits and self.fits(part) and self.fits_stats(grown, deeper, False):
+            # a part that fits is no wider than the budget, so the group's width is too
+            if open_fits and self.fits(part) and self.fits_stats(grown, deeper, False, 1):
                 groups[-1].append(part)
                 largest, depth = grown, deeper
             else:
@@ -263,20 +272,24 @@ class _Builder:
 
 
 def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
-                     max_chord_depth: int = MAX_CHORD_DEPTH) -> Plan:
+                     max_chord_depth: int = MAX_CHORD_DEPTH,
+                     max_chord_width: int = MAX_CHORD_WIDTH) -> Plan:
     """Compile a validated workflow into a plan.
 
     Args:
         wf: a workflow that passed :func:`orchestrator.core.validation.check`.
         max_unit_tasks: most signatures one message may carry before a cut.
         max_chord_depth: deepest chord nesting allowed in one canvas.
+        max_chord_width: most branches of one chord; a wider parallel is cut into
+            units joined by a counter (1: no chord at all).
 
     Returns:
         The plan: units (canvases) and the counter edges between them.
     """
     with gc_paused():
         graph = wf.graph
-        b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1))
+        b = _Builder(graph, max(max_unit_tasks, 2), max(max_chord_depth, 1),
+                     max(max_chord_width, 1))
         maps = {s.id for s in wf.steps if s.map is not None}
         if maps:
             b.maps = frozenset(i for i, n in enumerate(graph.nodes) if n in maps)

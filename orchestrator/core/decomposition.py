@@ -30,10 +30,10 @@ from orchestrator.core.spsplit import Splitter
 
 # Each node of the decomposition tree knows, from construction, what the compiler's budget
 # checks need: ``size`` (tasks in its canvas: steps plus joins), ``largest`` (signatures in
-# its largest message when nothing follows it), ``depth`` (chord nesting) and
-# ``has_region``.  Every message of a canvas carries whatever follows the canvas, so the
-# largest message of a node followed by ``t`` tasks is ``largest + t``; that keeps the
-# checks O(1).
+# its largest message when nothing follows it), ``depth`` (chord nesting), ``width`` (the
+# most branches of one parallel in it, 1 for none) and ``has_region``.  Every message of
+# a canvas carries whatever follows the canvas, so the largest message of a node followed
+# by ``t`` tasks is ``largest + t``; that keeps the checks O(1).
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,15 @@ class _Figures:
     size: int = field(init=False, repr=False, compare=False)
     largest: int = field(init=False, repr=False, compare=False)
     depth: int = field(init=False, repr=False, compare=False)
+    width: int = field(init=False, repr=False, compare=False)
     has_region: bool = field(init=False, repr=False, compare=False)
 
-    def _set(self, size: int, largest: int, depth: int, has_region: bool) -> None:
+    def _set(self, size: int, largest: int, depth: int, width: int,
+             has_region: bool) -> None:
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "largest", largest)
         object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "width", width)
         object.__setattr__(self, "has_region", has_region)
 
 
@@ -61,6 +64,7 @@ class Leaf:
     size: ClassVar[int] = 1
     largest: ClassVar[int] = 1
     depth: ClassVar[int] = 0
+    width: ClassVar[int] = 1
     has_region: ClassVar[bool] = False
 
 
@@ -76,7 +80,7 @@ class Series(_Figures):
             largest = max(largest, part.largest + size)
             size += part.size
         self._set(size, largest, max(p.depth for p in self.parts),
-                  any(p.has_region for p in self.parts))
+                  max(p.width for p in self.parts), any(p.has_region for p in self.parts))
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Parallel(_Figures):
         # each header message carries its branch and the body: the join and what follows
         self._set(sum(p.size for p in self.parts) + 1,
                   max(p.largest for p in self.parts) + 1, max(p.depth for p in self.parts) + 1,
+                  max(len(self.parts), *(p.width for p in self.parts)),
                   any(p.has_region for p in self.parts))
 
 
@@ -99,7 +104,7 @@ class Region(_Figures):
     nodes: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        self._set(len(self.nodes), len(self.nodes), 0, True)
+        self._set(len(self.nodes), len(self.nodes), 0, 1, True)
 
 
 SPNode = Leaf | Series | Parallel | Region

@@ -155,10 +155,14 @@ class Definitions:
         return d
 
     def compile(self, wf: WorkflowDef) -> Definition:
-        """Compile ``wf`` (once per version in this process) and store it."""
+        """Compile ``wf`` (once per version in this process) and store it.  A version
+        stored before keeps its stored plan, which every worker loads: this process uses
+        it too, even where its own compiler (another release, other settings) would cut
+        the workflow otherwise."""
         d = self._get(wf.version)
         if d is None:
             plan = compile_workflow(wf, max_unit_tasks=self.max_unit_tasks)
-            self.store.save_definition(wf, plan)
+            if not self.store.save_definition(wf, plan):
+                plan = self.store.load_definition(wf.version)[1]
             d = self._put(Definition(wf, plan))
         return d

@@ -29,6 +29,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +44,10 @@ Command = tuple[str, tuple[Any, ...]]
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PLACEHOLDERS = ("tpl0run0a0a0a0a0a0a0a0a0a0a0a0a0", "tpl0run0b0b0b0b0b0b0b0b0b0b0b0b0")
 """Two run ids no real run has (ids are free text, so only their length is usual)."""
-_LIMIT = 1024
-"""Templates kept per process (workflow versions x units x bands x queues); a full cache
-is emptied, not grown."""
+_LIMIT = 8192
+"""Templates kept per process (workflow versions x units x bands x queues), least recently
+used out first: a fan-out compiled into one unit per branch (``core/compiler.py``,
+``MAX_CHORD_WIDTH``) has a template per branch, a few KiB each."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class Templates:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        self._cache: dict[tuple[Any, ...], _Template | None] = {}
+        self._cache: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
         self._lock = threading.Lock()
 
     def usable(self) -> bool:
@@ -159,13 +161,15 @@ class Templates:
         key = (os.getpid(), *key)  # a forked child stamps its own pid and hostname
         with self._lock:
             known = key in self._cache
+            if known:
+                self._cache.move_to_end(key)
             tpl = self._cache.get(key)
         if not known:
             tpl = _template(build(_PLACEHOLDERS[0]), build(_PLACEHOLDERS[1]))
             with self._lock:
-                if len(self._cache) >= _LIMIT:
-                    self._cache.clear()
                 self._cache[key] = tpl
+                while len(self._cache) > _LIMIT:
+                    self._cache.popitem(last=False)
         if tpl is None:
             return build(run_id)
         return self._render(tpl, run_id)

@@ -2,10 +2,12 @@
 
 ``test.map_item`` counts, in the store of the run's own Redis, each execution
 (``test:exec:<run>``, by item step run id), each execution that ran to its end
-(``test:done:<run>``), the start times of each (``test:starts:<run>:<item>``, Redis'
-clock) and how many ran at once (``test:inflight:<run>``, the set of items running now:
-an attempt whose removal met a Redis crash is not counted twice when it runs again;
-``test:peak:<run>`` the most): counted by the step function itself, not by the store under test.
+(``test:done:<run>``), the start and end times of each (``test:starts:<run>:<item>``,
+``test:ends:<run>:<item>``, Redis' clock) and how many ran at once
+(``test:inflight:<run>``, the set of items running now: an attempt whose removal met a
+Redis crash is not counted twice when it runs again; ``test:peak:<run>`` the most):
+counted by the step function itself, not by the store under test.  ``test_fan_out.py``
+uses it for a wide fan-out's steps too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ return redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 """
 
 
+_LEAVE = """
+local t = redis.call('TIME')
+redis.call('RPUSH', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+"""
+
+
 @step_function("test.map_item")
 def map_item(n: int, pause_s: float = 0.0, fail: list[int] | None = None,
              fail_times: int = 0) -> int:
@@ -44,7 +53,7 @@ def map_item(n: int, pause_s: float = 0.0, fail: list[int] | None = None,
             raise ValueError(f"item {n} fails on purpose")
     finally:
         r.srem(f"test:inflight:{run}", me)
-    r.hincrby(f"test:done:{run}", me, 1)
+    r.eval(_LEAVE, 2, f"test:ends:{run}:{me}", f"test:done:{run}", me)
     return n * 2
 
 
@@ -93,3 +102,14 @@ map_window6 = _mapped("test_map_window6", max_parallel=6)
 # the Redis-restart test: an item whose own Redis calls meet the crash is retried
 map_window6_retry = _mapped("test_map_window6_retry", max_parallel=6,
                             retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.5))
+
+# a fan-out wider than the compiler's MAX_CHORD_WIDTH: 40 one-task units joined by the
+# fan-in's counter (no chord); every step counts its executions (test_fan_out.py)
+FAN_WIDTH = 40
+_fan = Workflow("test_fan_wide")
+_branches = [_fan.step(f"b{i}", map_item, n=i, pause_s=_fan.input.pause_s,
+                       retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.5))
+             for i in range(FAN_WIDTH)]
+_fan.step("fan_in", map_item, n=-1, after=_branches,
+          retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.5))
+fan_wide = _fan.build()

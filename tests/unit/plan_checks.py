@@ -84,12 +84,12 @@ def plan_reach(plan: Plan, steps: Sequence[str]) -> dict[str, int]:
 
 
 def check_plan(plan: Plan, wf: WorkflowDef, *, max_unit_tasks: int = 100,
-               max_chord_depth: int = 3) -> None:
+               max_chord_depth: int = 3, max_chord_width: int = 10**9) -> None:
     """Assert everything a plan promises.
 
     * every unit is a safe canvas (:func:`unsafe_shapes` finds nothing);
     * every step is in exactly one unit, exactly once, and ``Unit.steps`` says so;
-    * every unit fits the budget: largest message and chord depth;
+    * every unit fits the budget: largest message, chord depth and chord width;
     * the unit graph has no self edge, no repeat and no cycle;
     * every counter edge is exact (all of ``u`` precedes all of ``v`` in the workflow);
     * the plan's precedence equals the workflow's reachability: no edge is lost and no
@@ -113,6 +113,8 @@ def check_plan(plan: Plan, wf: WorkflowDef, *, max_unit_tasks: int = 100,
         assert largest_message(unit.canvas) <= max(max_unit_tasks, 2), \
             f"unit {unit.id} carries {largest_message(unit.canvas)} signatures"
         assert chord_depth(unit.canvas) <= max(max_chord_depth, 1), unit.id
+        assert all(len(c.header) <= max(max_chord_width, 1) for c in walk(unit.canvas)
+                   if isinstance(c, ChordNode)), f"unit {unit.id}: a chord is too wide"
     assert seen == Counter(step_ids), "a step is missing or appears twice"
     assert all(n == 1 for n in joins.values()), "a join id is used twice"
     assert len({u.id for u in plan.units}) == len(plan.units)

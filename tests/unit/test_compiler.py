@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.compiler import Leaf, Parallel, Region, Series, compile_workflow, decompose
+from orchestrator.core.compiler import (
+    MAX_CHORD_WIDTH,
+    Leaf,
+    Parallel,
+    Region,
+    Series,
+    compile_workflow,
+    decompose,
+)
 from orchestrator.core.dag import Graph
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import (
@@ -222,25 +230,40 @@ def test_deep_nesting_is_split_by_max_chord_depth() -> None:
     assert max(chord_depth(u.canvas) for u in flat.units) <= 1
 
 
-def test_wide_fan_out_stays_one_chord() -> None:
+def _wide(n: int, sink: bool = True) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {"root": []}
-    deps.update({f"w{i}": ["root"] for i in range(2000)})
-    deps["sink"] = [f"w{i}" for i in range(2000)]
-    plan, _ = compiled(deps)
+    deps.update({f"w{i}": ["root"] for i in range(n)})
+    if sink:
+        deps["sink"] = [f"w{i}" for i in range(n)]
+    return deps
+
+
+def test_a_wide_fan_out_without_a_width_budget_stays_one_chord() -> None:
+    plan, _ = compiled(_wide(2000), max_chord_width=10**9)
     chords = [n for u in plan.units for n in walk(u.canvas) if isinstance(n, ChordNode)]
     assert len(chords) == 1
     assert len(chords[0].header) == 2000
     # the root's message would carry all 2,000 signatures, so it is its own unit
     assert plan.unit_map[plan.unit_of_step["root"]].canvas == T("root")
     assert plan.unit_of_step["sink"] == plan.unit_of_step["w0"]
-
-
-def test_wide_fan_out_without_a_sink() -> None:
-    deps: dict[str, list[str]] = {"root": []}
-    deps.update({f"w{i}": ["root"] for i in range(2000)})
-    plan, _ = compiled(deps)
+    plan, _ = compiled(_wide(2000, sink=False), max_chord_width=10**9)
     chords = [n for u in plan.units for n in walk(u.canvas) if isinstance(n, ChordNode)]
     assert [len(c.header) for c in chords] == [2000]
+
+
+@pytest.mark.parametrize("sink", [True, False])
+def test_a_fan_out_wider_than_the_budget_is_one_unit_per_branch(sink: bool) -> None:
+    plan, _ = compiled(_wide(MAX_CHORD_WIDTH + 1, sink), max_chord_width=MAX_CHORD_WIDTH)
+    assert not any(isinstance(n, ChordNode) for u in plan.units for n in walk(u.canvas))
+    branches = {plan.unit_of_step[f"w{i}"] for i in range(MAX_CHORD_WIDTH + 1)}
+    assert len(branches) == MAX_CHORD_WIDTH + 1  # each its own unit
+    root = plan.unit_of_step["root"]
+    assert {b for a, b in plan.edges if a == root} == branches
+    if sink:  # joined by the sink's counter
+        assert {a for a, b in plan.edges if b == plan.unit_of_step["sink"]} == branches
+    narrow, _ = compiled(_wide(MAX_CHORD_WIDTH), max_chord_width=MAX_CHORD_WIDTH)
+    assert [len(n.header) for u in narrow.units for n in walk(u.canvas)
+            if isinstance(n, ChordNode)] == [MAX_CHORD_WIDTH]  # at the budget: a chord
 
 
 def test_budget_below_two_is_raised_to_two() -> None:

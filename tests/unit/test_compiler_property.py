@@ -124,13 +124,15 @@ def dags(draw: st.DrawFn) -> Deps:
     deps=dags(),
     max_unit_tasks=st.integers(3, 20) | st.just(100),
     max_chord_depth=st.integers(1, 4),
+    max_chord_width=st.integers(1, 4) | st.just(16),
 )
 def test_plan_is_exact_safe_and_bounded(deps: Deps, max_unit_tasks: int,
-                                        max_chord_depth: int) -> None:
+                                        max_chord_depth: int, max_chord_width: int) -> None:
     wf = workflow(deps)  # no validation: the dummy function is not registered anywhere
     plan = compile_workflow(wf, max_unit_tasks=max_unit_tasks,
-                            max_chord_depth=max_chord_depth)
-    check_plan(plan, wf, max_unit_tasks=max_unit_tasks, max_chord_depth=max_chord_depth)
+                            max_chord_depth=max_chord_depth, max_chord_width=max_chord_width)
+    check_plan(plan, wf, max_unit_tasks=max_unit_tasks, max_chord_depth=max_chord_depth,
+               max_chord_width=max_chord_width)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -149,7 +151,8 @@ def test_series_parallel_dags_need_no_counters_within_budget(deps: Deps) -> None
             return True
         return any(has_region(p) for p in getattr(node, "parts", ()))
 
-    plan = compile_workflow(wf, max_unit_tasks=10**9, max_chord_depth=10**9)
+    plan = compile_workflow(wf, max_unit_tasks=10**9, max_chord_depth=10**9,
+                            max_chord_width=10**9)
     check_plan(plan, wf, max_unit_tasks=10**9, max_chord_depth=10**9)
     if not has_region(tree):
         assert len(plan.units) == 1 and plan.edges == ()
