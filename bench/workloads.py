@@ -58,7 +58,7 @@ def linear(b: Bench, label: str = "1. linear") -> tuple[list[float], list[float]
 def linear_rows(b: Bench, ours: list[float], rawv: list[float], what: str) -> Row:
     rs = ratios(ours, rawv)
     return Row(f"{what}: {b.sizes.linear_steps} no-op steps vs raw `chain`, ms per hop",
-               spread(ours), spread(rawv), spread(rs), "≤ 1.15", verdict(median(rs) <= 1.15))
+               spread(ours), spread(rawv), spread(rs), "≤ 1.05", verdict(median(rs) <= 1.05))
 
 
 def run_linear(b: Bench) -> None:
@@ -223,7 +223,7 @@ def run_fan(b: Bench) -> None:
     rs = ratios(ours, rawv)
     b.report.add(Row(f"2. fan-out/fan-in: {n} no-op steps + fan-in vs raw `chord` + join, "
                      "steps/s", spread(ours, "{:.0f}"), spread(rawv, "{:.0f}"), spread(rs),
-                     "≥ 0.85", verdict(median(rs) >= 0.85)))
+                     "≥ 1.0", verdict(median(rs) >= 1.0)))
     gaps, raw_gaps = [x[1] for x in ours_x], [x[1] for x in raw_x]
     b.report.add(Row("2. fan-in: ms from the last branch's end to the fan-in step's start "
                      "(raw: the join's)", spread(gaps, "{:.1f}"), spread(raw_gaps, "{:.1f}"),
@@ -231,8 +231,9 @@ def run_fan(b: Bench) -> None:
                      verdict(median(gaps) <= 10)))
     b.report.notes.append(
         "2: steps/s = steps / (finish - submit), so it includes the client publishing "
-        "every header message.  Ours runs n + 2 tasks (the steps, the chord's join, the "
-        "fan-in step); raw runs n + 1 (the steps, the join).  The fan-in delay: ours from "
+        "every header message.  Ours runs n + 1 tasks (the steps, each a one-task unit "
+        "since n is above the compiler's `MAX_CHORD_WIDTH`, joined by the fan-in step's "
+        "counter: no chord); raw runs n + 1 (the steps, the join).  The fan-in delay: ours from "
         "the latest `ended_at` of a branch's step run to the fan-in step run's "
         "`started_at`; raw from the latest end stamp a header task returned to the "
         "join's first line.")
