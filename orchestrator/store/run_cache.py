@@ -1,7 +1,10 @@
 """What one process remembers of the runs it served: the fields fixed when a run was
 created (workflow, version, input, origin, tenant, faults...), so that a step's first read
 (``begin_step.lua``) fetches the whole run hash once per run and process, and afterwards
-only the fields that change while a run runs (``status``, ``priority``).
+only the fields a step uses that change while a run runs (``status``, ``priority``:
+``begin_step.lua`` names them).  A known run's other changing fields (``started_at``,
+``ended_at``, ``units_remaining``, ``resumes``, ``reason``) are as first read: no step
+reads them.
 
 A run's input can be large; it was sent, decoded and parsed at every step.  The cache
 is bounded by the size of the inputs it holds (their JSON) and by its number of runs,
@@ -27,11 +30,6 @@ MAX_RUNS = 4096
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 """Input JSON remembered at most, in characters, per process (a larger input is not
 kept)."""
-LIVE_FIELDS = ("status", "priority")
-"""The run hash fields read at every step once the run is known: those a step uses that
-change while the run runs.  (A known run's other changing fields, ``started_at``,
-``ended_at``, ``units_remaining``, ``resumes`` and ``reason``, are as first read: no step
-reads them.)"""
 
 
 class RunCache:
@@ -66,7 +64,7 @@ class RunCache:
                 self._bytes -= len(dropped)
 
     def fresh(self, run_id: str, live: dict[str, str]) -> RunRecord | None:
-        """The remembered run with its live fields (:data:`LIVE_FIELDS`) as just read;
+        """The remembered run with ``status`` and ``priority`` as just read (``live``);
         None if the run is not remembered."""
         with self._lock:
             entry = self._runs.get(run_id)

@@ -9,9 +9,9 @@
 --       now, workflow ("" for no metrics), lease token ("" for none), lease member,
 --       unit ("": none), run id, successors n, successors..., followers....
 -- A final status also gives up the step run's concurrency slot (KEYS[8], the run's
--- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot passes to the oldest step run
--- waiting for the key, whose held message's timer is made due now; a waiting one leaves
--- the key's FIFO and its timer goes (acquire_slot.lua).
+-- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot
+-- passes to the oldest step run waiting for the key, whose held message's timer is made
+-- due now; a waiting one leaves the key's FIFO and its timer goes (acquire_slot.lua).
 -- With a unit (the step is its unit's terminal task and the status final), unless the
 -- call was fenced or the run is gone, the unit completes in the same call
 -- (complete_unit_on in lib.lua): one round trip per unit boundary.
