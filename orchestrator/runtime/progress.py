@@ -570,9 +570,8 @@ class Progress:
         uid = d.unit_of_terminal.get(task_id)
         if uid is None:
             return
-        remaining, ready, priority = self.store.complete_unit_in_band(
-            run_id, uid, d.plan.successors[uid])
-        self._unit_completed(d, run_id, uid, Completed(remaining, ready, priority))
+        self._unit_completed(d, run_id, uid, self.store.complete_unit_in_band(
+            run_id, uid, d.plan.successors[uid]))
 
     def _unit_completed(self, d: Definition, run_id: str, uid: str, done: Completed) -> None:
         """After a unit's completion: publish the successors it claimed, and finalise

@@ -64,6 +64,14 @@ class Completed:
     """The run's priority: the band the claimed successors are published in."""
 
 
+def _completed(reply: Sequence[Any]) -> Completed:
+    """``complete_unit_on``'s reply: {remaining (nil: the run is gone), claimed units,
+    the run's priority}."""
+    remaining, ready, *rest = reply
+    return Completed(int(remaining if remaining is not None else -1),
+                     [str(u) for u in ready], stored_priority(rest[0] if rest else None))
+
+
 class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
 
@@ -477,8 +485,7 @@ class RunStore:
         code = int(res[0])
         if code < 0 or len(res) < 6:
             return code, None
-        return code, Completed(int(res[3]), [str(u) for u in res[4]],
-                               stored_priority(res[5] or None))
+        return code, _completed(res[3:])
 
     def _step_transition(self, run_id: str, step_id: str, status: StepStatus, output: Any,
                          has_output: bool, workflow: str, token: str,
@@ -746,22 +753,20 @@ class RunStore:
             (units still to finish, -1 if the run is gone; successor units this call
             claimed for dispatch).
         """
-        remaining, ready, _ = self.complete_unit_in_band(run_id, unit, successors)
-        return remaining, ready
+        done = self.complete_unit_in_band(run_id, unit, successors)
+        return done.remaining, done.ready
 
     def complete_unit_in_band(self, run_id: str, unit: str, successors: Sequence[str]
-                              ) -> tuple[int, list[str], Priority]:
+                              ) -> Completed:
         """:meth:`complete_unit`, and the run's priority (read in the same script: the
         claimed successors are published in its band; ``normal`` when none is claimed)."""
         k = self.keys
-        remaining, ready, *rest = scripts.COMPLETE_UNIT(
+        return _completed(scripts.COMPLETE_UNIT(
             self._r,
             [k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id), k.run(run_id),
              k.claims()],
             [unit, run_id, *successors],
-        )
-        return (int(remaining if remaining is not None else -1), [str(u) for u in ready],
-                stored_priority(rest[0] if rest else None))
+        ))
 
     def unfinished_published(self, run_id: str) -> list[str]:
         """Units of the run that were published and have not completed."""
