@@ -2,8 +2,9 @@
 
 Starts its own private Redis (:class:`orchestrator.dev.localredis.RedisServer` on a free
 loopback port), one worker process (``celery -A workers.main worker``) and the API
-(``python -m orchestrator.api``, one uvicorn process), then measures, over httpx with a
-few concurrent clients (threads, one keep-alive connection each):
+(``python -m orchestrator.api``, one uvicorn process), then measures, with a few
+concurrent clients (threads, one keep-alive connection each: the standard library's
+``http.client`` by default, :mod:`bench.loadgen`; ``--client httpx``):
 
 * ``submit``: ``POST /v1/workflows/customer_order/runs`` latency p50/p99 and submits/s;
 * ``submit + Idempotency-Key``: the same with a fresh key per request (SET NX + EXPIRE);
@@ -42,6 +43,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.loadgen import KeepAlive, Reply
 from bench.report import percentile
 from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer, free_loopback_port
@@ -161,20 +163,34 @@ def child(cmd: list[str], env: dict[str, str], name: str) -> Iterator[subprocess
             log.unlink(missing_ok=True)
 
 
+Client = httpx.Client | KeepAlive
+Resp = httpx.Response | Reply
+CLIENTS = ("stdlib", "httpx")
+"""The load's HTTP clients: ``http.client`` keep-alive (:mod:`bench.loadgen`), httpx."""
+
+
+def connect(kind: str, base_url: str, token: str) -> Client:
+    """One client connection of ``kind`` (:data:`CLIENTS`) with the bearer token."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if kind == "httpx":
+        return httpx.Client(base_url=base_url, headers=headers, timeout=30)
+    return KeepAlive(base_url, headers)
+
+
 def run_phase(name: str, clients: int, count: int, base_url: str, token: str,
-              request: Callable[[httpx.Client, int], httpx.Response],
-              ok: Callable[[httpx.Response], bool]) -> tuple[Phase, list[httpx.Response]]:
-    """Send ``count`` requests from ``clients`` threads; time each one and the whole."""
+              request: Callable[[Client, int], Resp], ok: Callable[[Resp], bool],
+              kind: str = "stdlib") -> tuple[Phase, list[Resp]]:
+    """Send ``count`` requests from ``clients`` threads, each on its own keep-alive
+    connection of a ``kind`` client; time each one and the whole."""
     latencies: list[float] = []
-    responses: list[httpx.Response] = []
+    responses: list[Resp] = []
     errors = 0
     lock = threading.Lock()
     counter = iter(range(count))
 
     def work() -> None:
         nonlocal errors
-        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                          timeout=30) as http:
+        with connect(kind, base_url, token) as http:
             while True:
                 with lock:
                     i = next(counter, None)
@@ -197,7 +213,7 @@ def run_phase(name: str, clients: int, count: int, base_url: str, token: str,
     return Phase(name, clients, latencies, time.perf_counter() - start, errors), responses
 
 
-def _created(resp: httpx.Response) -> bool:
+def _created(resp: Resp) -> bool:
     return resp.status_code == 201
 
 
@@ -220,7 +236,7 @@ def in_process(url: str, clients: int, count: int, order: dict[str, object]
                ) -> tuple[Phase, Phase]:
     """The client phase (``Coordinator.submit`` from ``clients`` threads) and, right after
     it, the raw Celery arm (``apply_async`` of the same unit's canvas, no store)."""
-    settings = Settings(redis_url=url, workflow_packages=["workflows"])
+    settings = Settings(redis_url=url, workflow_packages=("workflows",))
     coord = Coordinator(settings, discover(settings.workflow_packages))
     for _ in range(5):  # warm: compile and store the version, open connections
         coord.submit(WORKFLOW, order)
@@ -249,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="prefork children of the worker (2)")
     p.add_argument("--drain-timeout-s", type=float, default=600.0,
                    help="longest wait for every run to end (600)")
+    p.add_argument("--client", choices=CLIENTS, default="stdlib",
+                   help="the load's HTTP client: stdlib (http.client keep-alive, the "
+                   "cheapest on the shared cores; the default) or httpx")
     p.add_argument("--api-workers", type=int, default=1,
                    help="serving processes of the API (python -m orchestrator.api "
                    "--workers; 1)")
@@ -289,12 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             wait_until(up, 60, interval_s=0.2, message="API or worker did not start")
             print(f"redis {url}, API {base} ({args.api_workers} process(es)), worker -c "
-                  f"{args.worker_concurrency}, {args.clients} clients, {args.submits} "
-                  "requests per phase", flush=True)
+                  f"{args.worker_concurrency}, {args.clients} clients ({args.client}), "
+                  f"{args.submits} requests per phase", flush=True)
             # warm-up: compile and store the workflow, open connections
             run_phase("warm-up", args.clients, 20, base, token,
                       lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order),
-                      _created)
+                      _created, args.client)
 
             done = Keys(Settings().key_prefix).runs_by_status("succeeded")
             expected = 20
@@ -313,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu0 = tree_cpu_s(api.pid)
             submit, subs = run_phase(
                 "submit", args.clients, args.submits, base, token,
-                lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order), _created)
+                lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order), _created,
+                args.client)
             submit = replace(submit, cpu_s=tree_cpu_s(api.pid) - cpu0)
             expected += args.submits
             t_runs = time.perf_counter() - submit.wall_s
@@ -323,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             keyed, _ = run_phase(
                 "submit + Idempotency-Key", args.clients, args.submits, base, token,
                 lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order,
-                                    headers={"Idempotency-Key": f"bench-{i}"}), _created)
+                                    headers={"Idempotency-Key": f"bench-{i}"}), _created,
+                args.client)
             keyed = replace(keyed, cpu_s=tree_cpu_s(api.pid) - cpu0)
             expected += args.submits
             drain("submit + Idempotency-Key")
@@ -331,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu0 = tree_cpu_s(api.pid)
             read, _ = run_phase(
                 "read", args.clients, len(ids), base, token,
-                lambda h, i: h.get(f"/v1/runs/{ids[i]}"), lambda resp: resp.is_success)
+                lambda h, i: h.get(f"/v1/runs/{ids[i]}"), lambda resp: resp.is_success,
+                args.client)
             read = replace(read, cpu_s=tree_cpu_s(api.pid) - cpu0)
             client, raw = in_process(url, args.clients, args.submits, order)
             expected += args.submits

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from orchestrator.runtime.catalog import Catalog
 from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.runtime.submitter import AsyncSubmitter
 from orchestrator.settings import Settings
 from orchestrator.store import AsyncRunReader, CallbackRegistry
 
@@ -19,7 +20,8 @@ class ApiContext:
     ``coordinator`` is synchronous (redis-py and Celery publishing): routes call it in a
     worker thread.  ``reader`` is the store's asyncio side, for blocking stream reads
     (``wait``, server-sent events) and idempotency keys; it is opened by the app's
-    lifespan, in the serving event loop.
+    lifespan, in the serving event loop.  :attr:`submitter` starts the common run on
+    the loop, on the reader's client.
     """
 
     settings: Settings
@@ -27,6 +29,11 @@ class ApiContext:
     coordinator: Coordinator
     registry: CallbackRegistry
     reader: AsyncRunReader
+
+    @property
+    def submitter(self) -> AsyncSubmitter:
+        """The event loop's submit path, on the reader's client (the reader is open)."""
+        return AsyncSubmitter(self.coordinator, self.reader.client)
 
 
 def context(request: Request) -> ApiContext:

@@ -36,6 +36,7 @@ from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus
 from orchestrator.core.tenants import DEFAULT_TENANT
 from orchestrator.errors import ApiError, RunDamaged, RunNotFound
+from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.tracing import trace_link
 from orchestrator.settings import ApiToken
 
@@ -226,8 +227,18 @@ async def submit_run(
             made = True
             return None if wait else access.own_view(ctx, _token, run_id, wf.version)
 
+        async def create_on_loop(d: Definition) -> RunOut | None:
+            # the common submit (see AsyncSubmitter.ready): the same scripts, no thread
+            nonlocal made
+            await ctx.submitter.submit(d, run_input, run_id, origin, priority)
+            made = True
+            return None if wait else await access.own_view_on_loop(ctx, _token, d, run_id)
+
+        fast = ctx.submitter.ready(wf.name) \
+            if version is None and callback_url is None else None
         try:
-            created = await anyio.to_thread.run_sync(create)
+            created = await (anyio.to_thread.run_sync(create) if fast is None
+                             else create_on_loop(fast))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if made:  # the run exists (its read failed, or the caller went away)

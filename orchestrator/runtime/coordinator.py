@@ -103,6 +103,14 @@ class Coordinator:
                                           settings.run_retention_s)
         self._children_stored: set[str] = set()
 
+    def compiled(self, name: str) -> Definition | None:
+        """The catalog's workflow ``name`` as this process compiled and stored it (with
+        its children's versions), or None if it has not yet (no store access)."""
+        wf = self.catalog.workflows.get(name)
+        if wf is None or wf.version not in self._children_stored:
+            return None
+        return self.definitions.cached(wf.version)
+
     def compile(self, workflow: str | WorkflowDef, version: str | None = None) -> Definition:
         """Compile (once per version) and store a workflow, by name or definition.
 
@@ -431,16 +439,18 @@ class Coordinator:
             ids = [s.id for s in d.wf.steps]
             run, recs, outs, callback = self.store.snapshot(run_id, ids)
             if run.version == version:
-                return self._view(d, run, recs, outs, callback)
+                return self.assemble(d, run, recs, outs, callback)
         run = self.store.run(run_id)
         d = self.definitions.load(run.version)
         ids = [s.id for s in d.wf.steps]  # a map's items are not read here: see items()
         recs = self.store.step_runs(run_id, ids)
-        return self._view(d, run, recs, self.store.outputs(run_id, ids),
-                          self.callbacks.get(run_id))
+        return self.assemble(d, run, recs, self.store.outputs(run_id, ids),
+                             self.callbacks.get(run_id))
 
-    def _view(self, d: Definition, run: RunRecord, recs: dict[str, StepRun],
-              outs: dict[str, Any], callback: dict[str, Any] | None) -> RunView:
+    def assemble(self, d: Definition, run: RunRecord, recs: dict[str, StepRun],
+                 outs: dict[str, Any], callback: dict[str, Any] | None) -> RunView:
+        """The view of a run of ``d`` from what the store holds of it (the parts of
+        ``RunStore.snapshot``); a ``queued`` run's place in its queue is read here."""
         run_id = run.run_id
         steps = [recs.get(s.id, StepRun(s.id, StepStatus.PENDING)) for s in d.wf.steps]
         position = self.store.queue_position(run_id) \

@@ -154,6 +154,10 @@ class Definitions:
             d = self._put(Definition(wf, plan))
         return d
 
+    def cached(self, version: str) -> Definition | None:
+        """The definition of ``version`` if this process holds it (no store read)."""
+        return self._get(version)
+
     def compile(self, wf: WorkflowDef) -> Definition:
         """Compile ``wf`` (once per version in this process) and store it.  A version
         stored before keeps its stored plan, which every worker loads: this process uses

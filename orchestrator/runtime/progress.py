@@ -248,6 +248,29 @@ class Progress:
                     log.info("run %s: child run %s cancelled", run_id, child)
         return True
 
+    def held(self, d: Definition, run_id: str, units: Sequence[str],
+             priority: Priority = Priority.NORMAL
+             ) -> list[tuple[str, list[str], list[messages.Command]]]:
+        """What :meth:`publish` sends on a capturing broker (:func:`broker.captures`), unit
+        by unit: the unit, its entry steps and kombu's Redis commands of its messages
+        (Celery's build, or its template: :mod:`orchestrator.runtime.messages`), for
+        ``RunStore.publish_units``."""
+        held: list[tuple[str, list[str], list[messages.Command]]] = []
+        with tracing.run_context(run_id):
+            for uid in units:
+                canvas = d.plan.unit_map[uid].canvas
+
+                def build(rid: str, canvas: CanvasNode = canvas) -> list[messages.Command]:
+                    with broker.capture() as got:
+                        signature(self.app, d, canvas, rid, self.default_queue,
+                                  priority).apply_async()
+                    return got.commands
+
+                key = (d.wf.version, uid, priority.value, self.default_queue)
+                held.append((uid, entry_steps(canvas),
+                             self.templates.commands(key, canvas, run_id, build)))
+        return held
+
     def publish(self, d: Definition, run_id: str, units: Sequence[str],
                 priority: Priority = Priority.NORMAL, claim: bool = False) -> list[str]:
         """Publish the canvases of ``units`` in the run's ``priority`` band of queues,
@@ -269,21 +292,8 @@ class Progress:
         if not units:
             return []
         if broker.captures(self.app):
-            held: list[tuple[str, list[str], list[messages.Command]]] = []
-            with tracing.run_context(run_id):
-                for uid in units:
-                    canvas = d.plan.unit_map[uid].canvas
-
-                    def build(rid: str, canvas: CanvasNode = canvas) -> list[messages.Command]:
-                        with broker.capture() as got:
-                            signature(self.app, d, canvas, rid, self.default_queue,
-                                      priority).apply_async()
-                        return got.commands
-
-                    key = (d.wf.version, uid, priority.value, self.default_queue)
-                    held.append((uid, entry_steps(canvas),
-                                 self.templates.commands(key, canvas, run_id, build)))
-            return self.store.publish_units(run_id, held, claim)
+            return self.store.publish_units(run_id, self.held(d, run_id, units, priority),
+                                            claim)
         if claim:
             units = self.store.claim_sources(run_id, units)
             if not units:

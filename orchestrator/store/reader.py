@@ -96,6 +96,11 @@ class AsyncRunReader:
         return self._client.connection_pool
 
     @property
+    def client(self) -> Any:
+        """The asyncio client of short commands (open: else RuntimeError)."""
+        return self._client
+
+    @property
     def _client(self) -> Any:
         if self._r is None:
             raise RuntimeError("the reader is not open: call open() in the serving loop")

@@ -110,6 +110,11 @@ class RunStore:
             schema.ensure(self._r, self.keys, self.url, release.current())
             self._schema_ok = True
 
+    @property
+    def schema_checked(self) -> bool:
+        """Whether :meth:`check_schema` passed on this store object."""
+        return self._schema_ok
+
     def schema(self) -> schema.Schema | None:
         """The store's recorded schema (None: none recorded yet)."""
         return schema.read(self._r, self.keys)
@@ -223,12 +228,28 @@ class RunStore:
                 [resumed.run_id, json.dumps(resumed.records), json.dumps(resumed.outputs),
                  repr(time.time())])
             created = tx.execute()[0]
-        code, displaced = int(created[0]), str(created[1] or "")
-        if not code:
-            raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
-        if code == 3:
+        admission, displaced = _admitted(run_id, created)
+        if admission is Admission.CANCELLED:
             self.expire_run(run_id)
-        return _ADMISSIONS[code], displaced
+        return admission, displaced
+
+    async def acreate_run(self, aclient: Any, run_id: str, wf: WorkflowDef, plan: Plan,
+                          run_input: Any, origin: Origin | None = None,
+                          priority: Priority = Priority.NORMAL) -> None:
+        """:meth:`create_run` on an asyncio client (the API's event loop), for a run that
+        resumes nothing and takes no concurrency slot: the same script, created
+        ``running``.
+
+        Raises:
+            RunExists: a run with this id exists.
+            ValueError: ``wf`` has a concurrency limit (use :meth:`create_run`).
+        """
+        if wf.concurrency is not None:
+            raise ValueError(f"workflow {wf.name!r} has a concurrency limit: its runs take "
+                             "a slot as they are created (RunStore.create_run)")
+        keys, args = self._create_call(run_id, wf, plan, run_input, origin, None, None,
+                                       None, priority)
+        _admitted(run_id, await scripts.CREATE_RUN.acall(aclient, keys, args))
 
     def _slot_args(self, run_id: str, plan: Plan, slot: Slot) -> list[Any]:
         """The arguments of ``create_run.lua`` for a run that takes a concurrency slot:
@@ -594,6 +615,23 @@ class RunStore:
         Raises:
             ValueError: a command other than ``lpush``, ``publish`` and ``pexpire``.
         """
+        keys, args = self._publish_call(run_id, units, claim)
+        return [str(u) for u in scripts.PUBLISH_UNITS(self._r, keys, args)]
+
+    async def apublish_units(self, aclient: Any, run_id: str,
+                             units: Sequence[tuple[str, Sequence[str],
+                                                   Sequence[tuple[str, tuple[Any, ...]]]]],
+                             claim: bool) -> list[str]:
+        """:meth:`publish_units` on an asyncio client (the API's event loop), the same
+        script with the same arguments."""
+        keys, args = self._publish_call(run_id, units, claim)
+        return [str(u) for u in await scripts.PUBLISH_UNITS.acall(aclient, keys, args)]
+
+    def _publish_call(self, run_id: str,
+                      units: Sequence[tuple[str, Sequence[str],
+                                            Sequence[tuple[str, tuple[Any, ...]]]]],
+                      claim: bool) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ``publish_units.lua``."""
         now = time.time()
         k = self.keys
         keys = [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id),
@@ -610,8 +648,7 @@ class RunStore:
                 if name != "publish":
                     keys.append(cargs[0])
                 args += [name, *cargs]
-        got = scripts.PUBLISH_UNITS(self._r, keys, args)
-        return [str(u) for u in got]
+        return keys, args
 
     def step_runs(self, run_id: str, step_ids: Sequence[str] | None = None) -> dict[str, StepRun]:
         """Step records (``pending`` for steps with none yet)."""
@@ -633,14 +670,32 @@ class RunStore:
         Raises:
             RunNotFound: no such run.  RunDamaged: as :meth:`run`.
         """
-        k, ids = self.keys, list(step_ids)
         p = self._r.pipeline(transaction=False)
+        self._snapshot_reads(p, run_id, step_ids)
+        return self._snapshot_of(run_id, step_ids, p.execute())
+
+    async def asnapshot(self, aclient: Any, run_id: str, step_ids: Sequence[str]
+                        ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any],
+                                   dict[str, Any] | None]:
+        """:meth:`snapshot` on an asyncio client (the API's event loop)."""
+        p = aclient.pipeline(transaction=False)
+        self._snapshot_reads(p, run_id, step_ids)
+        return self._snapshot_of(run_id, step_ids, await p.execute())
+
+    def _snapshot_reads(self, p: Any, run_id: str, step_ids: Sequence[str]) -> None:
+        """Queue :meth:`snapshot`'s reads in the pipeline ``p``."""
+        k, ids = self.keys, list(step_ids)
         p.hgetall(k.run(run_id))
         if ids:
             p.hmget(k.steps(run_id), ids)
             p.hmget(k.outputs(run_id), ids)
         p.get(k.callback(run_id))
-        got = p.execute()
+
+    def _snapshot_of(self, run_id: str, step_ids: Sequence[str], got: Sequence[Any]
+                     ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any],
+                                dict[str, Any] | None]:
+        """What :meth:`snapshot`'s reads (``got``) say."""
+        ids = list(step_ids)
         raw, callback = got[0], got[-1]
         recs, outs = (got[1], got[2]) if ids else ([], [])
         run = self._record(run_id, raw)
@@ -843,6 +898,19 @@ def split_member(member: str) -> tuple[str, str]:
     """``(run id, item)`` of a :func:`lease_member`."""
     run_id, _, item = member.rpartition("|")
     return run_id, item
+
+
+def _admitted(run_id: str, created: Sequence[Any]) -> tuple[Admission, str]:
+    """What ``create_run.lua`` answered: what became of the run, and the holder it
+    displaced (or "").
+
+    Raises:
+        RunExists: the id was taken.
+    """
+    code, displaced = int(created[0]), str(created[1] or "")
+    if not code:
+        raise RunExists(f"run {run_id!r} already exists; use another id, or read it")
+    return _ADMISSIONS[code], displaced
 
 
 def _joined(statuses: Iterable[RunStatus | StepStatus]) -> str:

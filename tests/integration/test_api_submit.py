@@ -1,6 +1,8 @@
 """Submitting over HTTP at speed: the API served by several processes
-(``python -m orchestrator.api --workers 2``), a submit in one trip to a worker thread, and
-publishing through :mod:`orchestrator.runtime.broker` (one Redis client per channel).
+(``python -m orchestrator.api --workers 2``), the common submit on the event loop
+(:mod:`orchestrator.runtime.submitter`; the first of a workflow, and the rest, in one trip
+to a worker thread), and publishing through :mod:`orchestrator.runtime.broker` (one Redis
+client per channel).
 
 Each run's steps count their own executions in Redis (``flows.count``: ``test:exec:<run>``
 by step, ``test:overlap:<run>`` for two executions at once), so these tests see a step
@@ -15,19 +17,25 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 import redis
 
+from orchestrator.api.app import create_api
+from orchestrator.api.server import ServerThread
 from orchestrator.dev import procs
 from orchestrator.dev.localredis import free_loopback_port
 from orchestrator.runtime import broker
 from orchestrator.runtime.celeryconf import client_app
 from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.runtime.submitter import AsyncSubmitter
 from orchestrator.settings import Settings
+from orchestrator.store import connection
 from tests.integration.conftest import private_stack
-from tests.support.api import RW_TOKEN, TOKENS, bearer
+from tests.support.api import RW_TOKEN, TOKENS, api_settings, bearer
 from tests.support.wait import wait_until
 from tests.support.workers import worker_env
 
@@ -164,6 +172,120 @@ def test_api_killed_mid_submits_loses_no_run(redis_binary: str) -> None:
         made = r.zrange(index, 0, -1)
         assert set(answered) <= set(made)
         assert_each_step_once(r, coord, made)
+
+
+@contextmanager
+def threaded_submits(coord: Coordinator) -> Iterator[list[str]]:
+    """Record the workflows of the submits that take the thread path
+    (``Coordinator.submit``) while the block runs."""
+    seen: list[str] = []
+    real = coord.submit
+
+    def submit(workflow: Any, *args: Any, **kwargs: Any) -> str:
+        seen.append(str(workflow))
+        return real(workflow, *args, **kwargs)
+
+    coord.submit = submit  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        del coord.submit
+
+
+def test_submits_on_the_event_loop_run_each_step_once(redis_binary: str) -> None:
+    """The first submit of a workflow takes the thread path (it compiles and stores the
+    version); every later one is started on the event loop, and answers as the thread
+    path does: each run runs to the end, each step executed once."""
+    with private_stack(redis_binary, ["w"], concurrency=2) as (server, coord, _), \
+            ServerThread(create_api(api_settings(server.url), coordinator=coord)) as api, \
+            threaded_submits(coord) as threaded:
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        first = httpx.post(f"{api.url}/v1/workflows/{WORKFLOW}/runs", json={},
+                           headers=bearer(RW_TOKEN), timeout=30)
+        assert first.status_code == 201 and threaded == [WORKFLOW]
+        created, failed, bad = burst(api.url, 30, clients=4)
+        assert not bad and failed == 0 and len(set(created)) == 30
+        assert threaded == [WORKFLOW]  # none of the 30 went to a thread
+        # the loop's answer has the thread path's shape: the same fields, every step
+        loop = httpx.post(f"{api.url}/v1/workflows/{WORKFLOW}/runs", json={},
+                          headers=bearer(RW_TOKEN), timeout=30).json()
+        assert set(loop) == set(first.json())
+        assert [s["step_id"] for s in loop["steps"]] == \
+            [s["step_id"] for s in first.json()["steps"]]
+        assert {s["status"] for s in loop["steps"]} <= {"pending", "queued", "running",
+                                                        "succeeded"}
+        assert_each_step_once(r, coord, [first.json()["run_id"], *created, loop["run_id"]])
+
+
+def test_a_submit_on_the_loop_cancelled_midway_still_publishes(redis_binary: str) -> None:
+    """A submit cancelled (its client gone) between creating the run and publishing it
+    publishes it all the same, at once: no run is left for the stalled-run replay (a
+    minute later by default), and it runs each step once."""
+    with private_stack(redis_binary, ["w"], concurrency=2) as (server, coord, _):
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        coord.submit(WORKFLOW, {})  # checks the schema, compiles and stores the version
+        store = coord.store
+        create = store.acreate_run
+        run_id = "cancelled-midway"
+
+        async def go() -> bool:
+            aclient = connection.async_client(server.url, decode_responses=True)
+            sub = AsyncSubmitter(coord, aclient)
+            d = sub.ready(WORKFLOW)
+            assert d is not None
+            with anyio.CancelScope() as scope:
+                async def created_then_cancelled(*args: Any, **kwargs: Any) -> None:
+                    await create(*args, **kwargs)
+                    scope.cancel()  # the caller goes away
+                    await anyio.sleep(0)  # a checkpoint: cancelled here unless shielded
+
+                store.acreate_run = created_then_cancelled  # type: ignore[method-assign]
+                try:
+                    await sub.submit(d, {}, run_id)
+                finally:
+                    del store.acreate_run
+                await anyio.sleep(1)  # cancelled here, after the submit
+            await aclient.aclose()
+            return scope.cancelled_caught
+
+        assert anyio.run(go)
+        assert r.smembers(store.keys.units_published(run_id))  # published at once
+        assert_each_step_once(r, coord, [run_id])
+
+
+def test_submits_on_the_loop_across_a_redis_restart(redis_binary: str) -> None:
+    """Redis restarts between submits on the event loop: a submit during the outage is
+    a 503, the API's pool reconnects, and every run answered 201 runs to the end with
+    each step executed once."""
+    with private_stack(redis_binary, ["w"], concurrency=2, appendonly=True,
+                       **RECOVERY) as (server, coord, _), \
+            ServerThread(create_api(api_settings(server.url), coordinator=coord)) as api, \
+            threaded_submits(coord) as threaded:
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        before, _, bad = burst(api.url, 10, clients=2)
+        assert not bad and len(before) == 10
+        compiled = len(threaded)  # the first submits of the workflow (1 or 2: 2 clients)
+        # no step in flight across the restart: a step whose end could not be recorded
+        # runs again (docs/reliability.md); what is tested here is the submit's pool
+        assert_each_step_once(r, coord, before)
+        server.stop()
+        down = httpx.post(f"{api.url}/v1/workflows/{WORKFLOW}/runs", json={},
+                          headers=bearer(RW_TOKEN), timeout=30)
+        assert down.status_code == 503, down.text
+        server.restart()  # the same port and data (AOF)
+        wait_until(server.ping, 30, message="Redis did not return")
+        after: list[str] = []
+
+        def submitted() -> bool:
+            got, _, _ = burst(api.url, 1, clients=1)
+            after.extend(got)
+            return bool(got)
+
+        wait_until(submitted, 30, interval_s=0.2, message="no submit after the restart")
+        more, _, bad = burst(api.url, 10, clients=2)
+        assert not bad and len(more) == 10
+        assert len(threaded) == compiled  # none after the restart went to a thread
+        assert_each_step_once(r, coord, [*before, *after, *more])
 
 
 def test_publisher_reuses_its_client_and_sends_what_kombu_sends(redis_url: str) -> None:
