@@ -12,7 +12,6 @@ import anyio
 from orchestrator.api.deps import ApiContext
 from orchestrator.api.models import RunDetail, RunOut
 from orchestrator.core.tenants import sees
-from orchestrator.runtime.definitions import Definition
 from orchestrator.settings import ApiScope, ApiToken
 
 
@@ -77,14 +76,3 @@ def own_view(ctx: ApiContext, token: ApiToken, run_id: str,
         RunNotFound: no such run.  RunDamaged: as ``Coordinator.view``.
     """
     return RunOut.from_view(ctx.coordinator.view(run_id, version)).shaped(detail_of(token))
-
-
-async def own_view_on_loop(ctx: ApiContext, token: ApiToken, d: Definition,
-                           run_id: str) -> RunOut:
-    """:func:`own_view` of a run of ``d`` that :attr:`ApiContext.submitter` has just
-    started, read on the event loop (one round trip, no worker thread).
-
-    Raises:
-        RunNotFound: no such run.  RunDamaged: as ``Coordinator.view``.
-    """
-    return RunOut.from_view(await ctx.submitter.view(d, run_id)).shaped(detail_of(token))

@@ -36,7 +36,7 @@ class ApiContext:
         return AsyncSubmitter(self.coordinator, self.reader.client)
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     """Dependency: the app's :class:`ApiContext`."""
     ctx: ApiContext = request.app.state.ctx
     return ctx

@@ -80,7 +80,7 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def known_query_only(request: Request) -> None:
+async def known_query_only(request: Request) -> None:
     """App-wide dependency: refuse query parameters the endpoint does not declare.
 
     Raises:

@@ -230,9 +230,11 @@ async def submit_run(
         async def create_on_loop(d: Definition) -> RunOut | None:
             # the common submit (see AsyncSubmitter.ready): the same scripts, no thread
             nonlocal made
-            await ctx.submitter.submit(d, run_input, run_id, origin, priority)
+            view = await ctx.submitter.submit(d, run_input, run_id, origin, priority,
+                                              read=not wait)
             made = True
-            return None if wait else await access.own_view_on_loop(ctx, _token, d, run_id)
+            return None if view is None else \
+                RunOut.from_view(view).shaped(access.detail_of(_token))
 
         fast = ctx.submitter.ready(wf.name) \
             if version is None and callback_url is None else None

@@ -38,12 +38,12 @@ router = APIRouter(prefix=API_PREFIX, tags=["schedules"])
 ScheduleId = Annotated[str, Path(pattern=SCHEDULE_ID, max_length=100)]
 
 
-def read_schedules(request: Request, credentials: Credentials) -> ApiToken:
+async def read_schedules(request: Request, credentials: Credentials) -> ApiToken:
     """Dependency: the caller may read schedules (``schedules:read``)."""
     return authorize(request.app.state.tokens, credentials, "schedules:read")
 
 
-def write_schedules(request: Request, credentials: Credentials) -> ApiToken:
+async def write_schedules(request: Request, credentials: Credentials) -> ApiToken:
     """Dependency: the caller may add, change and delete schedules (``schedules:write``)."""
     return authorize(request.app.state.tokens, credentials, "schedules:write")
 

@@ -1,6 +1,6 @@
 """Starting a run on the API's event loop: :meth:`Coordinator.submit`'s two scripts
-(``create_run``, ``publish_units``) and the answer's read, on the API's asyncio client,
-with no worker thread.
+(``create_run``, then ``publish_units`` with the answer's read in the same round trip), on
+the API's asyncio client, with no worker thread.
 
 Why: measured with ``python -m bench.api`` (``docs/benchmarks.md``), handing each submit
 to a worker thread cost more API CPU than the submit itself: the event loop and the
@@ -51,13 +51,17 @@ class AsyncSubmitter:
         return d
 
     async def submit(self, d: Definition, run_input: Any, run_id: str,
-                     origin: Origin | None = None,
-                     priority: Priority = Priority.NORMAL) -> None:
+                     origin: Origin | None = None, priority: Priority = Priority.NORMAL,
+                     read: bool = True) -> RunView | None:
         """Start run ``run_id`` of ``d`` (from :meth:`ready`) with ``run_input``: check
         the input, create the run, claim and publish its source units, as
-        :meth:`Coordinator.submit` does.  Once begun, the two scripts run to the end
-        even if the caller is cancelled (a run created and left unpublished would wait
-        for the stalled-run replay).
+        :meth:`Coordinator.submit` does, in two round trips; with ``read``, the second
+        also reads the run back (as :meth:`Coordinator.view`, after the publish).  Once
+        begun, this runs to the end even if the caller is cancelled: a run created and
+        left unpublished would wait for the stalled-run replay.
+
+        Returns:
+            The run as it is after the publish (None without ``read``).
 
         Raises:
             InputInvalid, RunInputTooLarge: as :meth:`Coordinator.submit`.
@@ -69,15 +73,7 @@ class AsyncSubmitter:
             await c.store.acreate_run(self.aclient, run_id, d.wf, d.plan, data, origin,
                                       priority)
             held = c.progress.held(d, run_id, d.plan.sources, priority)
-            await c.store.apublish_units(self.aclient, run_id, held, claim=True)
-
-    async def view(self, d: Definition, run_id: str) -> RunView:
-        """The run ``run_id`` of ``d`` (one round trip), as :meth:`Coordinator.view`.
-
-        Raises:
-            RunNotFound: no such run.  RunDamaged: as :meth:`Coordinator.view`.
-        """
-        c = self.coordinator
-        run, recs, outs, callback = await c.store.asnapshot(
-            self.aclient, run_id, [s.id for s in d.wf.steps])
-        return c.assemble(d, run, recs, outs, callback)
+            _, snap = await c.store.apublish_units(
+                self.aclient, run_id, held, claim=True,
+                step_ids=[s.id for s in d.wf.steps] if read else None)
+        return None if snap is None else c.assemble(d, *snap)

@@ -44,6 +44,10 @@ WAKE_TIMER_PREFIX = "wait:"
 """The prefix of a parked step's timer id (``store.waits.wait_timer_id``): a child run
 that ends makes its parent step's timer due (``run_transition.lua``)."""
 
+Snapshot = tuple[RunRecord, dict[str, StepRun], dict[str, Any], dict[str, Any] | None]
+"""A run read in one round trip (:meth:`RunStore.snapshot`): its record, the records and
+outputs of the steps asked for, its run-end callback's registration (or None)."""
+
 _ADMISSIONS = {1: Admission.STARTED, 2: Admission.QUEUED, 3: Admission.CANCELLED,
                4: Admission.DISPLACED}
 """``create_run.lua``'s answers."""
@@ -621,11 +625,28 @@ class RunStore:
     async def apublish_units(self, aclient: Any, run_id: str,
                              units: Sequence[tuple[str, Sequence[str],
                                                    Sequence[tuple[str, tuple[Any, ...]]]]],
-                             claim: bool) -> list[str]:
+                             claim: bool, step_ids: Sequence[str] | None = None
+                             ) -> tuple[list[str], Snapshot | None]:
         """:meth:`publish_units` on an asyncio client (the API's event loop), the same
-        script with the same arguments."""
+        script with the same arguments; with ``step_ids``, followed in the same round
+        trip by :meth:`snapshot`'s reads, which then see the run as published.
+
+        Returns:
+            The units published by this call, and the snapshot (None without
+            ``step_ids``).
+        """
         keys, args = self._publish_call(run_id, units, claim)
-        return [str(u) for u in await scripts.PUBLISH_UNITS.acall(aclient, keys, args)]
+
+        def fill(p: Any) -> None:
+            scripts.PUBLISH_UNITS.queue(p, keys, args)
+            if step_ids is not None:
+                self._snapshot_reads(p, run_id, step_ids)
+
+        got = await scripts.aexecute(aclient, fill)
+        published = [str(u) for u in got[0]]
+        if step_ids is None:
+            return published, None
+        return published, self._snapshot_of(run_id, step_ids, got[1:])
 
     def _publish_call(self, run_id: str,
                       units: Sequence[tuple[str, Sequence[str],
@@ -661,8 +682,7 @@ class RunStore:
         vals = self._r.hmget(key, list(step_ids))
         return {s: StepRun.from_json(s, v) for s, v in zip(step_ids, vals, strict=True)}
 
-    def snapshot(self, run_id: str, step_ids: Sequence[str]
-                 ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any], dict[str, Any] | None]:
+    def snapshot(self, run_id: str, step_ids: Sequence[str]) -> Snapshot:
         """The run, the records and outputs of ``step_ids`` and the run-end callback's
         registration, in one round trip (what :meth:`run`, :meth:`step_runs`,
         :meth:`outputs` and ``CallbackRegistry.get`` read, one pipeline).
@@ -674,14 +694,6 @@ class RunStore:
         self._snapshot_reads(p, run_id, step_ids)
         return self._snapshot_of(run_id, step_ids, p.execute())
 
-    async def asnapshot(self, aclient: Any, run_id: str, step_ids: Sequence[str]
-                        ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any],
-                                   dict[str, Any] | None]:
-        """:meth:`snapshot` on an asyncio client (the API's event loop)."""
-        p = aclient.pipeline(transaction=False)
-        self._snapshot_reads(p, run_id, step_ids)
-        return self._snapshot_of(run_id, step_ids, await p.execute())
-
     def _snapshot_reads(self, p: Any, run_id: str, step_ids: Sequence[str]) -> None:
         """Queue :meth:`snapshot`'s reads in the pipeline ``p``."""
         k, ids = self.keys, list(step_ids)
@@ -692,8 +704,7 @@ class RunStore:
         p.get(k.callback(run_id))
 
     def _snapshot_of(self, run_id: str, step_ids: Sequence[str], got: Sequence[Any]
-                     ) -> tuple[RunRecord, dict[str, StepRun], dict[str, Any],
-                                dict[str, Any] | None]:
+                     ) -> Snapshot:
         """What :meth:`snapshot`'s reads (``got``) say."""
         ids = list(step_ids)
         raw, callback = got[0], got[-1]

@@ -238,29 +238,61 @@ def load(client: Any) -> None:
         client.script_load(s.source)
 
 
+async def aload(client: Any) -> None:
+    """:func:`load` on an asyncio client."""
+    if _functions(client):
+        try:
+            await client.function_load(library(), replace=True)
+            return
+        except ResponseError as exc:
+            if _lost(exc) is not False:
+                raise
+            _NO_FUNCTIONS.add(client.connection_pool)
+    for s in ALL:
+        await client.script_load(s.source)
+
+
 def execute(client: Any, fill: Callable[[Any], None]) -> list[Any]:
-    """Run a pipeline of script calls only, which ``fill(pipe)`` queues.
+    """Run a pipeline of script calls and reads, which ``fill(pipe)`` queues.
 
     If Redis lost the scripts (no library: ``Function not found``; or ``NOSCRIPT``), none
-    of the calls ran: the scripts are loaded and the pipeline is filled and run once more.
-    A server without functions has its pool marked, and the pipeline runs again with
-    ``EVALSHA``.
+    of the calls ran (the reads did, and run again): the scripts are loaded and the
+    pipeline is filled and run once more.  A server without functions has its pool
+    marked, and the pipeline runs again with ``EVALSHA``.
     """
     for attempt in (1, 2, 3):
         pipe = client.pipeline(transaction=False)
         fill(pipe)
         try:
             return list(pipe.execute())
-        except NoScriptError:
-            if attempt == 3:
-                raise
-            load(client)
         except ResponseError as exc:
-            lost = _lost(exc)
-            if lost is None or attempt == 3:
-                raise
-            if lost:
+            if _reload(client, exc, attempt):
                 load(client)
-            else:
-                _NO_FUNCTIONS.add(client.connection_pool)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def aexecute(client: Any, fill: Callable[[Any], None]) -> list[Any]:
+    """:func:`execute` on an asyncio client."""
+    for attempt in (1, 2, 3):
+        pipe = client.pipeline(transaction=False)
+        fill(pipe)
+        try:
+            return list(await pipe.execute())
+        except ResponseError as exc:
+            if _reload(client, exc, attempt):
+                await aload(client)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _reload(client: Any, exc: ResponseError, attempt: int) -> bool:
+    """What to do after attempt ``attempt`` of a pipeline of script calls failed with
+    ``exc``: True to load the scripts and run it again, False to run it again (a
+    server without functions: its pool is marked, the scripts go by ``EVALSHA``, which
+    loads them itself); raise ``exc`` when it is the script's own error or the last
+    attempt."""
+    lost = True if isinstance(exc, NoScriptError) else _lost(exc)
+    if lost is None or attempt == 3:
+        raise exc
+    if not lost:
+        _NO_FUNCTIONS.add(client.connection_pool)
+    return lost
