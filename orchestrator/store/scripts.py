@@ -231,11 +231,17 @@ def load(client: Any) -> None:
             client.function_load(library(), replace=True)
             return
         except ResponseError as exc:
-            if _lost(exc) is not False:
-                raise
-            _NO_FUNCTIONS.add(client.connection_pool)
+            _without_functions(client, exc)
     for s in ALL:
         client.script_load(s.source)
+
+
+def _without_functions(client: Any, exc: ResponseError) -> None:
+    """After ``FUNCTION LOAD`` failed with ``exc``: mark a server without functions (its
+    scripts go by ``EVALSHA``), or raise ``exc``."""
+    if _lost(exc) is not False:
+        raise exc
+    _NO_FUNCTIONS.add(client.connection_pool)
 
 
 async def aload(client: Any) -> None:
@@ -245,9 +251,7 @@ async def aload(client: Any) -> None:
             await client.function_load(library(), replace=True)
             return
         except ResponseError as exc:
-            if _lost(exc) is not False:
-                raise
-            _NO_FUNCTIONS.add(client.connection_pool)
+            _without_functions(client, exc)
     for s in ALL:
         await client.script_load(s.source)
 

@@ -15,7 +15,7 @@ from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import RunNotFound
-from orchestrator.store import AsyncRunReader, RunStore, fields, scripts
+from orchestrator.store import AsyncRunReader, RunStore, connection, fields, scripts
 from orchestrator.store.leases import Held, Leases
 from orchestrator.store.records import LeaseMode, RunRecord
 from orchestrator.store.run_cache import RunCache
@@ -249,7 +249,16 @@ def test_scripts_run_as_functions_and_reload_after_redis_forgets_them(
             assert await reader.idempotency_set("k", "fp", "run1", 30) is None
             store.client.function_flush()
             await reader.idempotency_release("k", "run1")  # a script's call
-            return [] if _library_loaded(store) else ["not loaded"]
+            if not _library_loaded(store):
+                return ["not loaded by a call"]
+            wf = _wf()
+            store.client.function_flush()
+            await store.acreate_run(reader.client, "ar", wf, compile_workflow(wf), {"k": 1})
+            store.client.function_flush()
+            _, snap = await store.apublish_units(reader.client, "ar", [], claim=False,
+                                                 step_ids=["a"])  # a pipeline
+            assert snap is not None and snap[0].run_id == "ar"
+            return [] if _library_loaded(store) else ["not loaded by a pipeline"]
         finally:
             await reader.close()
 
@@ -272,6 +281,20 @@ def test_a_server_without_functions_runs_the_scripts_with_evalsha(
         assert store.transition_step("r", "a", StepStatus.RUNNING)
         assert {s.status for s in store.step_runs("r", ["a", "b", "c"]).values()} == {
             StepStatus.RUNNING, StepStatus.QUEUED}
+
+        async def from_asyncio() -> str:  # the API's submit: a call, then a pipeline
+            aclient = connection.async_client(server.url, decode_responses=True)
+            try:
+                await store.acreate_run(aclient, "ar", wf, compile_workflow(wf), {"k": 1})
+                store.client.script_flush()
+                _, snap = await store.apublish_units(aclient, "ar", [], claim=False,
+                                                     step_ids=["a"])
+                assert snap is not None
+                return snap[0].run_id
+            finally:
+                await aclient.aclose()
+
+        assert asyncio.run(from_asyncio()) == "ar"
         store.client.close()
 
 
