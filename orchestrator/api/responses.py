@@ -12,6 +12,9 @@ import json
 from typing import Any
 
 from fastapi.responses import JSONResponse as _Starlette
+from fastapi.responses import Response
+from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 
 class JSONResponse(_Starlette):
@@ -24,6 +27,20 @@ class JSONResponse(_Starlette):
         except UnicodeEncodeError:
             return json.dumps(content, ensure_ascii=True, allow_nan=False, indent=None,
                               separators=(",", ":")).encode("ascii")
+
+
+def model_response(model: BaseModel, status_code: int = 200,
+                   headers: dict[str, str] | None = None) -> Response:
+    """``model`` as a JSON response, encoded by pydantic (a quarter of the CPU of
+    ``model_dump`` and ``json.dumps``: it is the submit's answer); a model holding a
+    string UTF-8 cannot carry goes by :class:`JSONResponse`, escaped."""
+    try:
+        body = model.model_dump_json()
+    except PydanticSerializationError:
+        return JSONResponse(model.model_dump(mode="json"), status_code=status_code,
+                            headers=headers)
+    return Response(body, status_code=status_code, headers=headers,
+                    media_type="application/json")
 
 
 def unencodable(value: Any) -> str | None:

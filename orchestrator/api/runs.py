@@ -27,7 +27,7 @@ from orchestrator.api.models import (
     RunPage,
     RunSummary,
 )
-from orchestrator.api.responses import JSONResponse, unencodable
+from orchestrator.api.responses import model_response, unencodable
 from orchestrator.callbacks.delivery import MAX_URL_CHARS, check_url
 from orchestrator.callbacks.destinations import DestinationRefused, checked, networks
 from orchestrator.core.models import WORKFLOW_NAME
@@ -122,8 +122,8 @@ async def read_json_body(request: Request) -> Any:
     return value
 
 
-def _run_json(out: RunOut, status: int, headers: dict[str, str]) -> JSONResponse:
-    return JSONResponse(out.model_dump(mode="json"), status_code=status, headers=headers)
+def _run_json(out: RunOut, status: int, headers: dict[str, str]) -> Response:
+    return model_response(out, status, headers)
 
 
 @router.post(
@@ -349,7 +349,7 @@ def cancel_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
                  **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)})
 def resume_run(run_id: RunId, ctx: Annotated[ApiContext, Depends(context)],
                _token: Annotated[ApiToken, Depends(write_runs)],
-               body: ResumeRequest | None = None) -> JSONResponse:
+               body: ResumeRequest | None = None) -> Response:
     """Start a new run that resumes this one (it must have ended): the succeeded steps
     that are not downstream of ``from_step`` or of a step that did not succeed keep their
     recorded outputs; the rest run.  Both runs record the lineage (``resumed_from``,
