@@ -222,27 +222,6 @@ def hold(request: Request, kind: Kind) -> Slot:
     return quotas_of(request).hold(kind, token_key(secret or ""))
 
 
-async def wait_slot(request: Request) -> AsyncIterator[None]:
-    """Dependency of the submit route (declare it after the auth dependency): a submit
-    with a positive ``?wait`` holds a wait slot of its token until it answers.
-
-    Raises:
-        Throttled: 429 ``too_many_waits`` (before the route runs: no run is created).
-    """
-    try:
-        wait = float(request.query_params.get("wait") or 0)
-    except ValueError:
-        wait = 0.0  # the route's own validation answers 422
-    if not wait > 0:
-        yield
-        return
-    slot = hold(request, "wait")
-    try:
-        yield
-    finally:
-        slot.release()
-
-
 def _asks_stream(scope: Scope) -> bool:
     """Whether the request is ``GET /v1/runs/{run_id}/events``."""
     path: str = scope["path"]
