@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -262,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--submits", type=int, default=500, help="requests per phase (500)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
     p.add_argument("--worker-concurrency", type=int, default=2,
-                   help="prefork children of the worker (2)")
+                   help="prefork children of the worker (2; 0: no worker, the API alone "
+                   "on the cores, the runs queued and never run)")
     p.add_argument("--drain-timeout-s", type=float, default=600.0,
                    help="longest wait for every run to end (600)")
     p.add_argument("--client", choices=CLIENTS, default="stdlib",
@@ -291,20 +292,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_env = _env(url, ORCH_API_TOKENS=json.dumps(
             [{"token": token, "scopes": ["runs:read", "runs:write", "workflows:read"]}]),
             ORCH_API_RATE_PER_TOKEN="1000000/second")
-        with child(worker_cmd, _env(url), "worker") as worker, \
-                child(api_cmd, api_env, "api") as api:
+        alone = args.worker_concurrency == 0  # the API alone: runs are queued, never run
+        with (nullcontext(None) if alone else child(worker_cmd, _env(url), "worker")
+              ) as worker, child(api_cmd, api_env, "api") as api:
             base = f"http://127.0.0.1:{port}"
             app = client_app(Settings(redis_url=url))
 
             def up() -> bool:
                 for proc, what in ((worker, "worker"), (api, "API")):
-                    if proc.poll() is not None:
+                    if proc is not None and proc.poll() is not None:
                         raise SystemExit(f"the {what} exited while starting")
                 try:
                     ready = httpx.get(f"{base}/readyz", timeout=1).status_code == 200
                 except httpx.TransportError:
                     return False
-                return ready and bool(app.control.ping(timeout=0.5))
+                return ready and (alone or bool(app.control.ping(timeout=0.5)))
 
             wait_until(up, 60, interval_s=0.2, message="API or worker did not start")
             print(f"redis {url}, API {base} ({args.api_workers} process(es)), worker -c "
@@ -320,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             def drain(what: str) -> None:
                 # each phase starts on an idle machine: the worker shares its 2 cores
+                if alone:
+                    return
                 t0 = time.perf_counter()
                 wait_until(lambda: r.zcard(done) >= expected, args.drain_timeout_s,
                            interval_s=0.25, message=f"the runs of {what} did not all end")
@@ -363,9 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nCPU ms/req: of the API process(es) for the HTTP phases, of this "
                   "process for the in-process ones (the bench's HTTP client threads are "
                   "idle then)")
-            print(f"\nend to end: {args.submits} runs of {WORKFLOW} (9 steps) in {e2e_s:.1f} s "
-                  f"from the first submit to the last end = {args.submits / e2e_s:.1f} runs/s "
-                  f"(bound by the worker: -c {args.worker_concurrency} on this machine)")
+            if alone:
+                print("\nno worker (--worker-concurrency 0): the API alone on the cores")
+            else:
+                print(f"\nend to end: {args.submits} runs of {WORKFLOW} (9 steps) in "
+                      f"{e2e_s:.1f} s from the first submit to the last end = "
+                      f"{args.submits / e2e_s:.1f} runs/s (bound by the worker: -c "
+                      f"{args.worker_concurrency} on this machine)")
         r.close()
     return 0
 
