@@ -37,16 +37,18 @@ def detail_of(token: ApiToken) -> RunDetail:
     return detail_for(token.scopes)
 
 
-def check_run(ctx: ApiContext, viewer: str | None, run_id: str) -> None:
-    """Return if a viewer of tenant ``viewer`` may see the run (sync: a worker thread).
+def check_run(ctx: ApiContext, viewer: str | None, run_id: str) -> str:
+    """Return the run's workflow version if a viewer of tenant ``viewer`` may see the run
+    (sync: a worker thread).
 
     Raises:
         RunNotFound: no such run, or it is another tenant's (the same error).
     """
     store = ctx.coordinator.store
-    owner = store.tenant(run_id)
-    if owner is None or not sees(viewer, owner):
+    owner = store.owner(run_id)
+    if owner is None or not sees(viewer, owner[0]):
         raise store.missing(run_id)
+    return owner[1]
 
 
 async def acheck_run(ctx: ApiContext, viewer: str | None, run_id: str) -> None:
@@ -61,8 +63,10 @@ def view(ctx: ApiContext, token: ApiToken, run_id: str) -> RunOut:
         RunNotFound: no such run, or another tenant's.  RunDamaged: as
             ``Coordinator.view``.
     """
-    check_run(ctx, viewer_tenant(token), run_id)
-    return RunOut.from_view(ctx.coordinator.view(run_id)).shaped(detail_of(token))
+    version = check_run(ctx, viewer_tenant(token), run_id)
+    # the version read with the tenant: the view is then one more round trip, not four
+    return RunOut.from_view(ctx.coordinator.view(run_id, version or None)).shaped(
+        detail_of(token))
 
 
 def own_view(ctx: ApiContext, token: ApiToken, run_id: str,

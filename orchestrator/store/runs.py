@@ -459,8 +459,15 @@ class RunStore:
 
     def tenant(self, run_id: str) -> str | None:
         """The tenant of the run, or None when it is not in the store."""
-        row = self._r.hmget(self.keys.run(run_id), "run_id", "tenant")
-        return None if row[0] is None else tenant_of(row[1])
+        owner = self.owner(run_id)
+        return None if owner is None else owner[0]
+
+    def owner(self, run_id: str) -> tuple[str, str] | None:
+        """The run's tenant and workflow version (one read), or None when it is not in
+        the store."""
+        rid, tenant, version = self._r.hmget(self.keys.run(run_id), "run_id", "tenant",
+                                             "version")
+        return None if rid is None else (tenant_of(tenant), str(version or ""))
 
     # --- step runs -------------------------------------------------------------------------
 
