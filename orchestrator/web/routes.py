@@ -101,12 +101,12 @@ def _require(request: Request, scope: ApiScope) -> Viewer:
     return viewer
 
 
-def runs_reader(request: Request) -> Viewer:
+async def runs_reader(request: Request) -> Viewer:
     """Dependency: a session that may read runs (``runs:read``)."""
     return _require(request, "runs:read")
 
 
-def runs_writer(request: Request,
+async def runs_writer(request: Request,
                 csrf: Annotated[str | None, Header(alias=CSRF_HEADER)] = None) -> Viewer:
     """Dependency: a session that may cancel runs (``runs:write``), with its CSRF token
     in the ``X-CSRF-Token`` header."""
@@ -118,7 +118,7 @@ def runs_writer(request: Request,
     return viewer
 
 
-def workflows_reader(request: Request) -> Viewer:
+async def workflows_reader(request: Request) -> Viewer:
     """Dependency: a session that may read workflows (``workflows:read``)."""
     return _require(request, "workflows:read")
 
