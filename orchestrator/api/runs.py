@@ -251,7 +251,7 @@ async def _start(request: Request, name: str, ctx: ApiContext, _token: ApiToken,
             return None if view is None else \
                 RunOut.from_view(view).shaped(access.detail_of(_token))
 
-        fast = ctx.submitter.ready(wf.name) \
+        fast = ctx.submitter.ready(wf.name, priority) \
             if version is None and callback_url is None else None
         try:
             created = await (anyio.to_thread.run_sync(create) if fast is None

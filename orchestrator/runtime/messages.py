@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,16 @@ class Templates:
                 and not signals.after_task_publish.receivers
                 and not signals.task_sent.receivers
                 and self.app.current_worker_task is None)
+
+    def warm(self, keys: Iterable[tuple[Any, ...]]) -> bool:
+        """Whether :meth:`commands` would render each of ``keys`` from a template it
+        holds, with no Celery build (only a canvas that Celery publishes as one message
+        has one)."""
+        if not self.usable():
+            return False
+        pid = os.getpid()
+        with self._lock:
+            return all(self._cache.get((pid, *key)) is not None for key in keys)
 
     def commands(self, key: tuple[Any, ...], canvas: CanvasNode, run_id: str,
                  build: Callable[[str], list[Command]]) -> list[Command]:

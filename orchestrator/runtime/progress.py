@@ -248,6 +248,14 @@ class Progress:
                     log.info("run %s: child run %s cancelled", run_id, child)
         return True
 
+    def warm(self, d: Definition, units: Sequence[str],
+             priority: Priority = Priority.NORMAL) -> bool:
+        """Whether :meth:`held` would render every one of ``units`` from a message
+        template this process holds (no Celery build, which for a wide version's first
+        publish in a band takes seconds)."""
+        return self.templates.warm((d.wf.version, uid, priority.value, self.default_queue)
+                                   for uid in units)
+
     def held(self, d: Definition, run_id: str, units: Sequence[str],
              priority: Priority = Priority.NORMAL
              ) -> list[tuple[str, list[str], list[messages.Command]]]:

@@ -31,13 +31,17 @@ class AsyncSubmitter:
         self.coordinator = coordinator
         self.aclient = aclient
 
-    def ready(self, name: str) -> Definition | None:
-        """The definition to start a run of the catalog's workflow ``name`` by on the
-        event loop, or None when the run must be started by :meth:`Coordinator.submit`
-        (in a thread), which is when:
+    def ready(self, name: str, priority: Priority = Priority.NORMAL) -> Definition | None:
+        """The definition to start a run of the catalog's workflow ``name`` in band
+        ``priority`` by on the event loop, or None when the run must be started by
+        :meth:`Coordinator.submit` (in a thread), which is when:
 
         * this process has not yet checked the store's schema, or compiled and stored
           the workflow (its first submit does both);
+        * the messages of its source units in this band are not all rendered from
+          templates this process holds: Celery would build them, which for the first
+          publish of a wide version takes seconds of CPU, too long to hold the loop (the
+          thread path builds the templates; with traces on, none are kept);
         * the workflow has a concurrency limit (a run takes a slot as it is created, and
           a full key may queue it or cancel another run);
         * the broker is not one plain Redis (on Sentinel a publish takes three steps).
@@ -46,7 +50,8 @@ class AsyncSubmitter:
         if not c.store.schema_checked or not broker.captures(c.app):
             return None
         d = c.compiled(name)
-        if d is None or d.wf.concurrency is not None:
+        if d is None or d.wf.concurrency is not None \
+                or not c.progress.warm(d, d.plan.sources, priority):
             return None
         return d
 

@@ -194,8 +194,9 @@ def threaded_submits(coord: Coordinator) -> Iterator[list[str]]:
 
 def test_submits_on_the_event_loop_run_each_step_once(redis_binary: str) -> None:
     """The first submit of a workflow takes the thread path (it compiles and stores the
-    version); every later one is started on the event loop, and answers as the thread
-    path does: each run runs to the end, each step executed once."""
+    version, and builds its message templates), as does the first in another priority
+    band; every later one is started on the event loop, and answers as the thread path
+    does: each run runs to the end, each step executed once."""
     with private_stack(redis_binary, ["w"], concurrency=2) as (server, coord, _), \
             ServerThread(create_api(api_settings(server.url), coordinator=coord)) as api, \
             threaded_submits(coord) as threaded:
@@ -214,7 +215,14 @@ def test_submits_on_the_event_loop_run_each_step_once(redis_binary: str) -> None
             [s["step_id"] for s in first.json()["steps"]]
         assert {s["status"] for s in loop["steps"]} <= {"pending", "queued", "running",
                                                         "succeeded"}
-        assert_each_step_once(r, coord, [first.json()["run_id"], *created, loop["run_id"]])
+        # a new band's first submit builds its message templates: in a thread, once
+        high = [httpx.post(f"{api.url}/v1/workflows/{WORKFLOW}/runs", json={},
+                           params={"priority": "high"}, headers=bearer(RW_TOKEN),
+                           timeout=30) for _ in range(3)]
+        assert [h.status_code for h in high] == [201] * 3
+        assert threaded == [WORKFLOW, WORKFLOW]
+        assert_each_step_once(r, coord, [first.json()["run_id"], *created, loop["run_id"],
+                                         *(h.json()["run_id"] for h in high)])
 
 
 def test_a_submit_on_the_loop_cancelled_midway_still_publishes(redis_binary: str) -> None:
