@@ -57,16 +57,20 @@ class WorkerProcess:
                          name=f"worker {self.name}", log=self.log)
 
     def _ping(self, app: Celery) -> list[dict[str, Any]] | None:
-        """One remote-control ping.  A connection the server dropped (seen once in CI,
-        at a worker's start) counts as "not yet" while the server itself still answers;
-        if it does not, the error is the test's failure."""
+        """One remote-control ping, on a connection of its own.  A connection the server
+        dropped (seen in CI, at a worker's start) counts as "not yet" while the server
+        itself still answers; if it does not, the error is the test's failure.
+
+        (Not on the app's pool: kombu keeps one pool per broker URL for the whole
+        process, and closing it after a dropped connection made every later acquire on
+        that URL fail with "Acquire on closed pool", a test's Coordinator included.)"""
         try:
-            replies: list[dict[str, Any]] = app.control.ping(destination=[self.name],
-                                                              timeout=0.5)
+            with app.connection_for_write() as conn:
+                replies: list[dict[str, Any]] = app.control.ping(
+                    destination=[self.name], timeout=0.5, connection=conn)
             return replies
         except (redis.ConnectionError, OperationalError, OSError):
             redis.Redis.from_url(self.redis_url, socket_timeout=2).ping()
-            app.pool.force_close_all()
             return None
 
     def respawn(self) -> WorkerProcess:
