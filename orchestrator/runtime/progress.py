@@ -253,8 +253,11 @@ class Progress:
         """Whether :meth:`held` would render every one of ``units`` from a message
         template this process holds (no Celery build, which for a wide version's first
         publish in a band takes seconds)."""
-        return self.templates.warm((d.wf.version, uid, priority.value, self.default_queue)
-                                   for uid in units)
+        return self.templates.warm(self._template_key(d, uid, priority) for uid in units)
+
+    def _template_key(self, d: Definition, uid: str, priority: Priority) -> tuple[str, ...]:
+        """What fixes a unit's messages but the run id (``Templates.commands``' key)."""
+        return (d.wf.version, uid, priority.value, self.default_queue)
 
     def held(self, d: Definition, run_id: str, units: Sequence[str],
              priority: Priority = Priority.NORMAL
@@ -274,9 +277,8 @@ class Progress:
                                   priority).apply_async()
                     return got.commands
 
-                key = (d.wf.version, uid, priority.value, self.default_queue)
-                held.append((uid, entry_steps(canvas),
-                             self.templates.commands(key, canvas, run_id, build)))
+                held.append((uid, entry_steps(canvas), self.templates.commands(
+                    self._template_key(d, uid, priority), canvas, run_id, build)))
         return held
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str],

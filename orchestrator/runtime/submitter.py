@@ -17,7 +17,6 @@ import anyio
 
 from orchestrator.core.origin import Origin
 from orchestrator.core.priorities import Priority
-from orchestrator.runtime import broker
 from orchestrator.runtime.coordinator import Coordinator, RunView
 from orchestrator.runtime.definitions import Definition
 
@@ -44,10 +43,11 @@ class AsyncSubmitter:
           thread path builds the templates; with traces on, none are kept);
         * the workflow has a concurrency limit (a run takes a slot as it is created, and
           a full key may queue it or cancel another run);
-        * the broker is not one plain Redis (on Sentinel a publish takes three steps).
+        * the broker is not one plain Redis (on Sentinel a publish takes three steps;
+          no templates are kept then either, so the template check above says it).
         """
         c = self.coordinator
-        if not c.store.schema_checked or not broker.captures(c.app):
+        if not c.store.schema_checked:
             return None
         d = c.compiled(name)
         if d is None or d.wf.concurrency is not None \
