@@ -450,9 +450,10 @@ def _succeed(task: StepTask, p: Progress, d: Definition, run_id: str, step_id: s
     except StepOutputTooLarge as exc:
         log.warning("step %s of run %s: %s", step_id, run_id, exc)
         return _fail(task, p, d, run_id, step_id, exc, token)
-    if not p.succeeded(d, run_id, step_id, output, token):
+    done = _done(run_id, step_id, StepStatus.SUCCEEDED)
+    if not p.succeeded(d, run_id, step_id, output, token, task.request, done):
         drop_canvas(task)
-    return _done(run_id, step_id, StepStatus.SUCCEEDED)
+    return done
 
 
 def join(task: Task, run_id: str, join_id: str, version: str) -> dict[str, Any]:

@@ -10,10 +10,19 @@ the failed task must still show as FAILURE, with its traceback, in Flower.  So b
 step's task raises its final error, it publishes the rest of its chain itself and reports
 its chord part as done, then clears both from the request so that Celery's failure path
 does not propagate the error into them.
+
+When a step succeeds and its chain goes on to a plain task, :func:`held_chain` builds the
+next task's message with Celery exactly as its tracer would, but holds kombu's Redis
+commands instead of sending them (:func:`orchestrator.runtime.broker.capture`): the
+store's script that records the success sends them (``step_transition.lua``), so the
+next message exists if and only if the success is recorded, in one round trip where the
+success and Celery's publish took two.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, chain, chord, group, states
@@ -22,8 +31,11 @@ from celery.canvas import signature as from_dict
 
 from orchestrator.core.plan import CanvasNode, ChainNode, ChordNode, TaskNode, is_join
 from orchestrator.core.priorities import Priority, band_queue
+from orchestrator.runtime import broker
 from orchestrator.runtime.celeryconf import JOIN_TASK, step_task_name
 from orchestrator.runtime.definitions import Definition
+
+log = logging.getLogger(__name__)
 
 
 def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
@@ -85,3 +97,38 @@ def continue_canvas(app: Celery, request: Any) -> None:
     if getattr(request, "chord", None):
         app.backend.on_chord_part_return(request, states.SUCCESS, None)
         request.chord = None
+
+
+def held_chain(app: Celery, request: Any, retval: Any
+               ) -> Sequence[tuple[str, tuple[Any, ...]]] | None:
+    """The broker commands that publish the next element of ``request``'s chain, built as
+    Celery's tracer builds them after a task returns ``retval`` (``trace.py``,
+    ``_dispatch_callbacks_and_chain``: the chain's last signature, applied with the rest of
+    the chain, this task as parent, its root, and its delivery's priority when
+    ``task_inherit_parent_priority``), held instead of sent.
+
+    None when Celery must carry the canvas on itself: no chain; a chord part or link
+    callbacks to fire as well; a next element that is not a plain task (a group or chord
+    writes to the result backend when applied); a transport whose publishes cannot be
+    held (Sentinel).  The caller that sends the commands clears ``request.chain``.
+    """
+    rest = getattr(request, "chain", None)
+    if not rest or getattr(request, "chord", None) or getattr(request, "callbacks", None) \
+            or not broker.captures(app):
+        return None
+    nxt = rest[-1]
+    if not isinstance(nxt, dict) or nxt.get("subtask_type") or "task" not in nxt:
+        return None
+    priority = (request.delivery_info or {}).get("priority") \
+        if app.conf.task_inherit_parent_priority else None
+    with broker.capture() as held:
+        from_dict(nxt, app=app).apply_async(
+            (retval,), chain=rest[:-1], parent_id=request.id,
+            root_id=getattr(request, "root_id", None) or request.id, priority=priority)
+    if not any(name == "lpush" for name, _ in held.commands):
+        # not held (a channel that is not ours): Celery publishes it again after the task;
+        # a second copy of a message is dropped by its step's lease
+        log.warning("the next task of a chain (%s) was not held for the store's script; "
+                    "Celery publishes it", nxt["task"])
+        return None
+    return held.commands

@@ -70,7 +70,7 @@ from orchestrator.errors import (
 )
 from orchestrator.runtime import broker, messages, tracing
 from orchestrator.runtime import maps as map_steps
-from orchestrator.runtime.canvas import continue_canvas, signature
+from orchestrator.runtime.canvas import continue_canvas, held_chain, signature
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
 from orchestrator.store.leases import Leases
@@ -344,9 +344,17 @@ class Progress:
             run_id, step_id, StepStatus.RUNNING, token=token, **running))
 
     def succeeded(self, d: Definition, run_id: str, step_id: str, output: Any,
-                  token: str) -> bool:
+                  token: str, request: Any = None, retval: Any = None) -> bool:
         """Record the step's output and success, then move the run on; False (nothing
-        recorded) if this delivery lost the lease."""
+        recorded) if this delivery lost the lease.
+
+        Args:
+            request: the task's request context (``task.request``), whose chain goes on
+                after this step: when its next element is a plain task, its message is
+                sent by the script that records the success (:func:`held_chain`), and
+                the request's chain is cleared so that Celery does not send it again.
+            retval: what the task returns (Celery's tracer hands it to the chain).
+        """
         if parse_item(step_id) is not None:
             return self._goes_on(run_id, step_id, map_steps.item_ended(
                 self, d, run_id, step_id, StepStatus.SUCCEEDED, token, output, True))
@@ -361,12 +369,16 @@ class Progress:
             if done is not None:
                 self._unit_completed(d, run_id, uid, done)
             return True
+        canvas = None if request is None else held_chain(self.app, request, retval)
         code = self.store.step_transition(run_id, step_id, StepStatus.SUCCEEDED, output=output,
                                           has_output=True, ended_at=time.time(),
                                           workflow=d.wf.name, token=token,
-                                          followers=d.followers.get(step_id, ()))
+                                          followers=d.followers.get(step_id, ()),
+                                          canvas=canvas or ())
         if not self._goes_on(run_id, step_id, code):
             return False
+        if canvas is not None:  # sent with the success
+            request.chain = None
         self.unit_task_done(d, run_id, step_id)
         return True
 

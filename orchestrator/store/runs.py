@@ -490,14 +490,24 @@ class RunStore:
     def step_transition(self, run_id: str, step_id: str, status: StepStatus,
                         output: Any = None, has_output: bool = False, workflow: str = "",
                         token: str = "", followers: Sequence[str] = (),
+                        canvas: Sequence[tuple[str, tuple[Any, ...]]] = (),
                         **patch: Any) -> int:
         """:meth:`transition_step`, answering why: 1 moved, 0 refused by the table,
         -1 the run is gone, -2 refused because ``token`` does not hold the lease.
 
         ``followers`` (with a final ``status``): the steps whose tasks the caller's task
-        publishes as its canvas goes on; they become ``queued`` in the same script."""
+        publishes as its canvas goes on; they become ``queued`` in the same script.
+        ``canvas``: the broker commands of that publish
+        (:func:`orchestrator.runtime.canvas.held_chain`), sent by the same script when
+        it moves the step run to a final status, which also settles its lease (a later
+        copy of its message is dropped); when it does not move, nothing is sent.
+
+        Raises:
+            ValueError: a command other than ``lpush``, ``publish`` and ``pexpire``.
+        """
         return int(self._step_transition(run_id, step_id, status, output, has_output,
-                                         workflow, token, followers, "", (), patch)[0])
+                                         workflow, token, followers, "", (), patch,
+                                         canvas)[0])
 
     def end_step(self, run_id: str, step_id: str, status: StepStatus, unit: str,
                  successors: Sequence[str], output: Any = None, has_output: bool = False,
@@ -522,20 +532,19 @@ class RunStore:
     def _step_transition(self, run_id: str, step_id: str, status: StepStatus, output: Any,
                          has_output: bool, workflow: str, token: str,
                          followers: Sequence[str], unit: str, successors: Sequence[str],
-                         patch: dict[str, Any]) -> list[Any]:
+                         patch: dict[str, Any],
+                         canvas: Sequence[tuple[str, tuple[Any, ...]]] = ()) -> list[Any]:
         k = self.keys
         keys = [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id),
-                k.metrics(), k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers()]
-        if unit:
-            keys += [k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id),
-                     k.claims()]
-        res: list[Any] = scripts.STEP_TRANSITION(
-            self._r, keys,
-            [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
-             json.dumps(output) if has_output else "", time.time(), workflow, token,
-             lease_member(run_id, step_id), unit, run_id, len(successors), *successors,
-             *followers],
-        )
+                k.metrics(), k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers(),
+                k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id),
+                k.claims()]
+        args = [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
+                json.dumps(output) if has_output else "", time.time(), workflow, token,
+                lease_member(run_id, step_id), unit, run_id, len(successors), *successors,
+                len(followers), *followers]
+        _broker_commands(canvas, keys, args)
+        res: list[Any] = scripts.STEP_TRANSITION(self._r, keys, args)
         return res
 
     def retry_later(self, run_id: str, step_id: str, token: str, error: dict[str, Any],
@@ -602,7 +611,7 @@ class RunStore:
             for s in step_ids:
                 scripts.STEP_TRANSITION.queue(
                     pipe, keys, [s, StepStatus.QUEUED.value, sources, patch, "", now, "", "",
-                                 lease_member(run_id, s), "", run_id, 0])
+                                 lease_member(run_id, s), "", run_id, 0, 0])
             if units:
                 pipe.sadd(k.units_published(run_id), *units)
                 pipe.zrem(k.claims(), *(lease_member(run_id, u) for u in units))
@@ -669,13 +678,7 @@ class RunStore:
                            _joined(step_sources(StepStatus.QUEUED))]
         for unit, steps, commands in units:
             args += [unit, len(steps), *steps, len(commands)]
-            for name, cargs in commands:
-                if name not in _BROKER_COMMANDS or len(cargs) != 2:
-                    raise ValueError(f"broker command {name}{cargs!r:.80} cannot be sent by "
-                                     "publish_units: only LPUSH, PUBLISH and PEXPIRE")
-                if name != "publish":
-                    keys.append(cargs[0])
-                args += [name, *cargs]
+            _broker_commands(commands, keys, args)
         return keys, args
 
     def step_runs(self, run_id: str, step_ids: Sequence[str] | None = None) -> dict[str, StepRun]:
@@ -904,6 +907,23 @@ class Passed:
 
 _BROKER_COMMANDS = frozenset({"lpush", "publish", "pexpire"})
 """What kombu's Redis transport sends to publish (see :meth:`RunStore.publish_units`)."""
+
+
+def _broker_commands(commands: Sequence[tuple[str, tuple[Any, ...]]], keys: list[str],
+                     args: list[Any]) -> None:
+    """Append held broker commands to a script's arguments (name, key or topic, value) and
+    the keys they write to its keys.
+
+    Raises:
+        ValueError: a command other than ``lpush``, ``publish`` and ``pexpire``.
+    """
+    for name, cargs in commands:
+        if name not in _BROKER_COMMANDS or len(cargs) != 2:
+            raise ValueError(f"broker command {name}{cargs!r:.80} cannot be sent by a store "
+                             "script: only LPUSH, PUBLISH and PEXPIRE")
+        if name != "publish":
+            keys.append(cargs[0])
+        args += [name, *cargs]
 
 
 def lease_member(run_id: str, item: str) -> str:

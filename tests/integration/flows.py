@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
+from celery import signals
 
 from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import RetryPolicy
@@ -204,6 +206,42 @@ def _counted(name: str, deps: dict[str, list[str]], pause_s: float = 0.0) -> Any
 zigzag_11 = _counted("zigzag_11", shapes.zigzag(11))
 random_nsp_60 = _counted("random_nsp_60", shapes.random_dag(random.Random(7), 60))
 long_count = _counted("long_count", {"long": [], "after_long": ["long"]}, pause_s=7.0)
+
+# --- a pool process that dies after its task returned (tests/integration/test_redelivery.py)
+_dying: list[int] = []
+
+
+@step_function("test.count_then_die")
+def count_then_die() -> int:
+    """Count this execution; the first time in a run, the pool process then dies by
+    SIGKILL right after the task returns, before its message is acknowledged."""
+    ctx = current()
+    n = int(ctx.redis.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
+    if ctx.redis.set(f"test:died:{ctx.run_id}", "1", nx=True, ex=600):
+        _dying.append(os.getpid())
+    return n
+
+
+@signals.task_prerun.connect
+def _count_delivery(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    """Count the deliveries of the ``die_*`` steps' tasks (run or not) in
+    ``test:deliveries:<run>``."""
+    step = (kwargs or {}).get("step_id") or ""
+    url = os.environ.get("ORCH_REDIS_URL")
+    if step.startswith("die_") and url:
+        redis.Redis.from_url(url).hincrby(f"test:deliveries:{kwargs['run_id']}", step, 1)
+
+
+@signals.task_postrun.connect
+def _die_after_return(**_: Any) -> None:
+    if os.getpid() in _dying:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_d = Workflow("die_after_success")
+_d_first = _d.step("die_first", count_then_die)
+_d.step("die_second", count, after=[_d_first])
+die_after_success = _d.build()
 
 # a step allowed two minutes: `orchestrator doctor` compares it with the visibility timeout
 _lt = Workflow("long_timeout")

@@ -16,14 +16,17 @@ from typing import Any
 import pytest
 import redis
 from celery import signals
+from celery.app.task import Context
+from celery.canvas import signature as from_dict
 
 from orchestrator.core.priorities import Priority
 from orchestrator.core.states import StepStatus
 from orchestrator.runtime import broker, messages
-from orchestrator.runtime.canvas import signature
+from orchestrator.runtime.canvas import held_chain, signature
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.store import scripts
+from orchestrator.store.records import LeaseMode
 from tests.integration.conftest import make_settings
 
 pytestmark = pytest.mark.redis
@@ -210,3 +213,90 @@ def test_no_template_when_a_publish_could_differ_by_more_than_ids(
         signals.before_task_publish.disconnect(hook)
     assert calls == ["run-1", "run-2"]
     assert templates.usable()
+
+
+# --- a chain going on in the script that records a step's success ---------------------------
+
+
+def _delivered(r: redis.Redis, queue: str) -> tuple[Any, Any]:
+    """The oldest message of ``queue`` as a worker's task would see it: (its request
+    context, its kwargs)."""
+    raw = r.rpop(queue)
+    assert raw is not None
+    msg = json.loads(raw)
+    headers = msg["headers"]
+    _, kwargs, embed = json.loads(base64.b64decode(msg["body"]))
+    req = Context(id=headers["id"], root_id=headers["root_id"], chain=embed["chain"],
+                  chord=embed["chord"], callbacks=embed["callbacks"],
+                  delivery_info={"priority": msg["properties"].get("priority")})
+    return req, kwargs
+
+
+def test_a_chain_goes_on_in_the_script_that_records_the_success(
+        coord: Coordinator, redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    run_id = coord.submit("customer_order", ORDER)
+    d = coord.compile("customer_order")
+    req, kwargs = _delivered(r, QUEUE)
+    step = kwargs["step_id"]
+    follower = d.followers[step][0]
+    chain = list(req.chain)
+    store = coord.store
+    assert store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")[3] \
+        is LeaseMode.BEGAN
+    done = {"run_id": run_id, "step_id": step, "status": "succeeded"}
+
+    assert coord.progress.succeeded(d, run_id, step, {"ok": True}, "t1", req, done)
+    assert req.chain is None  # Celery must not send it again
+    ours = r.rpop(QUEUE)
+    assert ours is not None and r.llen(QUEUE) == 0
+    # what Celery's tracer itself would have sent for the chain
+    from_dict(chain[-1], app=coord.app).apply_async(
+        (done,), chain=chain[:-1], parent_id=req.id, root_id=req.root_id)
+    theirs = r.rpop(QUEUE)
+    assert theirs is not None
+    assert _shape(ours) == _shape(theirs)
+    assert json.loads(ours)["headers"]["parent_id"] == req.id
+    # recorded with it: the success, the follower queued, the lease settled (a copy of
+    # the message delivered again is dropped, not carried on a second time)
+    runs = store.step_runs(run_id)
+    assert runs[step].status is StepStatus.SUCCEEDED
+    assert runs[follower].status is StepStatus.QUEUED
+    assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
+        is LeaseMode.DROP
+
+
+def test_a_fenced_success_sends_nothing(coord: Coordinator, redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    run_id = coord.submit("customer_order", ORDER)
+    d = coord.compile("customer_order")
+    req, kwargs = _delivered(r, QUEUE)
+    step = kwargs["step_id"]
+    chain = list(req.chain)
+    store = coord.store
+    store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
+    assert not coord.progress.succeeded(d, run_id, step, {}, "stale", req, None)
+    assert r.llen(QUEUE) == 0
+    assert req.chain == chain  # left to the caller, which drops it
+    assert store.step_runs(run_id)[step].status is StepStatus.RUNNING
+    # and a bad command writes nothing, not even the success
+    with pytest.raises(ValueError, match="only LPUSH, PUBLISH and PEXPIRE"):
+        store.step_transition(run_id, step, StepStatus.SUCCEEDED, token="t1",
+                              canvas=[("del", (QUEUE, ""))])
+    assert store.step_runs(run_id)[step].status is StepStatus.RUNNING
+
+
+def test_celery_carries_a_chain_on_when_the_script_cannot(coord: Coordinator,
+                                                         redis_url: str) -> None:
+    nxt: dict[str, Any] = {"task": "step.x", "args": [], "kwargs": {}, "options": {"queue": QUEUE},
+           "subtask_type": None, "immutable": True}
+    plain = Context(id="t-1", root_id="t-0", chain=[nxt], chord=None, callbacks=None,
+                    delivery_info={})
+    assert held_chain(coord.app, plain, None)
+    for req in (Context(id="t-1", chain=[], delivery_info={}),
+                Context(id="t-1", chain=[nxt], chord={"task": "join"}, delivery_info={}),
+                Context(id="t-1", chain=[nxt], callbacks=[nxt], delivery_info={}),
+                Context(id="t-1", chain=[{**nxt, "subtask_type": "chord"}],
+                        delivery_info={})):
+        assert held_chain(coord.app, req, None) is None
+    assert redis.Redis.from_url(redis_url).llen(QUEUE) == 0

@@ -46,3 +46,24 @@ def test_sigkill_mid_step_redelivers(private: tuple[Coordinator, list[WorkerProc
     redelivery_s = long_rec.started_at - killed_at
     print(f"redelivery after SIGKILL took {redelivery_s:.1f} s (visibility timeout {VT_S} s)")
     assert statuses(view) == {"long": "succeeded", "tail": "succeeded"}
+
+
+def test_a_pool_process_killed_after_a_success_neither_reruns_nor_resends(
+        private: tuple[Coordinator, list[WorkerProcess]]) -> None:
+    """The first step's pool process dies (SIGKILL) after the step returned and its
+    success was recorded, before its message was acknowledged: the message comes back,
+    and the copy is dropped (its lease was settled with the success, in the script that
+    sent the next step's message), so each step runs once and the next step's task is
+    delivered once, not carried on a second time."""
+    coord, _workers = private
+    run_id = coord.submit("die_after_success")
+    view = wait_run(coord, run_id, timeout_s=60)
+    assert view.run.status.value == "succeeded", statuses(view)
+    r = coord.store._r
+    assert r.get(f"test:died:{run_id}") is not None  # the pool process did die
+    assert {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()} == {
+        "die_first": 1, "die_second": 1}
+    wait_until(lambda: int(r.hget(f"test:deliveries:{run_id}", "die_first") or 0) == 2, 30,
+               message="the first step's message never came back after its process died")
+    time.sleep(1.0)  # a second copy of the next step's message would be delivered by now
+    assert int(r.hget(f"test:deliveries:{run_id}", "die_second")) == 1

@@ -2,6 +2,10 @@
 -- states.py and fields.py: STEP.*, RUN.*, STEP_FINAL, RUN_FINAL, EVENTS_MAXLEN,
 -- DURATION_BUCKETS, LEASE.* and the metric/event field names F.*).
 
+-- The Redis commands kombu's Redis transport sends to publish, by the names
+-- `orchestrator.runtime.broker.Captured` holds them under.
+local BROKER_COMMANDS = {lpush = 'LPUSH', publish = 'PUBLISH', pexpire = 'PEXPIRE'}
+
 -- Is `status` one of the ","-joined `sources`?
 local function allowed(sources, status)
   for s in string.gmatch(sources, '[^,]+') do if s == status then return true end end

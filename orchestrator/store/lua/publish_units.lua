@@ -14,7 +14,6 @@ local out = {}
 local run_ttl = redis.call('PTTL', KEYS[1])
 if run_ttl == -2 then return out end
 local run_id, claim, now, patch, sources = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local COMMANDS = {lpush = 'LPUSH', publish = 'PUBLISH', pexpire = 'PEXPIRE'}
 local units = {}
 local i = 6
 while i <= #ARGV do  -- read every unit first: a bad command writes nothing
@@ -22,7 +21,7 @@ while i <= #ARGV do  -- read every unit first: a bad command writes nothing
   local nc = tonumber(ARGV[i + 2 + ns])
   local u = {id = ARGV[i], steps = i + 2, ns = ns, cmds = i + 3 + ns, nc = nc}
   for c = u.cmds, u.cmds + 3 * (nc - 1), 3 do
-    if not COMMANDS[ARGV[c]] then
+    if not BROKER_COMMANDS[ARGV[c]] then
       return redis.error_reply('publish_units: unexpected command ' .. tostring(ARGV[c]))
     end
   end
@@ -39,7 +38,7 @@ for _, u in ipairs(units) do
   end
   if mine then
     for c = u.cmds, u.cmds + 3 * (u.nc - 1), 3 do
-      redis.call(COMMANDS[ARGV[c]], ARGV[c + 1], ARGV[c + 2])
+      redis.call(BROKER_COMMANDS[ARGV[c]], ARGV[c + 1], ARGV[c + 2])
     end
     redis.call('SADD', KEYS[7], u.id)
     for s = u.steps, u.steps + u.ns - 1 do

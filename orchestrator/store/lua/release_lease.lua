@@ -1,4 +1,5 @@
--- The task that held a lease is done with its message.  `how`:
+-- The task that held a lease is done with its message (a lease settled already stays
+-- settled).  `how`:
 --   "done": it returned normally (its step run ended and its canvas went on): settled;
 --   "back": its message went back to the queue (a dead pool process's task, requeued):
 --           "restored", so the next copy may take the step over at once;
@@ -8,6 +9,9 @@
 -- Returns 1 if released, else 0.
 local lease = lease_of(KEYS[1], ARGV[1])
 if lease == nil or lease['token'] ~= ARGV[2] then return 0 end
+-- settled already (step_transition.lua sent its canvas on): it stays settled, whatever
+-- became of this copy of the message
+if lease['flag'] == LEASE.SETTLED and lease['until'] == 0 then return 1 end
 if ARGV[4] == 'back' then
   lease['flag'] = LEASE.RESTORED
 elseif ARGV[4] == 'done' then

@@ -2,12 +2,18 @@
 -- holds the step run's lease (fencing: a result from an attempt that lost its lease is
 -- refused).  Moving to retrying gives the lease up (a timer publishes the next attempt).
 -- KEYS: run, steps, events, outputs, metrics, leases, lease index, slots, timers index,
---       and with a unit to complete: counters, done, claimed, claims index.
+--       counters, done, claimed, claims index (used with a unit to complete), then the
+--       queue keys the broker commands write (declared; the commands name them again).
 -- A final status also moves the steps that follow in the canvas (the followers, the tasks
--- the caller's task publishes as its chain goes on) from pending to queued.
+-- the caller's task publishes as its chain goes on) from pending to queued.  With broker
+-- commands (the next chain element's message and task-sent event, as kombu's Redis
+-- transport would send them: LPUSH, PUBLISH, PEXPIRE), a move to a final status sends
+-- them too, and the lease is settled (its canvas went on, in this very call); a call
+-- that does not move sends nothing.
 -- ARGV: step, new status, allowed sources (","-joined), patch JSON, output JSON or "",
 --       now, workflow ("" for no metrics), lease token ("" for none), lease member,
---       unit ("": none), run id, successors n, successors..., followers....
+--       unit ("": none), run id, successors n, successors..., followers n, followers...,
+--       then broker commands (name, key or topic, value)....
 -- A final status also gives up the step run's concurrency slot (KEYS[8], the run's
 -- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot
 -- passes to the oldest step run waiting for the key, whose held message's timer is made
@@ -47,20 +53,40 @@ local function release_slot(k_slots, step, k_timers)
     end
   end
 end
-if not holds(KEYS[6], ARGV[1], ARGV[8]) then return {-2, ''} end
+local unit, nsucc = ARGV[10] or '', tonumber(ARGV[12] or '0')
+local first = 14 + nsucc  -- the first follower
+local cmds = first + tonumber(ARGV[13 + nsucc] or '0')  -- the first broker command
+for c = cmds, #ARGV, 3 do  -- a bad command writes nothing
+  if not BROKER_COMMANDS[ARGV[c]] then
+    return redis.error_reply('step_transition: unexpected command ' .. tostring(ARGV[c]))
+  end
+end
+local lease = nil
+if ARGV[8] ~= '' then
+  lease = lease_of(KEYS[6], ARGV[1])
+  if lease == nil or lease['token'] ~= ARGV[8] then return {-2, ''} end
+end
 local res = step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3],
                     ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if res[1] == 1 and ARGV[2] == STEP.RETRYING and ARGV[8] ~= '' then
   redis.call('HDEL', KEYS[6], ARGV[1])
   redis.call('ZREM', KEYS[7], ARGV[9])
 end
-local unit, nsucc = ARGV[10] or '', tonumber(ARGV[12] or '0')
-local first = 13 + nsucc  -- the first follower
-if res[1] == 1 and STEP_FINAL[ARGV[2]] and #ARGV >= first then
+if res[1] == 1 and STEP_FINAL[ARGV[2]] and cmds > first then
   local patch = cjson.encode({queued_at = tonumber(ARGV[6])})
-  for i = first, #ARGV do
+  for i = first, cmds - 1 do
     step_tx_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.QUEUED,
                STEP.PENDING, patch, '', ARGV[6], '', res[3], redis.call('HGET', KEYS[2], ARGV[i]))
+  end
+end
+if res[1] == 1 and STEP_FINAL[ARGV[2]] and cmds <= #ARGV then
+  for c = cmds, #ARGV, 3 do
+    redis.call(BROKER_COMMANDS[ARGV[c]], ARGV[c + 1], ARGV[c + 2])
+  end
+  if lease ~= nil then  -- its canvas went on: a later copy of its message is dropped
+    lease['flag'] = LEASE.SETTLED
+    lease['until'] = 0
+    put_lease(KEYS[6], KEYS[7], ARGV[1], ARGV[9], lease)
   end
 end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and KEYS[9] then
@@ -68,7 +94,7 @@ if res[1] == 1 and STEP_FINAL[ARGV[2]] and KEYS[9] then
 end
 if unit ~= '' and res[1] >= 0 and STEP_FINAL[ARGV[2]] then
   local successors = {}
-  for i = 13, first - 1 do successors[#successors + 1] = ARGV[i] end
+  for i = 13, 12 + nsucc do successors[#successors + 1] = ARGV[i] end
   local done = complete_unit_on(KEYS[10], KEYS[11], KEYS[12], KEYS[1], KEYS[13], unit,
                                 ARGV[11], successors)
   return {res[1], res[2], res[3] or -2, done[1], done[2], done[3]}
