@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from billiard.process import current_process
 from celery import signals
 
 from orchestrator.core.dsl import Workflow
@@ -213,8 +214,9 @@ _dying: list[int] = []
 
 @step_function("test.count_then_die")
 def count_then_die() -> int:
-    """Count this execution; the first time in a run, the pool process then dies by
-    SIGKILL right after the task returns, before its message is acknowledged."""
+    """Count this execution; the first time in a run, the worker (its main process, then
+    this pool process) is SIGKILLed right after the task returns, before its message is
+    acknowledged."""
     ctx = current()
     n = int(ctx.redis.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
     if ctx.redis.set(f"test:died:{ctx.run_id}", "1", nx=True, ex=600):
@@ -235,6 +237,8 @@ def _count_delivery(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
 @signals.task_postrun.connect
 def _die_after_return(**_: Any) -> None:
     if os.getpid() in _dying:
+        if current_process().name.startswith("ForkPoolWorker"):  # a prefork pool child
+            os.kill(os.getppid(), signal.SIGKILL)  # the worker's main process
         os.kill(os.getpid(), signal.SIGKILL)
 
 
