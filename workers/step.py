@@ -318,9 +318,11 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     if b.run.status in (RunStatus.CANCELLED, RunStatus.COMPENSATING):  # no new step starts
         reason = "run cancelled" if b.run.status is RunStatus.CANCELLED else \
             "run cancelled with compensation"
-        if not p.ended(d, run_id, step_id, StepStatus.CANCELLED, reason, token):
+        done = _done(run_id, step_id, StepStatus.CANCELLED)
+        if not p.ended(d, run_id, step_id, StepStatus.CANCELLED, reason, token, None,
+                       task.request, done):
             drop_canvas(task)
-        return _done(run_id, step_id, StepStatus.CANCELLED)
+        return done
     if step.wait is not None and own.status is StepStatus.WAITING:
         return _resume(task, p, d, step, run_id, own, token)
     if own.status is StepStatus.WAITING and subworkflows.parks(step):
@@ -336,9 +338,11 @@ def execute(task: StepTask, run_id: str, step_id: str, version: str) -> dict[str
     if not decision.runs:
         reason = decision.reason or "skipped"
         log.info("step %s of run %s: skipped (%s)", step_id, run_id, reason)
-        if not p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason, token, trail):
+        done = _done(run_id, step_id, StepStatus.SKIPPED)
+        if not p.ended(d, run_id, step_id, StepStatus.SKIPPED, reason, token, trail,
+                       task.request, done):
             drop_canvas(task)
-        return _done(run_id, step_id, StepStatus.SKIPPED)
+        return done
     if trail is not None:
         running["decision"] = trail
     if step.rate_limit is not None:
@@ -422,10 +426,11 @@ def _call(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id: str
     except SkipStep as exc:
         log.info("step %s of run %s: skipped by the step (%s)", step_id, run_id,
                  str(exc) or "no reason given")
+        done = _done(run_id, step_id, StepStatus.SKIPPED)
         if not p.ended(d, run_id, step_id, StepStatus.SKIPPED,
-                       str(exc) or "skipped by the step", token):
+                       str(exc) or "skipped by the step", token, None, task.request, done):
             drop_canvas(task)
-        return _done(run_id, step_id, StepStatus.SKIPPED)
+        return done
     except Exception as exc:
         policy = step.retry
         if policy.allows_retry(exc, attempt):
@@ -521,9 +526,11 @@ def _take_slot(task: StepTask, p: Progress, d: Definition, step: StepDef, run_id
         return None
     if got is Taken.FULL:
         log.info("step %s of run %s: cancelled (%s)", step.id, run_id, slot.refused)
-        if not p.ended(d, run_id, step.id, StepStatus.CANCELLED, slot.refused, token):
+        done = _done(run_id, step.id, StepStatus.CANCELLED)
+        if not p.ended(d, run_id, step.id, StepStatus.CANCELLED, slot.refused, token, None,
+                       task.request, done):
             drop_canvas(task)
-        return _done(run_id, step.id, StepStatus.CANCELLED)
+        return done
     drop_canvas(task)  # waiting: the held message carries the canvas on; fenced: another
     return {"run_id": run_id, "step_id": step.id, "status": "waiting for a slot"}
 

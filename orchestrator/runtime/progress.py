@@ -369,33 +369,38 @@ class Progress:
             if done is not None:
                 self._unit_completed(d, run_id, uid, done)
             return True
-        canvas = None if request is None else held_chain(self.app, request, retval)
-        code = self.store.step_transition(run_id, step_id, StepStatus.SUCCEEDED, output=output,
-                                          has_output=True, ended_at=time.time(),
-                                          workflow=d.wf.name, token=token,
-                                          followers=d.followers.get(step_id, ()),
-                                          canvas=canvas or ())
-        if not self._goes_on(run_id, step_id, code):
-            return False
-        if canvas is not None:  # sent with the success
-            request.chain = None
-        self.unit_task_done(d, run_id, step_id)
-        return True
+        return self._ended_in_chain(d, run_id, step_id, StepStatus.SUCCEEDED, token, request,
+                                    retval, output=output, has_output=True)
 
     def ended(self, d: Definition, run_id: str, step_id: str, status: StepStatus,
-              reason: str, token: str, decision: dict[str, Any] | None = None) -> bool:
+              reason: str, token: str, decision: dict[str, Any] | None = None,
+              request: Any = None, retval: Any = None) -> bool:
         """Record a final status that is neither a success nor a failure (``skipped``,
         ``cancelled``) with its reason (and the ``decision`` trail that skipped it), then
-        move the run on; False if fenced."""
+        move the run on; False if fenced.  ``request`` and ``retval``: as
+        :meth:`succeeded`."""
         extra: dict[str, Any] = {} if decision is None else {"decision": decision}
         if parse_item(step_id) is not None:
             return self._goes_on(run_id, step_id, map_steps.item_ended(
                 self, d, run_id, step_id, status, token, patch={"reason": reason, **extra}))
+        return self._ended_in_chain(d, run_id, step_id, status, token, request, retval,
+                                    reason=reason, **extra)
+
+    def _ended_in_chain(self, d: Definition, run_id: str, step_id: str, status: StepStatus,
+                        token: str, request: Any, retval: Any, **fields: Any) -> bool:
+        """Record a final ``status`` (with ``fields``: the output, the reason...) of a
+        step that is not its unit's terminal, with its chain's next task's message when
+        :func:`held_chain` can hold it (then ``request.chain`` is cleared: it went with
+        the record), then move the run on; False if fenced."""
+        canvas = None if request is None else held_chain(self.app, request, retval)
         code = self.store.step_transition(run_id, step_id, status, ended_at=time.time(),
-                                          workflow=d.wf.name, reason=reason, token=token,
-                                          followers=d.followers.get(step_id, ()), **extra)
+                                          workflow=d.wf.name, token=token,
+                                          followers=d.followers.get(step_id, ()),
+                                          canvas=canvas or (), **fields)
         if not self._goes_on(run_id, step_id, code):
             return False
+        if canvas is not None:  # sent with the record
+            request.chain = None
         self.unit_task_done(d, run_id, step_id)
         return True
 
