@@ -300,3 +300,22 @@ def test_celery_carries_a_chain_on_when_the_script_cannot(coord: Coordinator,
                         delivery_info={})):
         assert held_chain(coord.app, req, None) is None
     assert redis.Redis.from_url(redis_url).llen(QUEUE) == 0
+
+
+def test_a_skipped_step_carries_its_chain_on_in_the_same_script(
+        coord: Coordinator, redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    run_id = coord.submit("customer_order", ORDER)
+    d = coord.compile("customer_order")
+    req, kwargs = _delivered(r, QUEUE)
+    step = kwargs["step_id"]
+    store = coord.store
+    store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
+    done = {"run_id": run_id, "step_id": step, "status": "skipped"}
+    assert coord.progress.ended(d, run_id, step, StepStatus.SKIPPED, "not needed", "t1",
+                                None, req, done)
+    assert req.chain is None and r.llen(QUEUE) == 1
+    assert store.step_runs(run_id)[step].status is StepStatus.SKIPPED
+    assert store.step_runs(run_id)[d.followers[step][0]].status is StepStatus.QUEUED
+    assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
+        is LeaseMode.DROP
