@@ -11,12 +11,12 @@ step's task raises its final error, it publishes the rest of its chain itself an
 its chord part as done, then clears both from the request so that Celery's failure path
 does not propagate the error into them.
 
-When a step succeeds and its chain goes on to a plain task, :func:`held_chain` builds the
-next task's message with Celery exactly as its tracer would, but holds kombu's Redis
-commands instead of sending them (:func:`orchestrator.runtime.broker.capture`): the
-store's script that records the success sends them (``step_transition.lua``), so the
-next message exists if and only if the success is recorded, in one round trip where the
-success and Celery's publish took two.
+When a step ends (succeeded, skipped, cancelled, failed) and its chain goes on to a plain
+task, :func:`held_chain` builds the next task's message with Celery exactly as its tracer
+would, but holds kombu's Redis commands instead of sending them
+(:func:`orchestrator.runtime.broker.capture`): the store's script that records the end
+sends them (``step_transition.lua``), so the next message exists if and only if the end
+is recorded, in one round trip where the record and the publish took two.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def held_chain(app: Celery, request: Any, retval: Any
     nxt = rest[-1]
     if not isinstance(nxt, dict) or nxt.get("subtask_type") or "task" not in nxt:
         return None
-    priority = (request.delivery_info or {}).get("priority") \
+    priority = (getattr(request, "delivery_info", None) or {}).get("priority") \
         if app.conf.task_inherit_parent_priority else None
     with broker.capture() as held:
         from_dict(nxt, app=app).apply_async(

@@ -416,11 +416,17 @@ class Progress:
         if parse_item(step_id) is not None:  # an item's task has no chain or chord
             return self._goes_on(run_id, step_id, map_steps.item_ended(
                 self, d, run_id, step_id, StepStatus.FAILED, token, patch={"error": error}))
+        # the chain's next task goes with the record when it can (as for a success); a
+        # chord part, or a chain it cannot hold, goes on after it (continue_canvas)
+        canvas = held_chain(self.app, request, None)
         code = self.store.step_transition(run_id, step_id, StepStatus.FAILED, error=error,
                                           ended_at=time.time(), workflow=d.wf.name,
-                                          token=token, followers=d.followers.get(step_id, ()))
+                                          token=token, followers=d.followers.get(step_id, ()),
+                                          canvas=canvas or ())
         if not self._goes_on(run_id, step_id, code):
             return False
+        if canvas is not None:  # sent with the record
+            request.chain = None
         continue_canvas(self.app, request)
         self.unit_task_done(d, run_id, step_id)
         return True

@@ -319,3 +319,28 @@ def test_a_skipped_step_carries_its_chain_on_in_the_same_script(
     assert store.step_runs(run_id)[d.followers[step][0]].status is StepStatus.QUEUED
     assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
         is LeaseMode.DROP
+
+
+def test_a_failed_step_carries_its_chain_on_in_the_same_script(
+        coord: Coordinator, redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    run_id = coord.submit("customer_order", ORDER)
+    d = coord.compile("customer_order")
+    req, kwargs = _delivered(r, QUEUE)
+    step = kwargs["step_id"]
+    chain = list(req.chain)
+    store = coord.store
+    store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
+    assert coord.progress.failed(d, run_id, step, {"type": "X", "message": "x"}, req, "t1")
+    assert req.chain is None and r.llen(QUEUE) == 1
+    ours = r.rpop(QUEUE)
+    assert ours is not None
+    # what continue_canvas sent before: the chain's next task, no arguments
+    from_dict(chain[-1], app=coord.app).apply_async(chain=chain[:-1], parent_id=req.id,
+                                                    root_id=req.root_id)
+    theirs = r.rpop(QUEUE)
+    assert theirs is not None
+    assert _shape(ours) == _shape(theirs)
+    assert store.step_runs(run_id)[step].status is StepStatus.FAILED
+    assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
+        is LeaseMode.DROP
