@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -218,6 +219,34 @@ def test_no_template_when_a_publish_could_differ_by_more_than_ids(
 # --- a chain going on in the script that records a step's success ---------------------------
 
 
+@dataclass
+class _Begun:
+    """A customer order's first step task, delivered and begun under lease ``t1``."""
+
+    r: redis.Redis
+    run_id: str
+    d: Any
+    req: Any
+    step: str
+    chain: list[Any]
+
+    def ended_as(self, coord: Coordinator, status: StepStatus) -> None:
+        """The step run's record, and a later copy of its message dropped (its lease
+        was settled with the record)."""
+        assert coord.store.step_runs(self.run_id)[self.step].status is status
+        assert coord.store.begin_step(self.run_id, self.step, [], [], [], True, {},
+                                      token="t2")[3] is LeaseMode.DROP
+
+
+def _begun(coord: Coordinator, redis_url: str) -> _Begun:
+    r = redis.Redis.from_url(redis_url)
+    run_id = coord.submit("customer_order", ORDER)
+    req, kwargs = _delivered(r, QUEUE)
+    step = kwargs["step_id"]
+    coord.store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
+    return _Begun(r, run_id, coord.compile("customer_order"), req, step, list(req.chain))
+
+
 def _delivered(r: redis.Redis, queue: str) -> tuple[Any, Any]:
     """The oldest message of ``queue`` as a worker's task would see it: (its request
     context, its kwargs)."""
@@ -234,56 +263,38 @@ def _delivered(r: redis.Redis, queue: str) -> tuple[Any, Any]:
 
 def test_a_chain_goes_on_in_the_script_that_records_the_success(
         coord: Coordinator, redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
-    run_id = coord.submit("customer_order", ORDER)
-    d = coord.compile("customer_order")
-    req, kwargs = _delivered(r, QUEUE)
-    step = kwargs["step_id"]
-    follower = d.followers[step][0]
-    chain = list(req.chain)
-    store = coord.store
-    assert store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")[3] \
-        is LeaseMode.BEGAN
-    done = {"run_id": run_id, "step_id": step, "status": "succeeded"}
+    b = _begun(coord, redis_url)
+    done = {"run_id": b.run_id, "step_id": b.step, "status": "succeeded"}
 
-    assert coord.progress.succeeded(d, run_id, step, {"ok": True}, "t1", req, done)
-    assert req.chain is None  # Celery must not send it again
-    ours = r.rpop(QUEUE)
-    assert ours is not None and r.llen(QUEUE) == 0
+    assert coord.progress.succeeded(b.d, b.run_id, b.step, {"ok": True}, "t1", b.req, done)
+    assert b.req.chain is None  # Celery must not send it again
+    ours = b.r.rpop(QUEUE)
+    assert ours is not None and b.r.llen(QUEUE) == 0
     # what Celery's tracer itself would have sent for the chain
-    from_dict(chain[-1], app=coord.app).apply_async(
-        (done,), chain=chain[:-1], parent_id=req.id, root_id=req.root_id)
-    theirs = r.rpop(QUEUE)
+    from_dict(b.chain[-1], app=coord.app).apply_async(
+        (done,), chain=b.chain[:-1], parent_id=b.req.id, root_id=b.req.root_id)
+    theirs = b.r.rpop(QUEUE)
     assert theirs is not None
     assert _shape(ours) == _shape(theirs)
-    assert json.loads(ours)["headers"]["parent_id"] == req.id
+    assert json.loads(ours)["headers"]["parent_id"] == b.req.id
     # recorded with it: the success, the follower queued, the lease settled (a copy of
     # the message delivered again is dropped, not carried on a second time)
-    runs = store.step_runs(run_id)
-    assert runs[step].status is StepStatus.SUCCEEDED
-    assert runs[follower].status is StepStatus.QUEUED
-    assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
-        is LeaseMode.DROP
+    follower = b.d.followers[b.step][0]
+    assert coord.store.step_runs(b.run_id)[follower].status is StepStatus.QUEUED
+    b.ended_as(coord, StepStatus.SUCCEEDED)
 
 
 def test_a_fenced_success_sends_nothing(coord: Coordinator, redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
-    run_id = coord.submit("customer_order", ORDER)
-    d = coord.compile("customer_order")
-    req, kwargs = _delivered(r, QUEUE)
-    step = kwargs["step_id"]
-    chain = list(req.chain)
-    store = coord.store
-    store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
-    assert not coord.progress.succeeded(d, run_id, step, {}, "stale", req, None)
-    assert r.llen(QUEUE) == 0
-    assert req.chain == chain  # left to the caller, which drops it
-    assert store.step_runs(run_id)[step].status is StepStatus.RUNNING
+    b = _begun(coord, redis_url)
+    assert not coord.progress.succeeded(b.d, b.run_id, b.step, {}, "stale", b.req, None)
+    assert b.r.llen(QUEUE) == 0
+    assert b.req.chain == b.chain  # left to the caller, which drops it
+    assert coord.store.step_runs(b.run_id)[b.step].status is StepStatus.RUNNING
     # and a bad command writes nothing, not even the success
     with pytest.raises(ValueError, match="only LPUSH, PUBLISH and PEXPIRE"):
-        store.step_transition(run_id, step, StepStatus.SUCCEEDED, token="t1",
-                              canvas=[("del", (QUEUE, ""))])
-    assert store.step_runs(run_id)[step].status is StepStatus.RUNNING
+        coord.store.step_transition(b.run_id, b.step, StepStatus.SUCCEEDED, token="t1",
+                                    canvas=[("del", (QUEUE, ""))])
+    assert coord.store.step_runs(b.run_id)[b.step].status is StepStatus.RUNNING
 
 
 def test_celery_carries_a_chain_on_when_the_script_cannot(coord: Coordinator,
@@ -304,43 +315,28 @@ def test_celery_carries_a_chain_on_when_the_script_cannot(coord: Coordinator,
 
 def test_a_skipped_step_carries_its_chain_on_in_the_same_script(
         coord: Coordinator, redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
-    run_id = coord.submit("customer_order", ORDER)
-    d = coord.compile("customer_order")
-    req, kwargs = _delivered(r, QUEUE)
-    step = kwargs["step_id"]
-    store = coord.store
-    store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
-    done = {"run_id": run_id, "step_id": step, "status": "skipped"}
-    assert coord.progress.ended(d, run_id, step, StepStatus.SKIPPED, "not needed", "t1",
-                                None, req, done)
-    assert req.chain is None and r.llen(QUEUE) == 1
-    assert store.step_runs(run_id)[step].status is StepStatus.SKIPPED
-    assert store.step_runs(run_id)[d.followers[step][0]].status is StepStatus.QUEUED
-    assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
-        is LeaseMode.DROP
+    b = _begun(coord, redis_url)
+    done = {"run_id": b.run_id, "step_id": b.step, "status": "skipped"}
+    assert coord.progress.ended(b.d, b.run_id, b.step, StepStatus.SKIPPED, "not needed",
+                                "t1", None, b.req, done)
+    assert b.req.chain is None and b.r.llen(QUEUE) == 1
+    follower = b.d.followers[b.step][0]
+    assert coord.store.step_runs(b.run_id)[follower].status is StepStatus.QUEUED
+    b.ended_as(coord, StepStatus.SKIPPED)
 
 
 def test_a_failed_step_carries_its_chain_on_in_the_same_script(
         coord: Coordinator, redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
-    run_id = coord.submit("customer_order", ORDER)
-    d = coord.compile("customer_order")
-    req, kwargs = _delivered(r, QUEUE)
-    step = kwargs["step_id"]
-    chain = list(req.chain)
-    store = coord.store
-    store.begin_step(run_id, step, [], [], [], True, {"attempt": 1}, token="t1")
-    assert coord.progress.failed(d, run_id, step, {"type": "X", "message": "x"}, req, "t1")
-    assert req.chain is None and r.llen(QUEUE) == 1
-    ours = r.rpop(QUEUE)
+    b = _begun(coord, redis_url)
+    assert coord.progress.failed(b.d, b.run_id, b.step, {"type": "X", "message": "x"},
+                                 b.req, "t1")
+    assert b.req.chain is None and b.r.llen(QUEUE) == 1
+    ours = b.r.rpop(QUEUE)
     assert ours is not None
     # what continue_canvas sent before: the chain's next task, no arguments
-    from_dict(chain[-1], app=coord.app).apply_async(chain=chain[:-1], parent_id=req.id,
-                                                    root_id=req.root_id)
-    theirs = r.rpop(QUEUE)
+    from_dict(b.chain[-1], app=coord.app).apply_async(
+        chain=b.chain[:-1], parent_id=b.req.id, root_id=b.req.root_id)
+    theirs = b.r.rpop(QUEUE)
     assert theirs is not None
     assert _shape(ours) == _shape(theirs)
-    assert store.step_runs(run_id)[step].status is StepStatus.FAILED
-    assert store.begin_step(run_id, step, [], [], [], True, {}, token="t2")[3] \
-        is LeaseMode.DROP
+    b.ended_as(coord, StepStatus.FAILED)
