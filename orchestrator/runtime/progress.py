@@ -387,11 +387,14 @@ class Progress:
                                     reason=reason, **extra)
 
     def _ended_in_chain(self, d: Definition, run_id: str, step_id: str, status: StepStatus,
-                        token: str, request: Any, retval: Any, **fields: Any) -> bool:
+                        token: str, request: Any, retval: Any, failing: bool = False,
+                        **fields: Any) -> bool:
         """Record a final ``status`` (with ``fields``: the output, the reason...) of a
         step that is not its unit's terminal, with its chain's next task's message when
         :func:`held_chain` can hold it (then ``request.chain`` is cleared: it went with
-        the record), then move the run on; False if fenced."""
+        the record), then move the run on; False if fenced.  ``failing``: the task fails,
+        so Celery will not carry its canvas on: a chord part, or a chain not held, goes
+        on here (:func:`continue_canvas`) before the unit completes."""
         canvas = None if request is None else held_chain(self.app, request, retval)
         code = self.store.step_transition(run_id, step_id, status, ended_at=time.time(),
                                           workflow=d.wf.name, token=token,
@@ -401,6 +404,8 @@ class Progress:
             return False
         if canvas is not None:  # sent with the record
             request.chain = None
+        if failing:
+            continue_canvas(self.app, request)
         self.unit_task_done(d, run_id, step_id)
         return True
 
@@ -416,20 +421,8 @@ class Progress:
         if parse_item(step_id) is not None:  # an item's task has no chain or chord
             return self._goes_on(run_id, step_id, map_steps.item_ended(
                 self, d, run_id, step_id, StepStatus.FAILED, token, patch={"error": error}))
-        # the chain's next task goes with the record when it can (as for a success); a
-        # chord part, or a chain it cannot hold, goes on after it (continue_canvas)
-        canvas = held_chain(self.app, request, None)
-        code = self.store.step_transition(run_id, step_id, StepStatus.FAILED, error=error,
-                                          ended_at=time.time(), workflow=d.wf.name,
-                                          token=token, followers=d.followers.get(step_id, ()),
-                                          canvas=canvas or ())
-        if not self._goes_on(run_id, step_id, code):
-            return False
-        if canvas is not None:  # sent with the record
-            request.chain = None
-        continue_canvas(self.app, request)
-        self.unit_task_done(d, run_id, step_id)
-        return True
+        return self._ended_in_chain(d, run_id, step_id, StepStatus.FAILED, token, request,
+                                    None, failing=True, error=error)
 
     def retry(self, run_id: str, step_id: str, token: str, error: dict[str, Any],
               delay_s: float, timer_id: str, message: dict[str, Any]) -> bool:
