@@ -53,12 +53,16 @@ class Worker:
     """The ``celery -A`` app module; default: the orch or raw arm's."""
     queue: str = ""
     """The queue it consumes; default: the orch or raw arm's."""
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment (settings) for the worker."""
+    tag: str = ""
+    """Added to the worker's name (two workers of one arm and pool on one host)."""
     proc: subprocess.Popen[bytes] = field(init=False)
     log: Path = field(init=False)
 
     @property
     def name(self) -> str:
-        return f"bench-{self.arm}-{self.pool}@{os.uname().nodename}"
+        return f"bench-{self.arm}{self.tag}-{self.pool}@{os.uname().nodename}"
 
     def start(self) -> Worker:
         module, queue = (("workers.main", ORCH_QUEUE) if self.arm == "orch"
@@ -69,7 +73,8 @@ class Worker:
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
         self.log = procs.temp_log(f"bench-{self.arm}-")
         # SIGTERM if the benchmark dies: no orphan workers.
-        self.proc = procs.spawn(cmd, log=self.log, env=env_for(self.redis_url), cwd=REPO,
+        self.proc = procs.spawn(cmd, log=self.log, env=env_for(self.redis_url) | self.env,
+                                cwd=REPO,
                                 death_signal=signal.SIGTERM)
         return self
 

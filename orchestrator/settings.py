@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -111,6 +112,15 @@ class Settings(BaseSettings):
     redis_sentinel_password: SecretStr = Field(SecretStr(""), description="With a "
                                                "sentinel:// URL: the Sentinels' own "
                                                "password (their requirepass), if any.")
+    broker_url: str = Field("", description="The broker's Redis, when it is not the run "
+                            "store's: a redis://, rediss:// or unix:// URL, or "
+                            "sentinel://... (with ORCH_BROKER_SENTINEL_MASTER).  Empty: "
+                            "ORCH_REDIS_URL carries the queues too (the default).  Apart, "
+                            "each Redis has a core of its own; see docs/scaling.md.")
+    broker_sentinel_master: str = Field("", description="With a sentinel:// "
+                                        "ORCH_BROKER_URL: the name of the group its "
+                                        "Sentinels monitor (empty: "
+                                        "ORCH_REDIS_SENTINEL_MASTER).")
     redis_timeout_s: float = Field(1.0, gt=0, description="How long the CLI and the API "
                                    "wait for one Redis command (connecting included) "
                                    "before they report that Redis did not answer (exit 5, "
@@ -388,9 +398,11 @@ class Settings(BaseSettings):
         networks(v)  # raises with the bad one named
         return v
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "broker_url")
     @classmethod
-    def _redis_url(cls, v: str) -> str:
+    def _redis_url(cls, v: str, info: ValidationInfo) -> str:
+        if info.field_name == "broker_url" and not v.strip():
+            return ""  # the store's Redis carries the queues
         if v.strip().lower().startswith("sentinel://"):
             from orchestrator.store.connection import parse_sentinel_url
             parse_sentinel_url(v)  # raises with the fix named
@@ -429,6 +441,11 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_REDIS_URL {mask_url(self.redis_url)} names Sentinels: "
                              "set ORCH_REDIS_SENTINEL_MASTER to the name of the group they "
                              "monitor (`sentinel monitor <name> ...` in their config)")
+        if self.broker_url.strip().lower().startswith("sentinel://") and not (
+                self.broker_sentinel_master or self.redis_sentinel_master):
+            raise ValueError(f"ORCH_BROKER_URL {mask_url(self.broker_url)} names Sentinels: "
+                             "set ORCH_BROKER_SENTINEL_MASTER to the name of the group they "
+                             "monitor (`sentinel monitor <name> ...` in their config)")
         return self
 
     @property
@@ -437,6 +454,24 @@ class Settings(BaseSettings):
         every store client is made from (:mod:`orchestrator.store.connection`)."""
         from orchestrator.store.connection import RedisTarget
         return RedisTarget(url=self.redis_url, sentinel_master=self.redis_sentinel_master,
+                           sentinel_password=self.redis_sentinel_password)
+
+    @property
+    def broker_apart(self) -> bool:
+        """Whether the broker is a Redis other than the run store's (``broker_url`` set
+        to another URL): then no script of the store sends or puts back a message, and
+        the queues are read on the broker's Redis."""
+        return bool(self.broker_url) and self.broker_url.strip() != self.redis_url.strip()
+
+    @property
+    def broker_target(self) -> RedisTarget:
+        """Where the broker's Redis is: :attr:`redis_target` unless :attr:`broker_apart`."""
+        if not self.broker_apart:
+            return self.redis_target
+        from orchestrator.store.connection import RedisTarget
+        return RedisTarget(url=self.broker_url,
+                           sentinel_master=self.broker_sentinel_master
+                           or self.redis_sentinel_master,
                            sentinel_password=self.redis_sentinel_password)
 
 

@@ -58,10 +58,10 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
     # acknowledgements that survive a Redis restart (see orchestrator.runtime.broker)
     app.conf.broker_transport = (broker.WORKER_SENTINEL_TRANSPORT
-                                 if is_sentinel_url(settings.redis_url)
+                                 if is_sentinel_url(settings.broker_target.url)
                                  else broker.WORKER_TRANSPORT)
     store = RunStore.from_url(settings.redis_target, settings.key_prefix,
-                              settings.run_retention_s)
+                              settings.run_retention_s, broker=settings.broker_target)
     progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
                         settings.default_queue, lease_s=settings.lease_s)
     coordinator = Coordinator(settings, catalog, progress=progress)

@@ -314,7 +314,8 @@ class LeaseKeeper(bootsteps.StartStopStep):
         p = step_mod.progress()
         s = step_mod.settings()
         _check_schema(p.store)
-        leases = Leases.from_url(s.redis_target, p.store.keys, timeout_s=s.lease_s / 4)
+        leases = Leases.from_url(s.redis_target, p.store.keys, timeout_s=s.lease_s / 4,
+                                 broker=s.broker_target)
         pool_cls = type(worker.pool).__module__
         self.keeper = Keeper(leases, Recovery(p, leases, s), s.lease_s, s.reaper_interval_s,
                              worker.hostname, worker.pool,

@@ -72,7 +72,8 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
         # redis_timeout_s, not 15 s.  (Publishing keeps Celery's retries: the store is
         # always used first, and a blip between the two should not fail a submission.)
         store = RunStore.from_url(settings.redis_target, settings.key_prefix,
-                                  settings.run_retention_s, timeout_s=settings.redis_timeout_s)
+                                  settings.run_retention_s, timeout_s=settings.redis_timeout_s,
+                                  broker=settings.broker_target)
         coordinator = Coordinator(settings, catalog, store=store)
     coord = coordinator
     registry = CallbackRegistry(coord.store.client, coord.store.keys, settings.run_retention_s)

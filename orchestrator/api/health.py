@@ -30,16 +30,23 @@ def healthz() -> Health:
             responses=error_responses(503))
 async def readyz(ctx: Annotated[ApiContext, Depends(context)]) -> Health | JSONResponse:
     """Redis (store and broker) answers a PING within a second; else 503 naming the URL
-    (password masked), what went wrong and the fix."""
-    url = ctx.settings.redis_url
-    try:
-        with anyio.fail_after(READY_TIMEOUT_S):
-            await ctx.reader.ping()
-    except TimeoutError:
-        return store_unavailable(RedisTimedOut(mask_url(url), "no answer to PING",
-                                               READY_TIMEOUT_S))
-    except (StoreError, OSError) as exc:
-        err = explain(exc, url, READY_TIMEOUT_S) or StoreUnavailable(
-            mask_url(url), " ".join(str(exc).split()) or type(exc).__name__)
-        return store_unavailable(err)
-    return Health(status="ready", checks={"redis": "ok"})
+    (password masked), what went wrong and the fix.  A broker on another Redis
+    (``ORCH_BROKER_URL``) is pinged too."""
+    checks = [(ctx.settings.redis_url, ctx.reader.ping)]
+    store = ctx.coordinator.store
+    if store.broker_apart:
+        checks.append((ctx.settings.broker_url,
+                       lambda: anyio.to_thread.run_sync(store.broker_client.ping)))
+    for url, ping in checks:
+        try:
+            with anyio.fail_after(READY_TIMEOUT_S):
+                await ping()
+        except TimeoutError:
+            return store_unavailable(RedisTimedOut(mask_url(url), "no answer to PING",
+                                                   READY_TIMEOUT_S))
+        except (StoreError, OSError) as exc:
+            err = explain(exc, url, READY_TIMEOUT_S) or StoreUnavailable(
+                mask_url(url), " ".join(str(exc).split()) or type(exc).__name__)
+            return store_unavailable(err)
+    return Health(status="ready", checks={"redis": "ok"} | (
+        {"broker": "ok"} if store.broker_apart else {}))

@@ -180,7 +180,7 @@ def _coordinator(c: _Ctx) -> Coordinator:
 
     s = c.settings
     store = RunStore.from_url(s.redis_target, s.key_prefix, s.run_retention_s,
-                              timeout_s=s.redis_timeout_s)
+                              timeout_s=s.redis_timeout_s, broker=s.broker_target)
     store.check_schema()  # a store of another schema: stop before reading or writing it
     return Coordinator(s, c.catalog, app=client_app(s, timeout_s=s.redis_timeout_s),
                        store=store)

@@ -90,11 +90,18 @@ def capture() -> Iterator[Captured]:
         _capturing.reset(token)
 
 
+APART = "orchestrator_broker_apart"
+"""A Celery setting of ours: True when the broker is not the run store's Redis
+(``Settings.broker_apart``)."""
+
+
 def captures(app: Any) -> bool:
     """Whether ``app`` (a Celery app) publishes through a :class:`Channel`, whose
     publishes :func:`capture` can hold (a plain ``redis://`` or ``rediss://`` broker; not
-    Sentinel, whose channels are kombu's)."""
-    return str(app.conf.broker_transport or "") in (TRANSPORT, WORKER_TRANSPORT)
+    Sentinel, whose channels are kombu's), onto the run store's own Redis (a script of
+    the store sends what was held: not when the broker is another Redis)."""
+    return (str(app.conf.broker_transport or "") in (TRANSPORT, WORKER_TRANSPORT)
+            and not app.conf.get(APART, False))
 
 
 class Channel(kombu_redis.Channel):

@@ -43,10 +43,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "queue_order_strategy": PRIORITY_CYCLE,
     }
     # a Sentinel URL: the group's name and the Sentinels' password (none for one server)
+    transport.update(celery_transport_options(settings.broker_target))
     sentinel = celery_transport_options(settings.redis_target)
-    transport.update(sentinel)
     return {
-        "broker_url": settings.redis_url,
+        # the queues on the broker's Redis (the store's unless ORCH_BROKER_URL names
+        # another); Celery's results and chord counters with the store
+        "broker_url": settings.broker_target.url,
+        broker.APART: settings.broker_apart,
         "result_backend": settings.redis_url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": vt, **sentinel},
@@ -154,7 +157,7 @@ def client_app(settings: Settings, timeout_s: float | None = None) -> Celery:
     app = Celery("orchestrator", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.conf.result_backend = send_only_backend_url(settings.redis_url)
-    if not is_sentinel_url(settings.redis_url):  # one Redis client per channel, not per message
+    if not is_sentinel_url(settings.broker_target.url):  # a client per channel, not message
         app.conf.broker_transport = broker.TRANSPORT
     if timeout_s is not None:
         # max_retries 0: kombu's connection failover gives up on the first refusal

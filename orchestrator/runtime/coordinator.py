@@ -92,7 +92,8 @@ class Coordinator:
             tracing.setup(settings)
             app = app or client_app(settings)
             store = store or RunStore.from_url(settings.redis_target, settings.key_prefix,
-                                               settings.run_retention_s)
+                                               settings.run_retention_s,
+                                               broker=settings.broker_target)
             progress = Progress(app, store, Definitions(store, settings.max_unit_tasks),
                                 settings.default_queue)
         self.progress = progress

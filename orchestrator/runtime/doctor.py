@@ -46,34 +46,44 @@ def _bad(check: str, message: str, fix: str) -> Finding:
 
 
 def redis_findings(coord: Coordinator) -> list[Finding]:
-    """Redis: reachable, its version, persistence, and the eviction policy."""
-    r = coord.store.client
+    """Redis: reachable, its version, persistence, and the eviction policy; and the
+    broker's Redis the same, when it is another (``ORCH_BROKER_URL``)."""
+    out = _server_findings(coord.store.client, "", "ORCH_REDIS_URL")
+    if out[0].ok:
+        out.insert(1, schema_finding(coord))
+    if coord.store.broker_apart:
+        out += _server_findings(coord.store.broker_client, "broker ", "ORCH_BROKER_URL")
+    return out
+
+
+def _server_findings(r: Any, label: str, variable: str) -> list[Finding]:
+    """One Redis server's findings, their checks named with ``label`` first."""
+    what = f"The {label}Redis" if label else "Redis"
     try:
         server = r.info("server")
         persistence = r.info("persistence")
         memory = r.info("memory")
     except StoreError as exc:
-        return [_bad("redis", f"Redis does not answer: {type(exc).__name__}: {exc}",
-                     "Start Redis, or point ORCH_REDIS_URL at it.")]
-    out = [_ok("redis", f"Redis {server.get('redis_version')} answers"),
-           schema_finding(coord)]
+        return [_bad(f"{label}redis", f"{what} does not answer: {type(exc).__name__}: {exc}",
+                     f"Start Redis, or point {variable} at it.")]
+    out = [_ok(f"{label}redis", f"{what} {server.get('redis_version')} answers")]
     aof = int(persistence.get("aof_enabled", 0)) == 1
     try:
         save = str(r.config_get("save").get("save", ""))
     except StoreError:  # CONFIG may be disabled (managed Redis): trust INFO alone
         save = ""
     if aof or save.strip():
-        out.append(_ok("persistence", "AOF on" if aof else f"RDB snapshots ({save})"))
+        out.append(_ok(f"{label}persistence", "AOF on" if aof else f"RDB snapshots ({save})"))
     else:
-        out.append(_bad("persistence", "Redis keeps nothing on disk: a restart loses every "
-                        "queue, run and lease", "Run Redis with --appendonly yes "
-                        "--appendfsync everysec."))
+        out.append(_bad(f"{label}persistence", f"{what} keeps nothing on disk: a restart "
+                        "loses every queue, run and lease", "Run Redis with --appendonly "
+                        "yes --appendfsync everysec."))
     policy = str(memory.get("maxmemory_policy", ""))
     if policy == "noeviction":
-        out.append(_ok("eviction", "maxmemory-policy noeviction"))
+        out.append(_ok(f"{label}eviction", "maxmemory-policy noeviction"))
     else:
-        out.append(_bad("eviction", f"maxmemory-policy is {policy!r}: Redis may drop queued "
-                        "messages, runs and leases when full",
+        out.append(_bad(f"{label}eviction", f"maxmemory-policy is {policy!r}: {what} may "
+                        "drop queued messages, runs and leases when full",
                         "Set maxmemory-policy noeviction."))
     return out
 

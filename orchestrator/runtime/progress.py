@@ -131,7 +131,7 @@ class Progress:
         self.definitions = definitions
         self.default_queue = default_queue
         self.lease_s = lease_s
-        self.leases = Leases(store.client, store.keys)
+        self.leases = Leases(store.client, store.keys, broker=store.broker_client)
         self.waits = WaitStore(store.client, store.keys, store.retention_s)
         self.maps = MapStore(store.client, store.keys)
         self.slots = Slots(store.client, store.keys)

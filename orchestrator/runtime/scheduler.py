@@ -359,7 +359,8 @@ def serve(settings: Settings, catalog: Catalog, stop: threading.Event,
 
     timeout_s = max(settings.redis_timeout_s, 5.0)
     run_store = RunStore.from_url(settings.redis_target, settings.key_prefix,
-                                  settings.run_retention_s, timeout_s=timeout_s)
+                                  settings.run_retention_s, timeout_s=timeout_s,
+                                  broker=settings.broker_target)
     coord = Coordinator(settings, catalog, app=client_app(settings, timeout_s=timeout_s),
                         store=run_store)
     scheduler = Scheduler(settings, catalog, coord,

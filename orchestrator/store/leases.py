@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.core.states import StepStatus
 from orchestrator.store import connection, scripts
-from orchestrator.store.connection import RedisTarget
+from orchestrator.store.connection import RedisTarget, target_of
 from orchestrator.store.keys import Keys
 from orchestrator.store.records import StepRun
 from orchestrator.store.runs import lease_member, split_member
@@ -64,21 +64,29 @@ def defer_timer_id(run_id: str, step_id: str) -> str:
 
 
 class Leases:
-    """Lease operations on one Redis client (decoded responses)."""
+    """Lease operations on the run store's Redis client (decoded responses), and on the
+    broker's (``broker``; the store's unless ``Settings.broker_apart``), where kombu's
+    queues and unacknowledged messages are."""
 
-    def __init__(self, client: Any, keys: Keys) -> None:
+    def __init__(self, client: Any, keys: Keys, broker: Any = None) -> None:
         self._r = client
+        self._b = client if broker is None else broker
         self.keys = keys
 
     @classmethod
-    def from_url(cls, url: RedisTarget | str, keys: Keys, timeout_s: float) -> Leases:
-        """Leases on a client of their own whose every call (connecting included) fails
+    def from_url(cls, url: RedisTarget | str, keys: Keys, timeout_s: float,
+                 broker: RedisTarget | str | None = None) -> Leases:
+        """Leases on clients of their own whose every call (connecting included) fails
         after ``timeout_s``: a lease keeper must notice a dead link within its margin.
-        ``url``: one server's URL or a target (a Sentinel group: :mod:`.connection`)."""
-        client = connection.client(url, decode_responses=True, socket_keepalive=True,
-                                   socket_timeout=timeout_s,
-                                   socket_connect_timeout=timeout_s)
-        return cls(client, keys)
+        ``url``: one server's URL or a target (a Sentinel group: :mod:`.connection`);
+        ``broker``: the broker's, if it is another Redis."""
+        def connect(where: RedisTarget | str) -> Any:
+            return connection.client(where, decode_responses=True, socket_keepalive=True,
+                                     socket_timeout=timeout_s,
+                                     socket_connect_timeout=timeout_s)
+
+        apart = broker is not None and target_of(broker) != target_of(url)
+        return cls(connect(url), keys, connect(broker) if apart and broker else None)
 
     def renew(self, held: Sequence[Held], lease_s: float) -> list[int]:
         """Renew each lease.
@@ -139,7 +147,7 @@ class Leases:
     def unacked_message(self, tag: str) -> tuple[dict[str, Any], str, str] | None:
         """The broker's unacknowledged message of delivery ``tag``: (message, exchange,
         routing key), or None if it is not unacknowledged (acked, or restored)."""
-        raw = self._r.hget(self.keys.unacked(), tag) if tag else None
+        raw = self._b.hget(self.keys.unacked(), tag) if tag else None
         if raw is None:
             return None
         message, exchange, routing_key = json.loads(raw)
@@ -156,7 +164,7 @@ class Leases:
         message, _exchange, queue = found
         k = self.keys
         return bool(scripts.REQUEUE_UNACKED(
-            self._r, [k.unacked(), k.unacked_index(), queue],
+            self._b, [k.unacked(), k.unacked_index(), queue],
             [tag, json.dumps(_redelivered(message))]))
 
     def hold(self, worker: str, tags: Sequence[str], lease_s: float) -> None:
@@ -178,10 +186,11 @@ class Leases:
         a minute ago."""
         k = self.keys
         p = self._r.pipeline(transaction=False)
-        p.zrangebyscore(k.unacked_index(), "-inf", time.time() - grace_s, start=0, num=limit)
         p.hgetall(k.workers_holding())
         p.time()
-        tags, holding, (secs, micro) = p.execute()
+        holding, (secs, micro) = p.execute()
+        tags = self._b.zrangebyscore(k.unacked_index(), "-inf", time.time() - grace_s,
+                                     start=0, num=limit)
         if not tags:
             return []
         now_ms = int(secs) * 1000 + int(micro) // 1000
@@ -197,7 +206,7 @@ class Leases:
             self._r.hdel(k.workers_holding(), *gone)
         candidates = [str(t) for t in tags if str(t) not in held]
         found = []
-        for tag, raw in zip(candidates, self._r.hmget(k.unacked(), candidates)
+        for tag, raw in zip(candidates, self._b.hmget(k.unacked(), candidates)
                             if candidates else [], strict=True):
             ids = _leased_task(json.loads(raw)[0]) if raw is not None else None
             if ids is not None:
@@ -214,12 +223,26 @@ class Leases:
         """Put ``message`` (marked redelivered) back at the head of ``queue`` if ``e``'s
         lease is unchanged and its message still unacknowledged; True if it was."""
         k = self.keys
-        got = scripts.RESTORE_MESSAGE(
-            self._r,
-            [k.leases(e.run_id), k.lease_index(), k.unacked(), k.unacked_index(), queue],
-            [e.step_id, lease_member(e.run_id, e.step_id), e.token, e.tag,
-             json.dumps(_redelivered(message))])
-        return bool(got)
+        again = json.dumps(_redelivered(message))
+        member = lease_member(e.run_id, e.step_id)
+        if self._b is self._r:  # one script: the check, the put-back and the mark
+            return bool(scripts.RESTORE_MESSAGE(
+                self._r,
+                [k.leases(e.run_id), k.lease_index(), k.unacked(), k.unacked_index(),
+                 queue], [e.step_id, member, e.token, e.tag, again]))
+        # The broker is another Redis: check the lease, put the message back, then mark
+        # the lease.  Killed after the put-back, the lease is left expired (not marked):
+        # the copy delivered takes an expired lease over just as a restored one.
+        if not scripts.RESTORE_LEASE(
+                self._r, [k.leases(e.run_id), k.lease_index()],
+                [e.step_id, member, e.token, "check"]):
+            return False
+        if not scripts.REQUEUE_UNACKED(self._b, [k.unacked(), k.unacked_index(), queue],
+                                       [e.tag, again]):
+            return False
+        scripts.RESTORE_LEASE(self._r, [k.leases(e.run_id), k.lease_index()],
+                              [e.step_id, member, e.token, "mark"])
+        return True
 
     def park(self, e: Expired, park_s: float, ended: bool = False) -> int:
         """An expired lease whose message is gone: settle it (an ended step run), or look
@@ -310,13 +333,13 @@ class Leases:
         unacknowledged) mentions ``needle`` (a run id: messages carry it in plain text in
         ``kwargsrepr``)."""
         if unacked:
-            for raw in self._r.hvals(self.keys.unacked()):
+            for raw in self._b.hvals(self.keys.unacked()):
                 if needle in raw:
                     return True
         for name in lists:
             start = 0
             while True:
-                part = self._r.lrange(name, start, start + chunk - 1)
+                part = self._b.lrange(name, start, start + chunk - 1)
                 if any(needle in m for m in part):
                     return True
                 if len(part) < chunk:

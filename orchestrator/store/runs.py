@@ -80,9 +80,10 @@ class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
 
     def __init__(self, client: redis.Redis, keys: Keys, retention_s: int,
-                 url: str = "") -> None:
+                 url: str = "", broker: redis.Redis | None = None) -> None:
         # redis-py types replies as ``bytes | str``; with decode_responses=True they are str
         self._r: Any = client
+        self._b: Any = client if broker is None else broker
         self.keys = keys
         self.retention_s = retention_s
         self.url = mask_url(url) if url else "(this Redis)"
@@ -98,6 +99,19 @@ class RunStore:
         and the broker's queue lists.  Run data goes through this class's methods."""
         client: redis.Redis = self._r
         return client
+
+    @property
+    def broker_client(self) -> redis.Redis:
+        """A client (decoded responses) of the broker's Redis, where the queues and
+        kombu's unacknowledged messages are: :attr:`client` itself unless
+        ``Settings.broker_apart``."""
+        client: redis.Redis = self._b
+        return client
+
+    @property
+    def broker_apart(self) -> bool:
+        """Whether the broker is another Redis than this store's."""
+        return self._b is not self._r
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -125,7 +139,8 @@ class RunStore:
 
     @classmethod
     def from_url(cls, url: RedisTarget | str, prefix: str, retention_s: int,
-                 timeout_s: float = SOCKET_TIMEOUT_S) -> RunStore:
+                 timeout_s: float = SOCKET_TIMEOUT_S,
+                 broker: RedisTarget | str | None = None) -> RunStore:
         """Connect to ``url`` (decoded responses) and build a store.
 
         Args:
@@ -133,12 +148,20 @@ class RunStore:
                 Sentinel group, see :mod:`.connection`).
             timeout_s: how long one command may wait for Redis (connecting included): a
                 dead link fails a call instead of hanging it.
+            broker: the broker's Redis (``Settings.broker_target``), where the queues
+                are; None or the same target: ``url``'s.
         """
         target = target_of(url)
-        client = connection.client(target, decode_responses=True, health_check_interval=25,
-                                   socket_keepalive=True, socket_timeout=timeout_s,
-                                   socket_connect_timeout=min(timeout_s, 5.0))
-        return cls(client, Keys(prefix), retention_s, target.url)
+
+        def connect(where: RedisTarget) -> redis.Redis:
+            return connection.client(where, decode_responses=True,
+                                     health_check_interval=25, socket_keepalive=True,
+                                     socket_timeout=timeout_s,
+                                     socket_connect_timeout=min(timeout_s, 5.0))
+
+        other = target_of(broker) if broker is not None else target
+        return cls(connect(target), Keys(prefix), retention_s, target.url,
+                   broker=None if other == target else connect(other))
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -890,7 +913,7 @@ class RunStore:
         """Messages waiting in each Celery queue of the broker (``LLEN`` of its list)."""
         if not queues:
             return {}
-        p = self._r.pipeline(transaction=False)
+        p = self._b.pipeline(transaction=False)
         for q in queues:
             p.llen(q)
         return {q: int(n) for q, n in zip(queues, p.execute(), strict=True)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -114,3 +115,26 @@ def private_stack(redis_binary: str, names: Sequence[str], *,
         finally:
             for w in workers:
                 w.stop()
+
+
+def kill_while_running(coord: Coordinator, run_id: str, step_id: str,
+                       workers: Sequence[WorkerProcess], r: redis.Redis
+                       ) -> tuple[WorkerProcess, float]:
+    """Wait until ``step_id`` of the run runs, SIGKILL the worker running it (once the
+    step function counted its execution), and clear the dead execution's in-flight mark
+    (``tests/integration/flows.py``, ``enter``): returns the worker and when it died."""
+    def running_on() -> str | None:
+        rec = coord.store.step_runs(run_id, [step_id])[step_id]
+        return rec.worker if rec.status.value == "running" else None
+
+    wait_until(lambda: running_on() is not None, 30,
+               message=f"step {step_id} never started")
+    victim = next(w for w in workers if w.name == running_on())
+    time.sleep(0.5)  # let the step function count its execution before the kill
+    victim.kill()
+    killed_at = time.time()
+    # the killed execution never cleared its in-flight mark; it is dead now, so clear it
+    # (an execution that began before this line would still be counted as an overlap)
+    r.delete(f"test:inflight:{run_id}:{step_id}")
+    return victim, killed_at
+

@@ -15,7 +15,13 @@ from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
 from orchestrator.store.leases import Leases
-from tests.integration.conftest import make_settings, private_stack, statuses, wait_run
+from tests.integration.conftest import (
+    kill_while_running,
+    make_settings,
+    private_stack,
+    statuses,
+    wait_run,
+)
 from tests.integration.flows import long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
@@ -81,19 +87,8 @@ def test_killed_worker_step_runs_again_within_seconds_with_default_settings(
     coord = default_pool.coord
     assert coord.settings.visibility_timeout_s >= 3600
     run_id = coord.submit(long_count)
-
-    def running_on() -> str | None:
-        rec = coord.store.step_runs(run_id, ["long"])["long"]
-        return rec.worker if rec.status.value == "running" else None
-
-    wait_until(lambda: running_on() is not None, 30, message="the long step never started")
-    victim = next(w for w in default_pool.workers if w.name == running_on())
-    time.sleep(0.5)  # let the step function count its execution before the kill
-    victim.kill()
-    killed_at = time.time()
-    # the killed execution never cleared its in-flight mark; it is dead now, so clear it
-    # (an execution that began before this line would still be counted as an overlap)
-    default_pool.r.delete(f"test:inflight:{run_id}:long")
+    victim, killed_at = kill_while_running(coord, run_id, "long", default_pool.workers,
+                                           default_pool.r)
     view = wait_run(coord, run_id, timeout_s=90)
     assert view.run.status.value == "succeeded", statuses(view)
     rec = next(s for s in view.steps if s.step_id == "long")

@@ -14,7 +14,8 @@ from tests.unit.test_cli import run
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ORCH_WORKFLOW_PACKAGES", "ORCH_REDIS_URL", "ORCH_VISIBILITY_TIMEOUT_S",
-                 "ORCH_API_TOKENS", "ORCH_LEASE_S", "ORCH_LOG_FORMAT"):
+                 "ORCH_API_TOKENS", "ORCH_LEASE_S", "ORCH_LOG_FORMAT", "ORCH_BROKER_URL",
+                 "ORCH_BROKER_SENTINEL_MASTER", "ORCH_REDIS_SENTINEL_MASTER"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -65,6 +66,50 @@ def test_bad_redis_urls_name_the_variable_and_the_fix(monkeypatch: pytest.Monkey
     assert words in text
     assert "secret" not in text  # the password is masked
     assert "\n" not in text
+
+
+def test_the_broker_is_the_stores_redis_unless_another_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.runtime import broker
+    from orchestrator.runtime.celeryconf import client_app
+
+    store = "redis://127.0.0.1:6379/0"
+    for same in ("", store, f" {store} "):
+        s = Settings(redis_url=store, broker_url=same)
+        assert not s.broker_apart and s.broker_target == s.redis_target
+        app = client_app(s)
+        assert app.conf.broker_url == store and broker.captures(app)
+    monkeypatch.setenv("ORCH_BROKER_URL", "redis://:pw@10.0.0.2:6380/1")
+    s = load()
+    assert s.broker_apart and s.broker_target.url == "redis://:pw@10.0.0.2:6380/1"
+    app = client_app(s)
+    # the queues on the broker's Redis; Celery's results and chord counters with the store
+    assert app.conf.broker_url == "redis://:pw@10.0.0.2:6380/1"
+    assert app.conf.result_backend.endswith("+" + store)
+    # the store's scripts cannot send onto another server: publishes are Celery's own
+    assert not broker.captures(app)
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("http://:secret@127.0.0.1:6379/0", "scheme 'http'"),
+    ("redis://:secret@/0", "names no host"),
+    ("sentinel://:secret@s1:26379/0", "ORCH_BROKER_SENTINEL_MASTER"),
+])
+def test_a_bad_broker_url_names_the_variable_and_the_fix(monkeypatch: pytest.MonkeyPatch,
+                                                         url: str, words: str) -> None:
+    monkeypatch.setenv("ORCH_BROKER_URL", url)
+    with pytest.raises(SettingsInvalid) as info:
+        load()
+    text = str(info.value)
+    assert "ORCH_BROKER_URL" in text and words in text
+    assert "secret" not in text and "\n" not in text
+
+
+def test_a_sentinel_broker_takes_its_own_group_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_BROKER_URL", "sentinel://s1:26379/0")
+    monkeypatch.setenv("ORCH_BROKER_SENTINEL_MASTER", "queues")
+    target = load().broker_target
+    assert target.sentinel_master == "queues"
 
 
 @pytest.mark.parametrize(("name", "value"), [
