@@ -230,10 +230,15 @@ class StoreUnavailable(DispatchError):
     code = "store_unavailable"
     fix = "Check that Redis runs and that ORCH_REDIS_URL points at it."
 
-    def __init__(self, url: str, detail: str, timeout_s: float | None = None) -> None:
+    def __init__(self, url: str, detail: str, timeout_s: float | None = None,
+                 variable: str = "ORCH_REDIS_URL") -> None:
         self.url = url
         self.detail = detail
         self.timeout_s = timeout_s
+        if variable != "ORCH_REDIS_URL":  # the broker's Redis (ORCH_BROKER_URL)
+            self.fix = self.fix.replace("ORCH_REDIS_SENTINEL_MASTER",
+                                        variable.replace("_URL", "_SENTINEL_MASTER"))
+            self.fix = self.fix.replace("ORCH_REDIS_URL", variable)
         super().__init__(f"{self.summary}. Fix: {self.fix}")
 
     @property
@@ -256,10 +261,11 @@ class RedisUnreachable(StoreUnavailable):
                     "SENTINEL get-master-addr-by-name <name>` on a Sentinel).")
     """The fix when the URL names Sentinels (no Sentinel answered, or none knows a master)."""
 
-    def __init__(self, url: str, detail: str, timeout_s: float | None = None) -> None:
+    def __init__(self, url: str, detail: str, timeout_s: float | None = None,
+                 variable: str = "ORCH_REDIS_URL") -> None:
         if url.startswith("sentinel://"):
             self.fix = self.sentinel_fix
-        super().__init__(url, detail, timeout_s)
+        super().__init__(url, detail, timeout_s, variable)
 
     def _what(self) -> str:
         return f"Redis at {self.url} is unreachable"

@@ -88,14 +88,15 @@ def kind_of(exc: BaseException) -> type[StoreUnavailable] | None:
     return None
 
 
-def explain(exc: BaseException, url: str, timeout_s: float | None = None
-            ) -> StoreUnavailable | None:
+def explain(exc: BaseException, url: str, timeout_s: float | None = None,
+            variable: str = "ORCH_REDIS_URL") -> StoreUnavailable | None:
     """The one-line error for ``exc`` raised while using the Redis at ``url``.
 
     Args:
         exc: what redis-py, kombu or Celery raised (or a wrapper of it).
         url: the Redis URL in use (its password is masked in the message).
         timeout_s: the timeout in force, named in a timeout's message.
+        variable: the setting that names ``url``, in the fix.
 
     Returns:
         A :class:`StoreUnavailable` subclass instance (unreachable, password refused, timed
@@ -112,7 +113,36 @@ def explain(exc: BaseException, url: str, timeout_s: float | None = None
     detail = " ".join(str(source).split()).rstrip(".") or type(source).__name__
     for password in _passwords(url):
         detail = detail.replace(password, "***")
-    return kind(mask_url(url), detail, timeout_s)
+    return kind(mask_url(url), detail, timeout_s, variable)
+
+
+def explain_either(exc: BaseException, redis_url: str, broker_url: str = "",
+                   timeout_s: float | None = None) -> StoreUnavailable | None:
+    """:func:`explain` for a process that uses the store's Redis (``redis_url``) and a
+    broker's (``broker_url``, ``ORCH_BROKER_URL``; empty or the same: none apart)."""
+    url = failing_url(exc, redis_url, broker_url)
+    variable = "ORCH_REDIS_URL" if url == redis_url else "ORCH_BROKER_URL"
+    return explain(exc, url, timeout_s, variable)
+
+
+def failing_url(exc: BaseException, redis_url: str, broker_url: str = "") -> str:
+    """Which Redis ``exc`` (raised while using them) is about: the broker's
+    (``broker_url``, when it is another server than the store's ``redis_url``) if the
+    error names its address, or came up through kombu (a publish); else the store's."""
+    if not broker_url or broker_url.strip() == redis_url.strip():
+        return redis_url
+    chain = _chain(exc)
+    words = " ".join(str(e) for e in chain)
+    for part in broker_url.split(";"):
+        try:
+            host, port = urlsplit(part).hostname, urlsplit(part).port or 6379
+        except ValueError:
+            continue
+        if host and f"{host}:{port}" in words:
+            return broker_url
+    if any(type(e).__module__.startswith("kombu.") for e in chain):
+        return broker_url
+    return redis_url
 
 
 def _passwords(url: str) -> list[str]:

@@ -33,7 +33,7 @@ from orchestrator.errors import (
     Throttled,
     WorkflowNotFound,
 )
-from orchestrator.outages import explain, mask_url
+from orchestrator.outages import explain_either, mask_url
 from orchestrator.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def install(app: FastAPI) -> None:
 
     def redis_failure(request: Request, exc: Exception) -> StoreUnavailable | None:
         settings = request.app.state.ctx.settings
-        return explain(exc, settings.redis_url, settings.redis_timeout_s)
+        return explain_either(exc, settings.redis_url, settings.broker_url,
+                              settings.redis_timeout_s)
 
     async def on_orchestrator_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, OrchestratorError)

@@ -48,7 +48,7 @@ from orchestrator.errors import (
     StoreUnavailable,
     WorkflowInvalid,
 )
-from orchestrator.outages import explain
+from orchestrator.outages import explain_either
 from orchestrator.runtime.catalog import Catalog, discover, limits_of
 
 if TYPE_CHECKING:
@@ -107,7 +107,8 @@ class _Commands(click.Group):
         except Exception as exc:
             c = ctx.obj
             if isinstance(c, _Ctx):
-                err = explain(exc, c.settings.redis_url, c.settings.redis_timeout_s)
+                err = explain_either(exc, c.settings.redis_url, c.settings.broker_url,
+                                     c.settings.redis_timeout_s)
                 if err is not None:
                     raise err from None
             raise

@@ -13,7 +13,7 @@ from orchestrator.errors import (
     RedisUnreachable,
     StoreUnavailable,
 )
-from orchestrator.outages import explain, kind_of, mask_url
+from orchestrator.outages import explain, explain_either, kind_of, mask_url
 
 
 @pytest.mark.parametrize(("url", "masked"), [
@@ -76,3 +76,24 @@ def test_the_line_names_the_masked_url_and_the_fix() -> None:
     auth = explain(rex.AuthenticationError("WRONGPASS invalid"), url)
     assert auth is not None and auth.code == "redis_auth_failed"
     assert "redis://:PASSWORD@host:port/db" in auth.fix
+
+
+def test_with_the_broker_apart_the_line_names_the_server_that_failed() -> None:
+    store, broker = "redis://:s1@store:6379/0", "redis://:s2@queues:6380/0"
+    on_broker = rex.ConnectionError("Error 111 connecting to queues:6380. Connection refused.")
+    err = explain_either(on_broker, store, broker)
+    assert isinstance(err, RedisUnreachable)
+    assert err.url == "redis://:***@queues:6380/0" and "ORCH_BROKER_URL" in err.fix
+    # a publish's failure comes up through kombu, whatever its words
+    err = explain_either(_wrapped(rex.TimeoutError("Timeout"), OperationalError("t/o")),
+                         store, broker, 1.0)
+    assert isinstance(err, RedisTimedOut) and err.url.endswith("@queues:6380/0")
+    on_store = rex.ConnectionError("Error 111 connecting to store:6379. Connection refused.")
+    err = explain_either(on_store, store, broker)
+    assert err is not None and err.url.endswith("@store:6379/0")
+    assert "ORCH_REDIS_URL" in err.fix and "ORCH_BROKER_URL" not in err.fix
+    # no broker apart: always the store's
+    err = explain_either(_wrapped(on_broker, OperationalError("x")), store, "")
+    assert err is not None and err.url.endswith("@store:6379/0")
+    sentinel = explain_either(on_broker, store, "sentinel://queues:6380/0")
+    assert sentinel is not None and "ORCH_BROKER_SENTINEL_MASTER" in sentinel.fix
