@@ -9,8 +9,9 @@ Two private ``redis-server`` s, S and B. Three arms, each with its own prefork w
 * **raw**: raw Celery ``chain`` s on S (broker and result backend).
 
 A round submits ``--lines`` lines of ``--steps`` no-op steps at once and waits for the
-last to end. Per arm: step runs per second (all steps / (last end - submit)), and each
-Redis's main-thread CPU per step (``INFO cpu``, over the round). A Redis core is what
+last to end. Per arm: step runs per second (all steps / (last end - submit)), each
+Redis's main-thread CPU per step (``INFO cpu``, over the round), and the arm's worker's
+CPU per step (its main process and pool processes, from ``/proc``). A Redis core is what
 saturates first (``docs/scaling.md``, Capacity), so the busiest server's CPU per step
 says how many steps per second one deployment's Redis can carry: 1e6 / that µs.
 """
@@ -18,10 +19,12 @@ says how many steps per second one deployment's Redis can carry: 1e6 / that µs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -44,6 +47,8 @@ class Figures:
     """S's CPU µs per step, per round."""
     b_cpu: list[float] = field(default_factory=list)
     """B's CPU µs per step, per round."""
+    w_cpu: list[float] = field(default_factory=list)
+    """The arm's worker's CPU µs per step (main process and pool), per round."""
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,6 +58,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lines", type=int, default=4, help="lines submitted at once per round")
     p.add_argument("--steps", type=int, default=150, help="steps per line")
     return p.parse_args(argv)
+
+
+def process_cpu_usec(pids: Sequence[int]) -> int:
+    """User + system CPU of the processes ``pids`` so far, in µs (``/proc/<pid>/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return round(total * 1e6 / tick)
 
 
 def _wait(check: Callable[[], bool], timeout_s: float = 300.0) -> None:
@@ -115,16 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             steps = n * args.lines
             for a in ARMS:  # warm-up, discarded
                 run[a]()
+            by_arm = dict(zip(ARMS, workers, strict=True))
             for i in range(args.rounds):
                 order = ARMS if i % 2 == 0 else tuple(reversed(ARMS))
                 for a in order:
+                    pids = by_arm[a].pids()
                     s0, b0 = server_cpu_usec(s_r), server_cpu_usec(b_r)
+                    w0 = process_cpu_usec(pids)
                     wall = run[a]()
                     s1, b1 = server_cpu_usec(s_r), server_cpu_usec(b_r)
+                    w1 = process_cpu_usec(pids)
                     f = figs[a]
                     f.rate.append(steps / wall)
                     f.s_cpu.append((s1 - s0) / steps)
                     f.b_cpu.append((b1 - b0) / steps)
+                    f.w_cpu.append((w1 - w0) / steps)
                 print(f"round {i + 1}/{args.rounds}: " + " | ".join(
                     f"{a} {figs[a].rate[-1]:.0f} steps/s, S {figs[a].s_cpu[-1]:.0f} µs, "
                     f"B {figs[a].b_cpu[-1]:.0f} µs" for a in ARMS), flush=True)
@@ -135,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{args.rounds} rounds of {args.lines} lines x {n} no-op steps, medians "
           "(range):\n")
     print("| arm | step runs/s | Redis S CPU µs/step | Redis B CPU µs/step | busiest "
-          "Redis µs/step | steps/s one busiest core carries |")
-    print("|---|---|---|---|---|---|")
+          "Redis µs/step | steps/s one busiest core carries | worker CPU µs/step |")
+    print("|---|---|---|---|---|---|---|")
     cap = {}
     for a in ARMS:
         f = figs[a]
@@ -144,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cap[a] = 1e6 / med(busiest)
         print(f"| {a} | {med(f.rate):.0f} ({min(f.rate):.0f}-{max(f.rate):.0f}) | "
               f"{med(f.s_cpu):.0f} | {med(f.b_cpu):.0f} | {med(busiest):.0f} | "
-              f"{cap[a]:,.0f} |")
+              f"{cap[a]:,.0f} | {med(f.w_cpu):.0f} |")
     print(f"\ncapacity of one deployment's Redis: apart {cap['apart'] / cap['shared']:.2f}x "
           f"shared; shared {cap['shared'] / cap['raw']:.2f}x and apart "
           f"{cap['apart'] / cap['raw']:.2f}x raw Celery's on one Redis")

@@ -7,8 +7,11 @@ import logging
 import os
 import random
 import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -135,22 +138,54 @@ _f.step("cleanup", sleep_step, after=[bad, good], trigger_rule="all_done", secon
 fail_flow = _f.build()
 
 
+EXECUTING_DIR = Path(tempfile.gettempdir()) / "orch-test-executing"
+"""One file per executing thread of the test workers (``<pid>-<thread id>``), naming
+the in-flight mark of the step run it executes: written before the mark is set, removed
+when the execution ends, however it ends.  A local file, so that no Redis failure can
+leave it behind."""
+
+
+def _me() -> str:
+    return f"{os.getpid()}-{threading.get_ident()}"
+
+
 def enter(r: Any, run_id: str, step_id: str) -> str:
-    """Mark this execution of the step run in flight (``test:inflight:<run>:<step>``, the
-    pool process's pid) and count an overlap in ``test:overlap:<run>`` when another
-    execution of it still runs.  A mark left by a process that is gone (a SIGKILLed worker
-    or pool child) or by this very process (which runs one task at a time) is stale, not
-    an overlap: the test workers all run on this machine.  Returns the mark's key."""
+    """Mark this execution of the step run in flight (``test:inflight:<run>:<step>``,
+    the executing pool process and thread) and count an overlap in
+    ``test:overlap:<run>`` when another execution of it still runs: its process alive
+    and its thread still executing this step run (its file in :data:`EXECUTING_DIR`).
+    A mark left behind by an execution that ended (a SIGKILLed process, or a Redis that
+    died under the mark's write and lost the reply) is stale, not an overlap.  Call
+    :func:`done_executing` when the execution ends.  Returns the mark's key."""
     key = f"test:inflight:{run_id}:{step_id}"
-    me = str(os.getpid())
+    me = _me()
+    EXECUTING_DIR.mkdir(exist_ok=True)
+    (EXECUTING_DIR / me).write_text(key)  # before the mark: a live execution has its file
     if not r.set(key, me, nx=True, ex=600):
         held = r.get(key)
         holder = held.decode() if isinstance(held, bytes) else held
-        if holder is not None and holder != me and _alive(int(holder)):
+        if holder is not None and holder != me and _executing(holder, key):
             r.hincrby(f"test:overlap:{run_id}", step_id, 1)
             r.rpush(f"test:overlap-by:{run_id}", f"{step_id} {me} met {holder}")
         r.set(key, me, ex=600)
     return key
+
+
+def _executing(holder: str, key: str) -> bool:
+    """Whether the execution named ``holder`` (``<pid>-<thread id>``) is alive and still
+    executing the step run of mark ``key``."""
+    pid = holder.split("-", 1)[0]
+    if not pid.isdigit() or not _alive(int(pid)):
+        return False
+    try:
+        return (EXECUTING_DIR / holder).read_text() == key
+    except FileNotFoundError:
+        return False
+
+
+def done_executing() -> None:
+    """This thread's execution ended (see :func:`enter`)."""
+    (EXECUTING_DIR / _me()).unlink(missing_ok=True)
 
 
 def leave(r: Any, key: str) -> None:
@@ -190,9 +225,12 @@ def count(pause_s: float = 0.0) -> int:
     ctx = current()
     r = ctx.redis
     n = int(r.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
-    inflight = enter(r, ctx.run_id, ctx.step_id)
-    time.sleep(pause_s)
-    leave(r, inflight)
+    try:
+        inflight = enter(r, ctx.run_id, ctx.step_id)
+        time.sleep(pause_s)
+        leave(r, inflight)
+    finally:
+        done_executing()
     return n
 
 

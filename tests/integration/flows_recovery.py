@@ -11,7 +11,7 @@ from orchestrator.core.dsl import Workflow
 from orchestrator.core.models import CompensateDef, RetryPolicy
 from orchestrator.core.registry import step_function
 from orchestrator.runtime.context import current
-from tests.integration.flows import count, enter, leave, through_restart
+from tests.integration.flows import count, done_executing, enter, leave, through_restart
 
 
 @step_function("test.count_or_fail")
@@ -70,8 +70,8 @@ def undo(input: dict[str, Any], output: dict[str, Any]) -> str:
     assert output == {"done": ctx.step_id}, output
     n = int(r.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
     inflight = enter(r, ctx.run_id, ctx.step_id)
-    r.rpush(f"test:undo:{ctx.run_id}", json.dumps(["start", ctx.step_id, _now(r)]))
     try:
+        r.rpush(f"test:undo:{ctx.run_id}", json.dumps(["start", ctx.step_id, _now(r)]))
         time.sleep(float(input.get("undo_pause_s") or 0.0))
         if n <= int(input.get("undo_fails") or 0):
             raise RuntimeError(f"undo of {ctx.step_id} failed (execution {n})")
@@ -80,6 +80,7 @@ def undo(input: dict[str, Any], output: dict[str, Any]) -> str:
         # a write that failed would name this live pool process, and the next execution
         # would count a false overlap
         leave(r, inflight)
+        done_executing()
         through_restart(lambda: r.rpush(f"test:undo:{ctx.run_id}",
                                         json.dumps(["end", ctx.step_id, _now(r)])))
     return f"undid {ctx.step_id}"

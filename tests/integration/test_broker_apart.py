@@ -151,6 +151,10 @@ def test_either_redis_crashing_mid_run_loses_no_run(apart: Apart, which: str) ->
         assert view.run.status.value == "succeeded", statuses(view)
         counts = apart.executions(rid)
         assert set(counts) == {s.step_id for s in view.steps}, (rid, counts)
-        assert apart.overlaps(rid) == {}, rid
+        if apart.overlaps(rid):
+            print("\n".join(line for w in apart.workers for line in w.tail(4000).splitlines()
+                            if rid in line or "lease" in line or "Redis" in line))
+        assert apart.overlaps(rid) == {}, (rid, apart.r.lrange(f"test:overlap-by:{rid}",
+                                                               0, -1))
     again = sum(n - 1 for rid in runs for n in apart.executions(rid).values())
     print(f"{which} crash: {len(runs)} runs succeeded; {again} step executions repeated")
