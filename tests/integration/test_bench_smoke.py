@@ -67,3 +67,14 @@ def test_peer_arm_completes(redis_binary: str, tmp_path: Path) -> None:
     assert "(celery-dyrygent)" in table
     assert "FAILED" not in table
     assert "dyrygent-1s/raw" in table  # the note with the peer's ratio to raw Celery
+
+
+def test_the_broker_apart_bench_completes() -> None:
+    """``python -m bench.apart`` at a tiny size: every arm's runs succeed (it exits
+    otherwise) and its table has the three arms."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.apart", "--rounds", "1", "--lines", "2", "--steps",
+         "10"], cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, f"bench.apart failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    for arm in ("| shared |", "| apart |", "| raw |"):
+        assert arm in proc.stdout, proc.stdout
