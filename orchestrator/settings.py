@@ -459,9 +459,14 @@ class Settings(BaseSettings):
     @property
     def broker_apart(self) -> bool:
         """Whether the broker is a Redis other than the run store's (``broker_url`` set
-        to another URL): then no script of the store sends or puts back a message, and
-        the queues are read on the broker's Redis."""
-        return bool(self.broker_url) and self.broker_url.strip() != self.redis_url.strip()
+        to another URL, or the same Sentinels with another group): then no script of the
+        store sends or puts back a message, and the queues are read on the broker's
+        Redis."""
+        if not self.broker_url.strip():
+            return False
+        group = self.broker_sentinel_master or self.redis_sentinel_master
+        return (self.broker_url.strip() != self.redis_url.strip()
+                or group != self.redis_sentinel_master)
 
     @property
     def broker_target(self) -> RedisTarget:

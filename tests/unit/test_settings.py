@@ -110,6 +110,13 @@ def test_a_sentinel_broker_takes_its_own_group_name(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ORCH_BROKER_SENTINEL_MASTER", "queues")
     target = load().broker_target
     assert target.sentinel_master == "queues"
+    # the same Sentinels, another group: another Redis
+    monkeypatch.setenv("ORCH_REDIS_URL", "sentinel://s1:26379/0")
+    monkeypatch.setenv("ORCH_REDIS_SENTINEL_MASTER", "runs")
+    s = load()
+    assert s.broker_apart and s.broker_target.sentinel_master == "queues"
+    monkeypatch.setenv("ORCH_BROKER_SENTINEL_MASTER", "runs")
+    assert not load().broker_apart
 
 
 @pytest.mark.parametrize(("name", "value"), [
