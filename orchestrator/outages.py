@@ -135,7 +135,8 @@ def failing_url(exc: BaseException, redis_url: str, broker_url: str = "") -> str
     words = " ".join(str(e) for e in chain)
     for part in broker_url.split(";"):
         try:
-            host, port = urlsplit(part).hostname, urlsplit(part).port or 6379
+            parts = urlsplit(part)
+            host, port = parts.hostname, parts.port or 6379
         except ValueError:
             continue
         if host and f"{host}:{port}" in words:
