@@ -4,11 +4,12 @@ pool and a run store, and a run started on one finishes on the other.
 The previous release is the wheel in ``tests/data/releases/`` installed in a virtualenv of
 its own (:mod:`tests.support.release`).  Each test starts a run of ``upgrade_flow``
 (``tests/data/upgrade/upgradeflow.py``: a chain around a fan-out) with one release's CLI on
-that release's worker, starts a worker of the other release once two steps ran, stops the
-first worker (a warm shutdown, as a deploy does; or SIGKILL, a crash mid-deploy) and sees
-the run finish.  Executions are counted in the step function: every step ends exactly once,
-a step interrupted by the kill starts again only after the kill, and both releases ran
-steps of the run.  Each release's ``status`` then reads the finished run.
+that release's worker, starts a worker of the other release once two steps ran (the others
+wait for it), stops the first worker (a warm shutdown, as a deploy does; or SIGKILL, a
+crash mid-deploy) and sees the run finish.  Executions are counted in the step function:
+every step ends exactly once, a step interrupted by the kill starts again only after the
+kill, and both releases ran steps of the run.  Each release's ``status`` then reads the
+finished run.
 """
 
 from __future__ import annotations
@@ -86,11 +87,13 @@ def _swap(server: RedisServer, first: str, second: str, how: str) -> tuple[str, 
     two: WorkerProcess | None = None
     try:
         one.wait_ready(coord.app)
+        r.set("upgrade:hold", 1)  # steps after b wait for the swap (upgradeflow.py)
         run_id = _start_run(first, url)
         wait_until(lambda: r.llen(f"upgrade:{run_id}") >= 4, 30,  # a and b ended
                    message=lambda: f"the run did not start on the first worker:\n{one.tail()}")
         two = _worker(second, url, pythons[second])
         two.wait_ready(coord.app)
+        r.delete("upgrade:hold")
         stopped = time.time()
         if how == "warm":
             one.stop()

@@ -8,6 +8,11 @@ Every execution of a step appends ``start|<step>|<release>|<time>`` to the Redis
 ``upgrade:<run id>`` when it starts and ``end|...`` when it ends: the test counts
 executions per step (in the step, not in the store), checks that no two overlap and sees
 which release ran each.
+
+While the key ``upgrade:hold`` exists, every step but ``a`` and ``b`` waits for it to go
+before it starts (at most a minute): the test holds the run after its second step until
+the other release's worker is up, so that the swap lands mid-run however slow the machine
+is at starting a worker.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ def work(seconds: float = 0.5) -> dict[str, Any]:
     ctx = current()
     release = os.environ.get("UPGRADE_RELEASE", "?")
     key = f"upgrade:{ctx.run_id}"
+    held_until = time.time() + 60
+    while (ctx.step_id not in ("a", "b") and ctx.redis.exists("upgrade:hold")
+           and time.time() < held_until):
+        time.sleep(0.02)
     ctx.redis.rpush(key, f"start|{ctx.step_id}|{release}|{time.time()}")
     time.sleep(seconds)
     ctx.redis.rpush(key, f"end|{ctx.step_id}|{release}|{time.time()}")
