@@ -1,52 +1,92 @@
 """The tests' own instrument for "never twice at once": the in-flight marks of
 ``tests/integration/flows.py`` count a real overlap, and not a mark an execution that
-ended left behind (a live process that has moved on)."""
+ended left behind (a live process that has moved on).
+
+Each execution is a spawned process; the test orders them with Redis keys it holds and
+deletes (``inst:hold:*``: keep executing; ``inst:live:*``: live on after the execution),
+never with sleeps, so that a slow machine's process start cannot reorder them."""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
+from multiprocessing.process import BaseProcess
 
 import pytest
 import redis
 
-from tests.integration.flows import done_executing, enter, leave
+from tests.integration.flows import EXECUTING_DIR, done_executing, enter, leave
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.redis
 
+CAP_S = 60.0
+"""The longest a process waits on a key the test holds (a test that died leaves none)."""
 
-def _execute(url: str, run_id: str, step_id: str, hold_s: float, clean: bool) -> None:
+
+def _while(r: redis.Redis, key: str) -> None:
+    """Wait while ``key`` exists (at most :data:`CAP_S`)."""
+    end = time.monotonic() + CAP_S
+    while r.exists(key) and time.monotonic() < end:
+        time.sleep(0.01)
+
+
+def _execute(url: str, run_id: str, step_id: str, name: str, clean: bool) -> None:
+    """Execute step run ``run_id``/``step_id`` as process ``name``: enter, keep executing
+    while ``inst:hold:<name>`` exists, end (clearing the mark only when ``clean``), then
+    live on while ``inst:live:<name>`` exists."""
     r = redis.Redis.from_url(url, decode_responses=True)
     key = enter(r, run_id, step_id)
-    time.sleep(hold_s)
+    _while(r, f"inst:hold:{name}")
     if clean:
         leave(r, key)
     done_executing()  # a mark left behind when not clean: the execution ended all the same
-    time.sleep(2.0 if not clean else 0.0)  # and the process lives on
+    _while(r, f"inst:live:{name}")
+
+
+def _start(url: str, run_id: str, name: str, clean: bool) -> BaseProcess:
+    p = multiprocessing.get_context("spawn").Process(
+        target=_execute, args=(url, run_id, "s", name, clean))
+    p.start()
+    return p
+
+
+def _executing_files(pid: int | None) -> list[str]:
+    return [f.name for f in EXECUTING_DIR.glob(f"{pid}-*")]
 
 
 def test_two_executions_at_once_count_one_overlap(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    ctx = multiprocessing.get_context("spawn")
-    a = ctx.Process(target=_execute, args=(redis_url, "inst1", "s", 1.5, True))
-    a.start()
-    time.sleep(0.8)  # a is executing
-    b = ctx.Process(target=_execute, args=(redis_url, "inst1", "s", 0.1, True))
-    b.start()
-    for p in (a, b):
-        p.join(30)
+    r.set("inst:hold:a", 1)
+    a = _start(redis_url, "inst1", "a", True)
+    try:
+        wait_until(lambda: r.get("test:inflight:inst1:s") is not None, 60,
+                   message="execution a never entered")
+        b = _start(redis_url, "inst1", "b", True)  # a is executing
+        b.join(60)
+        assert b.exitcode == 0
+    finally:
+        r.delete("inst:hold:a")
+        a.join(60)
+    assert a.exitcode == 0
     assert r.hgetall("test:overlap:inst1") == {"s": "1"}
 
 
 def test_a_mark_left_by_an_execution_that_ended_is_no_overlap(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    ctx = multiprocessing.get_context("spawn")
-    a = ctx.Process(target=_execute, args=(redis_url, "inst2", "s", 0.1, False))
-    a.start()
-    time.sleep(1.0)  # a ended its execution, left its mark, and still lives
-    assert a.is_alive() and r.exists("test:inflight:inst2:s")
-    b = ctx.Process(target=_execute, args=(redis_url, "inst2", "s", 0.1, True))
-    b.start()
-    for p in (a, b):
-        p.join(30)
+    r.set("inst:live:a", 1)
+    a = _start(redis_url, "inst2", "a", False)
+    try:
+        # a ended its execution, left its mark, and still lives
+        wait_until(lambda: r.get("test:inflight:inst2:s") is not None
+                   and not _executing_files(a.pid), 60,
+                   message="execution a never entered and ended")
+        assert a.is_alive()
+        b = _start(redis_url, "inst2", "b", True)
+        b.join(60)
+        assert b.exitcode == 0
+    finally:
+        r.delete("inst:live:a")
+        a.join(60)
+    assert a.exitcode == 0
     assert r.hgetall("test:overlap:inst2") == {}
