@@ -75,7 +75,8 @@ def _step(view: Any, step_id: str) -> Any:
 
 
 def test_each_item_runs_once_at_most_max_parallel_at_once(stack: Stack) -> None:
-    rid, view = _run(stack, "test_map_window", 30, pause_s=0.05)
+    # items long enough (0.3 s) that three overlap however slowly the pool picks them up
+    rid, view = _run(stack, "test_map_window", 30, pause_s=0.3)
     assert view.run.status.value == "succeeded", statuses(view)
     assert stack.executions(rid) == _items(30)
     assert stack.completions(rid) == _items(30)
@@ -91,7 +92,7 @@ def test_each_item_runs_once_at_most_max_parallel_at_once(stack: Stack) -> None:
 
 
 def test_without_max_parallel_every_item_is_published_at_once(stack: Stack) -> None:
-    rid, view = _run(stack, "test_map_all", 40, pause_s=0.05)
+    rid, view = _run(stack, "test_map_all", 40, pause_s=0.2)
     assert view.run.status.value == "succeeded", statuses(view)
     assert stack.executions(rid) == _items(40) == stack.completions(rid)
     assert stack.peak(rid) > 3  # more than a window's worth ran side by side

@@ -37,7 +37,7 @@ def default_worker(redis_url: str, coord: Coordinator) -> Iterator[WorkerProcess
 
 
 def _depth(coord: Coordinator, queue: str) -> QueueDepth:
-    return queue_depths(coord.app, [queue], timeout_s=0.5)[0]
+    return queue_depths(coord.app, [queue], timeout_s=1.5)[0]
 
 
 def test_step_with_a_queue_runs_only_on_a_worker_consuming_it(
@@ -74,7 +74,7 @@ def test_queue_depths_reports_waiting_tasks_then_the_consumer(
     assert default.default and default.depth == 0
     assert default.consumers == (default_worker.name,)
     assert statuses(coord.view(run_id))["on_b"] == "queued"
-    table = format_queues(queue_depths(coord.app, ["default", QUEUE_B], timeout_s=0.5))
+    table = format_queues(queue_depths(coord.app, ["default", QUEUE_B], timeout_s=1.5))
     assert f"1 task(s) wait in '{QUEUE_B}' and no worker consumes it" in table
 
     worker_b = WorkerProcess(redis_url, "qb", queues=(QUEUE_B,), concurrency=1)
@@ -85,7 +85,7 @@ def test_queue_depths_reports_waiting_tasks_then_the_consumer(
         assert b.depth == 0
         assert b.consumers == (worker_b.name,)
         # with no queue named: the default queue first, then every consumed queue
-        listed = queue_depths(coord.app, timeout_s=0.5)
+        listed = queue_depths(coord.app, timeout_s=1.5)
         # (every worker also consumes the broker-submission queue, Celery's default)
         assert [(d.name, d.consumers) for d in listed] == [
             ("default", (default_worker.name,)), (QUEUE_B, (worker_b.name,)),

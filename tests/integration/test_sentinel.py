@@ -43,8 +43,9 @@ KILL_AFTER_STARTS = 25
 # recovery without the hour-long defaults of a real deployment: a message lost in the
 # failover is replayed by the stalled-run check after 5 s, an unpublished claim after 3 s
 RECOVERY = {"stall_s": 5.0, "claim_grace_s": 3.0}
-BUDGET_S = 85.0
-"""Every wait of the test, after the servers are up, shares this budget (typically 25 s)."""
+BUDGET_S = 150.0
+"""Every wait of the test, after the servers are up, shares this budget (typically 17-25
+s; the rest is room for a slow machine)."""
 
 
 def _executions(path: Path) -> list[dict[str, Any]]:
