@@ -189,7 +189,37 @@ class DispatchError(OrchestratorError):
     """Work cannot reach a worker: the operator must react."""
 
 
-class StoreSchemaMismatch(DispatchError):
+class StoreIncompatible(DispatchError):
+    """The run store is one this release cannot use (another schema, a Redis Cluster): the
+    operator must change the deployment.  Nothing was changed.  The CLI exits 6 on it, a
+    worker stops with exit code 6 before taking a task, and the API does not start."""
+
+
+class StoreIsCluster(StoreIncompatible):
+    """The Redis at the store's (or the broker's) URL is a Redis Cluster node: the run
+    store's scripts touch keys of many slots at once, and kombu's Redis transport does not
+    speak Cluster, so this release refuses it before writing anything.
+
+    Attributes:
+        url: the Redis URL, password masked.  variable: the setting that names it.
+    """
+
+    def __init__(self, url: str, variable: str = "ORCH_REDIS_URL") -> None:
+        self.url, self.variable = url, variable
+        super().__init__(
+            f"Redis at {url} is a Redis Cluster node (cluster_enabled:1); the run store "
+            "and the broker need one Redis server, or a Sentinel group, and nothing was "
+            f"changed. Fix: {self.fix_for(variable)}")
+
+    @staticmethod
+    def fix_for(variable: str) -> str:
+        """The fix, naming the setting ``variable``."""
+        return (f"point {variable} at a standalone Redis (with a replica and Sentinels "
+                "for failover: docs/operations.md); Redis Cluster is not supported yet "
+                "(docs/scaling.md, 'Redis Cluster').")
+
+
+class StoreSchemaMismatch(StoreIncompatible):
     """The run store was written in a schema this release cannot read (or write): the
     operator must run a release that can, or migrate the store.  Nothing was changed.
 

@@ -36,7 +36,7 @@ from celery.worker import state as worker_state
 
 from orchestrator.callbacks.delivery import CallbackSender
 from orchestrator.callbacks.destinations import networks
-from orchestrator.errors import StoreSchemaMismatch
+from orchestrator.errors import StoreIncompatible
 from orchestrator.runtime import broker
 from orchestrator.runtime.recovery import Recovery
 from orchestrator.store import StoreError
@@ -279,7 +279,8 @@ class Keeper:
 
 def _check_schema(store: Any) -> None:
     """Stop the worker (exit code 6) before it takes any task when the run store has a
-    schema this release does not use; wait for Redis if it cannot be reached yet."""
+    schema this release does not use, or is a Redis Cluster; wait for Redis if it cannot
+    be reached yet."""
     waiting = False
     while True:
         try:
@@ -287,7 +288,7 @@ def _check_schema(store: Any) -> None:
             if waiting:
                 log.info("Redis answers again: the run store's schema is this release's")
             return
-        except StoreSchemaMismatch as exc:
+        except StoreIncompatible as exc:
             log.error("%s", exc)
             raise WorkerShutdown(EXIT_SCHEMA) from None
         except StoreError as exc:

@@ -4,7 +4,8 @@ Exit codes: 0 success; 1 an invalid workflow (or a followed run that failed); 2 
 error of ours (a bad setting, an unknown workflow or run, a usage error); 3 Redis is
 unreachable; 4 Redis refused the password; 5 Redis did not answer in time
 (``ORCH_REDIS_TIMEOUT_S``); 6 the run store has a schema version this release does not use
-(see docs/operations.md, Upgrades); 130 interrupted.  Errors are one line on stderr, with the fix.
+(see docs/operations.md, Upgrades), or is a Redis Cluster; 130 interrupted.  Errors are
+one line on stderr, with the fix.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from orchestrator.errors import (
     RedisUnreachable,
     RunDamaged,
     RunNotFound,
-    StoreSchemaMismatch,
+    StoreIncompatible,
     StoreUnavailable,
     WorkflowInvalid,
 )
@@ -123,7 +124,7 @@ def cli(ctx: click.Context) -> None:
 
     Exit codes: 1 invalid workflow, 2 other errors, 3 Redis unreachable, 4 Redis refused
     the password, 5 Redis did not answer in time, 6 the run store has a schema version
-    this release does not use.
+    this release does not use, or is a Redis Cluster.
     """
     ctx.obj = _Ctx()
 
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None) -> Any:
     except StoreUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CODES.get(type(exc), EXIT_ERROR))
-    except StoreSchemaMismatch as exc:
+    except StoreIncompatible as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_SCHEMA)
     except OrchestratorError as exc:

@@ -294,6 +294,7 @@ class Coordinator:
             DispatchError: the preflight check found steps no live worker can run.
             RunExists: ``run_id`` is taken.  RunIdInvalid: ``run_id`` is empty or malformed.
             StoreSchemaMismatch: the store has a schema this release does not use.
+            StoreIsCluster: the store's (or the broker's) Redis is a Redis Cluster node.
         """
         self.store.check_schema()
         d = self.compile(workflow, version)

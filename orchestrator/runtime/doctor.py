@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from orchestrator import release
+from orchestrator.errors import StoreIsCluster
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.store import StoreError
 from orchestrator.store.schema import SCHEMA_VERSION
@@ -49,7 +50,7 @@ def redis_findings(coord: Coordinator) -> list[Finding]:
     """Redis: reachable, its version, persistence, and the eviction policy; and the
     broker's Redis the same, when it is another (``ORCH_BROKER_URL``)."""
     out = _server_findings(coord.store.client, "", "ORCH_REDIS_URL")
-    if out[0].ok:
+    if out[0].ok and out[1].ok:  # answers, and not a cluster node (MOVED for the schema)
         out.insert(1, schema_finding(coord))
     if coord.store.broker_apart:
         out += _server_findings(coord.store.broker_client, "broker ", "ORCH_BROKER_URL")
@@ -66,7 +67,8 @@ def _server_findings(r: Any, label: str, variable: str) -> list[Finding]:
     except StoreError as exc:
         return [_bad(f"{label}redis", f"{what} does not answer: {type(exc).__name__}: {exc}",
                      f"Start Redis, or point {variable} at it.")]
-    out = [_ok(f"{label}redis", f"{what} {server.get('redis_version')} answers")]
+    out = [_ok(f"{label}redis", f"{what} {server.get('redis_version')} answers"),
+           _cluster_finding(r, label, what, variable)]
     aof = int(persistence.get("aof_enabled", 0)) == 1
     try:
         save = str(r.config_get("save").get("save", ""))
@@ -86,6 +88,20 @@ def _server_findings(r: Any, label: str, variable: str) -> list[Finding]:
                         "drop queued messages, runs and leases when full",
                         "Set maxmemory-policy noeviction."))
     return out
+
+
+def _cluster_finding(r: Any, label: str, what: str, variable: str) -> Finding:
+    """Whether the server is a Redis Cluster node, which this release refuses
+    (:func:`orchestrator.store.schema.refuse_cluster`)."""
+    try:
+        enabled = int(r.info("cluster").get("cluster_enabled", 0)) == 1
+    except StoreError:  # INFO cluster refused (a managed Redis): a standalone server
+        enabled = False
+    if not enabled:
+        return _ok(f"{label}cluster", f"{what} is one server, not a Redis Cluster node")
+    return _bad(f"{label}cluster", f"{what} is a Redis Cluster node (cluster_enabled:1): "
+                "the run store's scripts and the broker need one Redis server, and every "
+                "command refuses it", StoreIsCluster.fix_for(variable))
 
 
 def schema_finding(coord: Coordinator) -> Finding:
@@ -172,9 +188,10 @@ def http_findings(urls: Iterable[tuple[str, str]]) -> list[Finding]:
 def diagnose(coord: Coordinator, urls: Iterable[tuple[str, str]] = (),
              timeout_s: float = 1.0) -> list[Finding]:
     """Every check; workers are asked (and workflows compiled into the store) only if
-    Redis answers and the store's schema is this release's."""
+    Redis answers, is no cluster node (the store's or the broker's), and the store's
+    schema is this release's."""
     out = redis_findings(coord)
-    if all(f.ok for f in out if f.check in ("redis", "schema")):
+    if all(f.ok for f in out if f.check in ("redis", "cluster", "broker cluster", "schema")):
         out += timing_findings(coord)
         out += worker_findings(coord, timeout_s)
     out += http_findings(urls)

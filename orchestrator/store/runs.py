@@ -80,7 +80,8 @@ class RunStore:
     """Redis-backed store of runs.  Thread-safe as redis-py's client is."""
 
     def __init__(self, client: redis.Redis, keys: Keys, retention_s: int,
-                 url: str = "", broker: redis.Redis | None = None) -> None:
+                 url: str = "", broker: redis.Redis | None = None,
+                 broker_url: str = "") -> None:
         # redis-py types replies as ``bytes | str``; with decode_responses=True they are str
         self._r: Any = client
         self._b: Any = client if broker is None else broker
@@ -88,6 +89,8 @@ class RunStore:
         self.retention_s = retention_s
         self.url = mask_url(url) if url else "(this Redis)"
         """Where the store is, password masked (for messages)."""
+        self.broker_url = mask_url(broker_url) if broker_url else self.url
+        """Where the broker is (the store's URL unless apart), password masked."""
         self._schema_ok = False
         self.runs_seen = RunCache()
         """Runs whose fixed fields :meth:`begin_step` read already (this process)."""
@@ -123,8 +126,12 @@ class RunStore:
 
         Raises:
             StoreSchemaMismatch: the store has another schema version.
+            StoreIsCluster: the store's (or the broker's) Redis is a Redis Cluster node.
         """
         if not self._schema_ok:
+            schema.refuse_cluster(self._r, self.url, "ORCH_REDIS_URL")
+            if self.broker_apart:
+                schema.refuse_cluster(self._b, self.broker_url, "ORCH_BROKER_URL")
             schema.ensure(self._r, self.keys, self.url, release.current())
             self._schema_ok = True
 
@@ -160,8 +167,10 @@ class RunStore:
                                      socket_connect_timeout=min(timeout_s, 5.0))
 
         other = target_of(broker) if broker is not None else target
+        apart = other != target
         return cls(connect(target), Keys(prefix), retention_s, target.url,
-                   broker=None if other == target else connect(other))
+                   broker=connect(other) if apart else None,
+                   broker_url=other.url if apart else "")
 
     # --- definitions ---------------------------------------------------------------------
 

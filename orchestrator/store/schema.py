@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import StoreSchemaMismatch
+from redis.exceptions import ResponseError
+
+from orchestrator.errors import StoreIsCluster, StoreSchemaMismatch
 from orchestrator.store.keys import Keys
 
 SCHEMA_VERSION = 1
@@ -50,6 +52,25 @@ def read(client: Any, keys: Keys) -> Schema | None:
     if not raw:
         return None
     return Schema(int(raw.get("version", SCHEMA_VERSION)), raw.get("release", "unknown"))
+
+
+def refuse_cluster(client: Any, url: str, variable: str) -> None:
+    """Refuse a Redis Cluster node before anything is written to it: the run store's
+    scripts touch a run's keys and the shared indexes together (keys of many slots), and
+    kombu's transport does not follow ``MOVED`` replies, so on a cluster some commands
+    would fail at random, mid-run.  One ``INFO cluster``; a server that refuses ``INFO``
+    (a managed Redis that renamed it) is taken for a standalone one.
+
+    Raises:
+        StoreIsCluster: the server has ``cluster_enabled:1``; the message names
+            ``variable``, the setting to change.
+    """
+    try:
+        info = client.info("cluster")
+    except ResponseError:
+        return
+    if int(info.get("cluster_enabled", 0)) == 1:
+        raise StoreIsCluster(url, variable)
 
 
 def ensure(client: Any, keys: Keys, url: str, release: str) -> Schema:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
@@ -21,6 +20,7 @@ from orchestrator.dev import procs
 from orchestrator.dev.localredis import LOOPBACK, free_loopback_port
 from orchestrator.dev.waiting import wait_until
 from orchestrator.settings import Settings
+from tests.support.lifecycle import Started
 
 MASTER_NAME = "orchmaster"
 DATA_PASSWORD = "data-secret-0123456789"
@@ -85,7 +85,7 @@ class Node:
         return procs.log_tail(self.log, lines)
 
 
-class SentinelGroup:
+class SentinelGroup(Started):
     """Master, replica and three Sentinels (quorum 2), all on loopback with passwords."""
 
     def __init__(self, binary: str, *, down_after_ms: int = 1000,
@@ -184,14 +184,3 @@ class SentinelGroup:
             if n is not None:
                 n.kill()
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
