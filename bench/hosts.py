@@ -238,11 +238,14 @@ def run_batch(c: Cluster, name: str, hosts: int, runs: int, timeout_s: float,
     return Phase(name, hosts, runs, statuses, seconds, t, faults, by_host=by_host)
 
 
-def busy(c: Cluster, pids: set[int]) -> int:
-    """How many step runs ``pids`` are running now (begun, not ended, by the steps' count)."""
+def busy(c: Cluster, pids: set[int], within_s: float | None = None) -> int:
+    """How many step runs ``pids`` are running now (begun, not ended, by the steps' count);
+    with ``within_s``, only those begun in the last ``within_s`` seconds (they have most of
+    their call still to go, so a fault now lands while they run)."""
     r = c.client()
-    starts = {(k, p) for k, _t, p in (json.loads(x) for x in r.lrange("chaos:starts", 0, -1))
-              if p in pids}
+    since = time.time() - within_s if within_s is not None else 0.0
+    starts = {(k, p) for k, t, p in (json.loads(x) for x in r.lrange("chaos:starts", 0, -1))
+              if p in pids and t >= since}
     ends = {(k, p) for k, _t, p in (json.loads(x) for x in r.lrange("chaos:ends", 0, -1))
             if p in pids}
     r.close()
@@ -265,7 +268,9 @@ def fault_phase(c: Cluster, runs: int, timeout_s: float, *, cut_host: int = 2,
         done: list[str] = []
         time.sleep(max(0.0, started + cut_at_s - time.time()))
         pids = c.worker_pids(cut_host)
-        wait_until(lambda: busy(c, pids), 60, interval_s=0.05,
+        # a step begun less than half a call ago: the cut lands mid-call, not as the host's
+        # steps end (then the host could take no new one before the link is down)
+        wait_until(lambda: busy(c, pids, IO_MS / 2000), 60, interval_s=0.02,
                    message=f"w{cut_host} never ran a step")
         at = time.time()
         c.cut(cut_host)
