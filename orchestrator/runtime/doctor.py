@@ -18,7 +18,7 @@ from orchestrator import release
 from orchestrator.errors import StoreIsCluster
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.store import StoreError
-from orchestrator.store.schema import SCHEMA_VERSION
+from orchestrator.store.schema import SCHEMA_VERSION, is_cluster
 
 CLOCK_COMMAND = "orch_clock"
 """The remote-control command workers answer with their clock (``workers/app.py``)."""
@@ -94,8 +94,8 @@ def _cluster_finding(r: Any, label: str, what: str, variable: str) -> Finding:
     """Whether the server is a Redis Cluster node, which this release refuses
     (:func:`orchestrator.store.schema.refuse_cluster`)."""
     try:
-        enabled = int(r.info("cluster").get("cluster_enabled", 0)) == 1
-    except StoreError:  # INFO cluster refused (a managed Redis): a standalone server
+        enabled = is_cluster(r)
+    except StoreError:  # the server stopped answering after INFO server: not a cluster
         enabled = False
     if not enabled:
         return _ok(f"{label}cluster", f"{what} is one server, not a Redis Cluster node")

@@ -54,22 +54,28 @@ def read(client: Any, keys: Keys) -> Schema | None:
     return Schema(int(raw.get("version", SCHEMA_VERSION)), raw.get("release", "unknown"))
 
 
+def is_cluster(client: Any) -> bool:
+    """Whether the server is a Redis Cluster node (``cluster_enabled:1``), in one ``INFO
+    cluster``; a server that refuses ``INFO`` (a managed Redis that renamed it) is taken
+    for a standalone one."""
+    try:
+        info = client.info("cluster")
+    except ResponseError:
+        return False
+    return int(info.get("cluster_enabled", 0)) == 1
+
+
 def refuse_cluster(client: Any, url: str, variable: str) -> None:
     """Refuse a Redis Cluster node before anything is written to it: the run store's
     scripts touch a run's keys and the shared indexes together (keys of many slots), and
     kombu's transport does not follow ``MOVED`` replies, so on a cluster some commands
-    would fail at random, mid-run.  One ``INFO cluster``; a server that refuses ``INFO``
-    (a managed Redis that renamed it) is taken for a standalone one.
+    would fail at random, mid-run.
 
     Raises:
-        StoreIsCluster: the server has ``cluster_enabled:1``; the message names
-            ``variable``, the setting to change.
+        StoreIsCluster: :func:`is_cluster`; the message names ``variable``, the setting
+            to change.
     """
-    try:
-        info = client.info("cluster")
-    except ResponseError:
-        return
-    if int(info.get("cluster_enabled", 0)) == 1:
+    if is_cluster(client):
         raise StoreIsCluster(url, variable)
 
 

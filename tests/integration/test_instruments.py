@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 import pytest
@@ -55,38 +56,37 @@ def _executing_files(pid: int | None) -> list[str]:
     return [f.name for f in EXECUTING_DIR.glob(f"{pid}-*")]
 
 
-def test_two_executions_at_once_count_one_overlap(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    r.set("inst:hold:a", 1)
-    a = _start(redis_url, "inst1", "a", True)
+def _b_beside_a(url: str, run_id: str, key: str, clean: bool,
+                a_ready: Callable[[redis.Redis, BaseProcess], bool]) -> dict[str, str]:
+    """Start execution a (``clean``: it clears its mark) held by ``key``; once
+    ``a_ready``, run execution b to its end beside the living a; release a.  Returns the
+    overlaps the marks counted."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.set(key, 1)
+    a = _start(url, run_id, "a", clean)
     try:
-        wait_until(lambda: r.get("test:inflight:inst1:s") is not None, 60,
-                   message="execution a never entered")
-        b = _start(redis_url, "inst1", "b", True)  # a is executing
+        wait_until(lambda: a_ready(r, a), 60, message=f"execution a of {run_id} not ready")
+        assert a.is_alive()
+        b = _start(url, run_id, "b", True)
         b.join(60)
         assert b.exitcode == 0
     finally:
-        r.delete("inst:hold:a")
+        r.delete(key)
         a.join(60)
     assert a.exitcode == 0
-    assert r.hgetall("test:overlap:inst1") == {"s": "1"}
+    return {str(k): str(v) for k, v in r.hgetall(f"test:overlap:{run_id}").items()}
+
+
+def test_two_executions_at_once_count_one_overlap(redis_url: str) -> None:
+    # a is executing (held) when b enters
+    overlaps = _b_beside_a(redis_url, "inst1", "inst:hold:a", True,
+                           lambda r, _a: r.get("test:inflight:inst1:s") is not None)
+    assert overlaps == {"s": "1"}
 
 
 def test_a_mark_left_by_an_execution_that_ended_is_no_overlap(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    r.set("inst:live:a", 1)
-    a = _start(redis_url, "inst2", "a", False)
-    try:
-        # a ended its execution, left its mark, and still lives
-        wait_until(lambda: r.get("test:inflight:inst2:s") is not None
-                   and not _executing_files(a.pid), 60,
-                   message="execution a never entered and ended")
-        assert a.is_alive()
-        b = _start(redis_url, "inst2", "b", True)
-        b.join(60)
-        assert b.exitcode == 0
-    finally:
-        r.delete("inst:live:a")
-        a.join(60)
-    assert a.exitcode == 0
-    assert r.hgetall("test:overlap:inst2") == {}
+    # a ended its execution, left its mark, and still lives (held) when b enters
+    overlaps = _b_beside_a(redis_url, "inst2", "inst:live:a", False,
+                           lambda r, a: r.get("test:inflight:inst2:s") is not None
+                           and not _executing_files(a.pid))
+    assert overlaps == {}
