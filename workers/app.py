@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_after_setup
 
+from orchestrator import forks
 from orchestrator.core.origin import Origin, OriginKind
 from orchestrator.core.priorities import Priority, band_of, band_queues, parse_priority
 from orchestrator.core.registry import StepFunction
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     """
     settings = settings or Settings()
     logs.install(settings.log_format)
+    # pool processes forked while a keeper thread holds a lock find it released
+    forks.install()
     catalog = discover(settings.workflow_packages, limits=limits_of(settings))
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))

@@ -10,19 +10,19 @@ is submitted in this process and reused by every later one (least recently used 
 from __future__ import annotations
 
 import json
-import threading
 from collections import OrderedDict
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from orchestrator import forks
 from orchestrator.core.models import WorkflowDef
 
 CACHE_SIZE = 256
 """Versions whose validators a process keeps (as many as its definitions cache)."""
 
 _cache: OrderedDict[tuple[str, str], Draft202012Validator] = OrderedDict()
-_lock = threading.Lock()
+_lock = forks.lock()
 
 
 def validator(wf: WorkflowDef) -> Draft202012Validator:

@@ -9,11 +9,11 @@ its run protocol.
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
+from orchestrator import forks
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.conditions import Condition, parse
 from orchestrator.core.models import StepDef, TriggerRule, WorkflowDef
@@ -125,7 +125,7 @@ class Definitions:
         self.max_unit_tasks = max_unit_tasks
         self._cache: OrderedDict[str, Definition] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._lock = forks.lock()
 
     def _get(self, version: str) -> Definition | None:
         with self._lock:

@@ -26,7 +26,6 @@ import base64
 import json
 import os
 import re
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.time import utcoffset
 
+from orchestrator import forks
 from orchestrator.core.plan import CanvasNode, ChainNode, TaskNode
 from orchestrator.runtime import broker, tracing
 
@@ -133,7 +133,7 @@ class Templates:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self._cache: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = forks.lock()
 
     def usable(self) -> bool:
         """Whether a publish now would be Celery's plain one: this app's publishes can be

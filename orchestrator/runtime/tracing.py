@@ -42,11 +42,11 @@ import hashlib
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
+from orchestrator import forks
 from orchestrator.runtime.celeryconf import JOIN_TASK
 
 if TYPE_CHECKING:  # imported for real only when tracing is on
@@ -67,7 +67,7 @@ ExporterFactory = Callable[[], "SpanExporter"]
 
 _factory: ExporterFactory | None = None
 _active: _Tracing | None = None
-_lock = threading.Lock()
+_lock = forks.lock()
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 

@@ -17,10 +17,10 @@ object it was given changes no other step's.
 from __future__ import annotations
 
 import json
-import threading
 from collections import OrderedDict
 from dataclasses import replace
 
+from orchestrator import forks
 from orchestrator.core.priorities import stored_priority
 from orchestrator.core.states import RunStatus
 from orchestrator.store.records import RunRecord
@@ -40,7 +40,7 @@ class RunCache:
         self.max_bytes = max_bytes
         self._runs: OrderedDict[str, tuple[RunRecord, str]] = OrderedDict()
         self._bytes = 0
-        self._lock = threading.Lock()
+        self._lock = forks.lock()
 
     def __len__(self) -> int:
         return len(self._runs)
