@@ -251,7 +251,19 @@ class Keeper:
     def _requeue_stranded(self) -> None:
         """Requeues Redis could not take when this worker sent them
         (:data:`orchestrator.runtime.broker.stranded`): put each message that is still
-        unacknowledged back in its queue, in order, once Redis answers."""
+        unacknowledged back in its queue, in order, once Redis answers; and so every
+        message popped whose delivery Redis could not record
+        (:data:`orchestrator.runtime.broker.popped`)."""
+        while broker.popped:
+            tag, message, queue = broker.popped[0]
+            try:
+                got = self.leases.requeue_popped(tag, message, queue)
+                log.warning("message %s, popped while Redis went away, is back in queue %r%s",
+                            tag, queue, "" if got == 2 else " (from its unacknowledged record)")
+            except StoreError as exc:
+                log.debug("message %s waits for Redis to go back: %s", tag, exc)
+                return
+            broker.popped.popleft()
         while broker.stranded:
             tag = broker.stranded[0]
             try:

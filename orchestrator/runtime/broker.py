@@ -30,12 +30,17 @@ and nothing runs twice; the worker stays up.  A *requeue* on such a channel (a t
 Celery cancelled on the lost connection, or one that could not record its outcome) is
 not left to the visibility timeout: its tag goes to :data:`stranded`, and the worker's
 lease keeper puts the message back in its queue as soon as Redis answers.
+
+kombu takes a message in two commands: it pops it (``BRPOP``), then records the delivery
+as unacknowledged.  When Redis goes away between the two, kombu drops the message it
+popped; :class:`GuardedQoS` keeps it (:data:`popped`) and the lease keeper puts it back
+in its queue once Redis answers.  (A worker *killed* between the two still loses it:
+the stalled-run pass publishes its run's unit again after ``stall_s``.)
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +48,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+
+from orchestrator import forks
 
 TRANSPORT = f"{__name__}:Transport"
 """The publisher's transport's path, for Celery's ``broker_transport`` setting."""
@@ -124,7 +131,7 @@ class Channel(kombu_redis.Channel):
 
     _sync_client: tuple[Any, Any] | None = None
     """(the pool it was built on, the client)."""
-    _sync_lock = threading.Lock()
+    _sync_lock = forks.lock()
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the consuming side's client (BRPOP, pub/sub): kombu's own
@@ -154,9 +161,30 @@ in its queue once Redis answers (:meth:`orchestrator.store.leases.Leases.requeue
 instead of leaving it to the visibility timeout."""
 
 
+popped: deque[tuple[str, dict[str, Any], str]] = deque(maxlen=100_000)
+"""Messages this worker popped from their queue whose record as unacknowledged Redis
+never confirmed (it went away between kombu's pop and that record): ``(delivery tag,
+message, queue)``.  kombu drops such a message (it never reaches Celery), and nothing
+in Redis names it any more, so the worker's lease keeper puts each one back at the head
+of its queue once Redis answers (:meth:`orchestrator.store.leases.Leases.requeue_popped`),
+instead of leaving its run to the stalled-run pass a minute later."""
+
+
 class GuardedQoS(kombu_redis.QoS):
     """kombu's Redis QoS whose acknowledgements on a channel of a connection that is gone
-    are dropped with a warning instead of raising (see the module docstring)."""
+    are dropped with a warning instead of raising, and whose deliveries Redis could not
+    record are kept to be put back (see the module docstring and :data:`popped`)."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        try:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+        except Exception:
+            info = message.delivery_info
+            popped.append((str(delivery_tag), message._raw, str(info["routing_key"])))
+            log.warning("message %s was popped from queue %r but Redis could not record its "
+                        "delivery: it goes back to its queue once Redis answers",
+                        delivery_tag, info["routing_key"])
+            raise
 
     def _gone(self) -> bool:
         """Whether kombu would build its client from a connection that is gone: the

@@ -46,6 +46,7 @@ from orchestrator.errors import RunDamaged, RunNotFound
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
+from orchestrator.store import StoreUnreachable
 from orchestrator.store.leases import Expired, Leases
 
 log = logging.getLogger(__name__)
@@ -76,18 +77,34 @@ class Recovery:
         self.settings = settings
         self._cursor = 0  # round robin over the running runs, a batch per pass
         self._replayed: dict[str, float] = {}  # run id -> when this reaper replayed it
+        self._told: dict[str, float] = {}  # run id -> when it said why it did not
 
     def reap_once(self) -> Reaped:
-        """One pass over expired leases, stale claims and due timers."""
+        """One pass over expired leases, unheld messages, stale claims, due timers,
+        stalled runs and runs being unwound.  Each part runs on its own: one that fails
+        (Redis refused a command, a record it cannot read) is logged and the others still
+        run, so that no failure of one part keeps a stalled run from being replayed.
+
+        Raises:
+            StoreError: Redis cannot be reached (the next pass tries again).
+        """
         out = Reaped()
+        for name, part in (("expired leases", self._expired), ("unheld messages", self._unheld),
+                           ("stale claims", self._stale_claims), ("timers", self._timers),
+                           ("stalled runs", self._stalled),
+                           ("runs being unwound", self._compensating)):
+            try:
+                part(out)
+            except StoreUnreachable:
+                raise
+            except Exception:
+                log.exception("reaper: the pass over %s failed; the other parts go on, and "
+                              "the next pass tries it again", name)
+        return out
+
+    def _expired(self, out: Reaped) -> None:
         for e in self.leases.expired(BATCH):
             self._recover(e, out)
-        self._unheld(out)
-        self._stale_claims(out)
-        self._timers(out)
-        self._stalled(out)
-        self._compensating(out)
-        return out
 
     def _compensating(self, out: Reaped) -> None:
         status = RunStatus.COMPENSATING.value
@@ -101,37 +118,64 @@ class Recovery:
     def _stalled(self, out: Reaped) -> None:
         horizon = time.monotonic() - self.settings.stall_s
         self._replayed = {r: t for r, t in self._replayed.items() if t > horizon}
+        self._told = {r: t for r, t in self._told.items() if t > horizon}
         runs = self.leases.running_runs(self._cursor, BATCH)
         self._cursor = 0 if len(runs) < BATCH else self._cursor + BATCH
         for run_id, quiet in self.leases.quiet_for_s(runs).items():
             if quiet < self.settings.stall_s:
                 continue
-            if self.leases.has_live_lease(run_id) or self.leases.has_timer(run_id):
+            why = self._not_stalled(run_id)
+            if why is None:
+                continue  # gone, or finalized now
+            if why:
+                if run_id not in self._told:
+                    self._told[run_id] = time.monotonic()
+                    log.info("run %s is quiet for %.0f s and not replayed: %s", run_id,
+                             quiet, why)
                 continue
-            store = self.progress.store
-            try:
-                run = store.run(run_id)
-                d = self.progress.definitions.load(run.version)
-            except (RunNotFound, RunDamaged):
-                continue
-            if run.units_remaining <= 0:  # every unit done, the final status never written
-                log.warning("run %s: every unit is done; finalizing it", run_id)
-                self.progress.finalize(run_id)
-                continue
-            queues = sorted(band_queue(q, run.priority) for q in
-                            {d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
-                            | {self.progress.default_queue})
-            if self.leases.mentions(queues, run_id, unacked=False):
-                continue  # its message waits in a queue: a backlog, not a stall
-            last = self._replayed.get(run_id)
-            if last is not None and time.monotonic() - last < self.settings.stall_s:
-                continue  # replayed already: its copies settle without events, give them time
             self._replayed[run_id] = time.monotonic()
+            run = self.progress.store.run(run_id)
+            d = self.progress.definitions.load(run.version)
             # An unacknowledged copy without a live lease does not count: a worker that
             # popped it lost Redis before it began (its copy comes back only after the
             # visibility timeout, an hour), or holds it prefetched behind a long task.
             # The new copy is safe either way: the lease lets one copy run the step.
             out.replayed += self._replay(d, run_id, quiet, run.priority)
+
+    def _not_stalled(self, run_id: str) -> str | None:
+        """Why a quiet running run is not stalled (``""``: it is; None: it is gone, or
+        every unit was done and it is finalized now)."""
+        step = self.leases.live_lease(run_id)
+        if step is not None:
+            rec = self.progress.store.step_runs(run_id, [step])[step]
+            if rec.status.terminal:
+                return (f"step {step} is {rec.status.value}, yet a worker still renews its "
+                        f"lease: its task has not returned (a hung process? "
+                        f"`py-spy dump` worker {rec.worker or '(unknown)'})")
+            return f"step {step} holds a live lease (a worker runs it and renews it)"
+        timer = self.leases.timer_of(run_id)
+        if timer is not None:
+            return f"timer {timer} waits (a retry, a deferred copy or a durable wait)"
+        store = self.progress.store
+        try:
+            run = store.run(run_id)
+            d = self.progress.definitions.load(run.version)
+        except (RunNotFound, RunDamaged):
+            return None
+        if run.units_remaining <= 0:  # every unit done, the final status never written
+            log.warning("run %s: every unit is done; finalizing it", run_id)
+            self.progress.finalize(run_id)
+            return None
+        queues = sorted(band_queue(q, run.priority) for q in
+                        {d.queue(s.id, self.progress.default_queue) for s in d.wf.steps}
+                        | {self.progress.default_queue})
+        if self.leases.mentions(queues, run_id, unacked=False):
+            return "a message of it waits in its queues (a backlog, not a stall)"
+        last = self._replayed.get(run_id)
+        if last is not None and time.monotonic() - last < self.settings.stall_s:
+            # its copies settle without events: give them time
+            return f"replayed {time.monotonic() - last:.0f} s ago"
+        return ""
 
     def _replay(self, d: Definition, run_id: str, quiet_s: float,
                 priority: Priority = Priority.NORMAL) -> int:
@@ -169,7 +213,7 @@ class Recovery:
                             "message is back in queue %r (status %s)", e.step_id, e.run_id,
                             routing_key, e.status.value)
             return
-        got = self.leases.park(e, self.settings.orphan_recheck_s, ended=self._join_done(e))
+        got = self.leases.park(e, self.settings.orphan_recheck_s, ended=self._task_done(e))
         if got == 1:
             out.settled += 1
         elif got == 3:
@@ -195,11 +239,15 @@ class Recovery:
                             "worker died, or lost Redis, before it began it): it is back in "
                             "its queue", tag)
 
-    def _join_done(self, e: Expired) -> bool:
-        """A join's task leaves no record of its own: it ended when its unit did."""
-        if not is_join(e.step_id):
-            return False
+    def _task_done(self, e: Expired) -> bool:
+        """Whether the task of an expired lease whose message is gone ended although its
+        step run did not: a join's task leaves no record of its own (it ended when its
+        unit did), and a map step's task ends once it expanded the map (its items carry
+        the step on, and its last item ends it)."""
         store = self.progress.store
+        if not is_join(e.step_id):
+            rec = store.step_runs(e.run_id, [e.step_id]).get(e.step_id)
+            return bool(rec is not None and rec.map and "count" in rec.map)
         try:
             d = self.progress.definitions.load(store.run(e.run_id).version)
         except (RunNotFound, RunDamaged):

@@ -167,6 +167,17 @@ class Leases:
             self._b, [k.unacked(), k.unacked_index(), queue],
             [tag, json.dumps(_redelivered(message))]))
 
+    def requeue_popped(self, tag: str, message: dict[str, Any], queue: str) -> int:
+        """Put back at the head of ``queue`` a message this worker popped and whose record
+        as unacknowledged Redis never confirmed (``lua/requeue_popped.lua``): the record's
+        copy if it went through after all, else ``message`` (marked redelivered).  A copy
+        that meets a step run which ran or ended meanwhile finds its lease: nothing runs
+        twice.  Returns 1 put back from the record, 2 from ``message``."""
+        k = self.keys
+        return int(scripts.REQUEUE_POPPED(
+            self._b, [k.unacked(), k.unacked_index(), queue],
+            [tag, json.dumps(_redelivered(message))]))
+
     def hold(self, worker: str, tags: Sequence[str], lease_s: float) -> None:
         """Record that ``worker`` holds the messages of these delivery ``tags`` (begun or
         prefetched), for ``lease_s`` (:meth:`Keys.workers_holding`)."""
@@ -311,23 +322,25 @@ class Leases:
         return {rid: max(0.0, float(secs) - int(str(last[0][0]).split("-")[0]) / 1000)
                 for rid, last in zip(run_ids, lasts, strict=True) if last}
 
-    def has_live_lease(self, run_id: str) -> bool:
-        """True when a delivery holds a live lease on one of the run's step runs."""
+    def live_lease(self, run_id: str) -> str | None:
+        """The step run of the run whose lease a delivery holds live (its ``until`` not
+        passed), or None."""
         secs, micro = self._r.time()
         now_ms = int(secs) * 1000 + int(micro) // 1000
-        for raw in self._r.hvals(self.keys.leases(run_id)):
+        for step, raw in self._r.hgetall(self.keys.leases(run_id)).items():
             _token, until, _tag, _flag = str(raw).split("|", 3)
             if int(until or 0) > now_ms:
-                return True
-        return False
+                return str(step)
+        return None
 
-    def has_timer(self, run_id: str) -> bool:
-        """True when a retry or a deferred copy of one of the run's steps waits."""
+    def timer_of(self, run_id: str) -> str | None:
+        """A waiting timer (a retry, a deferred copy, a durable wait) of one of the run's
+        steps, or None."""
         member = lease_member(run_id, "")
         for m, _ in self._r.zscan_iter(self.keys.timers(), match=f"*{_glob(member)}*"):
             if member in str(m):
-                return True
-        return False
+                return str(m)
+        return None
 
     def mentions(self, lists: Sequence[str], needle: str, chunk: int = 1000, *,
                  unacked: bool = True) -> bool:

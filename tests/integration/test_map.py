@@ -20,6 +20,8 @@ from orchestrator.api.server import ServerThread
 from orchestrator.core.maps import item_id
 from orchestrator.core.states import StepStatus
 from orchestrator.runtime.coordinator import Coordinator
+from orchestrator.runtime.recovery import Reaped, Recovery
+from orchestrator.store.runs import lease_member
 from tests.integration.conftest import private_stack, statuses, wait_run
 from tests.support.api import RO_TOKEN, api_settings, bearer
 from tests.support.redis_server import RedisServer
@@ -259,6 +261,42 @@ def test_a_worker_killed_in_the_middle_of_a_map(quick_stack: Stack) -> None:
     assert all(n == 1 for i, n in ends.items() if i not in again), ends
     assert all(ends.get(i, 0) >= 1 for i in _items(200))
     print(f"{len(again)} items ran again after the kill: {sorted(again)}")
+
+
+def test_the_lease_of_an_expanded_map_step_whose_worker_died_settles(
+        quick_stack: Stack) -> None:
+    """The map step's own task ends once it expanded the map, but its worker died before
+    it released the step's lease (or Redis could not take the release): the lease expires
+    with no message left.  The reaper settles it (the items carry the step on) instead
+    of reporting the step orphaned every minute, even from a pass whose other parts fail;
+    the run succeeds and each item ran once (counted in the step)."""
+    s = quick_stack
+    rid = _submit(s.coord, "test_map_window6", 60, pause_s=0.05)
+    keys = s.coord.store.keys
+
+    def expanded() -> bool:
+        rec = s.coord.store.step_runs(rid, ["each"])["each"]
+        return bool(rec.map and "count" in rec.map)
+
+    wait_until(expanded, 30, message="the map never expanded")
+    past = int(s.r.time()[0]) * 1000 - 1000  # a dead worker's lease, expired
+    s.r.hset(keys.leases(rid), "each", f"dead-token|{past}|dead-tag|")
+    s.r.zadd(keys.lease_index(), {lease_member(rid, "each"): past})
+    recovery = Recovery(s.coord.progress, s.coord.progress.leases, s.coord.settings)
+
+    def broken(_out: Reaped) -> None:
+        raise redis.ResponseError("a part of the pass that fails")
+
+    recovery._stale_claims = broken  # type: ignore[method-assign,assignment]
+    out = recovery.reap_once()  # the workers' reapers may come first: the lease decides
+    assert out.orphaned == 0
+    wait_until(lambda: str(s.r.hget(keys.leases(rid), "each")).endswith("|settled"), 10,
+               message=lambda: f"the map step's lease: {s.r.hget(keys.leases(rid), 'each')!r}")
+    view = wait_run(s.coord, rid, timeout_s=60)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert s.executions(rid) == {item_id("each", i): 1 for i in range(60)}
+    logs = "".join(w.tail(400) for w in s.workers)
+    assert f"step each of run {rid} is running with no live worker" not in logs
 
 
 def _stuck_map(coord: Coordinator, rid: str, count: int) -> str:

@@ -4,6 +4,7 @@ neither raises, which would end the worker, nor loses the message."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -95,3 +96,50 @@ def test_a_requeue_redis_could_not_take_goes_back_once_redis_answers(
             again = conn.SimpleQueue("q").get(timeout=5)
             assert again.payload == {"n": 1} and again.delivery_info.get("redelivered")
             again.ack()
+
+
+def test_a_message_popped_as_redis_went_away_goes_back_once_redis_answers(
+        redis_binary: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu takes a message in two commands: the pop, then its record as unacknowledged.
+    Redis crashes between the two (a real crash: SIGKILL, back from its AOF): the pop
+    persisted, the record did not, so neither the queue nor the unacked index has the
+    message and kombu drops it.  The worker's transport keeps it (``broker.popped``) and
+    ``Leases.requeue_popped`` puts it back in its queue, marked redelivered, once Redis
+    answers; a second call for the same tag would find no record and put the worker's
+    copy back again, so the keeper calls it once per popped message."""
+    from kombu.transport import redis as kombu_redis
+
+    from orchestrator.store.keys import Keys
+    from orchestrator.store.leases import Leases
+
+    broker.popped.clear()
+    with RedisServer(binary=redis_binary, appendonly=True,
+                     extra_args=("--appendfsync", "always")) as server:
+        conn = Connection(server.url, transport=broker.WORKER_TRANSPORT)
+        q = conn.SimpleQueue("q")
+        q.put({"n": 1})
+        record = kombu_redis.QoS.append
+
+        def crash_between(self: Any, message: Any, delivery_tag: Any) -> None:
+            server.kill()  # after the pop, before the record
+            record(self, message, delivery_tag)
+
+        monkeypatch.setattr(kombu_redis.QoS, "append", crash_between)
+        with pytest.raises(Exception):  # noqa: B017 (kombu's or redis-py's connection error)
+            q.get(timeout=5)
+        monkeypatch.undo()
+        server.restart()
+        r = server.client()
+        assert r.llen("q") == 0 and r.hlen("unacked") == 0  # lost, as far as Redis knows
+        assert len(broker.popped) == 1
+        tag, message, queue = broker.popped.popleft()
+        assert queue == "q"
+        leases = Leases(server.client(decode_responses=True), Keys("orch"))
+        assert leases.requeue_popped(tag, message, queue) == 2
+        assert r.llen("q") == 1
+        with Connection(server.url, transport=broker.WORKER_TRANSPORT) as again_conn:
+            again = again_conn.SimpleQueue("q").get(timeout=5)
+            assert again.payload == {"n": 1} and again.delivery_info.get("redelivered")
+            again.ack()
+        with contextlib.suppress(Exception):  # its connection died with the crash
+            conn.release()
