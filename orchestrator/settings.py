@@ -176,6 +176,11 @@ class Settings(BaseSettings):
                            "its queues lost a message (a worker killed between the broker's "
                            "pop and its bookkeeping): its unfinished units are published "
                            "again.")
+    stall_after_restart_s: float = Field(10.0, gt=0, description="For ``stall_s`` after "
+                                         "the reaper saw Redis (the store's or the "
+                                         "broker's) restart or fail over, a run quiet for "
+                                         "this long is looked at as ``stall_s`` says: such "
+                                         "an event can lose a message in flight.")
     orphan_recheck_s: float = Field(60.0, gt=0, description="How often a running step run "
                                     "with neither an owner nor a message is reported again.")
     result_expires_s: int = Field(7 * 24 * 3600, description="Celery result/chord key TTL.")

@@ -78,6 +78,8 @@ class Recovery:
         self._cursor = 0  # round robin over the running runs, a batch per pass
         self._replayed: dict[str, float] = {}  # run id -> when this reaper replayed it
         self._told: dict[str, float] = {}  # run id -> when it said why it did not
+        self._servers: set[str] = set()  # the run ids of the Redis servers last seen
+        self._moved_at = -float("inf")  # when this reaper saw a server restart or move
 
     def reap_once(self) -> Reaped:
         """One pass over expired leases, unheld messages, stale claims, due timers,
@@ -115,14 +117,34 @@ class Recovery:
                 continue
             out.compensating += 1
 
+    def stall_threshold_s(self) -> float:
+        """How long a run must be quiet to be looked at: ``stall_s``; or, for ``stall_s``
+        after this reaper saw a Redis server (the store's or the broker's) restart or
+        be replaced by a failover (its ``run_id`` changed), ``stall_after_restart_s``.
+        Such an event can lose a message in flight (kombu pops a message, then records
+        it, in two commands; a crash between the two, or one that swallows the pop's
+        reply, loses it), and its run should not wait a minute for the replay."""
+        now, stall_s = time.monotonic(), self.settings.stall_s
+        ids = set(self.leases.server_ids())
+        if self._servers and ids != self._servers:
+            log.warning("Redis restarted or failed over: for %.0f s, runs quiet for %.0f s "
+                        "are looked at (a message in flight may have been lost)", stall_s,
+                        self.settings.stall_after_restart_s)
+            self._moved_at = now
+        self._servers = ids
+        if now - self._moved_at < stall_s:
+            return min(stall_s, self.settings.stall_after_restart_s)
+        return stall_s
+
     def _stalled(self, out: Reaped) -> None:
+        threshold = self.stall_threshold_s()
         horizon = time.monotonic() - self.settings.stall_s
         self._replayed = {r: t for r, t in self._replayed.items() if t > horizon}
         self._told = {r: t for r, t in self._told.items() if t > horizon}
         runs = self.leases.running_runs(self._cursor, BATCH)
         self._cursor = 0 if len(runs) < BATCH else self._cursor + BATCH
         for run_id, quiet in self.leases.quiet_for_s(runs).items():
-            if quiet < self.settings.stall_s:
+            if quiet < threshold:
                 continue
             why = self._not_stalled(run_id)
             if why is None:

@@ -322,6 +322,13 @@ class Leases:
         return {rid: max(0.0, float(secs) - int(str(last[0][0]).split("-")[0]) / 1000)
                 for rid, last in zip(run_ids, lasts, strict=True) if last}
 
+    def server_ids(self) -> list[str]:
+        """The ``run_id`` of each Redis this store uses (the store's, and the broker's if it
+        is another): a new one at every start of the server, another server's after a
+        failover."""
+        clients = (self._r,) if self._b is self._r else (self._r, self._b)
+        return [str(c.info("server")["run_id"]) for c in clients]
+
     def live_lease(self, run_id: str) -> str | None:
         """The step run of the run whose lease a delivery holds live (its ``until`` not
         passed), or None."""

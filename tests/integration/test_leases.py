@@ -25,7 +25,7 @@ from tests.integration.conftest import (
 from tests.integration.flows import long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -219,6 +219,44 @@ def test_a_run_whose_messages_went_missing_is_replayed(
             assert counts == {s.step_id: 1 for s in view.steps}
         finally:
             worker.stop()
+
+
+def test_a_message_lost_across_a_redis_restart_is_replayed_without_waiting_stall_s(
+        redis_binary: str) -> None:
+    """A run's queued message is lost and Redis restarts (SIGKILL, back from its AOF):
+    the reaper sees the server's new ``run_id`` and, for the next ``stall_s``, looks at
+    runs quiet for ``stall_after_restart_s`` (2 s here), so the run is replayed long
+    before ``stall_s`` (ten minutes here, so that path cannot be what recovers it).  Each
+    step runs once (counted in the step)."""
+    with RedisServer(binary=redis_binary, appendonly=True,
+                     extra_args=("--appendfsync", "always")) as server:
+        quick = {"stall_s": 600.0, "stall_after_restart_s": 2.0}
+        s = make_settings(server.url, **quick)
+        coord = Coordinator(s, discover(s.workflow_packages))
+        run_id = coord.submit(zigzag_11)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        _lose(r, coord.store.keys)
+        workers = [WorkerProcess(server.url, "restart", concurrency=2, **quick)]
+        try:
+            workers[0].wait_ready(coord.app)
+            time.sleep(3.0)  # reaper passes: it knows the server before the restart
+            assert r.hlen(f"test:exec:{run_id}") == 0, "a step ran"
+            server.kill()
+            server.restart()
+            wait_until(server.ping, 30, message="redis did not come back")
+            r = redis.Redis.from_url(server.url, decode_responses=True)
+            wait_until(lambda: supervise(workers) >= 0 and coord.store.run(run_id).status
+                       .terminal, 60, interval_s=0.2,
+                       message=lambda: f"not replayed: {statuses(coord.view(run_id))}")
+            view = coord.view(run_id)
+            assert view.run.status.value == "succeeded", statuses(view)
+            counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
+            assert counts == {s.step_id: 1 for s in view.steps}
+            log = workers[0].tail(400)
+            assert "Redis restarted or failed over" in log and "made no progress" in log
+        finally:
+            for w in workers:
+                w.stop()
 
 
 def test_a_message_a_dead_worker_held_prefetched_goes_back_to_its_queue(
