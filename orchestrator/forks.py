@@ -35,6 +35,7 @@ import weakref
 from typing import Any
 
 _locks: weakref.WeakSet[Any] = weakref.WeakSet()
+_properties: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
 
 
@@ -49,17 +50,29 @@ def lock() -> threading.Lock:
 
 def install() -> None:
     """Reinitialize, in every child forked from now on, the locks this module knows
-    (idempotent)."""
+    (idempotent).  The cached properties are found once here (the garbage collector's
+    objects: about 0.1 s), and every one made later is noted as it is made, so that a
+    child's own start costs microseconds."""
     global _installed
     if _installed:
         return
     _installed = True
+    for obj in gc.get_objects():
+        if isinstance(obj, functools.cached_property) and hasattr(obj, "lock"):
+            _properties.add(obj)
+    made_by = functools.cached_property.__init__
+
+    def noting(self: Any, *args: Any, **kwargs: Any) -> None:
+        made_by(self, *args, **kwargs)
+        _properties.add(self)
+
+    functools.cached_property.__init__ = noting  # type: ignore[method-assign]
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _after_fork_in_child() -> None:
     for made in list(_locks):
         made._at_fork_reinit()
-    for obj in gc.get_objects():
-        if isinstance(obj, functools.cached_property) and hasattr(obj, "lock"):
-            obj.lock = threading.RLock()
+    for prop in list(_properties):
+        if hasattr(prop, "lock"):
+            prop.lock = threading.RLock()

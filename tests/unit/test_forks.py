@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from celery.app.amqp import AMQP
+from kombu.utils.objects import cached_property
 
 from orchestrator import forks
 
@@ -47,6 +48,20 @@ def _child_can_take(acquire: Callable[[float], bool]) -> bool:
 def test_a_cached_property_lock_held_at_the_fork_is_free_in_the_child() -> None:
     forks.install()
     prop = AMQP.__dict__["send_task_message"]  # the lock the hung pool process waited on
+    with _held_by_a_thread(prop.lock.acquire, prop.lock.release):
+        assert _child_can_take(lambda t: bool(prop.lock.acquire(timeout=t)))
+
+
+def test_a_cached_property_made_after_install_is_covered_too() -> None:
+    """A class defined later (a module imported lazily) is noted as it is made."""
+    forks.install()
+
+    class Later:
+        @cached_property
+        def value(self) -> int:
+            return 1
+
+    prop = Later.__dict__["value"]
     with _held_by_a_thread(prop.lock.acquire, prop.lock.release):
         assert _child_can_take(lambda t: bool(prop.lock.acquire(timeout=t)))
 
