@@ -212,7 +212,7 @@ class Recovery:
                     tasks.append(n.join)
             self.leases.reopen(run_id, tasks)
             log.warning("run %s made no progress for %.0f s and no message of it is left "
-                        "(a worker died between the broker's pop and its bookkeeping): "
+                        "(lost between the broker's pop and its bookkeeping, or in a Redis crash): "
                         "publishing unit %s again", run_id, quiet_s, unit)
             self.progress.publish(d, run_id, [unit], priority)
         # sources never claimed: the run's creator died between creating it and claiming
