@@ -177,7 +177,7 @@ class Settings(BaseSettings):
                            "pop and its bookkeeping): its unfinished units are published "
                            "again.")
     stall_after_restart_s: float = Field(10.0, gt=0, description="For ``stall_s`` after "
-                                         "the reaper saw Redis (the store's or the "
+                                         "a worker saw Redis (the store's or the "
                                          "broker's) restart or fail over, a run quiet for "
                                          "this long is looked at as ``stall_s`` says: such "
                                          "an event can lose a message in flight.")

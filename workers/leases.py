@@ -280,6 +280,7 @@ class Keeper:
 
     def _reap(self) -> None:
         try:
+            self.recovery.observe_servers()  # a restart seen here counts if the lock moves
             self.reaping = bool(self.leases.lock(self.hostname, 3 * self.reaper_interval_s))
             if self.reaping:
                 self.recovery.reap_once()

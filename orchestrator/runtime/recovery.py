@@ -79,7 +79,7 @@ class Recovery:
         self._replayed: dict[str, float] = {}  # run id -> when this reaper replayed it
         self._told: dict[str, float] = {}  # run id -> when it said why it did not
         self._servers: set[str] = set()  # the run ids of the Redis servers last seen
-        self._moved_at = -float("inf")  # when this reaper saw a server restart or move
+        self._moved_at = -float("inf")  # when this worker saw a server restart or move
 
     def reap_once(self) -> Reaped:
         """One pass over expired leases, unheld messages, stale claims, due timers,
@@ -117,22 +117,32 @@ class Recovery:
                 continue
             out.compensating += 1
 
-    def stall_threshold_s(self) -> float:
-        """How long a run must be quiet to be looked at: ``stall_s``; or, for ``stall_s``
-        after this reaper saw a Redis server (the store's or the broker's) restart or
-        be replaced by a failover (its ``run_id`` changed), ``stall_after_restart_s``.
-        Such an event can lose a message in flight (kombu pops a message, then records
-        it, in two commands; a crash between the two, or one that swallows the pop's
-        reply, loses it), and its run should not wait a minute for the replay."""
-        now, stall_s = time.monotonic(), self.settings.stall_s
+    def observe_servers(self) -> None:
+        """Note each Redis server's ``run_id`` (the store's, and the broker's if it is
+        another): a new one means it restarted or a failover replaced it.  Every worker
+        calls this at every reaper tick, whether or not it holds the reaper lock, so that
+        the worker that takes the lock after a restart knows of it too.
+
+        Raises:
+            StoreError: Redis cannot be reached (the next tick tries again).
+        """
         ids = set(self.leases.server_ids())
         if self._servers and ids != self._servers:
             log.warning("Redis restarted or failed over: for %.0f s, runs quiet for %.0f s "
-                        "are looked at (a message in flight may have been lost)", stall_s,
-                        self.settings.stall_after_restart_s)
-            self._moved_at = now
+                        "are looked at (a message in flight may have been lost)",
+                        self.settings.stall_s, self.settings.stall_after_restart_s)
+            self._moved_at = time.monotonic()
         self._servers = ids
-        if now - self._moved_at < stall_s:
+
+    def stall_threshold_s(self) -> float:
+        """How long a run must be quiet to be looked at: ``stall_s``; or, for ``stall_s``
+        after this worker saw a Redis server (the store's or the broker's) restart or
+        be replaced by a failover (:meth:`observe_servers`), ``stall_after_restart_s``.
+        Such an event can lose a message in flight (kombu pops a message, then records
+        it, in two commands; a crash between the two, or one that swallows the pop's
+        reply, loses it), and its run should not wait a minute for the replay."""
+        stall_s = self.settings.stall_s
+        if time.monotonic() - self._moved_at < stall_s:
             return min(stall_s, self.settings.stall_after_restart_s)
         return stall_s
 

@@ -223,11 +223,12 @@ def test_a_run_whose_messages_went_missing_is_replayed(
 
 def test_a_message_lost_across_a_redis_restart_is_replayed_without_waiting_stall_s(
         redis_binary: str) -> None:
-    """A run's queued message is lost and Redis restarts (SIGKILL, back from its AOF):
-    the reaper sees the server's new ``run_id`` and, for the next ``stall_s``, looks at
-    runs quiet for ``stall_after_restart_s`` (2 s here), so the run is replayed long
-    before ``stall_s`` (ten minutes here, so that path cannot be what recovers it).  Each
-    step runs once (counted in the step)."""
+    """A run's queued message is lost and Redis restarts (SIGKILL, down 4 s, back from its
+    AOF): the reaper sees the server's new ``run_id`` and, for the next ``stall_s``, looks
+    at runs quiet for ``stall_after_restart_s`` (2 s here), so the run is replayed long
+    before ``stall_s`` (ten minutes here, so that path cannot be what recovers it).  Two
+    workers: the reaper lock runs out while Redis is down, and whichever takes it after
+    has seen the restart too.  Each step runs once (counted in the step)."""
     with RedisServer(binary=redis_binary, appendonly=True,
                      extra_args=("--appendfsync", "always")) as server:
         quick = {"stall_s": 600.0, "stall_after_restart_s": 2.0}
@@ -236,12 +237,15 @@ def test_a_message_lost_across_a_redis_restart_is_replayed_without_waiting_stall
         run_id = coord.submit(zigzag_11)
         r = redis.Redis.from_url(server.url, decode_responses=True)
         _lose(r, coord.store.keys)
-        workers = [WorkerProcess(server.url, "restart", concurrency=2, **quick)]
+        workers = [WorkerProcess(server.url, f"restart{i}", concurrency=2, **quick)
+                   for i in range(2)]
         try:
-            workers[0].wait_ready(coord.app)
-            time.sleep(3.0)  # reaper passes: it knows the server before the restart
+            for w in workers:
+                w.wait_ready(coord.app)
+            time.sleep(3.0)  # reaper ticks: each worker knows the server before the restart
             assert r.hlen(f"test:exec:{run_id}") == 0, "a step ran"
             server.kill()
+            time.sleep(4.0)  # longer than the reaper lock's 3 s
             server.restart()
             wait_until(server.ping, 30, message="redis did not come back")
             r = redis.Redis.from_url(server.url, decode_responses=True)
@@ -252,8 +256,9 @@ def test_a_message_lost_across_a_redis_restart_is_replayed_without_waiting_stall
             assert view.run.status.value == "succeeded", statuses(view)
             counts = {k: int(v) for k, v in r.hgetall(f"test:exec:{run_id}").items()}
             assert counts == {s.step_id: 1 for s in view.steps}
-            log = workers[0].tail(400)
-            assert "Redis restarted or failed over" in log and "made no progress" in log
+            logs = [w.tail(400) for w in workers]
+            assert all("Redis restarted or failed over" in log for log in logs)
+            assert any(f"run {run_id} made no progress" in log for log in logs)
         finally:
             for w in workers:
                 w.stop()
