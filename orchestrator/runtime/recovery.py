@@ -43,10 +43,10 @@ from orchestrator.core.plan import ChordNode, TaskNode, is_join, walk
 from orchestrator.core.priorities import Priority, band_queue
 from orchestrator.core.states import RunStatus
 from orchestrator.errors import RunDamaged, RunNotFound
+from orchestrator.outages import kind_of
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
-from orchestrator.store import StoreUnreachable
 from orchestrator.store.leases import Expired, Leases
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Recovery:
         run, so that no failure of one part keeps a stalled run from being replayed.
 
         Raises:
-            StoreError: Redis cannot be reached (the next pass tries again).
+            StoreError: Redis cannot be reached (:func:`orchestrator.outages.kind_of`; the
+                next pass tries again).
         """
         out = Reaped()
         for name, part in (("expired leases", self._expired), ("unheld messages", self._unheld),
@@ -97,9 +98,9 @@ class Recovery:
                            ("runs being unwound", self._compensating)):
             try:
                 part(out)
-            except StoreUnreachable:
-                raise
-            except Exception:
+            except Exception as exc:
+                if kind_of(exc) is not None:  # Redis unreachable: the pass cannot go on
+                    raise
                 log.exception("reaper: the pass over %s failed; the other parts go on, and "
                               "the next pass tries it again", name)
         return out

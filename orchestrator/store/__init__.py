@@ -10,9 +10,7 @@
   ``records.py`` holds the records handed out.
 """
 
-from redis.exceptions import ConnectionError as _ConnectionError
 from redis.exceptions import RedisError as StoreError
-from redis.exceptions import TimeoutError as _TimeoutError
 
 from orchestrator.store.callbacks import CallbackRegistry
 from orchestrator.store.fields import Event, Metrics
@@ -22,11 +20,7 @@ from orchestrator.store.records import RunRecord, StepRun
 from orchestrator.store.runs import RunStore
 
 __all__ = ["AsyncRunReader", "CallbackRegistry", "Event", "Keys", "Metrics", "RunRecord",
-           "RunStore", "StepRun", "StoreError", "StoreUnreachable"]
+           "RunStore", "StepRun", "StoreError"]
 
 # StoreError: any failure to reach or use Redis (redis-py's RedisError), so that code
 # outside this package catches store failures without importing redis itself.
-
-StoreUnreachable = (_ConnectionError, _TimeoutError)
-"""The :data:`StoreError` kinds that mean Redis could not be reached or did not answer in
-time (as opposed to Redis answering with an error): catch them as a tuple."""
