@@ -6,7 +6,10 @@ Two private ``redis-server`` s, S and B. Three arms, each with its own prefork w
 
 * **shared**: ours, broker and store on S (the default deployment);
 * **apart**: ours, store on S and broker on B (``ORCH_BROKER_URL``), another key prefix;
-* **raw**: raw Celery ``chain`` s on S (broker and result backend).
+* **raw**: raw Celery ``chain`` s on S (broker and result backend);
+* **cluster** (with ``--cluster``): ours, the store on a three-master Redis Cluster C
+  (``ORCH_REDIS_CLUSTER``: every key under one hash tag, so on the one master that serves
+  its slot) and the broker (with Celery's result backend) on B.
 
 A round submits ``--lines`` lines of ``--steps`` no-op steps at once and waits for the
 last to end. Per arm: step runs per second (all steps / (last end - submit)), each
@@ -23,6 +26,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +34,16 @@ import redis
 
 from bench import flows, raw
 from bench.stack import Worker, server_cpu_usec
+from orchestrator.dev.localcluster import RedisCluster
 from orchestrator.dev.localredis import RedisServer
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
 
 ARMS = ("shared", "apart", "raw")
+CLUSTER_ARM = "cluster"
 APART_PREFIX = "orchb"
+CLUSTER_PREFIX = "orchc"
 
 
 @dataclass
@@ -57,6 +64,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--lines", type=int, default=4, help="lines submitted at once per round")
     p.add_argument("--steps", type=int, default=150, help="steps per line")
+    p.add_argument("--cluster", action="store_true",
+                   help="a fourth arm: the store on a three-master Redis Cluster")
     return p.parse_args(argv)
 
 
@@ -84,10 +93,14 @@ def _wait(check: Callable[[], bool], timeout_s: float = 300.0) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     n = args.steps
+    arms = ARMS + ((CLUSTER_ARM,) if args.cluster else ())
     with RedisServer(extra_args=("--maxmemory-policy", "noeviction")) as s_srv, \
-            RedisServer(extra_args=("--maxmemory-policy", "noeviction")) as b_srv:
+            RedisServer(extra_args=("--maxmemory-policy", "noeviction")) as b_srv, \
+            (RedisCluster() if args.cluster else nullcontext()) as c_srv:
         s_r = redis.Redis.from_url(s_srv.url, decode_responses=True)
         b_r = redis.Redis.from_url(b_srv.url, decode_responses=True)
+        c_rs = ([redis.Redis.from_url(u, decode_responses=True) for u in c_srv.urls]
+                if c_srv is not None else [])
         packages = ("workflows", "bench.flows", "bench.chaos_steps")
         shared = Settings(redis_url=s_srv.url, workflow_packages=packages,
                           default_queue="default")
@@ -101,12 +114,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                           env={"ORCH_BROKER_URL": b_srv.url,
                                "ORCH_KEY_PREFIX": APART_PREFIX}),
                    Worker("raw", "prefork", 2, s_srv.url)]
+        if c_srv is not None:  # the broker on B, a queue of its own
+            on_cluster = Settings(redis_url=c_srv.urls[0], redis_cluster=True,
+                                  broker_url=b_srv.url, key_prefix=CLUSTER_PREFIX,
+                                  workflow_packages=packages, default_queue="clustered")
+            coords[CLUSTER_ARM] = Coordinator(on_cluster, discover(packages))
+            workers.append(Worker("orch", "prefork", 2, c_srv.urls[0], tag="-cluster",
+                                  queue="clustered",
+                                  env={"ORCH_BROKER_URL": b_srv.url,
+                                       "ORCH_REDIS_CLUSTER": "true",
+                                       "ORCH_DEFAULT_QUEUE": "clustered",
+                                       "ORCH_KEY_PREFIX": CLUSTER_PREFIX}))
         try:
             for w in workers:
                 w.start()
             workers[0].wait_ready(coords["shared"].app)
             workers[1].wait_ready(coords["apart"].app)
             workers[2].wait_ready(raw_app)
+            if c_srv is not None:
+                workers[3].wait_ready(coords[CLUSTER_ARM].app)
             wf = flows.linear(n, name="bench_apart")
 
             def ours(arm: str) -> float:
@@ -128,20 +154,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return max(float(x.get(timeout=10)) for x in res) - t0
 
             run = {"shared": lambda: ours("shared"), "apart": lambda: ours("apart"),
-                   "raw": rawc}
-            figs = {a: Figures() for a in ARMS}
+                   "raw": rawc, CLUSTER_ARM: lambda: ours(CLUSTER_ARM)}
+            figs = {a: Figures() for a in arms}
             steps = n * args.lines
-            for a in ARMS:  # warm-up, discarded
+            for a in arms:  # warm-up, discarded
                 run[a]()
-            by_arm = dict(zip(ARMS, workers, strict=True))
+            by_arm = dict(zip(arms, workers, strict=True))
+
+            def store_cpu_usec(arm: str) -> int:
+                """S's CPU; for the cluster arm, the busiest node's (the store's)."""
+                if arm != CLUSTER_ARM:
+                    return server_cpu_usec(s_r)
+                return max(server_cpu_usec(c) for c in c_rs)
+
             for i in range(args.rounds):
-                order = ARMS if i % 2 == 0 else tuple(reversed(ARMS))
+                order = arms if i % 2 == 0 else tuple(reversed(arms))
                 for a in order:
                     pids = by_arm[a].pids()
-                    s0, b0 = server_cpu_usec(s_r), server_cpu_usec(b_r)
+                    before = [server_cpu_usec(c) for c in c_rs] if a == CLUSTER_ARM else []
+                    s0, b0 = store_cpu_usec(a), server_cpu_usec(b_r)
                     w0 = process_cpu_usec(pids)
                     wall = run[a]()
-                    s1, b1 = server_cpu_usec(s_r), server_cpu_usec(b_r)
+                    b1 = server_cpu_usec(b_r)
+                    if a == CLUSTER_ARM:  # the busiest master over the round
+                        s0, s1 = 0, max(server_cpu_usec(c) - x
+                                        for c, x in zip(c_rs, before, strict=True))
+                    else:
+                        s1 = store_cpu_usec(a)
                     w1 = process_cpu_usec(pids)
                     f = figs[a]
                     f.rate.append(steps / wall)
@@ -150,18 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f.w_cpu.append((w1 - w0) / steps)
                 print(f"round {i + 1}/{args.rounds}: " + " | ".join(
                     f"{a} {figs[a].rate[-1]:.0f} steps/s, S {figs[a].s_cpu[-1]:.0f} µs, "
-                    f"B {figs[a].b_cpu[-1]:.0f} µs" for a in ARMS), flush=True)
+                    f"B {figs[a].b_cpu[-1]:.0f} µs" for a in arms), flush=True)
         finally:
             for w in workers:
                 w.stop()
     med = statistics.median
     print(f"\n{args.rounds} rounds of {args.lines} lines x {n} no-op steps, medians "
           "(range):\n")
-    print("| arm | step runs/s | Redis S CPU µs/step | Redis B CPU µs/step | busiest "
-          "Redis µs/step | steps/s one busiest core carries | worker CPU µs/step |")
+    print("| arm | step runs/s | Redis S CPU µs/step (cluster: busiest master) | Redis B "
+          "CPU µs/step | busiest Redis µs/step | steps/s one busiest core carries | worker "
+          "CPU µs/step |")
     print("|---|---|---|---|---|---|---|")
     cap = {}
-    for a in ARMS:
+    for a in arms:
         f = figs[a]
         busiest = [max(x, y) for x, y in zip(f.s_cpu, f.b_cpu, strict=True)]
         cap[a] = 1e6 / med(busiest)
@@ -171,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\ncapacity of one deployment's Redis: apart {cap['apart'] / cap['shared']:.2f}x "
           f"shared; shared {cap['shared'] / cap['raw']:.2f}x and apart "
           f"{cap['apart'] / cap['raw']:.2f}x raw Celery's on one Redis")
+    if CLUSTER_ARM in cap:
+        print(f"store on a cluster: {cap[CLUSTER_ARM] / cap['apart']:.2f}x apart's capacity "
+              f"(one hash tag: the store on one master), step runs/s "
+              f"{med(figs[CLUSTER_ARM].rate) / med(figs['apart'].rate):.2f}x apart's")
     return 0
 
 

@@ -196,9 +196,9 @@ class StoreIncompatible(DispatchError):
 
 
 class StoreIsCluster(StoreIncompatible):
-    """The Redis at the store's (or the broker's) URL is a Redis Cluster node: the run
-    store's scripts touch keys of many slots at once, and kombu's Redis transport does not
-    speak Cluster, so this release refuses it before writing anything.
+    """The Redis at the store's URL is a Redis Cluster node but ``ORCH_REDIS_CLUSTER`` is
+    not set (a standalone store's keys spread over many slots), or the broker's URL is one
+    (kombu's Redis transport does not speak Cluster): refused before anything is written.
 
     Attributes:
         url: the Redis URL, password masked.  variable: the setting that names it.
@@ -207,16 +207,39 @@ class StoreIsCluster(StoreIncompatible):
     def __init__(self, url: str, variable: str = "ORCH_REDIS_URL") -> None:
         self.url, self.variable = url, variable
         super().__init__(
-            f"Redis at {url} is a Redis Cluster node (cluster_enabled:1); the run store "
-            "and the broker need one Redis server, or a Sentinel group, and nothing was "
-            f"changed. Fix: {self.fix_for(variable)}")
+            f"Redis at {url} is a Redis Cluster node (cluster_enabled:1); "
+            + ("the broker needs one Redis server, or a Sentinel group"
+               if variable == "ORCH_BROKER_URL" else
+               "the run store uses a cluster only with ORCH_REDIS_CLUSTER set")
+            + f", and nothing was changed. Fix: {self.fix_for(variable)}")
 
     @staticmethod
     def fix_for(variable: str) -> str:
         """The fix, naming the setting ``variable``."""
+        if variable == "ORCH_BROKER_URL":
+            return (f"point {variable} at a standalone Redis (with a replica and Sentinels "
+                    "for failover: docs/operations.md); kombu's Redis transport cannot "
+                    "use a Redis Cluster (docs/scaling.md, 'Redis Cluster').")
         return (f"point {variable} at a standalone Redis (with a replica and Sentinels "
-                "for failover: docs/operations.md); Redis Cluster is not supported yet "
+                "for failover: docs/operations.md), or keep the run store on the cluster "
+                "with ORCH_REDIS_CLUSTER=true and ORCH_BROKER_URL on a standalone Redis "
                 "(docs/scaling.md, 'Redis Cluster').")
+
+
+class StoreNotCluster(StoreIncompatible):
+    """``ORCH_REDIS_CLUSTER`` is set, but the Redis at the store's URL is not a Redis
+    Cluster node (``cluster_enabled:0``): nothing was written.
+
+    Attributes:
+        url: the Redis URL, password masked.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__(
+            f"ORCH_REDIS_CLUSTER is set, but Redis at {url} is not a Redis Cluster node "
+            "(cluster_enabled:0), and nothing was changed. Fix: unset ORCH_REDIS_CLUSTER "
+            "for a standalone Redis, or point ORCH_REDIS_URL at a node of the cluster.")
 
 
 class StoreSchemaMismatch(StoreIncompatible):

@@ -83,8 +83,12 @@ def kind_of(exc: BaseException) -> type[StoreUnavailable] | None:
         return RedisAuthFailed
     if "TimeoutError" in names or "timeout" in names or "Timeout" in texts:
         return RedisTimedOut
-    if names & {"ConnectionError", "OperationalError", "OSError"}:
+    if names & {"ConnectionError", "OperationalError", "OSError", "ClusterDownError",
+                 "MasterDownError"}:
         return RedisUnreachable
+    if ("RedisClusterException" in names and "cannot be connected" in texts
+            and "not enabled" not in texts):
+        return RedisUnreachable  # no node of a cluster answered
     return None
 
 

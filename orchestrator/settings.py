@@ -126,6 +126,11 @@ class Settings(BaseSettings):
                                    "before they report that Redis did not answer (exit 5, "
                                    "or a 503); workers keep the store's longer default.")
     key_prefix: str = Field("orch", description="Prefix of every run-store key.")
+    redis_cluster: bool = Field(False, description="ORCH_REDIS_URL is a node of a Redis "
+                                "Cluster: the run store speaks Cluster, every key under "
+                                "one hash tag ({ORCH_KEY_PREFIX}), so each script touches "
+                                "one slot.  Needs ORCH_BROKER_URL on a standalone Redis "
+                                "(kombu cannot use a cluster); docs/scaling.md.")
     workflow_packages: Annotated[tuple[str, ...], NoDecode] = Field(
         ("workflows",), description="Packages imported to find workflows and step "
         "functions: comma-separated (a,b) or a JSON list.")
@@ -451,6 +456,16 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_BROKER_URL {mask_url(self.broker_url)} names Sentinels: "
                              "set ORCH_BROKER_SENTINEL_MASTER to the name of the group they "
                              "monitor (`sentinel monitor <name> ...` in their config)")
+        if self.redis_cluster:
+            if sentinel:
+                raise ValueError("ORCH_REDIS_CLUSTER is set but ORCH_REDIS_URL names "
+                                 "Sentinels: a cluster fails over by itself; give one "
+                                 "cluster node's redis:// URL, or unset ORCH_REDIS_CLUSTER")
+            if not self.broker_apart:
+                raise ValueError("ORCH_REDIS_CLUSTER is set but the broker would be on the "
+                                 "cluster too (kombu's Redis transport cannot use one): set "
+                                 "ORCH_BROKER_URL to a standalone Redis (or a Sentinel "
+                                 "group); docs/scaling.md, Redis Cluster")
         return self
 
     @property
@@ -459,7 +474,15 @@ class Settings(BaseSettings):
         every store client is made from (:mod:`orchestrator.store.connection`)."""
         from orchestrator.store.connection import RedisTarget
         return RedisTarget(url=self.redis_url, sentinel_master=self.redis_sentinel_master,
-                           sentinel_password=self.redis_sentinel_password)
+                           sentinel_password=self.redis_sentinel_password,
+                           cluster=self.redis_cluster)
+
+    @property
+    def backend_target(self) -> RedisTarget:
+        """Where Celery's result backend (its chord counters) is: the run store's Redis,
+        but the broker's when the store is a Redis Cluster (Celery's backend is not
+        cluster-aware)."""
+        return self.broker_target if self.redis_cluster else self.redis_target
 
     @property
     def broker_apart(self) -> bool:

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     catalog = discover(settings.workflow_packages, limits=limits_of(settings))
     app = Celery("orchestrator", set_as_current=True)
     app.conf.update(celery_config(settings))
-    app.conf.result_backend = send_only_backend_url(settings.redis_url)
+    app.conf.result_backend = send_only_backend_url(settings.backend_target.url)
     # acknowledgements that survive a Redis restart (see orchestrator.runtime.broker)
     app.conf.broker_transport = (broker.WORKER_SENTINEL_TRANSPORT
                                  if is_sentinel_url(settings.broker_target.url)

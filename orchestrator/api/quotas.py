@@ -39,7 +39,7 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -49,6 +49,7 @@ from orchestrator.errors import StoreUnavailable, Throttled
 from orchestrator.outages import explain, mask_url
 from orchestrator.settings import Settings
 from orchestrator.store import AsyncRunReader, StoreError
+from orchestrator.store.connection import cluster_uri
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +179,17 @@ class Quotas:
         ``reader.open()``, in the serving loop)."""
         if self.rate is None:
             return
-        # The URI only picks redis-py's asyncio client; the connections are the reader's
-        # bounded pool (one server or a Sentinel group's master).
-        storage = RedisStorage("async+redis://", implementation="redispy",
-                               key_prefix=reader.keys.rate_limits(),
-                               connection_pool=reader.short_pool)
+        storage: RedisStorage | RedisClusterStorage
+        if reader.target.cluster:  # a cluster client of the limiter's own, same node
+            storage = RedisClusterStorage(
+                cluster_uri(reader.target), implementation="redispy",
+                key_prefix=reader.keys.rate_limits(), **reader.socket_options())
+        else:
+            # The URI only picks redis-py's asyncio client; the connections are the
+            # reader's bounded pool (one server or a Sentinel group's master).
+            storage = RedisStorage("async+redis://", implementation="redispy",
+                                   key_prefix=reader.keys.rate_limits(),
+                                   connection_pool=reader.short_pool)
         self._limiter = MovingWindowRateLimiter(storage)
 
     async def check_rate(self, key: str) -> None:

@@ -44,13 +44,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     # a Sentinel URL: the group's name and the Sentinels' password (none for one server)
     transport.update(celery_transport_options(settings.broker_target))
-    sentinel = celery_transport_options(settings.redis_target)
+    sentinel = celery_transport_options(settings.backend_target)
     return {
         # the queues on the broker's Redis (the store's unless ORCH_BROKER_URL names
-        # another); Celery's results and chord counters with the store
+        # another); Celery's results and chord counters with the store (with the broker
+        # when the store is a Redis Cluster: Celery's backend does not speak Cluster)
         "broker_url": settings.broker_target.url,
         broker.APART: settings.broker_apart,
-        "result_backend": settings.redis_url,
+        "result_backend": settings.backend_target.url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": vt, **sentinel},
         "visibility_timeout": vt,
@@ -156,7 +157,7 @@ def client_app(settings: Settings, timeout_s: float | None = None) -> Celery:
     """
     app = Celery("orchestrator", set_as_current=False)
     app.conf.update(celery_config(settings))
-    app.conf.result_backend = send_only_backend_url(settings.redis_url)
+    app.conf.result_backend = send_only_backend_url(settings.backend_target.url)
     if not is_sentinel_url(settings.broker_target.url):  # a client per channel, not message
         app.conf.broker_transport = broker.TRANSPORT
     if timeout_s is not None:

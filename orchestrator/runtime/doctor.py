@@ -49,7 +49,8 @@ def _bad(check: str, message: str, fix: str) -> Finding:
 def redis_findings(coord: Coordinator) -> list[Finding]:
     """Redis: reachable, its version, persistence, and the eviction policy; and the
     broker's Redis the same, when it is another (``ORCH_BROKER_URL``)."""
-    out = _server_findings(coord.store.client, "", "ORCH_REDIS_URL")
+    out = _server_findings(coord.store.client, "", "ORCH_REDIS_URL",
+                           home=coord.store.keys.schema() if coord.store.cluster else None)
     if out[0].ok and out[1].ok:  # answers, and not a cluster node (MOVED for the schema)
         out.insert(1, schema_finding(coord))
     if coord.store.broker_apart:
@@ -57,8 +58,10 @@ def redis_findings(coord: Coordinator) -> list[Finding]:
     return out
 
 
-def _server_findings(r: Any, label: str, variable: str) -> list[Finding]:
-    """One Redis server's findings, their checks named with ``label`` first."""
+def _server_findings(r: Any, label: str, variable: str,
+                     home: str | None = None) -> list[Finding]:
+    """One Redis server's findings, their checks named with ``label`` first; ``home``: a
+    key of a store on a Redis Cluster (``ORCH_REDIS_CLUSTER``), whose node ``r`` asks."""
     what = f"The {label}Redis" if label else "Redis"
     try:
         server = r.info("server")
@@ -68,7 +71,8 @@ def _server_findings(r: Any, label: str, variable: str) -> list[Finding]:
         return [_bad(f"{label}redis", f"{what} does not answer: {type(exc).__name__}: {exc}",
                      f"Start Redis, or point {variable} at it.")]
     out = [_ok(f"{label}redis", f"{what} {server.get('redis_version')} answers"),
-           _cluster_finding(r, label, what, variable)]
+           _cluster_finding(r, label, what, variable) if home is None
+           else _home_finding(r, home)]
     aof = int(persistence.get("aof_enabled", 0)) == 1
     try:
         save = str(r.config_get("save").get("save", ""))
@@ -102,6 +106,17 @@ def _cluster_finding(r: Any, label: str, what: str, variable: str) -> Finding:
     return _bad(f"{label}cluster", f"{what} is a Redis Cluster node (cluster_enabled:1): "
                 "the run store's scripts and the broker need one Redis server, and every "
                 "command refuses it", StoreIsCluster.fix_for(variable))
+
+
+def _home_finding(r: Any, home: str) -> Finding:
+    """Where a store on a Redis Cluster lives: the one slot of its hash tag, and the node
+    that serves it (the one whose persistence and eviction the next findings show)."""
+    slot = r.keyslot(home)
+    node = r.get_node_from_key(home)
+    masters = len(r.get_primaries())
+    return _ok("cluster", f"a Redis Cluster of {masters} masters; the run store's keys are "
+               f"in one slot ({slot}, hash tag of {home.split(':', 1)[0]}), served by "
+               f"{node.host}:{node.port}")
 
 
 def schema_finding(coord: Coordinator) -> Finding:

@@ -22,6 +22,7 @@ call :func:`client` or :func:`async_client`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -30,7 +31,10 @@ import redis.asyncio as aioredis
 import redis.asyncio.sentinel as asentinel
 import redis.sentinel
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from redis.exceptions import RedisClusterException
 
+from orchestrator import forks
+from orchestrator.errors import StoreNotCluster
 from orchestrator.outages import mask_url
 
 SENTINEL_SCHEME = "sentinel"
@@ -56,6 +60,8 @@ class RedisTarget(BaseModel):
                                  "`sentinel monitor <name>` of the Sentinels' config).")
     sentinel_password: SecretStr = Field(SecretStr(""), description="The Sentinels' "
                                          "own password (their requirepass), if any.")
+    cluster: bool = Field(False, description="The URL is a node of a Redis Cluster: "
+                          "clients follow the cluster's slots (``ORCH_REDIS_CLUSTER``).")
 
     @property
     def is_sentinel(self) -> bool:
@@ -188,7 +194,8 @@ class _AsyncBlockingSentinelPool(asentinel.SentinelConnectionPool,
 
 
 def client(where: RedisTarget | str, *, decode_responses: bool,
-           pool_wait_s: float | None = None, **options: Any) -> redis.Redis:
+           pool_wait_s: float | None = None, home: str | None = None,
+           **options: Any) -> redis.Redis:
     """A redis-py client on the server, or on the Sentinel group's current master.
 
     Args:
@@ -197,6 +204,9 @@ def client(where: RedisTarget | str, *, decode_responses: bool,
         pool_wait_s: with ``max_connections``, a bounded pool: a caller that finds every
             connection in use waits up to this long, then gets ``ConnectionError`` (None:
             redis-py's plain pool, which refuses the connection past the bound at once).
+        home: on a Redis Cluster, a key of the store: commands that name no key
+            (``TIME``, ``INFO``, ``PING``, ``CONFIG GET``) go to the node that serves its
+            slot, the store's node (else to any node).  Unused elsewhere.
         **options: connection and pool options of redis-py (``socket_timeout``,
             ``socket_connect_timeout``, ``socket_keepalive``, ``health_check_interval``,
             ``client_name``, ``max_connections``...), the same for both kinds.
@@ -209,6 +219,20 @@ def client(where: RedisTarget | str, *, decode_responses: bool,
         ValueError: a Sentinel URL without a group name, or a bad Sentinel URL.
     """
     t = target_of(where)
+    if t.cluster:  # redis-py's pools per node: no bounded wait (``pool_wait_s`` unused)
+        def make() -> Any:
+            try:  # it asks a node for the cluster's slots at once
+                made = redis.RedisCluster.from_url(t.url, decode_responses=decode_responses,
+                                                   **options)
+            except RedisClusterException as exc:
+                raise _not_cluster(t, exc) from None  # not an outage: nothing to look in
+            if home is not None:
+                node = made.get_node_from_key(home)  # type: ignore[no-untyped-call]
+                made.set_default_node(node)  # type: ignore[no-untyped-call]
+            return made
+
+        lazy: redis.Redis = LazyCluster(make)  # type: ignore[assignment]
+        return lazy
     if pool_wait_s is not None:
         options["timeout"] = pool_wait_s
     if not t.is_sentinel:
@@ -237,6 +261,10 @@ def async_client(where: RedisTarget | str, *, decode_responses: bool,
         ValueError: a Sentinel URL without a group name, or a bad Sentinel URL.
     """
     t = target_of(where)
+    if t.cluster:
+        cluster: aioredis.Redis = aioredis.RedisCluster.from_url(  # type: ignore[assignment]
+            t.url, decode_responses=decode_responses, **options)
+        return cluster
     if pool_wait_s is not None:
         options["timeout"] = pool_wait_s
     if not t.is_sentinel:
@@ -256,6 +284,53 @@ def async_client(where: RedisTarget | str, *, decode_responses: bool,
         master, redis_class=aioredis.Redis, connection_pool_class=pool_class,
         decode_responses=decode_responses, **_master_kwargs(addr, options))
     return master_client
+
+
+class LazyCluster:
+    """A redis-py ``RedisCluster`` made at its first use, as a plain client connects at
+    its first command: a process starts while the cluster is down, and the first command
+    raises what a standalone server's would (unreachable, or :class:`StoreNotCluster`),
+    and again at each use until the cluster answers.  Every attribute is the client's."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._made: Any = None
+        self._lock = forks.lock()
+
+    def _client(self) -> Any:
+        made = self._made
+        if made is None:
+            with self._lock:
+                if self._made is None:
+                    self._made = self._make()
+                made = self._made
+        return made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
+
+
+def speaks_cluster(client: Any) -> bool:
+    """Whether ``client`` is a Redis Cluster client: its pipelines refuse the commands
+    that name no key (``TIME``, ``INFO``), which go on their own."""
+    return isinstance(client, LazyCluster | redis.RedisCluster | aioredis.RedisCluster)
+
+
+def _not_cluster(t: RedisTarget, exc: RedisClusterException) -> Exception:
+    """What a cluster client's failure to start means: :class:`StoreNotCluster` when the
+    server is a standalone one, else ``exc`` (an unreachable cluster: see
+    :mod:`orchestrator.outages`)."""
+    if "cluster mode is not enabled" in str(exc).lower():
+        return StoreNotCluster(t.masked)
+    return exc
+
+
+def cluster_uri(where: RedisTarget | str) -> str:
+    """The ``limits`` library's URI of a Redis Cluster target (its rate limiter makes its
+    own cluster client from it): ``async+redis+cluster://[user:password@]host:port``."""
+    parts = urlsplit(target_of(where).url)
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return f"async+redis+cluster://{auth}{parts.hostname}:{parts.port or 6379}"
 
 
 def celery_transport_options(where: RedisTarget | str) -> dict[str, Any]:

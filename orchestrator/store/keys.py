@@ -8,6 +8,19 @@ from dataclasses import dataclass
 from orchestrator.core.tenants import DEFAULT_TENANT
 
 
+def store_prefix(prefix: str, cluster: bool) -> str:
+    """The prefix of every key for ``Settings.key_prefix``: on a Redis Cluster, under one
+    hash tag (``{orch}``, unless the prefix carries a tag already), so that every key of
+    the store hashes to one slot and each script, which touches a run's keys and the
+    shared indexes together, runs on one node."""
+    if not cluster:
+        return prefix
+    start = prefix.find("{")
+    if start != -1 and prefix.find("}", start + 2) != -1:
+        return prefix  # a non-empty tag already: Redis hashes only what is inside it
+    return "{" + prefix + "}"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key builders for one ``prefix`` (``Settings.key_prefix``)."""

@@ -72,6 +72,7 @@ class Leases:
         self._r = client
         self._b = client if broker is None else broker
         self.keys = keys
+        self._cluster = connection.speaks_cluster(client)
 
     @classmethod
     def from_url(cls, url: RedisTarget | str, keys: Keys, timeout_s: float,
@@ -81,7 +82,8 @@ class Leases:
         ``url``: one server's URL or a target (a Sentinel group: :mod:`.connection`);
         ``broker``: the broker's, if it is another Redis."""
         def connect(where: RedisTarget | str) -> Any:
-            return connection.client(where, decode_responses=True, socket_keepalive=True,
+            return connection.client(where, decode_responses=True, home=keys.schema(),
+                                     socket_keepalive=True,
                                      socket_timeout=timeout_s,
                                      socket_connect_timeout=timeout_s)
 
@@ -199,10 +201,10 @@ class Leases:
         oldest = (k.unacked_index(), "-inf", time.time() - grace_s)
         p = self._r.pipeline(transaction=False)
         p.hgetall(k.workers_holding())
-        p.time()
+        self._queue_time(p)
         if self._b is self._r:  # one Redis: one round trip, as before the broker apart
             p.zrangebyscore(*oldest, start=0, num=limit)
-        holding, (secs, micro), *got = p.execute()
+        holding, (secs, micro), *got = self._with_time(p.execute(), 1)
         tags = got[0] if got else self._b.zrangebyscore(*oldest, start=0, num=limit)
         if not tags:
             return []
@@ -315,10 +317,10 @@ class Leases:
         if not run_ids:
             return {}
         p = self._r.pipeline(transaction=False)
-        p.time()
+        self._queue_time(p)
         for rid in run_ids:
             p.xrevrange(self.keys.events(rid), count=1)
-        (secs, _micro), *lasts = p.execute()
+        (secs, _micro), *lasts = self._with_time(p.execute(), 0)
         return {rid: max(0.0, float(secs) - int(str(last[0][0]).split("-")[0]) / 1000)
                 for rid, last in zip(run_ids, lasts, strict=True) if last}
 
@@ -328,6 +330,19 @@ class Leases:
         failover."""
         clients = (self._r,) if self._b is self._r else (self._r, self._b)
         return [str(c.info("server")["run_id"]) for c in clients]
+
+    def _queue_time(self, p: Any) -> None:
+        """Queue ``TIME`` in a pipeline of the store, unless the store is a Redis Cluster
+        (its pipelines refuse a command that names no key: :meth:`_with_time`)."""
+        if not self._cluster:
+            p.time()
+
+    def _with_time(self, replies: list[Any], at: int) -> list[Any]:
+        """The pipeline's ``replies`` with ``TIME``'s at position ``at``: on a cluster,
+        asked now of the store's node (one more round trip), after the pipeline's."""
+        if self._cluster:
+            replies.insert(at, self._r.time())
+        return replies
 
     def live_lease(self, run_id: str) -> str | None:
         """The step run of the run whose lease a delivery holds live (its ``until`` not

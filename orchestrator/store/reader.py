@@ -71,13 +71,16 @@ class AsyncRunReader:
         self._blocking = self._bounded(self.stream_connections, BLOCKING_TIMEOUT_S)
         self._probe = self._bounded(PROBE_CONNECTIONS, self.short_timeout_s)
 
+    def socket_options(self, socket_timeout_s: float | None = None) -> dict[str, Any]:
+        """The options of a connection of short commands (or of ``socket_timeout_s``)."""
+        timeout_s = self.short_timeout_s if socket_timeout_s is None else socket_timeout_s
+        return {"health_check_interval": 25, "socket_keepalive": True,
+                "socket_connect_timeout": min(5.0, timeout_s), "socket_timeout": timeout_s}
+
     def _bounded(self, size: int, socket_timeout_s: float) -> Any:
         wait_s = self.pool_wait_s
-        options: dict[str, Any] = {
-            "decode_responses": True, "health_check_interval": 25, "socket_keepalive": True,
-            "socket_connect_timeout": min(5.0, socket_timeout_s),
-            "socket_timeout": socket_timeout_s,
-            "client_name": CLIENT_NAME}
+        options: dict[str, Any] = {"decode_responses": True, "client_name": CLIENT_NAME,
+                                   **self.socket_options(socket_timeout_s)}
         # a blocking pool, on one server or on a Sentinel group's master alike
         return connection.async_client(self.target, max_connections=size,
                                        pool_wait_s=wait_s, **options)

@@ -36,7 +36,7 @@ from orchestrator.store.fields import (
     Metrics,
     runs_metric,
 )
-from orchestrator.store.keys import Keys
+from orchestrator.store.keys import Keys, store_prefix
 from orchestrator.store.records import LeaseMode, Resumed, RunRecord, StepRun
 from orchestrator.store.run_cache import RunCache
 
@@ -81,7 +81,7 @@ class RunStore:
 
     def __init__(self, client: redis.Redis, keys: Keys, retention_s: int,
                  url: str = "", broker: redis.Redis | None = None,
-                 broker_url: str = "") -> None:
+                 broker_url: str = "", cluster: bool = False) -> None:
         # redis-py types replies as ``bytes | str``; with decode_responses=True they are str
         self._r: Any = client
         self._b: Any = client if broker is None else broker
@@ -91,6 +91,8 @@ class RunStore:
         """Where the store is, password masked (for messages)."""
         self.broker_url = mask_url(broker_url) if broker_url else self.url
         """Where the broker is (the store's URL unless apart), password masked."""
+        self.cluster = cluster
+        """Whether the store is a Redis Cluster (``ORCH_REDIS_CLUSTER``)."""
         self._schema_ok = False
         self.runs_seen = RunCache()
         """Runs whose fixed fields :meth:`begin_step` read already (this process)."""
@@ -129,7 +131,8 @@ class RunStore:
             StoreIsCluster: the store's (or the broker's) Redis is a Redis Cluster node.
         """
         if not self._schema_ok:
-            schema.refuse_cluster(self._r, self.url, "ORCH_REDIS_URL")
+            if not self.cluster:  # a cluster client refuses a standalone server itself
+                schema.refuse_cluster(self._r, self.url, "ORCH_REDIS_URL")
             if self.broker_apart:
                 schema.refuse_cluster(self._b, self.broker_url, "ORCH_BROKER_URL")
             schema.ensure(self._r, self.keys, self.url, release.current())
@@ -159,18 +162,19 @@ class RunStore:
                 are; None or the same target: ``url``'s.
         """
         target = target_of(url)
+        keys = Keys(store_prefix(prefix, target.cluster))
 
         def connect(where: RedisTarget) -> redis.Redis:
-            return connection.client(where, decode_responses=True,
+            return connection.client(where, decode_responses=True, home=keys.schema(),
                                      health_check_interval=25, socket_keepalive=True,
                                      socket_timeout=timeout_s,
                                      socket_connect_timeout=min(timeout_s, 5.0))
 
         other = target_of(broker) if broker is not None else target
         apart = other != target
-        return cls(connect(target), Keys(prefix), retention_s, target.url,
-                   broker=connect(other) if apart else None,
-                   broker_url=other.url if apart else "")
+        return cls(connect(target), keys, retention_s,
+                   target.url, broker=connect(other) if apart else None,
+                   broker_url=other.url if apart else "", cluster=target.cluster)
 
     # --- definitions ---------------------------------------------------------------------
 

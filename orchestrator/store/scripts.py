@@ -88,8 +88,15 @@ _NO_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 """Connection pools whose server has no Redis Functions (before Redis 7): EVALSHA there."""
 
 
+def _pool(client: Any) -> Any:
+    """What marks a server without functions: a client's (or pipeline's) connection pool;
+    a Redis Cluster client has none of its own and stands for itself (a cluster is Redis
+    7 or later: it always has functions)."""
+    return getattr(client, "connection_pool", None) or client
+
+
 def _functions(client: Any) -> bool:
-    return client.connection_pool not in _NO_FUNCTIONS
+    return _pool(client) not in _NO_FUNCTIONS
 
 
 def _lost(exc: ResponseError) -> bool | None:
@@ -137,7 +144,7 @@ class Script:
                 if lost:
                     load(client)
                     return client.fcall(self.function, len(keys), *keys, *args)
-                _NO_FUNCTIONS.add(client.connection_pool)
+                _NO_FUNCTIONS.add(_pool(client))
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -156,7 +163,7 @@ class Script:
                 if lost:
                     await client.function_load(library(), replace=True)
                     return await client.fcall(self.function, len(keys), *keys, *args)
-                _NO_FUNCTIONS.add(client.connection_pool)
+                _NO_FUNCTIONS.add(_pool(client))
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -244,7 +251,7 @@ def _without_functions(client: Any, exc: ResponseError) -> None:
     scripts go by ``EVALSHA``), or raise ``exc``."""
     if _lost(exc) is not False:
         raise exc
-    _NO_FUNCTIONS.add(client.connection_pool)
+    _NO_FUNCTIONS.add(_pool(client))
 
 
 async def aload(client: Any) -> None:
@@ -301,5 +308,5 @@ def _reload(client: Any, exc: ResponseError, attempt: int) -> bool:
     if lost is None or attempt == 3:
         raise exc
     if not lost:
-        _NO_FUNCTIONS.add(client.connection_pool)
+        _NO_FUNCTIONS.add(_pool(client))
     return lost

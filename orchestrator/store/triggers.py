@@ -20,8 +20,8 @@ from redis.exceptions import ResponseError
 
 from orchestrator.core.triggers import EventRecord
 from orchestrator.store import connection
-from orchestrator.store.connection import RedisTarget
-from orchestrator.store.keys import Keys
+from orchestrator.store.connection import RedisTarget, target_of
+from orchestrator.store.keys import Keys, store_prefix
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,12 @@ class TriggerStore:
             timeout_s: how long one command may wait (connecting included); keep it above
                 the consumer's ``block_s``.
         """
+        keys = Keys(store_prefix(prefix, target_of(url).cluster))
         client = connection.client(url, decode_responses=False, health_check_interval=25,
                                    socket_keepalive=True, socket_timeout=timeout_s,
-                                   socket_connect_timeout=min(timeout_s, 5.0))
-        return cls(client, Keys(prefix))
+                                   socket_connect_timeout=min(timeout_s, 5.0),
+                                   home=keys.schema())
+        return cls(client, keys)
 
     def close(self) -> None:
         """Close the client's connections."""

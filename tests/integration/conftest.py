@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ from orchestrator.settings import Settings
 from tests.support.api import CALLBACK_NETWORKS, CALLBACK_SECRET
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -138,3 +138,29 @@ def kill_while_running(coord: Coordinator, run_id: str, step_id: str,
     r.delete(f"test:inflight:{run_id}:{step_id}")
     return victim, killed_at
 
+
+
+def all_succeed_once_at_a_time(coord: Coordinator, runs: Sequence[str],
+                               workers: list[WorkerProcess],
+                               executions: Callable[[str], dict[str, int]],
+                               overlaps: Callable[[str], dict[str, int]],
+                               r: Any) -> int:
+    """After a fault: wait for every run to end, restarting a worker that exits (as a
+    supervisor would), and check that each succeeded, that every step ran, and that none
+    ran twice at once (``executions`` and ``overlaps``: the steps' own counts, read with
+    ``r``).  Returns how many step executions were repeated (one after another)."""
+    for rid in runs:
+        wait_until(lambda rid=rid: supervise(workers) >= 0  # type: ignore[misc]
+                   and coord.store.run(rid).status.terminal, 180, interval_s=0.2,
+                   message=lambda rid=rid: f"{rid} did not end: "  # type: ignore[misc]
+                   f"{statuses(coord.view(rid))}\n"
+                   + "\n".join(w.tail(40) for w in workers))
+        view = coord.view(rid)
+        assert view.run.status.value == "succeeded", statuses(view)
+        counts = executions(rid)
+        assert set(counts) == {s.step_id for s in view.steps}, (rid, counts)
+        if overlaps(rid):
+            print("\n".join(line for w in workers for line in w.tail(4000).splitlines()
+                            if rid in line or "lease" in line or "Redis" in line))
+        assert overlaps(rid) == {}, (rid, r.lrange(f"test:overlap-by:{rid}", 0, -1))
+    return sum(n - 1 for rid in runs for n in executions(rid).values())

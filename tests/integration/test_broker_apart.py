@@ -26,11 +26,17 @@ import redis
 from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.doctor import redis_findings
-from tests.integration.conftest import kill_while_running, make_settings, statuses, wait_run
+from tests.integration.conftest import (
+    all_succeed_once_at_a_time,
+    kill_while_running,
+    make_settings,
+    statuses,
+    wait_run,
+)
 from tests.integration.flows import long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess, supervise
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.redis
 
@@ -146,22 +152,8 @@ def test_either_redis_crashing_mid_run_loses_no_run(apart: Apart, which: str) ->
     time.sleep(1.0)
     server.restart()
     wait_until(server.ping, 30, message=f"the {which}'s Redis did not come back")
-    for rid in runs:
-        wait_until(lambda rid=rid: supervise(apart.workers) >= 0  # type: ignore[misc]
-                   and coord.store.run(rid).status.terminal, 180, interval_s=0.2,
-                   message=lambda rid=rid: f"{rid} did not end: "  # type: ignore[misc]
-                   f"{statuses(coord.view(rid))}\n"
-                   + "\n".join(w.tail(40) for w in apart.workers))
-        view = coord.view(rid)
-        assert view.run.status.value == "succeeded", statuses(view)
-        counts = apart.executions(rid)
-        assert set(counts) == {s.step_id for s in view.steps}, (rid, counts)
-        if apart.overlaps(rid):
-            print("\n".join(line for w in apart.workers for line in w.tail(4000).splitlines()
-                            if rid in line or "lease" in line or "Redis" in line))
-        assert apart.overlaps(rid) == {}, (rid, apart.r.lrange(f"test:overlap-by:{rid}",
-                                                               0, -1))
-    again = sum(n - 1 for rid in runs for n in apart.executions(rid).values())
+    again = all_succeed_once_at_a_time(coord, runs, apart.workers, apart.executions,
+                                       apart.overlaps, apart.r)
     bounces = Counter(m.group(1) for w in apart.workers
                       for m in BOUNCE.finditer(w.tail(20000)))
     most = max(bounces.values(), default=0)

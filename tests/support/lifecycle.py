@@ -1,28 +1,5 @@
-"""The context-manager half of a test fixture made of processes: ``with X(...) as x``
-starts it, and closes it on the way out, or when the start itself fails part-way."""
+"""The tests' process fixtures' mix-in: :class:`orchestrator.dev.lifecycle.Started`."""
 
-from __future__ import annotations
+from orchestrator.dev.lifecycle import Started
 
-from types import TracebackType
-from typing import Self
-
-
-class Started:
-    """Mix-in: :meth:`start` (returning self) and :meth:`close` make a context manager."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+__all__ = ["Started"]

@@ -130,3 +130,54 @@ def test_only_the_connection_module_makes_redis_clients() -> None:
         text = path.read_text(encoding="utf-8")
         offenders += [f"{rel}: {m.group(0)}" for m in made.finditer(text)]
     assert not offenders, offenders
+
+
+# --- a run store on a Redis Cluster (ORCH_REDIS_CLUSTER) ---------------------------------
+
+
+def test_a_cluster_store_needs_the_broker_apart_and_no_sentinels() -> None:
+    with pytest.raises(ValidationError, match="set ORCH_BROKER_URL to a standalone Redis"):
+        Settings(redis_url="redis://n1:7000/0", redis_cluster=True)
+    with pytest.raises(ValidationError, match="a cluster fails over by itself"):
+        Settings(redis_url=URL, redis_sentinel_master="m", redis_cluster=True,
+                 broker_url="redis://b:6379/0")
+    s = Settings(redis_url="redis://n1:7000/0", redis_cluster=True,
+                 broker_url="redis://b:6379/0")
+    assert s.redis_target.cluster and not s.broker_target.cluster
+    # Celery's result backend (chord counters) goes with the broker, off the cluster
+    assert s.backend_target == s.broker_target
+    assert celery_config(s)["result_backend"] == "redis://b:6379/0"
+    plain = Settings(redis_url="redis://r:6379/0", broker_url="redis://b:6379/0")
+    assert plain.backend_target == plain.redis_target  # as before: with the store
+
+
+@pytest.mark.parametrize(("prefix", "cluster", "expected"), [
+    ("orch", False, "orch"),
+    ("orch", True, "{orch}"),
+    ("{orch}", True, "{orch}"),
+    ("team-{a}:orch", True, "team-{a}:orch"),  # a tag already: Redis hashes what is in it
+    ("odd{}", True, "{odd{}}"),  # an empty tag hashes the whole key: tag it all
+])
+def test_store_prefix_puts_every_key_of_a_cluster_store_under_one_hash_tag(
+        prefix: str, cluster: bool, expected: str) -> None:
+    from orchestrator.store.keys import Keys, store_prefix
+    got = store_prefix(prefix, cluster)
+    assert got == expected
+    keys = Keys(got)
+    if cluster:  # the run's keys and the shared indexes hash alike: one slot
+        from redis.crc import key_slot
+        slots = {key_slot(k.encode()) for k in (
+            keys.run("r1"), keys.steps("r2"), keys.leases("r3"), keys.timers(),
+            keys.runs_by_status("running"), keys.schema())}
+        assert len(slots) == 1, slots
+
+
+def test_a_cluster_client_is_made_at_its_first_use_and_named_for_the_limiter() -> None:
+    t = RedisTarget(url="redis://user:s3cret@127.0.0.1:1/0", cluster=True)
+    c = connection.client(t, decode_responses=True, socket_connect_timeout=0.2)
+    assert connection.speaks_cluster(c)  # nothing connected yet: no error at creation
+    with pytest.raises(rex.RedisClusterException, match="cannot be connected") as got:
+        c.ping()
+    assert explain(got.value, t.url).__class__ is RedisUnreachable
+    assert connection.cluster_uri(t) == "async+redis+cluster://user:s3cret@127.0.0.1:1"
+    assert not connection.speaks_cluster(redis.Redis())

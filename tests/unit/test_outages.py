@@ -47,6 +47,11 @@ def _wrapped(inner: BaseException, outer: BaseException) -> BaseException:
     (_wrapped(rex.ConnectionError("refused"), OperationalError("refused")), RedisUnreachable),
     (_wrapped(rex.TimeoutError("Timeout connecting to server"),
               DispatchError("cannot read queue depths")), RedisTimedOut),
+    # a Redis Cluster (ORCH_REDIS_CLUSTER): no node answers, or the slot's node is down
+    (rex.RedisClusterException("Redis Cluster cannot be connected. Please provide at "
+                               "least one reachable node: Error 111 connecting"),
+     RedisUnreachable),
+    (rex.ClusterDownError("CLUSTERDOWN The cluster is down"), RedisUnreachable),
 ])
 def test_kinds(exc: BaseException, kind: type[StoreUnavailable]) -> None:
     assert kind_of(exc) is kind
@@ -55,6 +60,9 @@ def test_kinds(exc: BaseException, kind: type[StoreUnavailable]) -> None:
 @pytest.mark.parametrize("exc", [
     ValueError("Timeout"), OSError("cannot read workflow file"),
     _wrapped(FileNotFoundError("x.yaml"), DispatchError("no worker")),
+    # a standalone server told to be a cluster: StoreNotCluster's to say, not an outage
+    rex.RedisClusterException("Redis Cluster cannot be connected. Please provide at least "
+                              "one reachable node: Cluster mode is not enabled on this node"),
 ])
 def test_not_redis_failures(exc: BaseException) -> None:
     assert kind_of(exc) is None
