@@ -205,10 +205,17 @@ class Recovery:
         if self.leases.mentions(queues, run_id, unacked=False):
             return "a message of it waits in its queues (a backlog, not a stall)"
         last = self._replayed.get(run_id)
-        if last is not None and time.monotonic() - last < self.settings.stall_s:
+        if last is not None and time.monotonic() - last < self._replay_again_s():
             # its copies settle without events: give them time
             return f"replayed {time.monotonic() - last:.0f} s ago"
         return ""
+
+    def _replay_again_s(self) -> float:
+        """How long a replayed run is left to its copies before it may be replayed again:
+        ``stall_s``, or twice the short threshold while a restart or failover is recent.
+        (A failover can lose the replayed step run's own records too, its copy then
+        dropped: measured, the run waited a minute for its second replay.)"""
+        return min(self.settings.stall_s, 2 * self.stall_threshold_s())
 
     def _replay(self, d: Definition, run_id: str, quiet_s: float,
                 priority: Priority = Priority.NORMAL) -> int:

@@ -222,16 +222,12 @@ def client(where: RedisTarget | str, *, decode_responses: bool,
     if t.cluster:  # redis-py's pools per node: no bounded wait (``pool_wait_s`` unused)
         def make() -> Any:
             try:  # it asks a node for the cluster's slots at once
-                made = redis.RedisCluster.from_url(t.url, decode_responses=decode_responses,
+                return redis.RedisCluster.from_url(t.url, decode_responses=decode_responses,
                                                    **options)
             except RedisClusterException as exc:
                 raise _not_cluster(t, exc) from None  # not an outage: nothing to look in
-            if home is not None:
-                node = made.get_node_from_key(home)  # type: ignore[no-untyped-call]
-                made.set_default_node(node)  # type: ignore[no-untyped-call]
-            return made
 
-        lazy: redis.Redis = LazyCluster(make)  # type: ignore[assignment]
+        lazy: redis.Redis = LazyCluster(make, home)  # type: ignore[assignment]
         return lazy
     if pool_wait_s is not None:
         options["timeout"] = pool_wait_s
@@ -286,14 +282,25 @@ def async_client(where: RedisTarget | str, *, decode_responses: bool,
     return master_client
 
 
+KEYLESS = frozenset({"time", "info", "ping", "config_get"})
+"""The client methods whose command names no key (a cluster client sends it to its
+default node) and that the store uses: :class:`LazyCluster` sends them to the store's."""
+
+
 class LazyCluster:
     """A redis-py ``RedisCluster`` made at its first use, as a plain client connects at
     its first command: a process starts while the cluster is down, and the first command
     raises what a standalone server's would (unreachable, or :class:`StoreNotCluster`),
-    and again at each use until the cluster answers.  Every attribute is the client's."""
+    and again at each use until the cluster answers.  Every attribute is the client's.
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    With ``home`` (a key of the store), a command of :data:`KEYLESS` goes to the node that
+    serves that key's slot now, after a failover the promoted replica, not to whichever
+    node redis-py picked as its default: the leases' clock and the restart watch are the
+    store's node's."""
+
+    def __init__(self, make: Callable[[], Any], home: str | None = None) -> None:
         self._make = make
+        self._home = home
         self._made: Any = None
         self._lock = forks.lock()
 
@@ -307,7 +314,12 @@ class LazyCluster:
         return made
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._client(), name)
+        made = self._client()
+        if self._home is not None and name in KEYLESS:
+            node = made.get_node_from_key(self._home)  # the slots as the client knows them
+            if made.get_default_node() is not node:
+                made.set_default_node(node)
+        return getattr(made, name)
 
 
 def speaks_cluster(client: Any) -> bool:
