@@ -185,6 +185,16 @@ def test_the_api_submits_waits_lists_and_streams_on_the_cluster(
     assert any(k.startswith("{orch}:idem") for k in home), home
 
 
+def _under_way(it: OnCluster) -> tuple[list[str], RedisServer]:
+    """Eight runs submitted and some 20 of their steps run; and the node that serves the
+    store's slot."""
+    runs = [it.coord.submit(zigzag_11) for _ in range(8)]
+    wait_until(lambda: sum(len(it.executions(r)) for r in runs) >= 20, 60,
+               interval_s=0.05, message="the steps never got going")
+    home = it.r.get_node_from_key(it.coord.store.keys.schema())
+    return runs, next(n for n in it.cluster.nodes if n.port == home.port)
+
+
 def test_the_store_node_crashing_mid_run_loses_no_run(redis_binary: str) -> None:
     """SIGKILL the node that serves the store's slot while steps run, bring it back from
     its AOF (it rejoins from its nodes.conf): while it is down the cluster answers
@@ -193,11 +203,7 @@ def test_the_store_node_crashing_mid_run_loses_no_run(redis_binary: str) -> None
     with RedisCluster(redis_binary, durable=True) as cluster, \
             running(cluster, redis_binary) as it:
         coord = it.coord
-        runs = [coord.submit(zigzag_11) for _ in range(8)]
-        wait_until(lambda: sum(len(it.executions(r)) for r in runs) >= 20, 60,
-                   interval_s=0.05, message="the steps never got going")
-        home = it.r.get_node_from_key(coord.store.keys.schema())
-        node = next(n for n in cluster.nodes if n.port == home.port)
+        runs, node = _under_way(it)
         node.kill()
         time.sleep(1.0)
         node.restart()
@@ -218,11 +224,8 @@ def test_the_store_master_failing_over_to_its_replica_loses_no_run(
     with RedisCluster(redis_binary, replicas=1) as cluster, \
             running(cluster, redis_binary) as it:
         coord = it.coord
-        runs = [coord.submit(zigzag_11) for _ in range(8)]
-        wait_until(lambda: sum(len(it.executions(r)) for r in runs) >= 20, 60,
-                   interval_s=0.05, message="the steps never got going")
+        runs, master = _under_way(it)
         home = it.r.get_node_from_key(coord.store.keys.schema())
-        master = next(n for n in cluster.nodes if n.port == home.port)
         master.kill()
         killed_at = time.time()
 
