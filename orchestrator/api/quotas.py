@@ -181,9 +181,10 @@ class Quotas:
             return
         storage: RedisStorage | RedisClusterStorage
         if reader.target.cluster:  # a cluster client of the limiter's own, same node
-            storage = RedisClusterStorage(
-                cluster_uri(reader.target), implementation="redispy",
-                key_prefix=reader.keys.rate_limits(), **reader.socket_options())
+            uri, tls = cluster_uri(reader.target)
+            storage = RedisClusterStorage(uri, implementation="redispy",
+                                          key_prefix=reader.keys.rate_limits(),
+                                          **reader.socket_options(), **tls)
         else:
             # The URI only picks redis-py's asyncio client; the connections are the
             # reader's bounded pool (one server or a Sentinel group's master).

@@ -337,12 +337,14 @@ def _not_cluster(t: RedisTarget, exc: RedisClusterException) -> Exception:
     return exc
 
 
-def cluster_uri(where: RedisTarget | str) -> str:
+def cluster_uri(where: RedisTarget | str) -> tuple[str, dict[str, Any]]:
     """The ``limits`` library's URI of a Redis Cluster target (its rate limiter makes its
-    own cluster client from it): ``async+redis+cluster://[user:password@]host:port``."""
+    own cluster client from it), ``async+redis+cluster://[user:password@]host:port``, and
+    the client options the URI cannot say (TLS for a ``rediss://`` URL)."""
     parts = urlsplit(target_of(where).url)
     auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return f"async+redis+cluster://{auth}{parts.hostname}:{parts.port or 6379}"
+    options: dict[str, Any] = {"ssl": True} if parts.scheme == "rediss" else {}
+    return f"async+redis+cluster://{auth}{parts.hostname}:{parts.port or 6379}", options
 
 
 def celery_transport_options(where: RedisTarget | str) -> dict[str, Any]:

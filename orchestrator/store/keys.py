@@ -15,8 +15,8 @@ def store_prefix(prefix: str, cluster: bool) -> str:
     shared indexes together, runs on one node."""
     if not cluster:
         return prefix
-    start = prefix.find("{")
-    if start != -1 and prefix.find("}", start + 2) != -1:
+    start = prefix.find("{")  # Redis' rule: the first "{", then the first "}" after it
+    if start != -1 and prefix.find("}", start + 1) > start + 1:
         return prefix  # a non-empty tag already: Redis hashes only what is inside it
     return "{" + prefix + "}"
 

@@ -90,9 +90,10 @@ _NO_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 def _pool(client: Any) -> Any:
     """What marks a server without functions: a client's (or pipeline's) connection pool;
-    a Redis Cluster client has none of its own and stands for itself (a cluster is Redis
-    7 or later: it always has functions)."""
-    return getattr(client, "connection_pool", None) or client
+    a Redis Cluster client has none of its own and stands for itself (a store on a
+    cluster needs Redis 7's functions: docs/scaling.md, Redis Cluster)."""
+    pool = getattr(client, "connection_pool", None)
+    return client if pool is None else pool
 
 
 def _functions(client: Any) -> bool:

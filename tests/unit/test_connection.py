@@ -157,6 +157,7 @@ def test_a_cluster_store_needs_the_broker_apart_and_no_sentinels() -> None:
     ("{orch}", True, "{orch}"),
     ("team-{a}:orch", True, "team-{a}:orch"),  # a tag already: Redis hashes what is in it
     ("odd{}", True, "{odd{}}"),  # an empty tag hashes the whole key: tag it all
+    ("a{}b}", True, "{a{}b}}"),  # Redis ends a tag at the first "}": empty here too
 ])
 def test_store_prefix_puts_every_key_of_a_cluster_store_under_one_hash_tag(
         prefix: str, cluster: bool, expected: str) -> None:
@@ -179,5 +180,8 @@ def test_a_cluster_client_is_made_at_its_first_use_and_named_for_the_limiter() -
     with pytest.raises(rex.RedisClusterException, match="cannot be connected") as got:
         c.ping()
     assert explain(got.value, t.url).__class__ is RedisUnreachable
-    assert connection.cluster_uri(t) == "async+redis+cluster://user:s3cret@127.0.0.1:1"
+    assert connection.cluster_uri(t) == ("async+redis+cluster://user:s3cret@127.0.0.1:1",
+                                         {})
+    tls = RedisTarget(url="rediss://n1:7000/0", cluster=True)
+    assert connection.cluster_uri(tls) == ("async+redis+cluster://n1:7000", {"ssl": True})
     assert not connection.speaks_cluster(redis.Redis())
