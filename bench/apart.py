@@ -161,30 +161,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run[a]()
             by_arm = dict(zip(arms, workers, strict=True))
 
-            def store_cpu_usec(arm: str) -> int:
-                """S's CPU; for the cluster arm, the busiest node's (the store's)."""
-                if arm != CLUSTER_ARM:
-                    return server_cpu_usec(s_r)
-                return max(server_cpu_usec(c) for c in c_rs)
+            def store_cpu_usec(arm: str) -> list[int]:
+                """S's CPU; for the cluster arm, each master's (the busiest is the
+                store's)."""
+                return [server_cpu_usec(c) for c in (c_rs if arm == CLUSTER_ARM else [s_r])]
 
             for i in range(args.rounds):
                 order = arms if i % 2 == 0 else tuple(reversed(arms))
                 for a in order:
                     pids = by_arm[a].pids()
-                    before = [server_cpu_usec(c) for c in c_rs] if a == CLUSTER_ARM else []
                     s0, b0 = store_cpu_usec(a), server_cpu_usec(b_r)
                     w0 = process_cpu_usec(pids)
                     wall = run[a]()
-                    b1 = server_cpu_usec(b_r)
-                    if a == CLUSTER_ARM:  # the busiest master over the round
-                        s0, s1 = 0, max(server_cpu_usec(c) - x
-                                        for c, x in zip(c_rs, before, strict=True))
-                    else:
-                        s1 = store_cpu_usec(a)
+                    s1, b1 = store_cpu_usec(a), server_cpu_usec(b_r)
                     w1 = process_cpu_usec(pids)
                     f = figs[a]
                     f.rate.append(steps / wall)
-                    f.s_cpu.append((s1 - s0) / steps)
+                    f.s_cpu.append(max(y - x for x, y in zip(s0, s1, strict=True)) / steps)
                     f.b_cpu.append((b1 - b0) / steps)
                     f.w_cpu.append((w1 - w0) / steps)
                 print(f"round {i + 1}/{args.rounds}: " + " | ".join(

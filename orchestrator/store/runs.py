@@ -81,7 +81,7 @@ class RunStore:
 
     def __init__(self, client: redis.Redis, keys: Keys, retention_s: int,
                  url: str = "", broker: redis.Redis | None = None,
-                 broker_url: str = "", cluster: bool = False) -> None:
+                 broker_url: str = "") -> None:
         # redis-py types replies as ``bytes | str``; with decode_responses=True they are str
         self._r: Any = client
         self._b: Any = client if broker is None else broker
@@ -91,7 +91,7 @@ class RunStore:
         """Where the store is, password masked (for messages)."""
         self.broker_url = mask_url(broker_url) if broker_url else self.url
         """Where the broker is (the store's URL unless apart), password masked."""
-        self.cluster = cluster
+        self.cluster = connection.speaks_cluster(client)
         """Whether the store is a Redis Cluster (``ORCH_REDIS_CLUSTER``)."""
         self._schema_ok = False
         self.runs_seen = RunCache()
@@ -174,7 +174,7 @@ class RunStore:
         apart = other != target
         return cls(connect(target), keys, retention_s,
                    target.url, broker=connect(other) if apart else None,
-                   broker_url=other.url if apart else "", cluster=target.cluster)
+                   broker_url=other.url if apart else "")
 
     # --- definitions ---------------------------------------------------------------------
 

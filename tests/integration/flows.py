@@ -218,6 +218,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+class Counted:
+    """Mix-in for a test's stack: what the steps of this module counted themselves, read
+    with the stack's client ``r`` (:func:`count`'s ``test:exec`` hash, :func:`enter`'s
+    ``test:overlap`` hash)."""
+
+    r: Any
+
+    def executions(self, run_id: str) -> dict[str, int]:
+        """Executions of each step of the run, as the step function counted them."""
+        return {k: int(v) for k, v in self.r.hgetall(f"test:exec:{run_id}").items()}
+
+    def overlaps(self, run_id: str) -> dict[str, int]:
+        """Executions of each step that began while another of it still ran."""
+        return {k: int(v) for k, v in self.r.hgetall(f"test:overlap:{run_id}").items()}
+
+
 @step_function("test.count")
 def count(pause_s: float = 0.0) -> int:
     """Count this execution of the step run in Redis (``test:exec:<run>`` hash, by step),

@@ -33,7 +33,7 @@ from tests.integration.conftest import (
     statuses,
     wait_run,
 )
-from tests.integration.flows import long_count, random_nsp_60, zigzag_11
+from tests.integration.flows import Counted, long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
@@ -48,7 +48,7 @@ nothing acknowledged, so the steps' own counts survive a crash of the store's Re
 
 
 @dataclass
-class Apart:
+class Apart(Counted):
     store: RedisServer
     broker: RedisServer
     coord: Coordinator
@@ -57,12 +57,6 @@ class Apart:
     @property
     def r(self) -> redis.Redis:
         return redis.Redis.from_url(self.store.url, decode_responses=True)
-
-    def executions(self, run_id: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"test:exec:{run_id}").items()}
-
-    def overlaps(self, run_id: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"test:overlap:{run_id}").items()}
 
 
 @pytest.fixture

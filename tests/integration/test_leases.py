@@ -22,7 +22,7 @@ from tests.integration.conftest import (
     statuses,
     wait_run,
 )
-from tests.integration.flows import long_count, random_nsp_60, zigzag_11
+from tests.integration.flows import Counted, long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
@@ -30,7 +30,7 @@ from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
 pytestmark = pytest.mark.redis
 
 
-class Pool:
+class Pool(Counted):
     """A private Redis, workers on it, and a coordinator."""
 
     def __init__(self, server: RedisServer, workers: list[WorkerProcess],
@@ -39,12 +39,6 @@ class Pool:
         self.workers = workers
         self.coord = coord
         self.r = redis.Redis.from_url(server.url, decode_responses=True)
-
-    def executions(self, run_id: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"test:exec:{run_id}").items()}
-
-    def overlaps(self, run_id: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"test:overlap:{run_id}").items()}
 
 
 def _pool(redis_binary: str, n: int, pool: str, concurrency: int,

@@ -35,7 +35,7 @@ from tests.integration.conftest import (
     statuses,
     wait_run,
 )
-from tests.integration.flows import long_count, random_nsp_60, zigzag_11
+from tests.integration.flows import Counted, long_count, random_nsp_60, zigzag_11
 from tests.support.api import RW_TOKEN, api_settings, bearer
 from tests.support.cluster import RedisCluster
 from tests.support.redis_server import RedisServer
@@ -48,18 +48,12 @@ DURABLE = ("--appendfsync", "always")
 
 
 @dataclass
-class OnCluster:
+class OnCluster(Counted):
     cluster: RedisCluster
     broker: RedisServer
     coord: Coordinator
     workers: list[WorkerProcess]
     r: redis.RedisCluster
-
-    def executions(self, run_id: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"test:exec:{run_id}").items()}
-
-    def overlaps(self, run_id: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"test:overlap:{run_id}").items()}
 
     def keys_by_node(self) -> list[set[str]]:
         out = []
