@@ -46,6 +46,8 @@ from orchestrator.store.leases import Held, Leases
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+# what a renewal answers (lua/renew_lease.lua)
+RENEWED, TAKEN, DONE_WITH = 1, 3, 2
 EXIT_SCHEMA = 6
 """The worker's exit code when the run store has a schema this release does not use."""
 _releases: collections.deque[tuple[Held, str]] = collections.deque()
@@ -188,7 +190,7 @@ class Keeper:
             self.last_ok = sent_at
             return
         try:
-            answers = self.leases.renew([h for _, h in active], self.lease_s)
+            answers = self.leases.renew([h for _, h in active], self.lease_s, self.holding)
         except StoreError as exc:
             self._unreachable(exc)
             return
@@ -197,15 +199,21 @@ class Keeper:
         self.redis_ok = True
         self.last_ok = sent_at
         for (req, held), got in zip(active, answers, strict=True):
-            if got == 1:
+            if got == TAKEN and held.token in self.holding:
+                log.warning("step %s of run %s: Redis had lost its lease (a restart or a "
+                            "failover that lost the last writes); taken back, no other "
+                            "delivery held it", held.step_id, held.run_id)
+            if got in (RENEWED, TAKEN):
                 self.holding.add(held.token)
                 continue
-            # not (or no longer) the holder: an attempt that held the lease, or a task
-            # that has had the time to take it and has not (a duplicate copy ends in ms)
+            if got == DONE_WITH:  # it gave its lease up or settled it: its task returns
+                continue
+            # another delivery holds it (an attempt that held the lease lost it; a copy
+            # that did not is BUSY or DROP and ends in ms), or the run is gone
             settled_in = sent_at - self.first_seen.get(held.token, sent_at)
             if held.token in self.holding or settled_in >= self.lease_s / 4:
                 self._stop_attempt(req, held, "lost its lease to another attempt"
-                                   if got == 0 else "holds no lease (Redis lost it)")
+                                   if got == 0 else "belongs to a run that is gone")
 
     def _unreachable(self, exc: Exception) -> None:
         if self.redis_ok:

@@ -128,9 +128,9 @@ class StepRequest(Request):
         self._orch_cancelled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
-            self.orch_held = Held(str(kw["run_id"]), str(item), token)
-            self._request_dict[LEASE_TOKEN] = token
             self.orch_tag = str(getattr(message, "delivery_tag", "") or "")
+            self.orch_held = Held(str(kw["run_id"]), str(item), token, self.orch_tag)
+            self._request_dict[LEASE_TOKEN] = token
             self._request_dict[DELIVERY_TAG] = self.orch_tag
 
     def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:

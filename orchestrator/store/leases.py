@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +28,13 @@ from orchestrator.store.runs import lease_member, split_member
 
 @dataclass(frozen=True)
 class Held:
-    """A lease a worker holds: the step run and the token of its delivery."""
+    """A lease a worker holds: the step run, the token of its delivery and the broker's
+    delivery tag of its message ("" when unknown)."""
 
     run_id: str
     step_id: str
     token: str
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,21 +92,31 @@ class Leases:
         apart = broker is not None and target_of(broker) != target_of(url)
         return cls(connect(url), keys, connect(broker) if apart and broker else None)
 
-    def renew(self, held: Sequence[Held], lease_s: float) -> list[int]:
-        """Renew each lease.
+    def renew(self, held: Sequence[Held], lease_s: float,
+              confirmed: Collection[str] = ()) -> list[int]:
+        """Renew each lease, or take it for its delivery when nobody holds it (see
+        ``lua/renew_lease.lua``).
+
+        Args:
+            confirmed: tokens of deliveries an earlier renewal saw hold their lease; any
+                other may still be in its task's begin, and takes over a lease nobody
+                holds (expired, given back or given up), as that begin would.
 
         Returns:
-            Per lease: 1 renewed; 0 another delivery holds it (or it was given up); -1
-            the step run has no lease (its task has not begun yet, or the run is gone).
+            Per lease: 1 renewed; 3 taken (there was none: Redis lost it, or the task has
+            not begun yet; or, for a delivery not confirmed, nobody held it); 2 the
+            delivery is done with it (gave it up or settled it); 0 another delivery holds
+            or settled it; -1 no lease and no run (the run is gone).
         """
         k = self.keys
         ms = int(lease_s * 1000)
 
         def fill(pipe: Any) -> None:
             for h in held:
-                scripts.RENEW_LEASE.queue(pipe, [k.leases(h.run_id), k.lease_index()],
-                                          [h.step_id, h.token, lease_member(h.run_id, h.step_id),
-                                           ms])
+                scripts.RENEW_LEASE.queue(
+                    pipe, [k.leases(h.run_id), k.lease_index(), k.run(h.run_id)],
+                    [h.step_id, h.token, lease_member(h.run_id, h.step_id), ms, h.tag,
+                     "held" if h.token in confirmed else "new"])
 
         return [int(x) for x in scripts.execute(self._r, fill)] if held else []
 

@@ -36,6 +36,9 @@ LEASE_SETTLED = "settled"
 """A lease's flag once its step run ended and its canvas went on."""
 LEASE_RESTORED = "restored"
 """A lease's flag once its message went back to the queue: the next copy takes over."""
+LEASE_GIVEN = "given"
+"""A lease's flag once its delivery gave it up with its step run not ended (a retry, a
+throttled or slot-waiting start, a durable wait): the next copy takes over."""
 
 
 @dataclass(frozen=True)

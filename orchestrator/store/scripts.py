@@ -40,7 +40,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from orchestrator.core.states import RUN_TERMINAL, STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import fields as f
-from orchestrator.store.records import LEASE_RESTORED, LEASE_SETTLED, LeaseMode
+from orchestrator.store.records import LEASE_GIVEN, LEASE_RESTORED, LEASE_SETTLED, LeaseMode
 
 
 def _lua_str(value: str) -> str:
@@ -68,7 +68,8 @@ def prelude() -> str:
     lines.append("local F = {" + ", ".join(f"{k}={_lua_str(v)}" for k, v in names.items())
                  + "}")
     lease = [f"{m.name}={m.value}" for m in LeaseMode]
-    lease += [f"SETTLED={_lua_str(LEASE_SETTLED)}", f"RESTORED={_lua_str(LEASE_RESTORED)}"]
+    lease += [f"SETTLED={_lua_str(LEASE_SETTLED)}", f"RESTORED={_lua_str(LEASE_RESTORED)}",
+              f"GIVEN={_lua_str(LEASE_GIVEN)}"]
     lines.append("local LEASE = {" + ", ".join(lease) + "}")
     return "\n".join(lines) + "\n"
 

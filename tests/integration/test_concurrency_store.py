@@ -59,7 +59,7 @@ def test_step_slots_are_taken_waited_for_and_passed_in_arrival_order(
         timer = slot_timer_id(rid, "a", f"t-{rid}")
         assert float(r.zscore(timers, timer) or 0) > 1e15
         assert json.loads(str(r.get(store.keys.timer(timer)))) == {"task": rid}
-        assert r.hget(store.keys.leases(rid), "a") is None
+        assert r.hget(store.keys.leases(rid), "a") == f"t-{rid}|0||given"  # given up
         assert "slot" in (store.step_runs(rid, ["a"])["a"].reason or "")
     # the holder ends: r1 holds the slot, its message is due now; r2 still waits
     assert store.transition_step("r0", "a", StepStatus.RUNNING)

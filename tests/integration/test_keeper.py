@@ -56,16 +56,20 @@ def server(redis_binary: str) -> Iterator[RedisServer]:
         yield s
 
 
+def _keeper(server: RedisServer, keys: Keys) -> tuple[Keeper, Pool]:
+    pool = Pool()
+    return Keeper(Leases.from_url(server.url, keys, timeout_s=LEASE_S / 4),
+                  cast(Any, None), LEASE_S, reaper_interval_s=1e6, hostname="w1",
+                  pool=pool, can_kill_one=True), pool
+
+
 def test_an_attempt_cut_off_from_redis_stops_before_its_lease_ends(
         server: RedisServer) -> None:
     keys = Keys("keeper")
     held = Held("run-1", "step-a", "token-1")
     r = server.client(decode_responses=True)
     r.hset(keys.leases(held.run_id), held.step_id, f"{held.token}|0|tag-1|")
-    pool = Pool()
-    keeper = Keeper(Leases.from_url(server.url, keys, timeout_s=LEASE_S / 4),
-                    cast(Any, None), LEASE_S, reaper_interval_s=1e6, hostname="w1",
-                    pool=pool, can_kill_one=True)
+    keeper, pool = _keeper(server, keys)
     request = Request(held)
     worker_state.active_requests.add(request)
     pid = server.pid
@@ -99,5 +103,36 @@ def test_an_attempt_cut_off_from_redis_stops_before_its_lease_ends(
             os.kill(pid, signal.SIGCONT)
         keeper.stop()  # before the stranded tags go: its thread pops them
         broker.stranded.clear()
+        worker_state.active_requests.discard(request)
+        r.close()
+
+
+def test_a_task_slow_to_begin_keeps_its_delivery_and_a_lost_lease_comes_back(
+        server: RedisServer) -> None:
+    """A task whose begin has not reached Redis after several renewals (a slow begin
+    right after a failover) is not stopped: its keeper takes the lease for it.  A lease
+    Redis lost is taken back; one another delivery took stops the attempt."""
+    keys = Keys("keeper")
+    held = Held("run-1", "step-a", "token-1", "tag-1")
+    r = server.client(decode_responses=True)
+    r.hset(keys.run(held.run_id), "status", "running")
+    keeper, pool = _keeper(server, keys)
+    request = Request(held)
+    worker_state.active_requests.add(request)
+    keeper.start()
+    try:
+        wait_until(lambda: held.token in keeper.holding, 10, message="no lease taken")
+        assert str(r.hget(keys.leases(held.run_id), held.step_id)).startswith(
+            f"{held.token}|")
+        r.hdel(keys.leases(held.run_id), held.step_id)  # Redis lost it
+        wait_until(lambda: r.hget(keys.leases(held.run_id), held.step_id), 5,
+                   message="the lost lease was not taken back")
+        time.sleep(LEASE_S / 2)
+        assert pool.killed == []
+        r.hset(keys.leases(held.run_id), held.step_id, "token-2|0|tag-2|")  # taken over
+        wait_until(lambda: pool.killed, 5, message="the attempt was not stopped")
+        assert [pid for pid, _ in pool.killed] == [request.worker_pid]
+    finally:
+        keeper.stop()
         worker_state.active_requests.discard(request)
         r.close()

@@ -113,6 +113,36 @@ def test_a_step_longer_than_lease_and_visibility_timeout_runs_once(
     assert short_lease_pool.overlaps(run_id) == {}
 
 
+def test_a_lease_redis_lost_is_taken_back_and_the_step_runs_on_once(
+        short_lease_pool: Pool) -> None:
+    """Redis loses a running step's lease (a restart or a failover that lost the last
+    writes; here the lease alone is deleted): the holder's keeper takes it back at its
+    next renewal, the attempt is not stopped and runs once, and a copy of its message
+    delivered meanwhile (the 3 s visibility timeout) does not run it."""
+    coord = short_lease_pool.coord
+    run_id = coord.submit(long_count)
+    leases = coord.store.keys.leases(run_id)
+    r = short_lease_pool.r
+
+    def running_held() -> bool:
+        return bool(r.hget(leases, "long")) and short_lease_pool.executions(run_id) == {
+            "long": 1}
+
+    wait_until(running_held, 30, message="the long step never began")
+    time.sleep(1.2)  # renewed (every 0.5 s): its keeper saw it hold the lease
+    token = str(r.hget(leases, "long")).split("|")[0]
+    assert r.hdel(leases, "long") == 1
+    wait_until(lambda: r.hget(leases, "long"), 5, message="the lease was not taken back")
+    assert str(r.hget(leases, "long")).split("|")[0] == token
+    view = wait_run(coord, run_id, timeout_s=90)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert short_lease_pool.executions(run_id) == {"long": 1, "after_long": 1}
+    assert short_lease_pool.overlaps(run_id) == {}
+    logs = "".join(w.tail(5000) for w in short_lease_pool.workers)
+    assert "Redis had lost its lease" in logs
+    assert "stopping this attempt" not in logs
+
+
 @pytest.fixture
 def quick_claims_pool(redis_binary: str) -> Iterator[Pool]:
     yield from _pool(redis_binary, 1, "prefork", 2, claim_grace_s=1.0)

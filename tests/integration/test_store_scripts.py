@@ -344,8 +344,53 @@ def test_an_expired_lease_is_taken_over(store: RunStore) -> None:
     wait_until(lambda: [e.token for e in leases.expired()] == ["t1"], 5)
     assert _begin(store, "t2") is LeaseMode.BEGAN  # running -> running, new holder
     assert leases.renew([Held("r", "a", "t1"), Held("r", "a", "t2")], 30) == [0, 1]
-    assert leases.renew([Held("r", "b", "t9")], 30) == [-1]  # never began
     assert store.step_transition("r", "a", StepStatus.FAILED, token="t1") == -2
+
+
+def test_a_renewal_takes_a_lease_nobody_holds_for_its_delivery(store: RunStore) -> None:
+    """The keeper may renew before its task's begin (a slow begin after a failover):
+    the lease is taken for that delivery, whose begin then finds its own token."""
+    leases = Leases(store.client, store.keys)
+    assert leases.renew([Held("r", "a", "t1", "tag-1")], 30) == [3]  # not begun yet
+    assert _begin(store, "t2") is LeaseMode.BUSY  # another copy finds it held
+    assert _begin(store, "t1") is LeaseMode.BEGAN  # its own begin goes on
+    assert leases.renew([Held("r", "a", "t1")], 30, {"t1"}) == [1]
+    assert leases.renew([Held("gone", "a", "t3")], 30) == [-1]  # no run: nothing made
+    assert store.client.exists(store.keys.leases("gone")) == 0
+
+
+def test_a_lease_redis_lost_is_taken_back_and_no_other_one(store: RunStore) -> None:
+    leases = Leases(store.client, store.keys)
+    assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN
+    wait_until(lambda: leases.expired(), 5)
+    # a delivery that held its lease takes back only a lost one, never another's
+    assert leases.renew([Held("r", "a", "t2")], 30, {"t2"}) == [0]
+    store.client.hdel(store.keys.leases("r"), "a")  # lost by a restart or a failover
+    assert leases.renew([Held("r", "a", "t2", "tag-2")], 30, {"t2"}) == [3]
+    assert _begin(store, "t1") is LeaseMode.BUSY
+    # a delivery not confirmed yet takes over a lease nobody holds, as its begin would
+    assert _begin(store, "t3", lease_s=0.05, step="b") is LeaseMode.BEGAN
+    wait_until(lambda: [e.token for e in leases.expired()] == ["t3"], 5)
+    assert leases.renew([Held("r", "b", "t4")], 30) == [3]
+    assert leases.renew([Held("r", "b", "t3")], 30, {"t3"}) == [0]
+    assert store.step_transition("r", "b", StepStatus.SUCCEEDED, token="t3") == -2
+
+
+def test_a_lease_given_up_or_settled_is_done_with_not_lost(store: RunStore) -> None:
+    """A renewal between a give-up (or a settle) and its task's return must neither take
+    the lease back nor stop the task."""
+    leases = Leases(store.client, store.keys)
+    assert _begin(store, "t1") is LeaseMode.BEGAN
+    assert store.retry_later("r", "a", "t1", {"message": "x"}, 60, "tm", "{}") == 1
+    assert leases.renew([Held("r", "a", "t1")], 30, {"t1"}) == [2]
+    # given up: its delivery may write nothing more, the next copy takes over at once
+    assert store.step_transition("r", "a", StepStatus.FAILED, token="t1") == -2
+    assert leases.live_lease("r") is None
+    assert _begin(store, "t2") is LeaseMode.BEGAN  # retrying -> running, new holder
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t2") == 1
+    leases.release([Held("r", "a", "t2")], ["done"])
+    assert leases.renew([Held("r", "a", "t2")], 30, {"t2"}) == [2]
+    assert leases.renew([Held("r", "a", "t5")], 30) == [0]  # settled: nothing to take
 
 
 def test_an_ended_step_whose_holder_died_is_settled_by_the_next_copy(store: RunStore

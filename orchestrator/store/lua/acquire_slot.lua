@@ -31,8 +31,7 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   return took()
 end
 if ARGV[4] == 'cancel_newest' then return 3 end
-redis.call('HDEL', KEYS[5], step)
-redis.call('ZREM', KEYS[6], member)
+give_up(KEYS[5], KEYS[6], step, member)
 redis.call('SET', KEYS[8], ARGV[7], 'EX', tonumber(ARGV[8]))
 -- not due until a slot passes to it (about 285,000 years from now)
 redis.call('ZADD', KEYS[7], 9e15, ARGV[6])

@@ -111,12 +111,24 @@ local function status_of(raw)
   return string.match(raw, '"status":"([^"]*)"')
 end
 
+-- The delivery holding `step`'s lease gives it up, its step run not ended (a retry, a
+-- throttled or slot-waiting start, a durable wait): the next copy may take it at once.
+-- The lease stays as a "given" mark of that delivery (until 0, no tag, out of the expiry
+-- index), so that the lease keeper's renewal, which may come before the task returns,
+-- tells "this delivery gave it up" from "Redis lost it" (renew_lease.lua).
+local function give_up(k_leases, k_index, step, member)
+  local lease = lease_of(k_leases, step)
+  if lease == nil then return end
+  redis.call('HSET', k_leases, step, lease['token'] .. '|0||' .. LEASE.GIVEN)
+  redis.call('ZREM', k_index, member)
+end
+
 -- Fencing: may the holder of `token` change this step run?  ("" = an operator's change,
--- such as a cancel, which needs no lease.)
+-- such as a cancel, which needs no lease; a delivery that gave its lease up may not.)
 local function holds(k_leases, step, token)
   if token == '' then return true end
   local lease = lease_of(k_leases, step)
-  return lease ~= nil and lease['token'] == token
+  return lease ~= nil and lease['token'] == token and lease['flag'] ~= LEASE.GIVEN
 end
 
 -- Mark a unit finished and advance its successors' counters; claim the successors that

@@ -33,8 +33,7 @@ end
 local res = step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], STEP.WAITING,
                     ARGV[2], cjson.encode(patch), '', ARGV[4], '')
 if res[1] ~= 1 then return {res[1], res[2], 0} end
-redis.call('HDEL', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[6])
+give_up(KEYS[6], KEYS[7], ARGV[1], ARGV[6])
 if tonumber(ARGV[10]) > 0 then
   redis.call('SET', KEYS[9], ARGV[9], 'EX', tonumber(ARGV[10]))
 else

@@ -1,9 +1,32 @@
--- Renew the lease of a step run still being executed, if the caller still holds it.
--- KEYS: leases, lease index.  ARGV: step, token, member, lease ms.
--- Returns 1 renewed, 0 held by another delivery or given up, -1 no lease at all.
+-- Renew the lease of a step run still being executed, if the caller still holds it; or
+-- take it for the caller's delivery when nobody holds it.
+-- KEYS: leases, lease index, run.  ARGV: step, token, member, lease ms, delivery tag,
+--       "held" (the keeper saw this delivery hold it) or "new" (not yet).
+-- A lease of another delivery that nobody holds (expired, given back or given up: what
+-- begin_step.lua would take over) is taken for a "new" delivery, whose task may still be
+-- in its begin (a slow one, right after a failover): its begin then finds its own token.
+-- No lease at all (Redis lost it: a restart or failover that lost the last writes; or
+-- the task has not begun yet) is taken for either, if the run exists: no other delivery
+-- can hold the step run, or its lease would be there.
+-- Returns 1 renewed; 3 taken; 2 this delivery is done with it (it gave it up, or
+-- settled it: its task is returning); 0 another delivery holds it, or settled it;
+-- -1 no lease and no run (the run is gone).
 local lease = lease_of(KEYS[1], ARGV[1])
-if lease == nil then return -1 end
-if lease['token'] ~= ARGV[2] or lease['flag'] ~= '' then return 0 end
-lease['until'] = now_ms() + tonumber(ARGV[4])
-put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3], lease)
-return 1
+local now = now_ms()
+if lease ~= nil and lease['token'] == ARGV[2] then
+  if lease['flag'] ~= '' then return 2 end
+  lease['until'] = now + tonumber(ARGV[4])
+  put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3], lease)
+  return 1
+end
+if lease ~= nil then
+  local free = lease['flag'] ~= LEASE.SETTLED and (lease['until'] <= now
+    or lease['flag'] == LEASE.RESTORED or lease['flag'] == LEASE.GIVEN)
+  if ARGV[6] ~= 'new' or not free then return 0 end
+end
+local ttl = redis.call('PTTL', KEYS[3])
+if ttl == -2 then return -1 end
+put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3],
+          {token = ARGV[2], ['until'] = now + tonumber(ARGV[4]), tag = ARGV[5], flag = ''})
+keep_ttl(ttl, KEYS[1])
+return 3

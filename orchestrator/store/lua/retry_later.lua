@@ -9,8 +9,7 @@ if not holds(KEYS[6], ARGV[1], ARGV[5]) then return {-2, ''} end
 local res = step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], STEP.RETRYING,
                     ARGV[2], ARGV[3], '', ARGV[4], '')
 if res[1] ~= 1 then return res end
-redis.call('HDEL', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[6])
+give_up(KEYS[6], KEYS[7], ARGV[1], ARGV[6])
 redis.call('SET', KEYS[9], ARGV[9], 'EX', tonumber(ARGV[10]))
 redis.call('ZADD', KEYS[8], now_ms() + tonumber(ARGV[8]), ARGV[7])
 return res

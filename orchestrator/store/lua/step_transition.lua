@@ -64,13 +64,14 @@ end
 local lease = nil
 if ARGV[8] ~= '' then
   lease = lease_of(KEYS[6], ARGV[1])
-  if lease == nil or lease['token'] ~= ARGV[8] then return {-2, ''} end
+  if lease == nil or lease['token'] ~= ARGV[8] or lease['flag'] == LEASE.GIVEN then
+    return {-2, ''}
+  end
 end
 local res = step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3],
                     ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if res[1] == 1 and ARGV[2] == STEP.RETRYING and ARGV[8] ~= '' then
-  redis.call('HDEL', KEYS[6], ARGV[1])
-  redis.call('ZREM', KEYS[7], ARGV[9])
+  give_up(KEYS[6], KEYS[7], ARGV[1], ARGV[9])
 end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and cmds > first then
   local patch = cjson.encode({queued_at = tonumber(ARGV[6])})

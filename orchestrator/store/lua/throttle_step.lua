@@ -6,8 +6,7 @@
 -- ARGV: step, token, lease member, timer id, delay ms, message JSON, timer TTL s.
 -- Returns 1 if held, -2 if fenced.
 if not holds(KEYS[2], ARGV[1], ARGV[2]) then return -2 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[3])
+give_up(KEYS[2], KEYS[3], ARGV[1], ARGV[3])
 local due = now_ms() + tonumber(ARGV[5])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local rec = raw and cjson.decode(raw) or {status = STEP.QUEUED}
