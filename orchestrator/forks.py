@@ -12,14 +12,22 @@ while the timers thread was publishing hung in ``send_task``, on the lock of kom
 ``cached_property`` (one lock per property of a class, shared by all its instances and
 taken on every read), and the map waited for an item that process had ended.
 
-Two kinds of locks are made safe here, once :func:`install` has run in the process:
+Three kinds of locks are made safe here, once :func:`install` has run in the process:
 
 * every ``functools.cached_property`` with a lock (kombu's subclass, which Celery and
   kombu use throughout; the standard library's own before Python 3.12): each gets a new
   lock in the child;
 * every lock this code base shares between a worker's main process and its pool
   processes (definition and run caches, message templates, the broker channel's client):
-  made with :func:`lock`, reinitialized in the child.
+  made with :func:`lock`, reinitialized in the child;
+* the locks inside an object registered with :func:`renew_in_child` (the store's Redis
+  Cluster client: redis-py's ``RedisCluster`` refreshes its topology under a lock of its
+  own after a failover, in whichever thread meets it): the object's ``after_fork`` runs
+  in the child, which then makes its own.  Seen in the Redis Cluster failover test:
+  pool processes forked while a keeper thread refreshed the slots after the failover
+  (the keeper had just stopped the attempts that could not renew their leases) hung in
+  ``NodesManager.initialize`` at their first store read, their leases renewed by the
+  main process, and a run waited forever.
 
 Python's ``logging`` reinitializes its own locks at a fork, and redis-py resets a
 connection pool used in a process other than the one that made it.
@@ -36,6 +44,7 @@ from typing import Any
 
 _locks: weakref.WeakSet[Any] = weakref.WeakSet()
 _properties: weakref.WeakSet[Any] = weakref.WeakSet()
+_renewed: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
 
 
@@ -46,6 +55,13 @@ def lock() -> threading.Lock:
     made = threading.Lock()
     _locks.add(made)
     return made
+
+
+def renew_in_child(obj: Any) -> None:
+    """Call ``obj.after_fork()`` in every process forked from this one (once
+    :func:`install` ran): for an object whose inner locks a thread of this process may
+    hold at a fork, and which can make itself again (a client made at its first use)."""
+    _renewed.add(obj)
 
 
 def install() -> None:
@@ -76,3 +92,5 @@ def _after_fork_in_child() -> None:
     for prop in list(_properties):
         if hasattr(prop, "lock"):
             prop.lock = threading.RLock()
+    for obj in list(_renewed):
+        obj.after_fork()

@@ -287,6 +287,11 @@ KEYLESS = frozenset({"time", "info", "ping", "config_get"})
 default node) and that the store uses: :class:`LazyCluster` sends them to the store's."""
 
 
+_forsaken: list[Any] = []
+"""Cluster clients a forked process inherited and does not use (:meth:`LazyCluster.
+after_fork`): kept, so that no finalizer of theirs runs in it."""
+
+
 class LazyCluster:
     """A redis-py ``RedisCluster`` made at its first use, as a plain client connects at
     its first command: a process starts while the cluster is down, and the first command
@@ -303,6 +308,16 @@ class LazyCluster:
         self._home = home
         self._made: Any = None
         self._lock = forks.lock()
+        forks.renew_in_child(self)
+
+    def after_fork(self) -> None:
+        """In a forked process: make a client of its own at the next use.  The parent's
+        is never used here (a parent thread may have held one of its locks at the fork,
+        its topology refresh's after a failover), nor closed (closing takes them): it is
+        kept, unreferenced by anything that runs."""
+        if self._made is not None:
+            _forsaken.append(self._made)
+            self._made = None
 
     def _client(self) -> Any:
         made = self._made

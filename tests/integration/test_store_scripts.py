@@ -383,6 +383,7 @@ def test_a_lease_given_up_or_settled_is_done_with_not_lost(store: RunStore) -> N
     assert _begin(store, "t1") is LeaseMode.BEGAN
     assert store.retry_later("r", "a", "t1", {"message": "x"}, 60, "tm", "{}") == 1
     assert leases.renew([Held("r", "a", "t1")], 30, {"t1"}) == [2]
+    leases.release([Held("r", "a", "t1")], ["done"])  # nothing to release: stays given
     # given up: its delivery may write nothing more, the next copy takes over at once
     assert store.step_transition("r", "a", StepStatus.FAILED, token="t1") == -2
     assert leases.live_lease("r") is None

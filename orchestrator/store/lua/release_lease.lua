@@ -8,7 +8,8 @@
 -- KEYS: leases, lease index, steps.  ARGV: step, token, member, how.
 -- Returns 1 if released, else 0.
 local lease = lease_of(KEYS[1], ARGV[1])
-if lease == nil or lease['token'] ~= ARGV[2] then return 0 end
+-- given up (the step run goes on with another delivery): nothing to release
+if lease == nil or lease['token'] ~= ARGV[2] or lease['flag'] == LEASE.GIVEN then return 0 end
 -- settled already (step_transition.lua sent its canvas on): it stays settled, whatever
 -- became of this copy of the message
 if lease['flag'] == LEASE.SETTLED and lease['until'] == 0 then return 1 end
