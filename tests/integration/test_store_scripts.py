@@ -394,6 +394,16 @@ def test_a_lease_given_up_or_settled_is_done_with_not_lost(store: RunStore) -> N
     assert leases.renew([Held("r", "a", "t5")], 30) == [0]  # settled: nothing to take
 
 
+def test_a_lease_the_reaper_restored_stops_its_late_holder(store: RunStore) -> None:
+    """A holder whose lease expired, and whose message the reaper put back (the lease
+    "restored"), must stop: the next copy may take the step run over now."""
+    leases = Leases(store.client, store.keys)
+    assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN
+    store.client.hset(store.keys.leases("r"), "a", "t1|0|tag-1|restored")  # the reaper's mark
+    assert leases.renew([Held("r", "a", "t1")], 30, {"t1"}) == [0]
+    assert leases.renew([Held("r", "a", "t1")], 30) == [0]
+
+
 def test_an_ended_step_whose_holder_died_is_settled_by_the_next_copy(store: RunStore
                                                                      ) -> None:
     assert _begin(store, "t1", lease_s=0.05) is LeaseMode.BEGAN

@@ -9,11 +9,13 @@
 -- the task has not begun yet) is taken for either, if the run exists: no other delivery
 -- can hold the step run, or its lease would be there.
 -- Returns 1 renewed; 3 taken; 2 this delivery is done with it (it gave it up, or
--- settled it: its task is returning); 0 another delivery holds it, or settled it;
--- -1 no lease and no run (the run is gone).
+-- settled it: its task is returning); 0 another delivery holds it, or settled it, or
+-- this delivery's lease expired and the reaper put its message back (restored: another
+-- copy may take the step run over now); -1 no lease and no run (the run is gone).
 local lease = lease_of(KEYS[1], ARGV[1])
 local now = now_ms()
 if lease ~= nil and lease['token'] == ARGV[2] then
+  if lease['flag'] == LEASE.RESTORED then return 0 end
   if lease['flag'] ~= '' then return 2 end
   lease['until'] = now + tonumber(ARGV[4])
   put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3], lease)
