@@ -145,11 +145,19 @@ class Keeper:
     def check_deadline(self) -> None:
         """Stop every step run this worker executes once no renewal has succeeded for
         ``0.75 * lease_s``: each one, confirmed or not (a task that took its lease just
-        before Redis went away was never confirmed), must end before its lease can."""
-        if time.monotonic() - self.last_ok <= 0.75 * self.lease_s:
+        before Redis went away was never confirmed), must end before its lease can.  A
+        task its pool process accepted after the last good renewal took its lease after
+        that acceptance, if at all: its deadline runs from then (a task handed out during
+        a failover is not stopped the instant it arrives; it gets the same 0.75 of a
+        lease as any other for Redis to come back)."""
+        now = time.monotonic()
+        limit = 0.75 * self.lease_s
+        if now - self.last_ok <= limit:
             return
         for req, held in self._active():
-            self._stop_attempt(req, held, "could not renew its lease in time")
+            since = max(self.last_ok, float(getattr(req, "orch_accepted", 0.0) or 0.0))
+            if now - since > limit:
+                self._stop_attempt(req, held, "could not renew its lease in time")
 
     def _reaper(self) -> None:
         while not self._stop.wait(self.reaper_interval_s):

@@ -125,6 +125,7 @@ class StepRequest(Request):
         item = kw.get("step_id") or kw.get("join_id")
         self.orch_held: Held | None = None
         self.orch_tag = ""  # the broker's delivery tag of a step's or join's message
+        self.orch_accepted = 0.0
         self._orch_cancelled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
@@ -132,6 +133,13 @@ class StepRequest(Request):
             self.orch_held = Held(str(kw["run_id"]), str(item), token, self.orch_tag)
             self._request_dict[LEASE_TOKEN] = token
             self._request_dict[DELIVERY_TAG] = self.orch_tag
+
+    def on_accepted(self, pid: int, time_accepted: float) -> None:
+        # when the pool process took the task (its time.monotonic(), the same clock as
+        # this process' on Linux): the lease keeper's deadline for a task accepted while
+        # Redis could not be reached runs from here (workers/leases.py)
+        self.orch_accepted = time_accepted
+        super().on_accepted(pid, time_accepted)
 
     def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
         # Celery cancels the acks_late tasks running when the broker connection is lost

@@ -33,10 +33,11 @@ LEASE_S = 4.0
 class Request:
     """What the keeper reads of a Celery request that executes a step."""
 
-    def __init__(self, held: Held) -> None:
+    def __init__(self, held: Held, pid: int = 4242, accepted: float = 0.0) -> None:
         self.orch_held = held
         self.orch_tag = "tag-1"
-        self.worker_pid = 4242
+        self.worker_pid = pid
+        self.orch_accepted = accepted  # when its pool process took it (monotonic)
 
 
 class Pool:
@@ -75,6 +76,7 @@ def test_an_attempt_cut_off_from_redis_stops_before_its_lease_ends(
     pid = server.pid
     assert pid is not None
     frozen = False
+    late = Request(Held("run-3", "step-c", "token-3"), pid=4343)
     keeper.start()
     try:
         wait_until(lambda: held.token in keeper.holding, 10, message="no renewal confirmed")
@@ -91,19 +93,29 @@ def test_an_attempt_cut_off_from_redis_stops_before_its_lease_ends(
         # put back (each waits out its timeout, and the requeue is tried again each tick)
         keeper_mod.release_later(Held("run-2", "step-b", "token-2"), "done")
         broker.stranded.append("tag-stranded")
+        # a task handed out while Redis is away: its lease, if it took one, began after
+        # this, so it gets its own 0.75 of a lease, not a stop the instant it arrives
+        time.sleep(LEASE_S / 2)
+        late.orch_accepted = time.monotonic()
+        worker_state.active_requests.add(late)
         wait_until(lambda: pool.killed, 3 * LEASE_S, message="the attempt was never stopped")
         ((killed_pid, at),) = pool.killed
         assert killed_pid == request.worker_pid
         # the lease, renewed no earlier than last_ok, ends LEASE_S after it on Redis' clock
         assert at - last_ok < 0.9 * LEASE_S, f"stopped {at - last_ok:.2f} s after renewal"
+        wait_until(lambda: len(pool.killed) == 2, 3 * LEASE_S, message="the late one ran on")
+        late_pid, late_at = pool.killed[1]
+        assert late_pid == late.worker_pid
+        assert 0.7 * LEASE_S < late_at - late.orch_accepted < 0.9 * LEASE_S
         time.sleep(LEASE_S / 2)
-        assert len(pool.killed) == 1  # stopped once, not once per thread or per tick
+        assert len(pool.killed) == 2  # stopped once, not once per thread or per tick
     finally:
         if frozen:
             os.kill(pid, signal.SIGCONT)
         keeper.stop()  # before the stranded tags go: its thread pops them
         broker.stranded.clear()
         worker_state.active_requests.discard(request)
+        worker_state.active_requests.discard(late)
         r.close()
 
 
