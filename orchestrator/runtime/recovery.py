@@ -94,8 +94,8 @@ class Recovery:
         out = Reaped()
         # stalled runs before stale claims: after a restart or failover both look at runs
         # quiet for 10 s, and a claim published first would make its run look busy again
-        # for another 10 s although it lost other messages too (measured: a failover trial
-        # ended 25 s after the kill instead of 15, in 6 of 20)
+        # for another 10 s although it lost other messages too (measured: 5 of 16 cluster
+        # failover trials ended 25-27 s after the kill instead of about 15)
         for name, part in (("expired leases", self._expired), ("unheld messages", self._unheld),
                            ("stalled runs", self._stalled),
                            ("stale claims", self._stale_claims), ("timers", self._timers),
