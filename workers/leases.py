@@ -119,7 +119,7 @@ class Keeper:
         worker holds (:meth:`Leases.unheld`), which a worker killed with it prefetched
         leaves unacknowledged, without a lease, for the broker's visibility timeout."""
         tags = [tag for req in [*worker_state.reserved_requests, *worker_state.active_requests]
-                if (tag := getattr(req, "orch_tag", ""))]
+                if (held := getattr(req, "orch_held", None)) and (tag := held.tag)]
         try:
             self.leases.hold(self.hostname, tags, self.lease_s)
         except StoreError as exc:

@@ -124,15 +124,14 @@ class StepRequest(Request):
         kw = self.kwargs or {}
         item = kw.get("step_id") or kw.get("join_id")
         self.orch_held: Held | None = None
-        self.orch_tag = ""  # the broker's delivery tag of a step's or join's message
         self.orch_accepted = 0.0
         self._orch_cancelled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
-            self.orch_tag = str(getattr(message, "delivery_tag", "") or "")
-            self.orch_held = Held(str(kw["run_id"]), str(item), token, self.orch_tag)
+            tag = str(getattr(message, "delivery_tag", "") or "")
+            self.orch_held = Held(str(kw["run_id"]), str(item), token, tag)
             self._request_dict[LEASE_TOKEN] = token
-            self._request_dict[DELIVERY_TAG] = self.orch_tag
+            self._request_dict[DELIVERY_TAG] = tag
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
         # when the pool process took the task (its time.monotonic(), the same clock as

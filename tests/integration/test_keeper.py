@@ -35,7 +35,6 @@ class Request:
 
     def __init__(self, held: Held, pid: int = 4242, accepted: float = 0.0) -> None:
         self.orch_held = held
-        self.orch_tag = "tag-1"
         self.worker_pid = pid
         self.orch_accepted = accepted  # when its pool process took it (monotonic)
 

@@ -24,8 +24,7 @@ local own = STEP.PENDING
 if recs[ni] then own = cjson.decode(recs[ni])['status'] end
 local now = now_ms()
 local lease = lease_of(KEYS[6], step)
-local live = lease ~= nil and lease['token'] ~= token and lease['until'] > now
-  and lease['flag'] ~= LEASE.RESTORED
+local live = held_by_other(lease, token, now)
 local mine = {token = token, ['until'] = now + ttl, tag = tag, flag = ''}
 if lease ~= nil and lease['flag'] == LEASE.SETTLED then return {run, recs, outs, LEASE.DROP} end
 if live then return {run, recs, outs, LEASE.BUSY} end

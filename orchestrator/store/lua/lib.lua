@@ -38,6 +38,13 @@ local function lease_of(k_leases, step)
   return {token = token, ['until'] = tonumber(u), tag = tag, flag = flag}
 end
 
+-- Does a delivery other than `token`'s hold this lease (a table, or nil) live: not
+-- expired by `now`, not given back?  (A given-up lease has no time left.)
+local function held_by_other(lease, token, now)
+  return lease ~= nil and lease['token'] ~= token and lease['until'] > now
+    and lease['flag'] ~= LEASE.RESTORED
+end
+
 -- Store a lease and index it by expiry (0: not indexed, nobody has to look at it).
 local function put_lease(k_leases, k_index, step, member, lease)
   redis.call('HSET', k_leases, step, lease['token'] .. '|' .. lease['until'] .. '|'
@@ -125,10 +132,17 @@ end
 
 -- Fencing: may the holder of `token` change this step run?  ("" = an operator's change,
 -- such as a cancel, which needs no lease; a delivery that gave its lease up may not.)
-local function holds(k_leases, step, token)
-  if token == '' then return true end
+-- `held_lease` gives the lease itself (nil: not held by `token`).
+local function held_lease(k_leases, step, token)
   local lease = lease_of(k_leases, step)
-  return lease ~= nil and lease['token'] == token and lease['flag'] ~= LEASE.GIVEN
+  if lease ~= nil and lease['token'] == token and lease['flag'] ~= LEASE.GIVEN then
+    return lease
+  end
+  return nil
+end
+
+local function holds(k_leases, step, token)
+  return token == '' or held_lease(k_leases, step, token) ~= nil
 end
 
 -- Mark a unit finished and advance its successors' counters; claim the successors that

@@ -21,10 +21,9 @@ if lease ~= nil and lease['token'] == ARGV[2] then
   put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3], lease)
   return 1
 end
-if lease ~= nil then
-  local free = lease['flag'] ~= LEASE.SETTLED and (lease['until'] <= now
-    or lease['flag'] == LEASE.RESTORED or lease['flag'] == LEASE.GIVEN)
-  if ARGV[6] ~= 'new' or not free then return 0 end
+if lease ~= nil and (ARGV[6] ~= 'new' or lease['flag'] == LEASE.SETTLED
+                    or held_by_other(lease, ARGV[2], now)) then
+  return 0
 end
 local ttl = redis.call('PTTL', KEYS[3])
 if ttl == -2 then return -1 end

@@ -63,10 +63,8 @@ for c = cmds, #ARGV, 3 do  -- a bad command writes nothing
 end
 local lease = nil
 if ARGV[8] ~= '' then
-  lease = lease_of(KEYS[6], ARGV[1])
-  if lease == nil or lease['token'] ~= ARGV[8] or lease['flag'] == LEASE.GIVEN then
-    return {-2, ''}
-  end
+  lease = held_lease(KEYS[6], ARGV[1], ARGV[8])
+  if lease == nil then return {-2, ''} end
 end
 local res = step_tx(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3],
                     ARGV[4], ARGV[5], ARGV[6], ARGV[7])
