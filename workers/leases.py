@@ -53,9 +53,15 @@ EXIT_SCHEMA = 6
 _releases: collections.deque[tuple[Held, str]] = collections.deque()
 
 
+SETTLED = "settled"
+"""A release's ``how`` for a lease the step's own script settled already
+(``step_transition.lua``, which sent its chain's next task): the keeper stops renewing it
+and sends Redis nothing."""
+
+
 def release_later(held: Held, how: str) -> None:
-    """Queue a lease's release (see :meth:`Leases.release` for ``how``); the keeper
-    thread sends queued releases within one tick, batched."""
+    """Queue a lease's release (see :meth:`Leases.release` for ``how``, and
+    :data:`SETTLED`); the keeper thread sends queued releases within one tick, batched."""
     _releases.append((held, how))
 
 
@@ -258,6 +264,9 @@ class Keeper:
             return
         for held, _ in batch:
             self.holding.discard(held.token)
+        batch = [(h, how) for h, how in batch if how != SETTLED]
+        if not batch:
+            return
         try:
             self.leases.release([h for h, _ in batch], [how for _, how in batch])
         except StoreError as exc:

@@ -50,7 +50,7 @@ from orchestrator.runtime import context
 from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definition
-from orchestrator.runtime.progress import Begin, Progress
+from orchestrator.runtime.progress import SETTLED_BY_STEP, Begin, Progress
 from orchestrator.settings import Settings
 from orchestrator.store import StepRun, StoreError
 from orchestrator.store.leases import Held
@@ -106,6 +106,12 @@ LEASE_TOKEN = "orch_lease"
 """Name of the request field that carries a delivery's lease token to the pool child."""
 DELIVERY_TAG = "orch_tag"
 """Name of the request field that carries the broker's delivery tag to the pool child."""
+LEASE_RESULT = "orch_lease"
+"""Key of a step task's return value that says its lease was settled (value
+``"settled"``): the worker's main process then skips the lease's release.  The main
+process sees the return value as Celery's tracer hands it over, its ``repr``
+(``celery.app.trace.fast_trace_task``), hence :data:`_SETTLED_REPR`."""
+_SETTLED_REPR = repr({LEASE_RESULT: leases.SETTLED})[1:-1]
 
 
 class StepRequest(Request):
@@ -126,12 +132,27 @@ class StepRequest(Request):
         self.orch_held: Held | None = None
         self.orch_accepted = 0.0
         self._orch_cancelled = False
+        self._orch_settled = False
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
             tag = str(getattr(message, "delivery_tag", "") or "")
             self.orch_held = Held(str(kw["run_id"]), str(item), token, tag)
             self._request_dict[LEASE_TOKEN] = token
             self._request_dict[DELIVERY_TAG] = tag
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Celery builds a request class per task type on top of this one
+        # (celery.worker.request.create_request_cls), whose on_success acknowledges the
+        # message without calling a base class's: its own is wrapped to see the return
+        # value first
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("on_success")
+        if own is not None:
+            cls.on_success = _noting_settled(own)  # type: ignore[method-assign]
+
+    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> None:
+        _note_settled(self, failed__retval__runtime)
+        super().on_success(failed__retval__runtime, **kwargs)
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
         # when the pool process took the task (its time.monotonic(), the same clock as
@@ -170,9 +191,11 @@ class StepRequest(Request):
         if self.orch_held is not None:
             # "check": settled if the step run ended (a task that returned without ending
             # it, as a deferred or throttled one, gave its lease up already).  A request
-            # cannot tell a normal return here: the request class Celery builds per task
-            # (create_request_cls) overrides on_success without calling a base class's
-            leases.release_later(self.orch_held, "check")
+            # cannot tell a normal return here, but the task's return value says when
+            # the script that ended its step run settled the lease: then nothing is left
+            # to release
+            leases.release_later(self.orch_held,
+                                 leases.SETTLED if self._orch_settled else "check")
 
     def reject(self, requeue: bool = False) -> None:
         super().reject(requeue=requeue)
@@ -190,6 +213,21 @@ class StepRequest(Request):
                 p.failed(p.definitions.load(version), run_id, step_id, err, self._context,
                          self.orch_held.token)
         super().on_timeout(soft, timeout)
+
+
+def _note_settled(req: StepRequest, failed__retval__runtime: Any) -> None:
+    failed, retval, _ = failed__retval__runtime
+    if isinstance(retval, dict):  # a pool that hands the value itself over
+        retval = repr(retval)
+    req._orch_settled = not failed and isinstance(retval, str) and _SETTLED_REPR in retval
+
+
+def _noting_settled(on_success: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(on_success)
+    def wrapper(self: StepRequest, failed__retval__runtime: Any, **kwargs: Any) -> Any:
+        _note_settled(self, failed__retval__runtime)
+        return on_success(self, failed__retval__runtime, **kwargs)
+    return wrapper
 
 
 class StepTask(Task):
@@ -491,6 +529,8 @@ def _succeed(task: StepTask, p: Progress, d: Definition, run_id: str, step_id: s
     done = _done(run_id, step_id, StepStatus.SUCCEEDED)
     if not p.succeeded(d, run_id, step_id, output, token, task.request, done):
         drop_canvas(task)
+    elif getattr(task.request, SETTLED_BY_STEP, False):
+        done[LEASE_RESULT] = leases.SETTLED
     return done
 
 

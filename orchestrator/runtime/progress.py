@@ -83,6 +83,9 @@ from orchestrator.store.waits import WaitStore, wait_timer_id
 log = logging.getLogger(__name__)
 
 MOVED, FENCED, GONE = 1, -2, -1
+SETTLED_BY_STEP = "orch_settled"
+"""Attribute set on a task's request context when the script that ended its step run
+also sent its chain's next task and so settled its lease (``step_transition.lua``)."""
 WAKE_REARM_S = 5.0
 """A woken parent step's timer, taken by the process that ended its child run, is re-armed
 this far ahead until its message is published: if the publish fails (the broker just
@@ -404,6 +407,8 @@ class Progress:
             return False
         if canvas is not None:  # sent with the record
             request.chain = None
+            if code == MOVED:  # and its lease settled (step_transition.lua)
+                setattr(request, SETTLED_BY_STEP, True)
         if failing:
             continue_canvas(self.app, request)
         self.unit_task_done(d, run_id, step_id)

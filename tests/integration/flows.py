@@ -261,6 +261,7 @@ def _counted(name: str, deps: dict[str, list[str]], pause_s: float = 0.0) -> Any
 zigzag_11 = _counted("zigzag_11", shapes.zigzag(11))
 random_nsp_60 = _counted("random_nsp_60", shapes.random_dag(random.Random(7), 60))
 long_count = _counted("long_count", {"long": [], "after_long": ["long"]}, pause_s=7.0)
+line_count = _counted("line_count", {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(6)})
 
 # --- a pool process that dies after its task returned (tests/integration/test_redelivery.py)
 _dying: list[int] = []

@@ -4,6 +4,7 @@ workers, counted by the step function itself (not by the store)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from tests.integration.conftest import (
     statuses,
     wait_run,
 )
-from tests.integration.flows import Counted, long_count, random_nsp_60, zigzag_11
+from tests.integration.flows import Counted, line_count, long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
@@ -73,6 +74,46 @@ def test_no_step_runs_twice_in_healthy_operation(busy_pool: Pool) -> None:
 @pytest.fixture
 def default_pool(redis_binary: str) -> Iterator[Pool]:
     yield from _pool(redis_binary, 2, "prefork", 1)
+
+
+def test_a_step_whose_script_sent_its_chain_on_sends_no_release(default_pool: Pool
+                                                                 ) -> None:
+    """The script that ends a chain step and sends the chain's next task settles the
+    step's lease in that call: the worker's main process then sends no release for it
+    (the unit's terminal step, whose unit completes instead, still gets one).  Every
+    step runs once and every lease ends settled, out of the expiry index."""
+    coord, r = default_pool.coord, default_pool.r
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def monitor() -> None:
+        with redis.Redis.from_url(default_pool.server.url).monitor() as m:
+            for cmd in m.listen():
+                if stop.is_set():
+                    return
+                seen.append(str(cmd["command"]))
+
+    watcher = threading.Thread(target=monitor, daemon=True)
+    watcher.start()
+    time.sleep(0.3)  # MONITOR is on
+    run_id = coord.submit(line_count)
+    view = wait_run(coord, run_id, timeout_s=60)
+    assert view.run.status.value == "succeeded", statuses(view)
+    keys = coord.store.keys
+    wait_until(lambda: r.zcount(keys.lease_index(), "-inf", "+inf") == 0, 10.0,
+               message="a lease of the run is still in the expiry index")
+    time.sleep(1.0)  # a release the keeper would send comes within a tick
+    stop.set()
+    r.ping()
+    watcher.join(5)
+    released = [c.split()[6] for c in seen
+                if c.startswith("FCALL orch_release_lease") and run_id in c]
+    assert released == ["s5"], released
+    assert default_pool.executions(run_id) == {f"s{i}": 1 for i in range(6)}
+    assert default_pool.overlaps(run_id) == {}
+    leases = r.hgetall(keys.leases(run_id))
+    assert sorted(leases) == [f"s{i}" for i in range(6)]
+    assert all(v.endswith("|settled") for v in leases.values()), leases
 
 
 def test_killed_worker_step_runs_again_within_seconds_with_default_settings(
