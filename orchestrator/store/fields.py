@@ -7,6 +7,7 @@ API, the CLI and the Prometheus exporter never spell a field name of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 EVENTS_MAXLEN = 10_000
 """Approximate length cap of a run's event stream (``XADD MAXLEN ~``)."""
@@ -52,13 +53,19 @@ class Event:
 # --- metrics (one hash for the whole store) ----------------------------------------------
 # Field layouts, "|"-separated:
 #   runs|<workflow>|<status or "started">          runs counted by outcome
-#   steps|<workflow>|<step>|<status>               final step runs by status
-#   dsum|<workflow>|<step>                         sum of step-run durations, seconds
-#   dbucket|<workflow>|<step>|<bucket bound>       step runs per duration bucket
+#   steps|<workflow>|<step>|<status>               final step runs by status, those with
+#                                                  no duration (skipped, cancelled...)
+#   dus|<workflow>|<step>                          sum of step-run durations, integer µs
+#   dbucket|<workflow>|<step>|<status>|<bound>     succeeded and failed step runs per
+#                                                  status and duration bucket: one
+#                                                  HINCRBY counts the run and its bucket
+# Older releases wrote steps|... for every final status, dsum|<workflow>|<step> (float
+# seconds, HINCRBYFLOAT) and dbucket|<workflow>|<step>|<bound>: still read and added in.
 
 METRIC_RUNS = "runs"
 METRIC_STEPS = "steps"
 METRIC_DURATION_SUM = "dsum"
+METRIC_DURATION_US = "dus"
 METRIC_DURATION_BUCKET = "dbucket"
 METRIC_SEP = "|"
 RUN_STARTED = "started"
@@ -91,10 +98,19 @@ class Metrics:
             if parts[0] == METRIC_RUNS and len(parts) == 3:
                 out.runs[(parts[1], parts[2])] = float(value)
             elif parts[0] == METRIC_STEPS and len(parts) == 4:
-                out.steps[(parts[1], parts[2], parts[3])] = float(value)
+                out._add(out.steps, (parts[1], parts[2], parts[3]), float(value))
             elif parts[0] == METRIC_DURATION_SUM and len(parts) == 3:
-                out.duration_sums[(parts[1], parts[2])] = float(value)
-            elif parts[0] == METRIC_DURATION_BUCKET and len(parts) == 4:
-                out.duration_buckets.setdefault((parts[1], parts[2]), {})[parts[3]] = \
-                    int(value)
+                out._add(out.duration_sums, (parts[1], parts[2]), float(value))
+            elif parts[0] == METRIC_DURATION_US and len(parts) == 3:
+                out._add(out.duration_sums, (parts[1], parts[2]), int(value) / 1e6)
+            elif parts[0] == METRIC_DURATION_BUCKET and len(parts) in (4, 5):
+                n = int(value)
+                if len(parts) == 5:
+                    out._add(out.steps, (parts[1], parts[2], parts[3]), float(n))
+                buckets = out.duration_buckets.setdefault((parts[1], parts[2]), {})
+                buckets[parts[-1]] = buckets.get(parts[-1], 0) + n
         return out
+
+    @staticmethod
+    def _add(into: dict[Any, Any], key: Any, value: float) -> None:
+        into[key] = into.get(key, 0) + value

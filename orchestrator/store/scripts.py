@@ -63,7 +63,7 @@ def prelude() -> str:
     names = {"KIND": f.EVENT_KIND, "RUN": f.EVENT_RUN, "STEP": f.EVENT_STEP,
              "STATUS": f.EVENT_STATUS, "STEP_ID": f.EVENT_STEP_ID, "ATTEMPT": f.EVENT_ATTEMPT,
              "TS": f.EVENT_TS, "SEP": f.METRIC_SEP, "M_RUNS": f.METRIC_RUNS,
-             "M_STEPS": f.METRIC_STEPS, "M_DSUM": f.METRIC_DURATION_SUM,
+             "M_STEPS": f.METRIC_STEPS, "M_DUS": f.METRIC_DURATION_US,
              "M_DBUCKET": f.METRIC_DURATION_BUCKET}
     lines.append("local F = {" + ", ".join(f"{k}={_lua_str(v)}" for k, v in names.items())
                  + "}")

@@ -28,7 +28,7 @@ LUA_FILES = sorted(p.name for p in (resources.files("orchestrator.store") / "lua
                    if p.name.endswith(".lua"))
 # names the scripts must take from states.py / fields.py, never spell themselves
 HANDED = ({s.value for s in StepStatus} | {s.value for s in RunStatus}
-          | {fields.METRIC_RUNS, fields.METRIC_STEPS, fields.METRIC_DURATION_SUM,
+          | {fields.METRIC_RUNS, fields.METRIC_STEPS, fields.METRIC_DURATION_US,
              fields.METRIC_DURATION_BUCKET, fields.EVENT_KIND, str(fields.EVENTS_MAXLEN)})
 
 
@@ -170,6 +170,28 @@ def test_step_transition_counts_final_statuses_and_durations(store: RunStore) ->
     assert m.duration_buckets[("w", "a")] == {"0.05": 1}
     assert m.duration_sums[("w", "a")] == pytest.approx(0.03)
     assert m.runs[("w", "started")] == 1
+
+
+def test_metrics_an_older_release_wrote_are_added_in(store: RunStore) -> None:
+    """Older releases counted every final status in ``steps|...``, summed durations as
+    float seconds in ``dsum|...`` and bucketed without the status; this one counts a run
+    with a duration by its bucket's field alone and sums integer µs: both add up."""
+    store.client.hset(store.keys.metrics(), mapping={
+        "steps|w|a|succeeded": 2, "steps|w|a|failed": 1, "dsum|w|a": "1.5",
+        "dbucket|w|a|0.05": 2, "dbucket|w|a|+Inf": 1})
+    store.transition_step("r", "a", StepStatus.RUNNING, started_at=10.0)
+    store.transition_step("r", "a", StepStatus.FAILED, ended_at=10.0000014, workflow="w")
+    store.transition_step("r", "b", StepStatus.CANCELLED, workflow="w")
+    m = store.metrics()
+    assert m.steps[("w", "a", "succeeded")] == 2
+    assert m.steps[("w", "a", "failed")] == 2
+    assert m.steps[("w", "b", "cancelled")] == 1
+    assert m.duration_buckets[("w", "a")] == {"0.05": 2, "+Inf": 1, "0.005": 1}
+    assert m.duration_sums[("w", "a")] == pytest.approx(1.5 + 1.4e-6)
+    assert sorted(store.client.hkeys(store.keys.metrics())) == sorted([
+        "steps|w|a|succeeded", "steps|w|a|failed", "dsum|w|a", "dbucket|w|a|0.05",
+        "dbucket|w|a|+Inf", "dus|w|a", "dbucket|w|a|failed|0.005", "steps|w|b|cancelled",
+        "runs|w|started"])
 
 
 def test_run_transition_moves_indexes_and_refuses_a_missing_run(store: RunStore) -> None:

@@ -78,21 +78,45 @@ local function step_tx_on(k_run, k_steps, k_events, k_outputs, k_metrics, step, 
   redis.call('XADD', k_events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', F.KIND, F.STEP, F.STEP_ID,
     step, F.STATUS, new, F.ATTEMPT, tostring(rec['attempt'] or 0), F.TS, now)
   if wf ~= '' and STEP_FINAL[new] then
+    -- a run with a duration is counted by its bucket's field (which names its status),
+    -- its duration summed in integer µs (no float formatting): two commands
     local base = wf .. F.SEP .. step
-    redis.call('HINCRBY', k_metrics, F.M_STEPS .. F.SEP .. base .. F.SEP .. new, 1)
     local s, e = tonumber(rec['started_at']), tonumber(rec['ended_at'])
     if (new == STEP.SUCCEEDED or new == STEP.FAILED) and s and e then
       local d = e - s
-      redis.call('HINCRBYFLOAT', k_metrics, F.M_DSUM .. F.SEP .. base, d)
+      redis.call('HINCRBY', k_metrics, F.M_DUS .. F.SEP .. base, math.floor(d * 1e6 + 0.5))
       local bucket = '+Inf'
       for _, b in ipairs(DURATION_BUCKETS) do
         if d <= tonumber(b) then bucket = b; break end
       end
-      redis.call('HINCRBY', k_metrics, F.M_DBUCKET .. F.SEP .. base .. F.SEP .. bucket, 1)
+      redis.call('HINCRBY', k_metrics,
+                 F.M_DBUCKET .. F.SEP .. base .. F.SEP .. new .. F.SEP .. bucket, 1)
+    else
+      redis.call('HINCRBY', k_metrics, F.M_STEPS .. F.SEP .. base .. F.SEP .. new, 1)
     end
   end
   keep_ttl(run_ttl, k_steps, k_events, k_outputs)
   return {1, status, run_ttl}
+end
+
+-- `step_tx_on` to queued (no output, no metrics), for a step that may have no record:
+-- a step with none is pending, so where the sources allow pending one HSETNX writes its
+-- record (no read first); a step that has one goes through the table as usual.
+local function queue_step(k_run, k_steps, k_events, k_outputs, k_metrics, step, sources,
+                          patch, now, run_ttl)
+  if run_ttl ~= -2 and allowed(sources, STEP.PENDING) then
+    local rec = cjson.decode(patch)
+    rec['status'] = STEP.QUEUED
+    if redis.call('HSETNX', k_steps, step, cjson.encode(rec)) == 1 then
+      redis.call('XADD', k_events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', F.KIND, F.STEP,
+        F.STEP_ID, step, F.STATUS, STEP.QUEUED, F.ATTEMPT, tostring(rec['attempt'] or 0),
+        F.TS, now)
+      keep_ttl(run_ttl, k_steps, k_events, k_outputs)
+      return {1, STEP.PENDING, run_ttl}
+    end
+  end
+  return step_tx_on(k_run, k_steps, k_events, k_outputs, k_metrics, step, STEP.QUEUED,
+                    sources, patch, '', now, '', run_ttl, redis.call('HGET', k_steps, step))
 end
 
 local function step_tx(k_run, k_steps, k_events, k_outputs, k_metrics, step, new, sources,

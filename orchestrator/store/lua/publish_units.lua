@@ -42,8 +42,8 @@ for _, u in ipairs(units) do
     end
     redis.call('SADD', KEYS[7], u.id)
     for s = u.steps, u.steps + u.ns - 1 do
-      step_tx_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[s], STEP.QUEUED,
-                 sources, patch, '', now, '', run_ttl, redis.call('HGET', KEYS[2], ARGV[s]))
+      queue_step(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[s], sources, patch, now,
+                 run_ttl)
     end
     table.insert(out, u.id)
   end

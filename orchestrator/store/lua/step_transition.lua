@@ -74,8 +74,8 @@ end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and cmds > first then
   local patch = cjson.encode({queued_at = tonumber(ARGV[6])})
   for i = first, cmds - 1 do
-    step_tx_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.QUEUED,
-               STEP.PENDING, patch, '', ARGV[6], '', res[3], redis.call('HGET', KEYS[2], ARGV[i]))
+    queue_step(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], STEP.PENDING, patch,
+               ARGV[6], res[3])
   end
 end
 if res[1] == 1 and STEP_FINAL[ARGV[2]] and cmds <= #ARGV then
