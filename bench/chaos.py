@@ -153,6 +153,16 @@ class Cluster:
     broker: RedisServer | None = None
     procs: list[Any] = field(default_factory=list)
     kills: list[tuple[float, set[int]]] = field(default_factory=list)
+    faults_at: list[tuple[float, float, str]] = field(default_factory=list)
+    """(start, end, what) of each fault other than a worker kill."""
+
+    def timeline(self, started: float) -> list[str]:
+        """Every fault, seconds after ``started``: kills by worker pids, the others with
+        their span."""
+        spans = [(a, f"{what} +{a - started:.1f}-{b - started:.1f} s")
+                 for a, b, what in self.faults_at]
+        kills = [(t, f"kill +{t - started:.1f} s") for t, _ in self.kills]
+        return [text for _, text in sorted(spans + kills)]
 
     def start(self) -> Cluster:
         extra: tuple[str, ...] = ("--maxmemory-policy", "noeviction")
@@ -205,11 +215,13 @@ class Cluster:
 
     def restart_redis(self, down_s: float = 2.0) -> str:
         servers = [self.server, *([self.broker] if self.broker else [])]
+        t0 = time.time()
         for srv in servers:
             srv.kill()
         time.sleep(down_s)
         for srv in servers:
             srv.restart()
+        self.faults_at.append((t0, time.time(), "Redis down"))
         what = "both Redis servers" if self.broker else "Redis"
         return f"{what} SIGKILL, {down_s:.0f} s down, AOF restart"
 
@@ -236,16 +248,20 @@ class Cluster:
             return False
 
     def restart_api(self) -> str:
+        t0 = time.time()
         procs.kill_group(self.api)
         time.sleep(1.0)
         self._spawn_api()
+        self.faults_at.append((t0, time.time(), "API down"))
         return "API SIGKILL and restart mid-wait"
 
     def cut_link(self, down_s: float) -> str:
         assert self.ns is not None
+        t0 = time.time()
         self.ns.cut()
         time.sleep(down_s)
         self.ns.restore()
+        self.faults_at.append((t0, time.time(), "worker 0 cut"))
         return f"worker 0's link to Redis cut for {down_s:.0f} s"
 
     def stop(self) -> None:
@@ -259,6 +275,10 @@ class Cluster:
             self.broker.close()
         if self.ns is not None:
             self.ns.delete()
+
+
+SLOW_RERUN_S = 20.0
+"""A kill-to-re-run slower than this is printed with the faults' timeline."""
 
 
 def submit_and_wait(cluster: Cluster, workflow: str, key: str, out: list[str],
@@ -312,9 +332,14 @@ def measure(cluster: Cluster, coord: Coordinator, run_ids: Sequence[str],
     for tk, pids in cluster.kills:
         cut = {k for k, t, pid in starts if pid in pids and t < tk and (k, pid) not in ends}
         for key in cut:
-            later = [t for k, t, _ in starts if k == key and t > tk]
+            later = [(t, pid) for k, t, pid in starts if k == key and t > tk]
             if later:
-                rerun.append(min(later) - tk)
+                rerun.append(min(later)[0] - tk)
+                if min(later)[0] - tk > SLOW_RERUN_S:  # say which, to look into
+                    print(f"slow re-run: {key} cut by the kill at +{tk - started:.1f} s "
+                          f"(pids {sorted(pids)}), ran again at "
+                          f"+{min(later)[0] - started:.1f} s in pid {min(later)[1]}; "
+                          f"faults: {', '.join(cluster.timeline(started))}", file=sys.stderr)
     # retention: every key of an ended run carries a TTL (stragglers' writes included)
     no_ttl = [k for k in r.scan_iter(f"{coord.store.keys.run('')}*", count=1000)
               if r.ttl(k) == -1 and (r.hget(coord.store.keys.run(k.split(":")[2]), "status")
