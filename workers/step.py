@@ -46,7 +46,7 @@ from orchestrator.errors import (
     error_data,
 )
 from orchestrator.outages import kind_of
-from orchestrator.runtime import broker, context
+from orchestrator.runtime import context
 from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definition
@@ -182,13 +182,7 @@ class StepRequest(Request):
                         "cancelled on a lost broker connection"
                         if self._orch_cancelled
                         else f"Redis failed before its outcome was recorded ({exc!r})")
-            with broker.requeue_at_head():
-                self.reject(requeue=True)
-            return
-        if self.orch_held is not None and isinstance(exc, Reject) and exc.requeue:
-            # requeue_when_unrecorded: the same, found in the pool process
-            with broker.requeue_at_head():
-                super().on_failure(exc_info, send_failed_event, return_ok)
+            self.reject(requeue=True)
             return
         super().on_failure(exc_info, send_failed_event, return_ok)
 

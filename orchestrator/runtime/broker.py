@@ -29,8 +29,7 @@ already ended and does nothing (its lease fences a second execution).  Nothing i
 and nothing runs twice; the worker stays up.  A *requeue* on such a channel (a task
 Celery cancelled on the lost connection, or one that could not record its outcome) is
 not left to the visibility timeout: its tag goes to :data:`stranded`, and the worker's
-lease keeper puts the message back in its queue as soon as Redis answers.  Such a requeue
-goes to the head of the queue (:func:`requeue_at_head`), not to kombu's tail.
+lease keeper puts the message back in its queue as soon as Redis answers.
 
 kombu takes a message in two commands: it pops it (``BRPOP``), then records the delivery
 as unacknowledged.  When Redis goes away between the two, kombu drops the message it
@@ -171,25 +170,6 @@ of its queue once Redis answers (:meth:`orchestrator.store.leases.Leases.requeue
 instead of leaving its run to the stalled-run pass a minute later."""
 
 
-_at_head: ContextVar[bool] = ContextVar("orchestrator_requeue_at_head", default=False)
-
-
-@contextmanager
-def requeue_at_head() -> Iterator[None]:
-    """Within it, a worker's requeue (a reject with ``requeue=True``) puts the message at
-    the head of its queue, the next one popped, as kombu's restore of unacknowledged
-    messages and the store's own requeues do; kombu's reject puts it at the tail
-    (celery/kombu#254), where a step interrupted by a Redis outage waited behind the whole
-    backlog (40 s in ``bench.chaos``'s ``all``).  Used for the requeues of a step whose
-    outcome Redis could not record, not for a pool process that died (a step that kills
-    its process every time would loop at the head)."""
-    token = _at_head.set(True)
-    try:
-        yield
-    finally:
-        _at_head.reset(token)
-
-
 class GuardedQoS(kombu_redis.QoS):
     """kombu's Redis QoS whose acknowledgements on a channel of a connection that is gone
     are dropped with a warning instead of raising, and whose deliveries Redis could not
@@ -237,11 +217,7 @@ class GuardedQoS(kombu_redis.QoS):
                 stranded.append(str(delivery_tag))
             return
         try:
-            if requeue and _at_head.get():
-                self.restore_by_tag(delivery_tag, leftmost=False)  # type: ignore[no-untyped-call]
-                self._quick_ack(delivery_tag)  # kombu's reject does the same bookkeeping
-            else:
-                super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
         except Exception:
             if requeue:  # Redis did not take it back: it may still be unacknowledged
                 stranded.append(str(delivery_tag))

@@ -143,32 +143,3 @@ def test_a_message_popped_as_redis_went_away_goes_back_once_redis_answers(
             again.ack()
         with contextlib.suppress(Exception):  # its connection died with the crash
             conn.release()
-
-
-def test_a_requeue_of_an_unrecorded_outcome_goes_to_the_head_of_its_queue(
-        redis_binary: str) -> None:
-    """kombu's reject puts a requeued message at the tail of its queue (celery/kombu#254):
-    a step that Redis' outage interrupted then waited behind the whole backlog.  Within
-    ``requeue_at_head`` it comes back next, out of the unacked index; outside, kombu's
-    order stands (a pool process that died)."""
-    with RedisServer(binary=redis_binary) as server:
-        r = server.client()
-        with Connection(server.url, transport=broker.WORKER_TRANSPORT) as conn:
-            q = conn.SimpleQueue("q")
-            for n in range(4):
-                q.put({"n": n})
-            first = q.get(timeout=5)
-            assert first.payload == {"n": 0}
-            with broker.requeue_at_head():
-                first.reject(requeue=True)
-            assert r.hlen("unacked") == 0
-            again = q.get(timeout=5)
-            assert again.payload == {"n": 0} and again.delivery_info.get("redelivered", True)
-            again.reject(requeue=True)  # kombu's own: to the tail
-            order = []
-            for _ in range(4):
-                m = q.get(timeout=5)
-                order.append(m.payload["n"])
-                m.ack()
-            assert order == [1, 2, 3, 0]
-            assert r.hlen("unacked") == 0 and r.llen("q") == 0
