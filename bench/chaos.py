@@ -23,6 +23,7 @@ restored; needs root and ``ip``), ``all`` (kills, a Redis restart and a cut toge
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +157,15 @@ class Cluster:
     faults_at: list[tuple[float, float, str]] = field(default_factory=list)
     """(start, end, what) of each fault other than a worker kill."""
 
+    @contextlib.contextmanager
+    def _fault(self, what: str) -> Iterator[None]:
+        """Note the span of a fault injected within, for :meth:`timeline`."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.faults_at.append((t0, time.time(), what))
+
     def timeline(self, started: float) -> list[str]:
         """Every fault, seconds after ``started``: kills by worker pids, the others with
         their span."""
@@ -215,13 +225,12 @@ class Cluster:
 
     def restart_redis(self, down_s: float = 2.0) -> str:
         servers = [self.server, *([self.broker] if self.broker else [])]
-        t0 = time.time()
-        for srv in servers:
-            srv.kill()
-        time.sleep(down_s)
-        for srv in servers:
-            srv.restart()
-        self.faults_at.append((t0, time.time(), "Redis down"))
+        with self._fault("Redis down"):
+            for srv in servers:
+                srv.kill()
+            time.sleep(down_s)
+            for srv in servers:
+                srv.restart()
         what = "both Redis servers" if self.broker else "Redis"
         return f"{what} SIGKILL, {down_s:.0f} s down, AOF restart"
 
@@ -248,20 +257,18 @@ class Cluster:
             return False
 
     def restart_api(self) -> str:
-        t0 = time.time()
-        procs.kill_group(self.api)
-        time.sleep(1.0)
-        self._spawn_api()
-        self.faults_at.append((t0, time.time(), "API down"))
+        with self._fault("API down"):
+            procs.kill_group(self.api)
+            time.sleep(1.0)
+            self._spawn_api()
         return "API SIGKILL and restart mid-wait"
 
     def cut_link(self, down_s: float) -> str:
         assert self.ns is not None
-        t0 = time.time()
-        self.ns.cut()
-        time.sleep(down_s)
-        self.ns.restore()
-        self.faults_at.append((t0, time.time(), "worker 0 cut"))
+        with self._fault("worker 0 cut"):
+            self.ns.cut()
+            time.sleep(down_s)
+            self.ns.restore()
         return f"worker 0's link to Redis cut for {down_s:.0f} s"
 
     def stop(self) -> None:

@@ -56,6 +56,12 @@ local function put_lease(k_leases, k_index, step, member, lease)
   end
 end
 
+-- Append a step run's event (`attempt`: its attempt, nil for none yet) to the run's stream.
+local function step_event(k_events, step, status, attempt, now)
+  redis.call('XADD', k_events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', F.KIND, F.STEP, F.STEP_ID,
+    step, F.STATUS, status, F.ATTEMPT, tostring(attempt or 0), F.TS, now)
+end
+
 -- The one step transition: checks that the run exists and the transition table
 -- (sources: ","-joined, STEP.PENDING meaning no record), merges the patch, stores the
 -- output (if not ""), appends the event, and with a workflow name counts a final status
@@ -75,8 +81,7 @@ local function step_tx_on(k_run, k_steps, k_events, k_outputs, k_metrics, step, 
   rec['status'] = new
   redis.call('HSET', k_steps, step, cjson.encode(rec))
   if output ~= '' then redis.call('HSET', k_outputs, step, output) end
-  redis.call('XADD', k_events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', F.KIND, F.STEP, F.STEP_ID,
-    step, F.STATUS, new, F.ATTEMPT, tostring(rec['attempt'] or 0), F.TS, now)
+  step_event(k_events, step, new, rec['attempt'], now)
   if wf ~= '' and STEP_FINAL[new] then
     -- a run with a duration is counted by its bucket's field (which names its status),
     -- its duration summed in integer µs (no float formatting): two commands
@@ -108,9 +113,7 @@ local function queue_step(k_run, k_steps, k_events, k_outputs, k_metrics, step, 
     local rec = cjson.decode(patch)
     rec['status'] = STEP.QUEUED
     if redis.call('HSETNX', k_steps, step, cjson.encode(rec)) == 1 then
-      redis.call('XADD', k_events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', F.KIND, F.STEP,
-        F.STEP_ID, step, F.STATUS, STEP.QUEUED, F.ATTEMPT, tostring(rec['attempt'] or 0),
-        F.TS, now)
+      step_event(k_events, step, STEP.QUEUED, rec['attempt'], now)
       keep_ttl(run_ttl, k_steps, k_events, k_outputs)
       return {1, STEP.PENDING, run_ttl}
     end
