@@ -114,6 +114,14 @@ def awaited_runs(records: Iterable[StepRun]) -> list[str]:
             and r.wait.get("run")]
 
 
+def _slotted(d: Definition, step_id: str) -> bool:
+    """Whether step ``step_id``'s step run may hold a concurrency slot (its step has a
+    concurrency limit; a step this version does not know: assume it may), so that its
+    final status looks for the slot to give up."""
+    step = d.wf.step_map.get(step_id)
+    return step is None or step.concurrency is not None
+
+
 def _runs_child(d: Definition, step_run_id: str) -> bool:
     """Whether step run ``step_run_id`` (a step, or an item of a mapped sub-workflow step)
     starts a child run."""
@@ -366,7 +374,7 @@ class Progress:
             code, done = self.store.end_step(
                 run_id, step_id, StepStatus.SUCCEEDED, uid, d.plan.successors[uid],
                 output=output, has_output=True, ended_at=time.time(), workflow=d.wf.name,
-                token=token)
+                token=token, slotted=_slotted(d, step_id))
             if not self._goes_on(run_id, step_id, code):
                 return False
             if done is not None:
@@ -402,7 +410,8 @@ class Progress:
         code = self.store.step_transition(run_id, step_id, status, ended_at=time.time(),
                                           workflow=d.wf.name, token=token,
                                           followers=d.followers.get(step_id, ()),
-                                          canvas=canvas or (), **fields)
+                                          canvas=canvas or (), slotted=_slotted(d, step_id),
+                                          **fields)
         if not self._goes_on(run_id, step_id, code):
             return False
         if canvas is not None:  # sent with the record

@@ -527,7 +527,7 @@ class RunStore:
                         output: Any = None, has_output: bool = False, workflow: str = "",
                         token: str = "", followers: Sequence[str] = (),
                         canvas: Sequence[tuple[str, tuple[Any, ...]]] = (),
-                        **patch: Any) -> int:
+                        slotted: bool = True, **patch: Any) -> int:
         """:meth:`transition_step`, answering why: 1 moved, 0 refused by the table,
         -1 the run is gone, -2 refused because ``token`` does not hold the lease.
 
@@ -537,17 +537,19 @@ class RunStore:
         (:func:`orchestrator.runtime.canvas.held_chain`), sent by the same script when
         it moves the step run to a final status, which also settles its lease (a later
         copy of its message is dropped); when it does not move, nothing is sent.
+        ``slotted``: whether the step run may hold a concurrency slot, which a final
+        status gives up (False, for a step with no concurrency limit, spares the look).
 
         Raises:
             ValueError: a command other than ``lpush``, ``publish`` and ``pexpire``.
         """
         return int(self._step_transition(run_id, step_id, status, output, has_output,
                                          workflow, token, followers, "", (), patch,
-                                         canvas)[0])
+                                         canvas, slotted)[0])
 
     def end_step(self, run_id: str, step_id: str, status: StepStatus, unit: str,
                  successors: Sequence[str], output: Any = None, has_output: bool = False,
-                 workflow: str = "", token: str = "", **patch: Any
+                 workflow: str = "", token: str = "", slotted: bool = True, **patch: Any
                  ) -> tuple[int, Completed | None]:
         """Move the terminal step of ``unit`` to a final ``status`` and, in the same
         script, complete the unit (as :meth:`complete_unit_in_band`, whose successors are
@@ -559,7 +561,7 @@ class RunStore:
             complete here: fenced, or the run is gone).
         """
         res = self._step_transition(run_id, step_id, status, output, has_output, workflow,
-                                    token, (), unit, successors, patch)
+                                    token, (), unit, successors, patch, slotted=slotted)
         code = int(res[0])
         if code < 0 or len(res) < 6:
             return code, None
@@ -569,7 +571,8 @@ class RunStore:
                          has_output: bool, workflow: str, token: str,
                          followers: Sequence[str], unit: str, successors: Sequence[str],
                          patch: dict[str, Any],
-                         canvas: Sequence[tuple[str, tuple[Any, ...]]] = ()) -> list[Any]:
+                         canvas: Sequence[tuple[str, tuple[Any, ...]]] = (),
+                         slotted: bool = True) -> list[Any]:
         k = self.keys
         keys = [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id),
                 k.metrics(), k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers(),
@@ -577,7 +580,8 @@ class RunStore:
                 k.claims()]
         args = [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
                 json.dumps(output) if has_output else "", time.time(), workflow, token,
-                lease_member(run_id, step_id), unit, run_id, len(successors), *successors,
+                lease_member(run_id, step_id), "1" if slotted else "0", unit, run_id,
+                len(successors), *successors,
                 len(followers), *followers]
         _broker_commands(canvas, keys, args)
         res: list[Any] = scripts.STEP_TRANSITION(self._r, keys, args)
@@ -647,7 +651,7 @@ class RunStore:
             for s in step_ids:
                 scripts.STEP_TRANSITION.queue(
                     pipe, keys, [s, StepStatus.QUEUED.value, sources, patch, "", now, "", "",
-                                 lease_member(run_id, s), "", run_id, 0, 0])
+                                 lease_member(run_id, s), "0", "", run_id, 0, 0])
             if units:
                 pipe.sadd(k.units_published(run_id), *units)
                 pipe.zrem(k.claims(), *(lease_member(run_id, u) for u in units))

@@ -81,7 +81,8 @@ def test_a_step_whose_script_sent_its_chain_on_sends_no_release(default_pool: Po
     """The script that ends a chain step and sends the chain's next task settles the
     step's lease in that call: the worker's main process then sends no release for it
     (the unit's terminal step, whose unit completes instead, still gets one).  Every
-    step runs once and every lease ends settled, out of the expiry index."""
+    step runs once and every lease ends settled, out of the expiry index; and as no step
+    has a concurrency limit, no step's end looks for a concurrency slot to give up."""
     coord, r = default_pool.coord, default_pool.r
     seen: list[str] = []
     stop = threading.Event()
@@ -109,6 +110,9 @@ def test_a_step_whose_script_sent_its_chain_on_sends_no_release(default_pool: Po
     released = [c.split()[6] for c in seen
                 if c.startswith("FCALL orch_release_lease") and run_id in c]
     assert released == ["s5"], released
+    slot_reads = [c for c in seen if c.startswith("HGET") and keys.slots(run_id) in c]
+    assert slot_reads == [], slot_reads
+    assert any(c.startswith("FCALL orch_step_transition") and run_id in c for c in seen)
     assert default_pool.executions(run_id) == {f"s{i}": 1 for i in range(6)}
     assert default_pool.overlaps(run_id) == {}
     leases = r.hgetall(keys.leases(run_id))

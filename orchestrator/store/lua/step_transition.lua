@@ -12,12 +12,15 @@
 -- that does not move sends nothing.
 -- ARGV: step, new status, allowed sources (","-joined), patch JSON, output JSON or "",
 --       now, workflow ("" for no metrics), lease token ("" for none), lease member,
---       unit ("": none), run id, successors n, successors..., followers n, followers...,
---       then broker commands (name, key or topic, value)....
+--       slot ("1": the step run may hold a concurrency slot; "0": its step has no
+--       concurrency limit, so there is none to look for), unit ("": none), run id,
+--       successors n, successors..., followers n, followers..., then broker commands
+--       (name, key or topic, value)....
 -- A final status also gives up the step run's concurrency slot (KEYS[8], the run's
--- slots hash, and KEYS[9], the timers index; absent: no slot to look for): a held slot
--- passes to the oldest step run waiting for the key, whose held message's timer is made
--- due now; a waiting one leaves the key's FIFO and its timer goes (acquire_slot.lua).
+-- slots hash, and KEYS[9], the timers index; absent, or slot "0": none to look for): a
+-- held slot passes to the oldest step run waiting for the key, whose held message's timer
+-- is made due now; a waiting one leaves the key's FIFO and its timer goes
+-- (acquire_slot.lua).
 -- With a unit (the step is its unit's terminal task and the status final), unless the
 -- call was fenced or the run is gone, the unit completes in the same call
 -- (complete_unit_on in lib.lua): one round trip per unit boundary.
@@ -53,9 +56,9 @@ local function release_slot(k_slots, step, k_timers)
     end
   end
 end
-local unit, nsucc = ARGV[10] or '', tonumber(ARGV[12] or '0')
-local first = 14 + nsucc  -- the first follower
-local cmds = first + tonumber(ARGV[13 + nsucc] or '0')  -- the first broker command
+local unit, nsucc = ARGV[11] or '', tonumber(ARGV[13] or '0')
+local first = 15 + nsucc  -- the first follower
+local cmds = first + tonumber(ARGV[14 + nsucc] or '0')  -- the first broker command
 for c = cmds, #ARGV, 3 do  -- a bad command writes nothing
   if not BROKER_COMMANDS[ARGV[c]] then
     return redis.error_reply('step_transition: unexpected command ' .. tostring(ARGV[c]))
@@ -88,14 +91,14 @@ if res[1] == 1 and STEP_FINAL[ARGV[2]] and cmds <= #ARGV then
     put_lease(KEYS[6], KEYS[7], ARGV[1], ARGV[9], lease)
   end
 end
-if res[1] == 1 and STEP_FINAL[ARGV[2]] and KEYS[9] then
+if res[1] == 1 and STEP_FINAL[ARGV[2]] and ARGV[10] == '1' and KEYS[9] then
   release_slot(KEYS[8], ARGV[1], KEYS[9])
 end
 if unit ~= '' and res[1] >= 0 and STEP_FINAL[ARGV[2]] then
   local successors = {}
-  for i = 13, 12 + nsucc do successors[#successors + 1] = ARGV[i] end
+  for i = 14, 13 + nsucc do successors[#successors + 1] = ARGV[i] end
   local done = complete_unit_on(KEYS[10], KEYS[11], KEYS[12], KEYS[1], KEYS[13], unit,
-                                ARGV[11], successors)
+                                ARGV[12], successors)
   return {res[1], res[2], res[3] or -2, done[1], done[2], done[3]}
 end
 return res
