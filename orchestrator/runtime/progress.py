@@ -588,7 +588,8 @@ class Progress:
         """A copy of the step's task arrived while another delivery holds the lease: hold
         the copy (``message``, its signature) until just after the lease would expire, so
         that it takes over if the holder died and is dropped if it finished."""
-        self.leases.defer_copy(run_id, step_id, message, self.store.retention_s)
+        self.leases.defer_copy(run_id, step_id, message, self.store.retention_s,
+                               self.lease_s)
 
     def settle(self, d: Definition, run_id: str, step_id: str) -> None:
         """A step run ended but the attempt that ended it died before its canvas went on:

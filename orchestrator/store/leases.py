@@ -284,13 +284,15 @@ class Leases:
              "1" if ended else "0"]))
 
     def defer_copy(self, run_id: str, step_id: str, message: dict[str, Any],
-                   ttl_s: int) -> None:
+                   ttl_s: int, lease_s: float) -> None:
         """Hold a copy of a step's task (a signature's dict) until just after the step
-        run's lease would expire (see ``lua/defer_copy.lua``)."""
+        run's lease would expire, or, for a run from before a Redis restart, until the
+        restart grace of ``lease_s`` ends, if later (see ``lua/defer_copy.lua``)."""
         timer_id = defer_timer_id(run_id, step_id)
         scripts.DEFER_COPY(self._r, [self.keys.leases(run_id), self.keys.timers(),
-                                     self.keys.timer(timer_id)],
-                           [step_id, timer_id, json.dumps(message), ttl_s])
+                                     self.keys.timer(timer_id), self.keys.run(run_id)],
+                           [step_id, timer_id, json.dumps(message), ttl_s,
+                            int(lease_s * 1000)])
 
     # --- rate limits (orchestrator.core.ratelimits) ---------------------------------------
 

@@ -1,5 +1,6 @@
-"""The step function and workflows of the Sentinel failover test
-(``tests/integration/test_sentinel.py``).
+"""The step function and workflows of the tests whose Redis loses writes: the Sentinel
+failover test (``tests/integration/test_sentinel.py``) and the restart grace's
+(``tests/integration/test_leases.py``).
 
 The step counts its own executions in a file, not in Redis: a failover may lose the
 last writes to Redis, and the count must not be lost with them.  The file is named by
@@ -11,10 +12,13 @@ lines from several processes never interleave).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import time
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from orchestrator.core.dsl import Workflow
@@ -48,6 +52,30 @@ def sentinel_count(ms: int = 0) -> int:
     return ms
 
 
+def executions(path: Path) -> list[dict[str, Any]]:
+    """The count file's lines: ``{"event": "start"|"end", "key", "pid", "t"}`` each."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def overlaps(lines: list[dict[str, Any]]) -> int:
+    """Executions of one step run that began before another one of it had ended."""
+    spans: dict[tuple[str, int], list[float]] = {}
+    for e in lines:
+        spans.setdefault((e["key"], e["pid"]), []).append(e["t"])
+    by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for e in lines:
+        if e["event"] == "start":
+            ends = [t for t in spans[(e["key"], e["pid"])] if t > e["t"]]
+            by_key[e["key"]].append((e["t"], min(ends) if ends else float("inf")))
+    n = 0
+    for runs in by_key.values():
+        runs.sort()
+        n += sum(1 for a, b in itertools.pairwise(runs) if b[0] < a[1] != float("inf"))
+    return n
+
+
 def _workflow(name: str, deps: shapes.Deps, rng: random.Random) -> WorkflowDef:
     wf = Workflow(name)
     handles: dict[str, Any] = {}
@@ -63,3 +91,8 @@ sentinel_fan = _workflow("sentinel_fan", {"split": [], **{f"p{i}": ["split"] for
                                           "merge": [f"p{i}" for i in range(6)]}, _rng)
 sentinel_zigzag = _workflow("sentinel_zigzag", shapes.zigzag(9), _rng)
 SHAPES = (sentinel_chain, sentinel_fan, sentinel_zigzag)
+
+_long = Workflow("restart_long")
+_long.step("after", sentinel_count, after=[_long.step("long", sentinel_count, ms=10000)])
+restart_long = _long.build()
+"""A 10 s step, then another: the restart grace's test kills Redis while ``long`` runs."""

@@ -126,7 +126,10 @@ def test_a_task_slow_to_begin_keeps_its_delivery_and_a_lost_lease_comes_back(
     keys = Keys("keeper")
     held = Held("run-1", "step-a", "token-1", "tag-1")
     r = server.client(decode_responses=True)
-    r.hset(keys.run(held.run_id), "status", "running")
+    # a run this server created (its epoch), not one from before a restart, which the
+    # restart grace would keep from a delivery the keeper never saw hold its lease
+    r.hset(keys.run(held.run_id), mapping={"status": "running",
+                                           "epoch": r.info("server")["run_id"]})
     keeper, pool = _keeper(server, keys)
     request = Request(held)
     worker_state.active_requests.add(request)

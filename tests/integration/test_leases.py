@@ -4,9 +4,12 @@ workers, counted by the step function itself (not by the store)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,12 @@ from tests.integration.conftest import (
     wait_run,
 )
 from tests.integration.flows import Counted, line_count, long_count, random_nsp_60, zigzag_11
+from tests.integration.flows_sentinel import (
+    COUNT_FILE_VARIABLE,
+    executions,
+    overlaps,
+    restart_long,
+)
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
@@ -328,6 +337,70 @@ def test_a_message_lost_across_a_redis_restart_is_replayed_without_waiting_stall
             logs = [w.tail(400) for w in workers]
             assert all("Redis restarted or failed over" in log for log in logs)
             assert any(f"run {run_id} made no progress" in log for log in logs)
+        finally:
+            for w in workers:
+                w.stop()
+
+
+def test_a_restart_that_lost_a_running_step_s_lease_starts_no_second_attempt(
+        redis_binary: str, tmp_path: Path) -> None:
+    """Redis restarts from a snapshot taken before a step began, as a restart from an AOF
+    ``everysec`` loses its last second: the step's lease, its record ``running`` and the
+    pop of its message are gone, so the message is back in its queue while the first
+    attempt still runs.  The first attempt's worker is frozen (SIGSTOP) across the restart
+    so that its keeper cannot take the lease back first, and a second worker pops the copy.
+    Within the restart grace (a lease length after the restart) the copy does not take the
+    step run: it is deferred; the first worker, thawed, takes its lost lease back, and the
+    copy meets it.  The step counts its executions in a file (this Redis loses writes):
+    never two at once, and the run succeeds.  Without the grace the copy ran while the
+    first attempt was frozen mid-step, which then went on."""
+    count_file = tmp_path / "executions.jsonl"
+    packages = (*TEST_PACKAGES, "tests.integration.flows_sentinel")
+    quick = {"lease_s": 12.0, "workflow_packages": packages}
+    env = {COUNT_FILE_VARIABLE: str(count_file)}
+    with RedisServer(binary=redis_binary) as server:
+        s = Settings(redis_url=server.url, **quick)  # type: ignore[arg-type]
+        coord = Coordinator(s, discover(s.workflow_packages))
+        run_id = coord.submit(restart_long)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        assert r.llen("default") == 1
+        r.save()  # the snapshot: the run and its queued message; no lease, no pop
+        first = WorkerProcess(server.url, "first", pool="threads", concurrency=2, env=env,
+                              **quick)
+        workers = [first]
+        try:
+            first.wait_ready(coord.app)
+            wait_until(lambda: any(e["event"] == "start" for e in executions(count_file)),
+                       30, interval_s=0.05, message="the step never started")
+            time.sleep(quick["lease_s"] / 4 + 1.0)  # a renewal confirmed the lease
+            os.kill(first.proc.pid, signal.SIGSTOP)  # mid-step, its keeper with it
+            try:
+                server.kill()
+                server.restart()  # back from the snapshot: the message is queued again
+                second = WorkerProcess(server.url, "second", pool="threads", concurrency=2,
+                                       env=env, **quick)
+                workers.append(second)
+                second.wait_ready(coord.app)
+                wait_until(lambda: "step=long]" in second.tail(100), 20, interval_s=0.1,
+                           message=lambda: "the copy never came:\n" + second.tail(60))
+                time.sleep(1.0)  # the copy begins (without the grace: runs) meanwhile
+            finally:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            wait_until(lambda: supervise(workers) >= 0 and coord.store.run(run_id).status
+                       .terminal, 60, interval_s=0.2,
+                       message=lambda: f"did not end: {statuses(coord.view(run_id))}\n"
+                       + "\n".join(w.tail(60) for w in workers))
+            view = coord.view(run_id)
+            assert view.run.status.value == "succeeded", statuses(view)
+            lines = [e for e in executions(count_file) if e["key"].endswith(":long")]
+            assert overlaps(lines) == 0, lines
+            # the frozen attempt was neither joined nor stopped: it ran to its end, alone
+            began = lines[0]
+            ended = [e for e in lines if e["event"] == "end" and e["pid"] == began["pid"]]
+            assert ended, lines
+            assert not [e for e in lines[1:] if e["event"] == "start"
+                        and e["t"] < ended[0]["t"]], lines
+            assert "Redis had lost its lease" in first.tail(400)
         finally:
             for w in workers:
                 w.stop()

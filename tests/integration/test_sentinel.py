@@ -16,7 +16,6 @@ Sentinel).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from collections import defaultdict
@@ -30,7 +29,7 @@ from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
 from orchestrator.store import AsyncRunReader, StoreError, scripts
-from tests.integration.flows_sentinel import COUNT_FILE_VARIABLE, SHAPES
+from tests.integration.flows_sentinel import COUNT_FILE_VARIABLE, SHAPES, executions, overlaps
 from tests.support.sentinel import SentinelGroup
 from tests.support.wait import wait_until
 from tests.support.workers import TEST_PACKAGES, WorkerProcess
@@ -46,29 +45,6 @@ RECOVERY = {"stall_s": 5.0, "claim_grace_s": 3.0}
 BUDGET_S = 150.0
 """Every wait of the test, after the servers are up, shares this budget (typically 17-25
 s; the rest is room for a slow machine)."""
-
-
-def _executions(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _overlaps(lines: list[dict[str, Any]]) -> int:
-    """Executions of one step run that began before another one of it had ended."""
-    spans: dict[tuple[str, int], list[float]] = {}
-    for e in lines:
-        spans.setdefault((e["key"], e["pid"]), []).append(e["t"])
-    by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for e in lines:
-        if e["event"] == "start":
-            ends = [t for t in spans[(e["key"], e["pid"])] if t > e["t"]]
-            by_key[e["key"]].append((e["t"], min(ends) if ends else float("inf")))
-    n = 0
-    for runs in by_key.values():
-        runs.sort()
-        n += sum(1 for a, b in itertools.pairwise(runs) if b[0] < a[1] != float("inf"))
-    return n
 
 
 @pytest.fixture
@@ -105,7 +81,7 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
         for w in workers:
             w.wait_ready(coord.app, timeout_s=left(45))
         run_ids = [coord.submit(wf) for wf in SHAPES for _ in range(RUNS_PER_SHAPE)]
-        wait_until(lambda: sum(e["event"] == "start" for e in _executions(count_file))
+        wait_until(lambda: sum(e["event"] == "start" for e in executions(count_file))
                    >= KILL_AFTER_STARTS, left(30), interval_s=0.05,
                    message="the steps never started")
         assert group.master is not None and group.replica is not None
@@ -134,14 +110,14 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
         pool: Any = coord.store.client.connection_pool
         assert pool.get_master_address()[1] == group.replica.port
 
-        lines = _executions(count_file)
+        lines = executions(count_file)
         starts: dict[str, int] = defaultdict(int)
         for e in lines:
             if e["event"] == "start":
                 starts[e["key"]] += 1
         expected = {f"{rid}:{s.step_id}" for rid in run_ids for s in coord.view(rid).steps}
         assert expected <= set(starts), sorted(expected - set(starts))[:5]
-        assert _overlaps(lines) == 0
+        assert overlaps(lines) == 0
         twice = sorted(k for k, n in starts.items() if n > 1)
         # a step that ended well before the kill (its outcome recorded, acknowledged) and
         # ran again: its outcome was among the writes the master had not replicated; the

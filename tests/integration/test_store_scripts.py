@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from dataclasses import replace
 from importlib import resources
 
@@ -466,12 +467,40 @@ def test_an_orphan_is_parked_and_an_ended_step_settles(store: RunStore) -> None:
 def test_a_busy_copy_is_deferred_until_the_lease_would_expire(store: RunStore) -> None:
     assert _begin(store, "t1", lease_s=0.3) is LeaseMode.BEGAN
     leases = Leases(store.client, store.keys)
-    leases.defer_copy("r", "a", {"task": "step.f", "options": {}}, 60)
+    leases.defer_copy("r", "a", {"task": "step.f", "options": {}}, 60, 0.3)
     assert store.due_timers(30) == []
     due = wait_until(lambda: store.due_timers(30), 5)
     assert due[0][0] == "defer:r|a" and json.loads(due[0][1] or "{}")["task"] == "step.f"
     store.timers_done([due[0][0]])
     assert store.client.zcard(store.keys.timers()) == 0
+
+
+def test_a_run_from_before_a_restart_is_not_taken_by_a_new_delivery_in_the_grace(
+        store: RunStore) -> None:
+    """Within a lease length of the server's start (an hour's lease here), a step run of
+    a run another server created (its epoch: a restart from an AOF that may have lost
+    the lease of an attempt still running) is taken by no delivery that did not hold it:
+    a begin is BUSY and its copy waits until the grace ends; a renewal of a delivery its
+    keeper never saw hold the lease takes nothing, one that held it takes its lost lease
+    back.  A run this server created is not held back, nor a run that is gone."""
+    hour = 3600.0
+    leases = Leases(store.client, store.keys)
+    assert store.client.hget(store.keys.run("r"), "epoch") == \
+        store.client.info("server")["run_id"]
+    assert _begin(store, "t1", lease_s=hour) is LeaseMode.BEGAN  # created here: no grace
+    store.client.hset(store.keys.run("r"), "epoch", "another-server")
+    store.client.hdel(store.keys.leases("r"), "a")  # lost by the restart
+    assert _begin(store, "t2", lease_s=hour) is LeaseMode.BUSY
+    assert _begin(store, "t2", lease_s=hour, step="b") is LeaseMode.BUSY  # a first begin
+    assert leases.renew([Held("r", "a", "t2", "tag-2")], hour) == [0]  # never held it
+    assert leases.renew([Held("gone", "a", "t3")], hour) == [-1]
+    leases.defer_copy("r", "a", {"task": "step.f", "options": {}}, 60, hour)
+    due = store.client.zscore(store.keys.timers(), "defer:r|a")
+    uptime_ms = 1000 * int(store.client.info("server")["uptime_in_seconds"])
+    assert due is not None and due > time.time() * 1000 + hour * 1000 - uptime_ms - 5000
+    assert leases.renew([Held("r", "a", "t1", "tag-1")], hour, {"t1"}) == [3]  # back
+    assert _begin(store, "t1", lease_s=hour) is not LeaseMode.BUSY  # its own again
+    assert _begin(store, "t2", lease_s=hour) is LeaseMode.BUSY
 
 
 def test_retry_later_gives_the_lease_up_and_holds_a_timer(store: RunStore) -> None:

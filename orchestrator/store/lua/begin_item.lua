@@ -33,6 +33,9 @@ if STEP_FINAL[own] then
   keep_ttl(redis.call('PTTL', KEYS[1]), KEYS[6])
   return {run, recs, outs, LEASE.SETTLE}
 end
+if (lease == nil or lease['token'] ~= token) and in_restart_grace(KEYS[1], now, ttl) then
+  return {run, recs, outs, LEASE.BUSY}  -- deferred until the restart grace ends
+end
 put_lease(KEYS[6], KEYS[7], step, member, mine)
 local status = run[1]
 if RUN_FINAL[status] then keep_ttl(redis.call('PTTL', KEYS[1]), KEYS[6]) end

@@ -7,6 +7,8 @@
 --   another delivery holds a live lease         -> BUSY: this copy must not run it (it
 --                                                  is deferred, see defer_copy.lua)
 --   ended, not settled, no live lease           -> SETTLE: take the lease, carry on
+--   a run from before a restart, within the
+--   restart grace, the lease not this copy's     -> BUSY (in_restart_grace in lib.lua)
 --   otherwise (pending, queued, retrying, or
 --   running under an expired or given-up lease) -> take the lease: OWNED, or on the
 --     fast path (the caller saw that only "all parents succeeded" matters), with the
@@ -50,6 +52,9 @@ if STEP_FINAL[own] then
   put_lease(KEYS[6], KEYS[7], step, member, mine)
   keep_ttl(redis.call('PTTL', KEYS[1]), KEYS[6])
   return {run, recs, outs, LEASE.SETTLE}
+end
+if (lease == nil or lease['token'] ~= token) and in_restart_grace(KEYS[1], now, ttl) then
+  return {run, recs, outs, LEASE.BUSY}  -- deferred until the restart grace ends
 end
 put_lease(KEYS[6], KEYS[7], step, member, mine)
 local status = nil

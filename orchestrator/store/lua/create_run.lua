@@ -1,4 +1,5 @@
--- Create a run, all at once or not at all: its hash (in running), its unit counters, its
+-- Create a run, all at once or not at all: its hash (in running, with the `epoch` of the
+-- server that created it: see in_restart_grace in lib.lua), its unit counters, its
 -- indexes, the started metric and its first event.  One script, so that a process killed
 -- while it creates a run leaves either no run (the id is free for the next delivery of
 -- the same request) or the whole run, never a claimed id with nothing behind it.
@@ -18,6 +19,7 @@
 --          4 created, displacing the holder named second, that holder or ''}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ''} end
 for k, v in pairs(cjson.decode(ARGV[1])) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], 'epoch', server_boot().id)  -- the restart grace (lib.lua)
 for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[2], k, v) end
 local id = redis.call('HGET', KEYS[1], 'run_id')
 local code, victim, status, index = 1, '', RUN.RUNNING, KEYS[5]

@@ -18,6 +18,39 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- This server's lifetime: `id` (its INFO `run_id`, new at every start) and `start` (when it
+-- started, ms of its clock, from INFO's uptime: at most a second late), read once per Lua
+-- VM (a Functions library lives until the server stops, so a restart reads them again;
+-- an EVALSHA script reads them at each call that needs them).
+local BOOT = {}
+
+local function server_boot()
+  if BOOT.id == nil then
+    local info = redis.call('INFO', 'server')
+    local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
+    BOOT.start = now_ms() - 1000 * up
+    BOOT.id = string.match(info, 'run_id:(%w+)') or ''
+  end
+  return BOOT
+end
+
+-- The restart grace.  A restart may lose the server's last writes (AOF `everysec`: up to
+-- a second), among them the lease of an attempt that still runs and the pop of its
+-- message, which is then back in its queue.  For `grace` ms (the caller's lease length)
+-- after the server started, a step run of a run created before that (its `epoch`, the
+-- `run_id` of the server that created it, is another's) is therefore not taken by a
+-- delivery that did not hold its lease: the attempt that held it takes its lease back at
+-- its keeper's next renewal (renew_lease.lua), and the copy, deferred until the grace
+-- ends (defer_copy.lua), meets it.  Outside the grace this is one comparison.
+-- Returns when the grace ends (ms), or false: not within it, or not a run from before.
+local function in_restart_grace(k_run, now, grace)
+  local boot = server_boot()
+  if now >= boot.start + grace then return false end
+  local run = redis.call('HMGET', k_run, 'epoch', 'status')
+  if run[1] == boot.id or not run[2] then return false end  -- a new run, or none
+  return boot.start + grace
+end
+
 -- A run that ended has its retention TTL (ms, `ttl`) on every key; a key written later (a
 -- straggler's write that creates it) gets the same TTL, so that nothing of the run
 -- outlives it.  A running run (ttl -1) has none to give.

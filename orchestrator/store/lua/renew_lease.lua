@@ -7,7 +7,9 @@
 -- in its begin (a slow one, right after a failover): its begin then finds its own token.
 -- No lease at all (Redis lost it: a restart or failover that lost the last writes; or
 -- the task has not begun yet) is taken for either, if the run exists: no other delivery
--- can hold the step run, or its lease would be there.
+-- can hold the step run, or its lease would be there.  But within the restart grace
+-- (lib.lua) a "new" delivery takes nothing of a run from before the restart: a lost lease
+-- may be another delivery's, which is not confirmed anywhere but in its own keeper.
 -- Returns 1 renewed; 3 taken; 2 this delivery is done with it (it gave it up, or
 -- settled it: its task is returning); 0 another delivery holds it, or settled it, or
 -- this delivery's lease expired and the reaper put its message back (restored: another
@@ -20,6 +22,9 @@ if lease ~= nil and lease['token'] == ARGV[2] then
   lease['until'] = now + tonumber(ARGV[4])
   put_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3], lease)
   return 1
+end
+if ARGV[6] == 'new' and in_restart_grace(KEYS[3], now, tonumber(ARGV[4])) then
+  return 0  -- a run from before a restart: only the delivery that held it takes it back
 end
 if lease ~= nil and (ARGV[6] ~= 'new' or lease['flag'] == LEASE.SETTLED
                     or held_by_other(lease, ARGV[2], now)) then
