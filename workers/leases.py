@@ -109,6 +109,7 @@ class Keeper:
         for t in self._threads:
             t.join(5)
         self._flush_releases()
+        self._requeue_stranded()
         try:
             self.leases.unhold(self.hostname)
         except StoreError as exc:  # its record runs out by itself
@@ -274,9 +275,11 @@ class Keeper:
             log.warning("could not release %d lease(s): %s", len(batch), exc)
 
     def _requeue_stranded(self) -> None:
-        """Requeues Redis could not take when this worker sent them
-        (:data:`orchestrator.runtime.broker.stranded`): put each message that is still
-        unacknowledged back in its queue, in order, once Redis answers; and so every
+        """Requeues left to this thread (:data:`orchestrator.runtime.broker.stranded`: a
+        step's first requeue, which goes to the head of its queue after its lease's
+        release, flushed just before; and requeues Redis could not take when this worker
+        sent them): put each message that is still unacknowledged back at the head of its
+        queue, in order, once Redis answers; and so every
         message popped whose delivery Redis could not record
         (:data:`orchestrator.runtime.broker.popped`)."""
         while broker.popped:
@@ -293,8 +296,7 @@ class Keeper:
             tag = broker.stranded[0]
             try:
                 if self.leases.requeue_unacked(tag):
-                    log.warning("message %s, requeued while Redis could not take it, is "
-                                "back in its queue", tag)
+                    log.warning("message %s, requeued, is back at the head of its queue", tag)
             except StoreError as exc:
                 log.debug("requeue of message %s waits for Redis: %s", tag, exc)
                 return

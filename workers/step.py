@@ -21,7 +21,7 @@ from contextlib import suppress
 from functools import lru_cache, wraps
 from typing import Any
 
-from billiard.exceptions import TimeLimitExceeded
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
 from celery.exceptions import Reject, Retry, TaskPredicate
 from celery.worker.request import Request
@@ -46,7 +46,7 @@ from orchestrator.errors import (
     error_data,
 )
 from orchestrator.outages import kind_of
-from orchestrator.runtime import context
+from orchestrator.runtime import broker, context
 from orchestrator.runtime import maps as map_steps
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.runtime.definitions import Definition
@@ -133,6 +133,7 @@ class StepRequest(Request):
         self.orch_accepted = 0.0
         self._orch_cancelled = False
         self._orch_settled = False
+        self._orch_head = False  # its requeue goes to the head of the queue
         if kw.get("run_id") and item:
             token = uuid.uuid4().hex
             tag = str(getattr(message, "delivery_tag", "") or "")
@@ -182,8 +183,12 @@ class StepRequest(Request):
                         "cancelled on a lost broker connection"
                         if self._orch_cancelled
                         else f"Redis failed before its outcome was recorded ({exc!r})")
+            self._orch_head = True
             self.reject(requeue=True)
             return
+        # a pool process that died (WorkerLostError), or the pool process' own requeue of
+        # an unrecorded outcome (Reject): Celery requeues it
+        self._orch_head = isinstance(exc, WorkerLostError | SystemExit | Reject)
         super().on_failure(exc_info, send_failed_event, return_ok)
 
     def acknowledge(self) -> None:
@@ -198,9 +203,17 @@ class StepRequest(Request):
                                  leases.SETTLED if self._orch_settled else "check")
 
     def reject(self, requeue: bool = False) -> None:
-        super().reject(requeue=requeue)
         if self.orch_held is not None:
+            # the release first: the lease keeper sends it before it puts a message back
+            # at the head, whose copy then takes the step run over at once
             leases.release_later(self.orch_held, "back" if requeue else "check")
+            if requeue and self._orch_head and self.orch_held.tag \
+                    and not (self.delivery_info or {}).get("redelivered"):
+                # its first requeue goes to the head of its queue; a message requeued
+                # before goes to kombu's tail, so that a step that kills its pool process
+                # every time cannot loop at the head
+                broker.at_head.add(self.orch_held.tag)
+        super().reject(requeue=requeue)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft and self.orch_held is not None:

@@ -29,7 +29,8 @@ already ended and does nothing (its lease fences a second execution).  Nothing i
 and nothing runs twice; the worker stays up.  A *requeue* on such a channel (a task
 Celery cancelled on the lost connection, or one that could not record its outcome) is
 not left to the visibility timeout: its tag goes to :data:`stranded`, and the worker's
-lease keeper puts the message back in its queue as soon as Redis answers.
+lease keeper puts the message back in its queue as soon as Redis answers.  A step's first
+requeue goes the same way when Redis answers, to the head of its queue (:data:`at_head`).
 
 kombu takes a message in two commands: it pops it (``BRPOP``), then records the delivery
 as unacknowledged.  When Redis goes away between the two, kombu drops the message it
@@ -161,6 +162,19 @@ in its queue once Redis answers (:meth:`orchestrator.store.leases.Leases.requeue
 instead of leaving it to the visibility timeout."""
 
 
+at_head: set[str] = set()
+"""Delivery tags whose next requeue goes to the *head* of their queue, not kombu's tail.
+kombu's reject puts a requeued message at the tail (``LPUSH``, while workers pop the
+other end: celery/kombu#254), where a step interrupted by a dead pool process or a Redis
+outage waited behind the whole backlog (40 s in ``bench.chaos``'s ``all``).  A step
+request marks its delivery here before its first requeue (:class:`workers.step.
+StepRequest`); :meth:`GuardedQoS.reject` then leaves the message unacknowledged in Redis
+and hands its tag to :data:`stranded`, and the lease keeper puts it back at the head
+after it has sent the lease's release, so that the copy, popped next, takes the step
+over at once.  (A mark, not a flag around the call: Celery sends a worker's rejects from
+its event loop, later.)"""
+
+
 popped: deque[tuple[str, dict[str, Any], str]] = deque(maxlen=100_000)
 """Messages this worker popped from their queue whose record as unacknowledged Redis
 never confirmed (it went away between kombu's pop and that record): ``(delivery tag,
@@ -207,6 +221,12 @@ class GuardedQoS(kombu_redis.QoS):
         super().ack(delivery_tag)  # type: ignore[no-untyped-call]
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        head = str(delivery_tag) in at_head
+        at_head.discard(str(delivery_tag))
+        if requeue and head and not self._gone():
+            self._quick_ack(delivery_tag)  # kombu's own bookkeeping; Redis keeps it unacked
+            stranded.append(str(delivery_tag))  # the lease keeper puts it back at the head
+            return
         if self._gone():
             log.warning("message %s was rejected after its broker connection closed: it "
                         "stays unacknowledged%s", delivery_tag,

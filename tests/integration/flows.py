@@ -302,6 +302,33 @@ _d_first = _d.step("die_first", count_then_die)
 _d.step("die_second", count, after=[_d_first])
 die_after_success = _d.build()
 
+# --- a pool process that dies mid-step, once (tests/integration/test_redelivery.py) -------
+
+
+@step_function("test.count_die_once")
+def count_die_once(pause_s: float = 1.0) -> int:
+    """Count this execution (and any overlap); the first execution in a run then sleeps
+    ``pause_s`` and SIGKILLs its own pool process mid-step (the worker's main process
+    lives on: Celery sees a lost worker and requeues the message)."""
+    ctx = current()
+    n = int(ctx.redis.hincrby(f"test:exec:{ctx.run_id}", ctx.step_id, 1))
+    inflight = enter(ctx.redis, ctx.run_id, ctx.step_id)
+    time.sleep(pause_s)
+    if n == 1:
+        done_executing()
+        ctx.redis.delete(inflight)  # the mark of an execution that is over
+        os.kill(os.getpid(), signal.SIGKILL)
+    leave(ctx.redis, inflight)
+    done_executing()
+    return n
+
+
+_do = Workflow("die_once")
+_do.step("dies", count_die_once)
+die_once = _do.build()
+backlog_step = _counted("backlog_step", {"b": []}, pause_s=0.3)
+"""One counted step of 0.3 s: the backlog queued behind ``die_once``."""
+
 # a step allowed two minutes: `orchestrator doctor` compares it with the visibility timeout
 _lt = Workflow("long_timeout")
 _lt.step("patient", sleep_step, seconds=0.0, timeout_s=120.0)

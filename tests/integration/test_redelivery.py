@@ -6,10 +6,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from orchestrator.core.states import StepStatus
 from orchestrator.runtime.coordinator import Coordinator
 from tests.integration.conftest import private_stack, statuses, wait_run
+from tests.integration.flows import backlog_step, die_once
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
 
@@ -80,3 +82,32 @@ def test_a_worker_killed_after_a_success_neither_reruns_nor_resends(
     # ended but not settled would carry the chain on again at once
     time.sleep(1.0)
     assert int(r.hget(f"test:deliveries:{run_id}", "die_second")) == 1
+
+
+def test_a_step_whose_pool_process_died_runs_again_before_the_backlog(
+        redis_binary: str) -> None:
+    """A step's pool process dies mid-step (SIGKILL, the worker lives on) while a dozen
+    runs wait in the queue behind it: Celery requeues its message, and kombu's reject
+    would put it at the tail, behind the backlog (celery/kombu#254).  Its first requeue
+    goes to the head: the step runs again before most of the backlog, once more in all
+    (never twice at once, counted by the step), and every run succeeds."""
+    with private_stack(redis_binary, ["solo"]) as (server, coord, _workers):
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        first = coord.submit(die_once)
+        wait_until(lambda: r.hget(f"test:exec:{first}", "dies") == "1", 30, interval_s=0.02,
+                   message="the step never started")
+        backlog = [coord.submit(backlog_step) for _ in range(12)]
+        view = wait_run(coord, first, timeout_s=60)
+        assert view.run.status.value == "succeeded", statuses(view)
+        assert r.hget(f"test:exec:{first}", "dies") == "2"
+        assert not r.hgetall(f"test:overlap:{first}")
+        ended = view.run.ended_at
+        assert ended is not None
+        started = []
+        for rid in backlog:
+            v = wait_run(coord, rid, timeout_s=60)
+            assert v.run.status.value == "succeeded", statuses(v)
+            assert r.hget(f"test:exec:{rid}", "b") == "1"
+            started.append(v.steps[0].started_at)
+        after = [t for t in started if t is not None and t > ended]
+        assert len(after) >= 9, (ended, sorted(started))
