@@ -633,7 +633,8 @@ class RunStore:
             return
         p = self._r.pipeline(transaction=False)
         p.zrem(self.keys.timers(), *timer_ids)
-        p.delete(*(self.keys.timer(t) for t in timer_ids))
+        for t in timer_ids:  # one key a DEL: a Redis Cluster pipeline takes no multi-key DEL
+            p.delete(self.keys.timer(t))
         p.execute()
 
     def published(self, run_id: str, units: Sequence[str], step_ids: Iterable[str]) -> None:
