@@ -67,7 +67,9 @@ class Keys:
         return f"{self.prefix}:versions:{name}"
 
     def run(self, run_id: str) -> str:
-        """Hash: the run's fields (workflow, version, status, input, times, counters)."""
+        """Hash: the run's fields (workflow, version, status, input, times, counters, and
+        ``epoch``: the ``run_id`` of the Redis server that created it, for the restart
+        grace of ``lua/lib.lua``)."""
         return f"{self.prefix}:run:{run_id}"
 
     def steps(self, run_id: str) -> str:
