@@ -18,8 +18,10 @@
 -- Returns {1 created (running) / 0 the id is taken / 2 queued / 3 cancelled /
 --          4 created, displacing the holder named second, that holder or ''}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ''} end
-for k, v in pairs(cjson.decode(ARGV[1])) do redis.call('HSET', KEYS[1], k, v) end
-redis.call('HSET', KEYS[1], 'epoch', server_boot().id)  -- the restart grace (lib.lua)
+-- the run's fields and its epoch (the restart grace, lib.lua) in one HSET
+local fields = {'epoch', server_boot().id}
+for k, v in pairs(cjson.decode(ARGV[1])) do fields[#fields + 1] = k; fields[#fields + 1] = v end
+redis.call('HSET', KEYS[1], unpack(fields))
 for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[2], k, v) end
 local id = redis.call('HGET', KEYS[1], 'run_id')
 local code, victim, status, index = 1, '', RUN.RUNNING, KEYS[5]

@@ -8,9 +8,10 @@
 -- ARGV: step, timer id, message JSON, timer TTL s, and with the run the lease length ms.
 -- Returns the due time (ms).
 local lease = lease_of(KEYS[1], ARGV[1])
-local due = now_ms() + 1000
+local now = now_ms()
+local due = now + 1000
 if lease ~= nil and lease['until'] + 500 > due then due = lease['until'] + 500 end
-local grace = KEYS[4] and in_restart_grace(KEYS[4], due - 1000, tonumber(ARGV[5]))
+local grace = KEYS[4] and in_restart_grace(KEYS[4], now, tonumber(ARGV[5]))
 if grace and grace + 500 > due then due = grace + 500 end
 redis.call('SET', KEYS[3], ARGV[3], 'EX', tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[2], due, ARGV[2])
