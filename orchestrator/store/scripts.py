@@ -81,8 +81,10 @@ def read(name: str) -> str:
 
 @cache
 def source(name: str) -> str:
-    """The full source of script ``name``: prelude, library, script."""
-    return prelude() + read("lib") + "\n" + read(name)
+    """The full source of script ``name`` run by ``EVALSHA``: prelude, library, script.
+    Its Lua state lives for one call (``LIVING_VM`` false: see ``server_boot`` in
+    ``lua/lib.lua``)."""
+    return prelude() + "local LIVING_VM = false\n" + read("lib") + "\n" + read(name)
 
 
 _NO_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -232,7 +234,8 @@ def library() -> str:
     then each script's file as the body of a function that takes ``KEYS`` and ``ARGV``."""
     body = "".join(f"redis.register_function('{s.function}', function(KEYS, ARGV)\n"
                    f"{read(s.name)}\nend)\n" for s in ALL)
-    return f"#!lua name=orch_{tag()}\n" + prelude() + read("lib") + "\n" + body
+    return (f"#!lua name=orch_{tag()}\n" + prelude() + "local LIVING_VM = true\n"
+            + read("lib") + "\n" + body)
 
 
 def load(client: Any) -> None:

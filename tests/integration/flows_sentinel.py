@@ -76,6 +76,17 @@ def overlaps(lines: list[dict[str, Any]]) -> int:
     return n
 
 
+def ran_alone(lines: list[dict[str, Any]], step: str) -> None:
+    """Assert that ``step``'s first execution (frozen while Redis lost its lease and a
+    copy came) was neither joined nor stopped: it ran to its end, alone."""
+    runs = [e for e in lines if e["key"].endswith(f":{step}")]
+    assert overlaps(runs) == 0, runs
+    began = runs[0]
+    ended = [e for e in runs if e["event"] == "end" and e["pid"] == began["pid"]]
+    assert ended, runs
+    assert not [e for e in runs[1:] if e["event"] == "start" and e["t"] < ended[0]["t"]], runs
+
+
 def _workflow(name: str, deps: shapes.Deps, rng: random.Random) -> WorkflowDef:
     wf = Workflow(name)
     handles: dict[str, Any] = {}

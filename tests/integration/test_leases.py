@@ -30,7 +30,7 @@ from tests.integration.flows import Counted, line_count, long_count, random_nsp_
 from tests.integration.flows_sentinel import (
     COUNT_FILE_VARIABLE,
     executions,
-    overlaps,
+    ran_alone,
     restart_long,
 )
 from tests.support.redis_server import RedisServer
@@ -392,14 +392,7 @@ def test_a_restart_that_lost_a_running_step_s_lease_starts_no_second_attempt(
                        + "\n".join(w.tail(60) for w in workers))
             view = coord.view(run_id)
             assert view.run.status.value == "succeeded", statuses(view)
-            lines = [e for e in executions(count_file) if e["key"].endswith(":long")]
-            assert overlaps(lines) == 0, lines
-            # the frozen attempt was neither joined nor stopped: it ran to its end, alone
-            began = lines[0]
-            ended = [e for e in lines if e["event"] == "end" and e["pid"] == began["pid"]]
-            assert ended, lines
-            assert not [e for e in lines[1:] if e["event"] == "start"
-                        and e["t"] < ended[0]["t"]], lines
+            ran_alone(executions(count_file), "long")
             assert "Redis had lost its lease" in first.tail(400)
         finally:
             for w in workers:

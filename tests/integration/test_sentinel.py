@@ -10,13 +10,16 @@ the step itself in a file (not in Redis, where a failover may lose the last writ
 How often a step ran twice is printed: replication is asynchronous, so writes the master
 acknowledged but had not yet sent to the replica are lost with it, and a step whose
 outcome was among them runs again (``docs/operations.md``, High availability with
-Sentinel).
+Sentinel).  A second test chooses the lost writes (a relay in front of the master drops
+its replication stream): a running step's lease and the pop of its message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,10 +32,17 @@ from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
 from orchestrator.store import AsyncRunReader, StoreError, scripts
-from tests.integration.flows_sentinel import COUNT_FILE_VARIABLE, SHAPES, executions, overlaps
+from tests.integration.flows_sentinel import (
+    COUNT_FILE_VARIABLE,
+    SHAPES,
+    executions,
+    overlaps,
+    ran_alone,
+    restart_long,
+)
 from tests.support.sentinel import SentinelGroup
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -147,3 +157,67 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
     finally:
         for w in workers:
             w.stop()
+
+
+def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
+        redis_binary: str, tmp_path: Path) -> None:
+    """The replica misses the master's writes from just before a 10 s step began (the
+    relay in front of the master drops its replication stream: asynchronous replication
+    behind), so the promoted replica has the step's message queued again and no lease,
+    while the first attempt still runs.  Its worker is frozen (SIGSTOP) across the
+    failover so that its keeper cannot take the lease back first, and a second worker pops
+    the copy.  The promoted replica starts the restart grace when the store's library first
+    runs there (``lua/lib.lua``, ``server_boot``): the copy is deferred, the first worker,
+    thawed, takes its lost lease back, and the copy meets it.  Counted in the step (in a
+    file): never two at once, and the run succeeds.  Without the grace on promotion the
+    copy ran while the first attempt was frozen mid-step."""
+    count_file = tmp_path / "executions.jsonl"
+    quick = {"lease_s": 12.0}
+    env = {COUNT_FILE_VARIABLE: str(count_file)}
+    with SentinelGroup(redis_binary, down_after_ms=1000, failover_timeout_ms=4000,
+                       relay=True) as group:
+        assert group.master is not None and group.relay is not None
+        settings = group.orch_settings(workflow_packages=tuple(PACKAGES), **quick)
+        coord = Coordinator(settings, discover(settings.workflow_packages))
+        extra = {"redis_sentinel_master": settings.redis_sentinel_master,
+                 "redis_sentinel_password":
+                     settings.redis_sentinel_password.get_secret_value(),
+                 "workflow_packages": PACKAGES, **quick}
+        run_id = coord.submit(restart_long)
+        assert group.master.client().wait(1, 10_000) == 1  # the run and its message
+        group.relay.hold_replication()  # from here on, the replica misses every write
+
+        def worker(name: str) -> WorkerProcess:
+            return WorkerProcess(group.url, name, pool="threads", concurrency=2, env=env,
+                                 **extra)
+
+        first = worker("first")
+        workers = [first]
+        try:
+            first.wait_ready(coord.app)
+            wait_until(lambda: any(e["event"] == "start" for e in executions(count_file)),
+                       30, interval_s=0.05, message="the step never started")
+            second = worker("second")  # idle: the old master's queue is empty
+            workers.append(second)
+            second.wait_ready(coord.app)
+            time.sleep(quick["lease_s"] / 4 + 0.5)  # a renewal, on the master alone
+            assert group.relay.dropped > 0
+            os.kill(first.proc.pid, signal.SIGSTOP)  # mid-step, its keeper with it
+            try:
+                group.master.kill()
+                wait_until(group.promoted, 20, interval_s=0.1,
+                           message=lambda: "no failover: " + group.describe())
+                wait_until(lambda: "step=long]" in second.tail(100), 20, interval_s=0.1,
+                           message=lambda: "the copy never came:\n" + second.tail(60))
+                time.sleep(1.0)  # the copy begins (without the grace: runs) meanwhile
+            finally:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            wait_until(lambda: supervise(workers) >= 0 and _ended(coord, [run_id]), 60,
+                       interval_s=0.2, message=lambda: "did not end:\n"
+                       + "\n".join(w.tail(60) for w in workers))
+            assert coord.store.run(run_id).status.value == "succeeded"
+            ran_alone(executions(count_file), "long")
+            assert "Redis had lost its lease" in first.tail(400)
+        finally:
+            for w in workers:
+                w.stop()

@@ -503,6 +503,33 @@ def test_a_run_from_before_a_restart_is_not_taken_by_a_new_delivery_in_the_grace
     assert _begin(store, "t2", lease_s=hour) is LeaseMode.BUSY
 
 
+def test_a_promoted_replica_holds_back_the_runs_of_its_old_master_for_a_grace(
+        redis_binary: str) -> None:
+    """A failover can lose the writes the master had not yet replicated: the lease of an
+    attempt still running, the pop of its message.  A replica promoted (``REPLICAOF NO
+    ONE``, as Sentinel does) starts the same grace as a restart when the store's library
+    first runs there, although its uptime is long: a step run of a run the old master
+    created is taken by no delivery that did not hold it; a run created after the
+    promotion is not held back."""
+    grace = 2.0
+    with RedisServer(binary=redis_binary) as master, RedisServer(
+            binary=redis_binary, extra_args=("--replicaof", "127.0.0.1",
+                                             str(master.port))) as replica:
+        old = RunStore.from_url(master.url, "t", retention_s=60)
+        wf = _wf()
+        old.create_run("r", wf, compile_workflow(wf), {})
+        assert old.client.wait(1, 10_000) == 1  # the run is on the replica
+        time.sleep(grace + 1.0)  # the replica's start is over a grace ago
+        replica.client().execute_command("REPLICAOF", "NO", "ONE")
+        new = RunStore.from_url(replica.url, "t", retention_s=60)
+        new.create_run("r2", wf, compile_workflow(wf), {})
+        assert _begin(new, "t1", lease_s=grace) is LeaseMode.BUSY  # the grace
+        assert new.begin_step("r2", "a", [], [], [], True, {"attempt": 1}, token="t2",
+                              tag="tag-2", lease_s=grace)[3] is LeaseMode.BEGAN  # a new run
+        time.sleep(grace + 0.1)
+        assert _begin(new, "t1", lease_s=grace) is LeaseMode.BEGAN  # the grace is over
+
+
 def test_several_timers_are_done_in_one_pass(store: RunStore) -> None:
     """A timer pass that published several messages forgets them in one round trip (on a
     Redis Cluster too, whose pipelines take no multi-key DEL: a pass that raised there

@@ -21,6 +21,7 @@ from orchestrator.dev.localredis import LOOPBACK, free_loopback_port
 from orchestrator.dev.waiting import wait_until
 from orchestrator.settings import Settings
 from tests.support.lifecycle import Started
+from tests.support.relay import Relay
 
 MASTER_NAME = "orchmaster"
 DATA_PASSWORD = "data-secret-0123456789"
@@ -89,8 +90,12 @@ class SentinelGroup(Started):
     """Master, replica and three Sentinels (quorum 2), all on loopback with passwords."""
 
     def __init__(self, binary: str, *, down_after_ms: int = 1000,
-                 failover_timeout_ms: int = 4000) -> None:
+                 failover_timeout_ms: int = 4000, relay: bool = False) -> None:
+        """``relay``: every client reaches the master through a :class:`Relay` (the
+        Sentinels monitor its port), so that a test can starve the replica."""
         self.binary = binary
+        self.use_relay = relay
+        self.relay: Relay | None = None
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.root = Path(tempfile.mkdtemp(prefix="orch-sentinel-"))
@@ -117,10 +122,12 @@ class SentinelGroup(Started):
     def start(self) -> Self:
         self.master = Node(self.binary, "master", self.root, DATA_PASSWORD)
         self.master.wait_ready()
+        if self.use_relay:
+            self.relay = Relay(self.master.port).start()
         self.replica = Node(self.binary, "replica", self.root, DATA_PASSWORD,
-                            args=("--replicaof", LOOPBACK, str(self.master.port)))
+                            args=("--replicaof", LOOPBACK, str(self.master_address)))
         self.replica.wait_ready()
-        conf = [f"sentinel monitor {MASTER_NAME} {LOOPBACK} {self.master.port} 2",
+        conf = [f"sentinel monitor {MASTER_NAME} {LOOPBACK} {self.master_address} 2",
                 f"sentinel auth-pass {MASTER_NAME} {DATA_PASSWORD}",
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}",
                 f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}",
@@ -150,6 +157,13 @@ class SentinelGroup(Started):
         except redis.RedisError:
             return False
         return True
+
+    @property
+    def master_address(self) -> int:
+        """The port at which every client reaches the first master: its own, or the
+        relay's."""
+        assert self.master is not None
+        return self.relay.port if self.relay is not None else self.master.port
 
     def master_port(self) -> int | None:
         """The master's port as the first Sentinel that answers sees it now."""
@@ -183,4 +197,6 @@ class SentinelGroup(Started):
         for n in [*self.sentinels, self.replica, self.master]:
             if n is not None:
                 n.kill()
+        if self.relay is not None:
+            self.relay.close()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -18,30 +18,43 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- This server's lifetime: `id` (its INFO `run_id`, new at every start) and `start` (when it
--- started, ms of its clock, from INFO's uptime: at most a second late), read once per Lua
--- VM (a Functions library lives until the server stops, so a restart reads them again;
--- an EVALSHA script reads them at each call that needs them).
+-- This server's lifetime as the master of its data: `id` (its INFO `run_id`, new at every
+-- start) and `start`, read once per Lua VM.  `start` is when the server started (ms of its
+-- clock, from INFO's uptime: at most a second late) or, on a replica a failover promoted
+-- (INFO replication's `master_replid2` names the history it took over), when this library
+-- first ran here: a replica runs none of these functions (its writes come as effects), so
+-- in a promoted server's busy library the first call is within moments of the promotion,
+-- and a later first call (a new release's library, an idle store) only starts the grace
+-- later than needed.  A Functions library lives until the server stops or it is replaced
+-- (`LIVING_VM`, set by scripts.py); an EVALSHA script lives for one call, reads the uptime
+-- at each call that needs it, and cannot tell when a promotion was: there, only a restart
+-- starts the grace.
 local BOOT = {}
 
 local function server_boot()
   if BOOT.id == nil then
+    local now = now_ms()
     local info = redis.call('INFO', 'server')
     local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
-    BOOT.start = now_ms() - 1000 * up
+    BOOT.start = now - 1000 * up
     BOOT.id = string.match(info, 'run_id:(%w+)') or ''
+    if LIVING_VM then
+      local took = string.match(redis.call('INFO', 'replication'), 'master_replid2:(%x+)')
+      if took and string.find(took, '[^0]') then BOOT.start = now end  -- promoted
+    end
   end
   return BOOT
 end
 
 -- The restart grace.  A restart may lose the server's last writes (AOF `everysec`: up to
--- a second), among them the lease of an attempt that still runs and the pop of its
--- message, which is then back in its queue.  For `grace` ms (the caller's lease length)
--- after the server started, a step run of a run created before that (its `epoch`, the
--- `run_id` of the server that created it, is another's) is therefore not taken by a
--- delivery that did not hold its lease: the attempt that held it takes its lease back at
--- its keeper's next renewal (renew_lease.lua), and the copy, deferred until the grace
--- ends (defer_copy.lua), meets it.  Outside the grace this is one comparison.
+-- a second), and a failover the writes not yet replicated; among them the lease of an
+-- attempt that still runs and the pop of its message, which is then back in its queue.
+-- For `grace` ms (the caller's lease length) after the server started or was promoted, a
+-- step run of a run created before that (its `epoch`, the `run_id` of the server that
+-- created it, is another's) is therefore not taken by a delivery that did not hold its
+-- lease: the attempt that held it takes its lease back at its keeper's next renewal
+-- (renew_lease.lua), and the copy, deferred until the grace ends (defer_copy.lua), meets
+-- it.  Outside the grace this is one comparison.
 -- Returns when the grace ends (ms), or false: not within it, or not a run from before.
 local function in_restart_grace(k_run, now, grace)
   local boot = server_boot()
