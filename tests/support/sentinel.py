@@ -125,9 +125,9 @@ class SentinelGroup(Started):
         if self.use_relay:
             self.relay = Relay(self.master.port).start()
         self.replica = Node(self.binary, "replica", self.root, DATA_PASSWORD,
-                            args=("--replicaof", LOOPBACK, str(self.master_address)))
+                            args=("--replicaof", LOOPBACK, str(self.first_master_port)))
         self.replica.wait_ready()
-        conf = [f"sentinel monitor {MASTER_NAME} {LOOPBACK} {self.master_address} 2",
+        conf = [f"sentinel monitor {MASTER_NAME} {LOOPBACK} {self.first_master_port} 2",
                 f"sentinel auth-pass {MASTER_NAME} {DATA_PASSWORD}",
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}",
                 f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}",
@@ -159,7 +159,7 @@ class SentinelGroup(Started):
         return True
 
     @property
-    def master_address(self) -> int:
+    def first_master_port(self) -> int:
         """The port at which every client reaches the first master: its own, or the
         relay's."""
         assert self.master is not None
