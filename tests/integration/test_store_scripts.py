@@ -304,6 +304,9 @@ def test_a_server_without_functions_runs_the_scripts_with_evalsha(
         assert store.transition_step("r", "a", StepStatus.RUNNING)
         assert {s.status for s in store.step_runs("r", ["a", "b", "c"]).values()} == {
             StepStatus.RUNNING, StepStatus.QUEUED}
+        # a begin within the restart grace reads the server's start (LIVING_VM false)
+        assert store.begin_step("r", "b", [], [], [], True, {"attempt": 1}, token="t",
+                                tag="g", lease_s=3600.0)[3] is LeaseMode.BEGAN
 
         async def from_asyncio() -> str:  # the API's submit: a call, then a pipeline
             aclient = connection.async_client(server.url, decode_responses=True)
