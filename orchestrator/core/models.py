@@ -10,7 +10,6 @@ at once.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -342,10 +341,10 @@ class WorkflowDef(Frozen):
         nothing, and a field added to the model later (with a default) keeps every
         existing workflow's version.  Mapping keys are sorted: their order is not content.
         """
-        body = self.model_dump(mode="json", by_alias=True, exclude={"label"},
-                               exclude_defaults=True)
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        # imported here: hashtext reads this module's models
+        from orchestrator.core.hashtext import canonical_text
+
+        return hashlib.sha256(canonical_text(self).encode()).hexdigest()[:16]
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None,
                    deep: bool = False) -> Self:
