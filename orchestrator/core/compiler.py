@@ -294,6 +294,8 @@ def compile_workflow(wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
         if maps:
             b.maps = frozenset(i for i, n in enumerate(graph.nodes) if n in maps)
         b.segment(decompose(graph))
-        return Plan(workflow=wf.name, version=wf.version, units=tuple(b.units),
-                    edges=tuple(dict.fromkeys(b.edges)))
+        # built without validating again: the units are validated models already, the
+        # edges pairs of their ids, the name and version validated text
+        return Plan.model_construct(workflow=wf.name, version=wf.version,
+                                    units=tuple(b.units), edges=tuple(dict.fromkeys(b.edges)))
 
