@@ -3,6 +3,8 @@ merges left into components, series factors and regions, a small piece at a time
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from orchestrator.core.spmerge import Item, Merger, Part
 
 # --- top-down: what the merges left -------------------------------------------------------
@@ -25,62 +27,57 @@ class _Set:
         """Every node, while the part has shed none (else ``None``)."""
 
 
-class _Sweep:
+def _sweep(s: _Set, sp: Splitter, forward: bool, done: list[int]) -> Iterator[bool]:
     """Kahn's order through a part from its sources (or, ``forward`` false, backwards from
-    its sinks), testing after each node whether the nodes so far precede all the rest.
+    its sinks): each ``next`` moves one node into the prefix (appended to ``done``) and
+    tells whether the nodes so far precede all the rest.  Call it while ``done`` holds
+    fewer than all of the part's nodes.
 
     The prefix ``P`` precedes the rest ``Q`` exactly when the reduction's edges across the
     cut join every sink of ``P`` to every source of ``Q`` and no other node: no node of
     ``P`` has children on both sides (``bad_p``), no node of ``Q`` parents on both sides
     (``bad_q``), and the crossing edges number ``|sinks of P| * |sources of Q|``; the
-    sources of ``Q`` are the nodes Kahn's order has ready.
+    sources of ``Q`` are the nodes Kahn's order has ready.  A generator, so that its state
+    stays in local variables from one node to the next.
     """
-
-    def __init__(self, s: _Set, sp: Splitter, forward: bool) -> None:
-        self.lab = s.label
-        self.size = s.size
-        self.label = sp.label
-        if forward:
-            self.up, self.down, self.in_, self.out = sp.parents, sp.children, sp.indeg, sp.outdeg
-            self.ready = list(s.sources)
-        else:
-            self.up, self.down, self.in_, self.out = sp.children, sp.parents, sp.outdeg, sp.indeg
-            self.ready = list(s.sinks)
-        self.done: list[int] = []
-        self.above: dict[int, int] = {}  # children (forward) in the prefix
-        self.below: dict[int, int] = {}  # parents (forward) in the prefix
-        self.sinks_p = self.bad_p = self.bad_q = self.crossing = 0
-
-    def step(self) -> bool:
-        """Move one node into the prefix; true if the prefix now precedes the rest."""
-        label, lab, in_, out = self.label, self.lab, self.in_, self.out
-        v = self.ready.pop()
-        self.done.append(v)
-        self.crossing += out[v] - in_[v]
-        above, below = self.above, self.below
-        bad_p = self.bad_p
-        for p in self.up[v]:
-            if label[p] != lab:
-                continue
-            had = above.get(p, 0)
-            above[p] = had + 1
-            if had == 0:
-                self.sinks_p -= 1
-            bad_p += (had + 1 < out[p]) - (0 < had < out[p])
-        self.sinks_p += 1
-        self.bad_p = bad_p
-        bad_q = self.bad_q
-        for z in self.down[v]:
-            if label[z] != lab:
-                continue
-            had = below.get(z, 0)
-            below[z] = had + 1
-            if had + 1 == in_[z]:
-                self.ready.append(z)
-            bad_q += (had + 1 < in_[z]) - (0 < had < in_[z])
-        self.bad_q = bad_q
-        return (len(self.done) < self.size and bad_p == 0 and bad_q == 0
-                and self.crossing == self.sinks_p * len(self.ready))
+    lab, size, label = s.label, s.size, sp.label
+    if forward:
+        up, down, in_, out = sp.parents, sp.children, sp.indeg, sp.outdeg
+        ready = list(s.sources)
+    else:
+        up, down, in_, out = sp.children, sp.parents, sp.outdeg, sp.indeg
+        ready = list(s.sinks)
+    above: dict[int, int] = {}  # children (forward) in the prefix
+    below: dict[int, int] = {}  # parents (forward) in the prefix
+    sinks_p = bad_p = bad_q = crossing = 0
+    while True:
+        v = ready.pop()
+        done.append(v)
+        crossing += out[v] - in_[v]
+        # a node is "bad" while some but not all of its edges on v's side cross the cut
+        for p in up[v]:
+            if label[p] == lab:
+                now = above.get(p, 0) + 1
+                above[p] = now
+                if now == 1:
+                    sinks_p -= 1
+                    if out[p] > 1:
+                        bad_p += 1
+                elif now == out[p]:
+                    bad_p -= 1
+        sinks_p += 1
+        for z in down[v]:
+            if label[z] == lab:
+                now = below.get(z, 0) + 1
+                below[z] = now
+                if now == in_[z]:
+                    ready.append(z)
+                    if now > 1:
+                        bad_q -= 1
+                elif now == 1:
+                    bad_q += 1
+        yield (len(done) < size and bad_p == 0 and bad_q == 0
+               and crossing == sinks_p * len(ready))
 
 
 class Splitter:
@@ -169,17 +166,20 @@ class Splitter:
     def _cut(self, s: _Set) -> tuple[bool, list[int]] | None:
         """The first or the last series factor of ``s``, whichever is found first (true
         for the first), or ``None`` when ``s`` has no series cut."""
-        front = _Sweep(s, self, True)
-        back = _Sweep(s, self, False)
+        front_done: list[int] = []
+        back_done: list[int] = []
+        front = _sweep(s, self, True, front_done)
+        back = _sweep(s, self, False, back_done)
         # a sweep from one end has tested every cut within its reach: together they
         # have tested them all once they cover the part
-        while len(front.done) + len(back.done) < s.size - 1:
-            if front.step():
-                return True, front.done
-            if len(front.done) + len(back.done) >= s.size - 1:
+        last = s.size - 1
+        while len(front_done) + len(back_done) < last:
+            if next(front):
+                return True, front_done
+            if len(front_done) + len(back_done) >= last:
                 break
-            if back.step():
-                return False, back.done
+            if next(back):
+                return False, back_done
         return None
 
     def _peel(self, s: _Set, nodes: list[int]) -> _Set:
