@@ -146,10 +146,11 @@ class Merger:
                     continue
             twins = self.buckets[(self.up[x], self.down[x])]
             if len(twins) > 1:
-                for y in list(twins):
-                    if (y != x and alive[y] and parents[y] == parents[x]
-                            and children[y] == children[x]):
-                        self._twin(x, y)
+                px, cx = parents[x], children[x]
+                same = [y for y in twins
+                        if y != x and alive[y] and parents[y] == px and children[y] == cx]
+                if same:
+                    self._twins(x, same)
         return [x for x in range(len(alive)) if alive[x]]
 
     def _chain(self, x: int, y: int) -> int:
@@ -181,17 +182,30 @@ class Merger:
         self.item[keep] = item
         return keep
 
-    def _twin(self, x: int, y: int) -> None:
-        """Merge ``y`` into ``x``: same parents, same children."""
-        parents, children, t = self.parents, self.children, self.tag[y]
-        self._kill(y)
-        for p in parents[y]:
-            children[p].discard(y)
+    def _twins(self, x: int, ys: list[int]) -> None:
+        """Merge ``ys`` into ``x``, in that order: all have the same parents and children.
+
+        One merge of them all, which leaves what merging them one by one would: the
+        parents and children lose ``ys`` and are re-keyed once (the XOR of their tags),
+        and are queued in the order the first merge would queue them.
+        """
+        parents, children, tag = self.parents, self.children, self.tag
+        gone = set(ys)
+        t = 0
+        item = self.item[x]
+        for y in ys:
+            self._kill(y)
+            t ^= tag[y]
+            item = parallel(item, self.item[y], self.pos)
+        first = ys[0]
+        for p in parents[first]:
+            children[p] -= gone
             self._rekey(p, self.up[p], self.down[p] ^ t)
-        for z in children[y]:
-            parents[z].discard(y)
+        for z in children[first]:
+            parents[z] -= gone
             self._rekey(z, self.up[z] ^ t, self.down[z])
-        parents[y] = set()
-        children[y] = set()
-        self.item[x] = parallel(self.item[x], self.item[y], self.pos)
+        for y in ys:
+            parents[y] = set()
+            children[y] = set()
+        self.item[x] = item
         self.push(x)
