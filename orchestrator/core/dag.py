@@ -173,53 +173,61 @@ class Graph:
                 spread = pos[r[-1]] - pos[r[0]]
                 if window < spread <= _WINDOW:
                     window = spread
-        near = self._near(window) if window else []
         wide = [r for r in ranked.values() if pos[r[-1]] - pos[r[0]] > window]
         # a search visits only positions between the first and the last child; when that
         # adds up to many passes over the graph, the full closure is cheaper
         closure = sum(pos[r[-1]] - pos[r[0]] for r in wide) > _SEARCH_PASSES * len(pos)
         out = list(children)
-        for u, r in ranked.items():
-            base = pos[r[0]]
-            gone: set[int] = set()
-            if pos[r[-1]] - base <= window:
-                via = 0  # bit j: position base + j is reached from an earlier sibling
-                for c in r:
-                    off = pos[c] - base
-                    if via >> off & 1:
-                        gone.add(c)
-                    via |= near[c] << (off + 1)
-            elif closure:
-                desc = self.descendants
-                via = 0
-                for c in r:
-                    via |= desc[c]
-                gone = {c for c in r if via >> c & 1}
-            else:
-                gone = self._reached_from_siblings(r)
-            if gone:
-                out[u] = tuple(c for c in children[u] if c not in gone)
-        return tuple(out)
-
-    def _near(self, window: int) -> list[int]:
-        """``near[u]`` bit ``i``: the node at position ``position[u] + 1 + i`` is a
-        descendant of ``u`` (``i < window``)."""
-        children = self.children
-        pos = self.position
+        # One pass, children before parents: a node's children's ``near`` sets are final
+        # when it is reached, and one walk over its children both finds the siblings that
+        # an earlier sibling reaches and makes its own ``near`` set.
+        # ``near[u]`` bit ``i``: the node at position ``pos[u] + 1 + i`` is a descendant of
+        # ``u`` (``i < window``).
         full = (1 << window) - 1
-        near = [0] * len(self.nodes)
+        near = [0] * len(pos)
         for u in reversed(self.topo_order):
             kids = children[u]
             if not kids:
                 continue
             pu = pos[u]
-            acc = 0
-            for w in kids:
-                d = pos[w] - pu
-                if d <= window:
-                    acc |= ((near[w] << 1) | 1) << (d - 1)
-            near[u] = acc & full
-        return near
+            mine = ranked.get(u)
+            if mine is not None and pos[mine[-1]] - pos[mine[0]] <= window:
+                base = pos[mine[0]]
+                # bit j: position base + j is a sibling seen so far, or reached from one;
+                # siblings sit at distinct positions, so a sibling's own bit never marks
+                # another sibling
+                via = 0
+                gone: set[int] | None = None
+                for c in mine:
+                    off = pos[c] - base
+                    if via >> off & 1:
+                        if gone is None:
+                            gone = set()
+                        gone.add(c)
+                    via |= ((near[c] << 1) | 1) << off
+                if gone:
+                    out[u] = tuple(c for c in kids if c not in gone)
+                near[u] = (via << (base - pu - 1)) & full
+                continue
+            if mine is not None:  # children spread wider than the window
+                if closure:
+                    desc = self.descendants
+                    reach = 0
+                    for c in mine:
+                        reach |= desc[c]
+                    far = {c for c in mine if reach >> c & 1}
+                else:
+                    far = self._reached_from_siblings(mine)
+                if far:
+                    out[u] = tuple(c for c in kids if c not in far)
+            if window:
+                acc = 0
+                for w in kids:
+                    d = pos[w] - pu
+                    if d <= window:
+                        acc |= ((near[w] << 1) | 1) << (d - 1)
+                near[u] = acc & full
+        return tuple(out)
 
     def _reached_from_siblings(self, ranked: list[int]) -> set[int]:
         """The siblings (sorted by position) that an earlier sibling reaches."""
