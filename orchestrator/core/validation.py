@@ -59,24 +59,35 @@ def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
         add("bad_input_schema", f"input_schema is not a valid JSON Schema: {exc.message}.",
             "correct input_schema (JSON Schema draft 2020-12).")
 
-    ids: set[str] = set()
-    for s in wf.steps:
-        if s.id in ids:
-            add("duplicate_step", f"step id {s.id!r} is used more than once.",
-                "give every step a unique id.", s.id)
-        ids.add(s.id)
+    ids = {s.id for s in wf.steps}
+    if len(ids) < len(wf.steps):  # else no id repeats, and this loop would add nothing
+        ids = set()
+        for s in wf.steps:
+            if s.id in ids:
+                add("duplicate_step", f"step id {s.id!r} is used more than once.",
+                    "give every step a unique id.", s.id)
+            ids.add(s.id)
 
+    # Each check below is called only where it can find something (each callee returns
+    # at once, empty-handed, where it is not called): at 50,000 steps the calls add up.
+    check_refs = _names_unknown_step(wf, ids)
     for s in wf.steps:
-        _check_references(s, ids, add)
-        _check_policies(s, add)
+        if check_refs:
+            _check_references(s, ids, add)
+        if s.retry is not _DEFAULT_RETRY or s.soft_timeout_s is not None \
+                or s.timeout_s is not None:
+            _check_policies(s, add)
         if s.compensate is not None:
             _check_compensate(s, reg, add)
-        for message, fix in ratelimits.problems(s):
-            add("bad_rate_limit", f"rate_limit: {message}", fix, s.id)
-        for message, fix in subworkflows.step_problems(s):
-            add("bad_subworkflow", message, fix, s.id)
-        for message, fix in concurrency.problems(s.concurrency, s):
-            add("bad_concurrency", f"concurrency: {message}", fix, s.id)
+        if s.rate_limit is not None:
+            for message, fix in ratelimits.problems(s):
+                add("bad_rate_limit", f"rate_limit: {message}", fix, s.id)
+        if s.workflow is not None or s.function in _SUBWORKFLOW_FUNCTIONS:
+            for message, fix in subworkflows.step_problems(s):
+                add("bad_subworkflow", message, fix, s.id)
+        if s.concurrency is not None:
+            for message, fix in concurrency.problems(s.concurrency, s):
+                add("bad_concurrency", f"concurrency: {message}", fix, s.id)
     for message, fix in concurrency.problems(wf.concurrency):
         add("bad_concurrency", f"concurrency: {message}", fix)
 
@@ -129,7 +140,8 @@ def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
                 "register it with @step_function(" + repr(s.function) + ") and import "
                 "its module before loading the workflow, or fix the name.", s.id)
             continue
-        _check_types(wf, s, fn, reg, add)
+        if fn.params or s.inputs:  # else nothing to compare
+            _check_types(wf, s, fn, reg, add)
     for s in wf.steps:
         if s.map is not None:
             fn = reg.get(s.function)
@@ -138,6 +150,19 @@ def _problems_of(wf: WorkflowDef, registry: Registry | None) -> list[Problem]:
                     fn.accepts_any_kwargs if fn is not None else False):
                 add(code, message, fix, s.id)
     return out
+
+
+_SUBWORKFLOW_FUNCTIONS = (SUBWORKFLOW_FUNCTION, UNDO_FUNCTION)
+
+
+def _names_unknown_step(wf: WorkflowDef, ids: set[str]) -> bool:
+    """Whether any step's inputs, ``after`` or ``on_failure`` name a step not in ``ids``
+    (only then can :func:`_check_references` find something)."""
+    named: set[str] = set().union(*[s.after for s in wf.steps],
+                                  *[s.on_failure for s in wf.steps if s.on_failure])
+    named.update(src.step for s in wf.steps if s.inputs for src in s.inputs.values()
+                 if isinstance(src, Ref) and src.step is not None)
+    return not named <= ids
 
 
 def _check_references(s: StepDef, ids: set[str], add: Any) -> None:
