@@ -24,7 +24,7 @@ nesting depth compiles (segmentation runs its steps on an explicit stack, ``_dri
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.core.dag import Graph
@@ -152,9 +152,13 @@ class _Builder:
                 and depth <= self.max_chord_depth and width <= self.max_chord_width)
 
     def unit(self, sp: SPNode) -> str:
-        canvas = self.canvas(sp)
         uid = f"u{len(self.units)}"
         names = self.graph.nodes
+        if isinstance(sp, Leaf):  # one step (a wide fan-out: thousands), built directly
+            step = names[sp.node]
+            self.units.append(Unit(id=uid, canvas=TaskNode(id=step), steps=(step,)))
+            return uid
+        canvas = self.canvas(sp)
         steps = tuple(names[n] for n in leaves(sp))
         self.units.append(Unit(id=uid, canvas=canvas, steps=steps))
         return uid
@@ -219,15 +223,22 @@ class _Builder:
     def _region(self, sp: Region) -> _Call:
         """Chains of the region's linear runs, joined by counters on its other edges."""
         nodes = sp.nodes
-        inside = set(nodes)
         reduced = self.graph.reduced_children
-        kids: dict[int, list[int]] = {}
-        indeg = dict.fromkeys(nodes, 0)
-        for n in nodes:
-            ks = [c for c in reduced[n] if c in inside]
-            kids[n] = ks
-            for c in ks:
-                indeg[c] += 1
+        # each node's children inside the region, and how many parents it has there
+        kids: dict[int, Sequence[int]] | tuple[tuple[int, ...], ...]
+        indeg: dict[int, int] | list[int]
+        if len(nodes) == len(reduced):  # the whole graph: its reduction as it is
+            kids = reduced
+            indeg = list(map(len, self.graph.reduced_parents))
+        else:
+            inside = set(nodes)
+            kids = {}
+            indeg = dict.fromkeys(nodes, 0)
+            for n in nodes:
+                mine = [c for c in reduced[n] if c in inside]
+                kids[n] = mine
+                for c in mine:
+                    indeg[c] += 1
         head_of: dict[int, int] = {}
         runs: dict[int, list[int]] = {}
         for n in nodes:  # topological order: a run's head comes first
