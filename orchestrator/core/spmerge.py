@@ -137,12 +137,12 @@ class Merger:
             if len(children[x]) == 1:
                 (y,) = children[x]
                 if len(parents[y]) == 1:
-                    self.push(self._chain(x, y))
+                    self.push(self._chain(self._run_through(x)))
                     continue
             if len(parents[x]) == 1:
                 (p,) = parents[x]
                 if len(children[p]) == 1:
-                    self.push(self._chain(p, x))
+                    self.push(self._chain(self._run_through(x)))
                     continue
             twins = self.buckets[(self.up[x], self.down[x])]
             if len(twins) > 1:
@@ -153,32 +153,66 @@ class Merger:
                     self._twins(x, same)
         return [x for x in range(len(alive)) if alive[x]]
 
-    def _chain(self, x: int, y: int) -> int:
-        """Merge ``x`` with ``y``, its only child, whose only parent it is."""
-        parents, children, tag = self.parents, self.children, self.tag
-        item = series(self.item[x], self.item[y], self.pos)
-        if len(parents[x]) <= len(children[y]):  # y survives: re-point x's parents
-            keep, gone = y, x
-            swap = tag[x] ^ tag[y]
-            for p in parents[x]:
-                children[p].discard(x)
-                children[p].add(y)
+    def _run_through(self, x: int) -> list[int]:
+        """The longest path through ``x`` whose every edge is a series merge (the only
+        child of its parent, whose only parent that is), in order."""
+        parents, children = self.parents, self.children
+        after: list[int] = []
+        y = x
+        while len(children[y]) == 1:
+            (c,) = children[y]
+            if len(parents[c]) != 1:
+                break
+            after.append(c)
+            y = c
+        before: list[int] = []
+        y = x
+        while len(parents[y]) == 1:
+            (p,) = parents[y]
+            if len(children[p]) != 1:
+                break
+            before.append(p)
+            y = p
+        before.reverse()
+        return [*before, x, *after]
+
+    def _chain(self, run: list[int]) -> int:
+        """Merge the path ``run`` (two or more nodes) into one node; return it.
+
+        One merge for the whole path, which leaves what merging its edges one by one
+        would: its end with more outside neighbours survives, the other end's neighbours
+        are re-pointed and re-keyed once.
+        """
+        parents, children, tag, pos = self.parents, self.children, self.tag, self.pos
+        first, last = run[0], run[-1]
+        item = self.item[first]
+        for y in run[1:]:
+            item = series(item, self.item[y], pos)
+        swap = tag[first] ^ tag[last]
+        if len(parents[first]) <= len(children[last]):  # last survives: re-point
+            keep = last
+            for p in parents[first]:
+                children[p].discard(first)
+                children[p].add(last)
                 self._rekey(p, self.up[p], self.down[p] ^ swap)
-            self._kill(x)
-            parents[y] = parents[x]
-            self._rekey(y, self.up[x], self.down[y])
-        else:  # x survives: re-point y's children
-            keep, gone = x, y
-            swap = tag[x] ^ tag[y]
-            for z in children[y]:
-                parents[z].discard(y)
-                parents[z].add(x)
+            for y in run[:-1]:
+                self._kill(y)
+            parents[last] = parents[first]
+            self._rekey(last, self.up[first], self.down[last])
+        else:  # first survives: re-point last's children
+            keep = first
+            for z in children[last]:
+                parents[z].discard(last)
+                parents[z].add(first)
                 self._rekey(z, self.up[z] ^ swap, self.down[z])
-            self._kill(y)
-            children[x] = children[y]
-            self._rekey(x, self.up[x], self.down[y])
-        parents[gone] = set()
-        children[gone] = set()
+            for y in run[1:]:
+                self._kill(y)
+            children[first] = children[last]
+            self._rekey(first, self.up[first], self.down[last])
+        for y in run:
+            if y != keep:
+                parents[y] = set()
+                children[y] = set()
         self.item[keep] = item
         return keep
 
