@@ -48,11 +48,9 @@ class _Figures:
 
     def _set(self, size: int, largest: int, depth: int, width: int,
              has_region: bool) -> None:
-        object.__setattr__(self, "size", size)
-        object.__setattr__(self, "largest", largest)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "width", width)
-        object.__setattr__(self, "has_region", has_region)
+        # frozen: written past the dataclass's __setattr__, all five at once
+        self.__dict__.update(size=size, largest=largest, depth=depth, width=width,
+                             has_region=has_region)
 
 
 @dataclass(frozen=True)
@@ -75,12 +73,18 @@ class Series(_Figures):
     parts: tuple[SPNode, ...]
 
     def __post_init__(self) -> None:
-        size, largest = 0, 0
+        size = largest = depth = width = 0
+        has_region = False
         for part in reversed(self.parts):  # part i carries every task after it
-            largest = max(largest, part.largest + size)
+            if part.largest + size > largest:
+                largest = part.largest + size
             size += part.size
-        self._set(size, largest, max(p.depth for p in self.parts),
-                  max(p.width for p in self.parts), any(p.has_region for p in self.parts))
+            if part.depth > depth:
+                depth = part.depth
+            if part.width > width:
+                width = part.width
+            has_region = has_region or part.has_region
+        self._set(size, largest, depth, width, has_region)
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,19 @@ class Parallel(_Figures):
 
     def __post_init__(self) -> None:
         # each header message carries its branch and the body: the join and what follows
-        self._set(sum(p.size for p in self.parts) + 1,
-                  max(p.largest for p in self.parts) + 1, max(p.depth for p in self.parts) + 1,
-                  max(len(self.parts), *(p.width for p in self.parts)),
-                  any(p.has_region for p in self.parts))
+        size = largest = depth = 0
+        width = len(self.parts)
+        has_region = False
+        for part in self.parts:
+            size += part.size
+            if part.largest > largest:
+                largest = part.largest
+            if part.depth > depth:
+                depth = part.depth
+            if part.width > width:
+                width = part.width
+            has_region = has_region or part.has_region
+        self._set(size + 1, largest + 1, depth + 1, width, has_region)
 
 
 @dataclass(frozen=True)
