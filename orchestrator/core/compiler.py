@@ -26,6 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from orchestrator.core.dag import Graph
 from orchestrator.core.decomposition import (
@@ -55,6 +58,9 @@ MAX_CHORD_WIDTH = 16
 """A parallel of more branches than this runs as units joined by a counter, not as a
 chord (``docs/benchmarks.md``: measured both)."""
 
+
+_UNITS = TypeAdapter(list[Unit])
+"""Validates many units in one call (each as ``Unit.model_validate`` would)."""
 
 # --- canvas building and segmentation ----------------------------------------------------
 
@@ -257,17 +263,22 @@ class _Builder:
         first: dict[int, list[str]] = {}
         last: dict[int, list[str]] = {}
         units, names = self.units, self.graph.nodes
-        make = Unit.model_validate
+        batch: list[dict[str, Any]] = []  # one-step units not yet made, validated together
         for head, run in runs.items():
             if len(run) == 1:
-                uid = f"u{len(units)}"
+                uid = f"u{len(units) + len(batch)}"
                 step = names[head]
-                units.append(make({"id": uid, "canvas": {"kind": "task", "id": step},
-                                   "steps": (step,)}))
+                batch.append({"id": uid, "canvas": {"kind": "task", "id": step},
+                              "steps": (step,)})
                 first[head] = last[head] = [uid]
                 continue
+            if batch:  # before any other unit is made, for the ids' order
+                units += _UNITS.validate_python(batch)
+                batch = []
             part = Series(tuple(Leaf(m) for m in run))
             first[head], last[head] = self._at_once(part) or (yield self._segment(part))
+        if batch:
+            units += _UNITS.validate_python(batch)
         edges = self.edges
         for head, run in runs.items():
             before = last[head]
