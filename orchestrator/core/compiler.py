@@ -169,6 +169,19 @@ class _Builder:
         self.units.append(Unit(id=uid, canvas=canvas, steps=steps))
         return uid
 
+    def step_units(self, steps: Sequence[SPNode]) -> list[str]:
+        """One unit per step of ``steps`` (leaves), in order, validated together; their
+        ids.  Each is the unit :meth:`unit` makes of a leaf."""
+        base, names = len(self.units), self.graph.nodes
+        batch: list[dict[str, Any]] = []
+        for k, leaf in enumerate(steps):
+            assert isinstance(leaf, Leaf)
+            step = names[leaf.node]
+            batch.append({"id": f"u{base + k}", "canvas": TaskNode(id=step),
+                          "steps": (step,)})
+        self.units += _UNITS.validate_python(batch)
+        return [d["id"] for d in batch]
+
     def connect(self, before: list[str], after: list[str]) -> None:
         self.edges.extend((a, b) for a in before for b in after)
 
@@ -183,10 +196,22 @@ class _Builder:
         if isinstance(sp, Parallel):
             sources: list[str] = []
             sinks: list[str] = []
-            for part in sp.parts:
-                a, b = self._at_once(part) or (yield self._segment(part))
+            parts = sp.parts
+            i = 0
+            while i < len(parts):
+                if isinstance(parts[i], Leaf):  # a run of steps: one unit each, made at once
+                    j = i + 1
+                    while j < len(parts) and isinstance(parts[j], Leaf):
+                        j += 1
+                    uids = self.step_units(parts[i:j])
+                    sources += uids
+                    sinks += uids
+                    i = j
+                    continue
+                a, b = self._at_once(parts[i]) or (yield self._segment(parts[i]))
                 sources += a
                 sinks += b
+                i += 1
             return sources, sinks
         if isinstance(sp, Region):
             return (yield from self._region(sp))
