@@ -61,6 +61,8 @@ chord (``docs/benchmarks.md``: measured both)."""
 
 _UNITS = TypeAdapter(list[Unit])
 """Validates many units in one call (each as ``Unit.model_validate`` would)."""
+_TASKS = TypeAdapter(list[TaskNode])
+"""Validates many tasks in one call (``{"id": step}`` each, as ``TaskNode(id=step)``)."""
 
 # --- canvas building and segmentation ----------------------------------------------------
 
@@ -122,13 +124,19 @@ class _Builder:
         enter(sp)
         while True:
             node, i, base, join = stack.pop()
-            if i < len(node.parts):
-                stack.append((node, i + 1, base, join))
-                part = node.parts[i]
-                if isinstance(part, Leaf):
-                    done.append(TaskNode(id=names[part.node]))
+            parts = node.parts
+            if i < len(parts):
+                if isinstance(parts[i], Leaf):  # a run of steps: their tasks at once
+                    j = i + 1
+                    while j < len(parts) and isinstance(parts[j], Leaf):
+                        j += 1
+                    done += _TASKS.validate_python([{"id": names[leaf.node]}
+                                                    for leaf in parts[i:j]
+                                                    if isinstance(leaf, Leaf)])
+                    stack.append((node, j, base, join))
                 else:
-                    enter(part)
+                    stack.append((node, i + 1, base, join))
+                    enter(parts[i])
                 continue
             kids = done[base:]
             del done[base:]
