@@ -134,16 +134,10 @@ class Merger:
             self.queued[x] = False
             if not alive[x]:
                 continue
-            if len(children[x]) == 1:
-                (y,) = children[x]
-                if len(parents[y]) == 1:
-                    self.push(self._chain(self._run_through(x)))
-                    continue
-            if len(parents[x]) == 1:
-                (p,) = parents[x]
-                if len(children[p]) == 1:
-                    self.push(self._chain(self._run_through(x)))
-                    continue
+            run = self._run_through(x)
+            if len(run) > 1:  # x has a series edge: merge its whole path
+                self.push(self._chain(run))
+                continue
             twins = self.buckets[(self.up[x], self.down[x])]
             if len(twins) > 1:
                 px, cx = parents[x], children[x]
@@ -155,26 +149,10 @@ class Merger:
 
     def _run_through(self, x: int) -> list[int]:
         """The longest path through ``x`` whose every edge is a series merge (the only
-        child of its parent, whose only parent that is), in order."""
-        parents, children = self.parents, self.children
-        after: list[int] = []
-        y = x
-        while len(children[y]) == 1:
-            (c,) = children[y]
-            if len(parents[c]) != 1:
-                break
-            after.append(c)
-            y = c
-        before: list[int] = []
-        y = x
-        while len(parents[y]) == 1:
-            (p,) = parents[y]
-            if len(children[p]) != 1:
-                break
-            before.append(p)
-            y = p
+        child of its parent, whose only parent that is), in order: ``[x]`` if none."""
+        before = _series_walk(x, self.parents, self.children)
         before.reverse()
-        return [*before, x, *after]
+        return [*before, x, *_series_walk(x, self.children, self.parents)]
 
     def _chain(self, run: list[int]) -> int:
         """Merge the path ``run`` (two or more nodes) into one node; return it.
@@ -243,3 +221,16 @@ class Merger:
             children[y] = set()
         self.item[x] = item
         self.push(x)
+
+
+def _series_walk(x: int, ahead: list[set[int]], behind: list[set[int]]) -> list[int]:
+    """The nodes after ``x`` (``ahead``: children; or, given parents, before it) along
+    series edges: each the only node ahead of the last, which is the only one behind it."""
+    out: list[int] = []
+    while len(ahead[x]) == 1:
+        (y,) = ahead[x]
+        if len(behind[y]) != 1:
+            break
+        out.append(y)
+        x = y
+    return out
