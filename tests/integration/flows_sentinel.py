@@ -107,3 +107,10 @@ _long = Workflow("restart_long")
 _long.step("after", sentinel_count, after=[_long.step("long", sentinel_count, ms=10000)])
 restart_long = _long.build()
 """A 10 s step, then another: the restart grace's test kills Redis while ``long`` runs."""
+
+_failover = Workflow("failover_long")
+_failover.step("after", sentinel_count,
+               after=[_failover.step("long", sentinel_count, ms=25000)])
+failover_long = _failover.build()
+"""A 25 s step, then another: the failover test freezes ``long``'s worker across a
+failover that takes longer than a restart (a worker, the promotion, the copy)."""

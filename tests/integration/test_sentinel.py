@@ -36,9 +36,9 @@ from tests.integration.flows_sentinel import (
     COUNT_FILE_VARIABLE,
     SHAPES,
     executions,
+    failover_long,
     overlaps,
     ran_alone,
-    restart_long,
 )
 from tests.support.sentinel import SentinelGroup
 from tests.support.wait import wait_until
@@ -161,7 +161,7 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
 
 def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
         redis_binary: str, tmp_path: Path) -> None:
-    """The replica misses the master's writes from just before a 10 s step began (the
+    """The replica misses the master's writes from just before a 25 s step began (the
     relay in front of the master drops its replication stream: asynchronous replication
     behind), so the promoted replica has the step's message queued again and no lease,
     while the first attempt still runs.  Its worker is frozen (SIGSTOP) across the
@@ -172,7 +172,9 @@ def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
     file): never two at once, and the run succeeds.  Without the grace on promotion the
     copy ran while the first attempt was frozen mid-step."""
     count_file = tmp_path / "executions.jsonl"
-    quick = {"lease_s": 12.0}
+    # a lease long enough that the frozen worker, thawed, is within 0.75 of one since
+    # its last renewal (on a slow machine the failover and the copy took 12 s)
+    quick = {"lease_s": 20.0}
     env = {COUNT_FILE_VARIABLE: str(count_file)}
     with SentinelGroup(redis_binary, down_after_ms=1000, failover_timeout_ms=4000,
                        relay=True) as group:
@@ -183,7 +185,7 @@ def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
                  "redis_sentinel_password":
                      settings.redis_sentinel_password.get_secret_value(),
                  "workflow_packages": PACKAGES, **quick}
-        run_id = coord.submit(restart_long)
+        run_id = coord.submit(failover_long)
         assert group.master.client().wait(1, 10_000) == 1  # the run and its message
         group.relay.hold_replication()  # from here on, the replica misses every write
 
@@ -200,7 +202,8 @@ def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
             second = worker("second")  # idle: the old master's queue is empty
             workers.append(second)
             second.wait_ready(coord.app)
-            time.sleep(quick["lease_s"] / 4 + 0.5)  # a renewal, on the master alone
+            began = executions(count_file)[0]["t"]  # then a renewal, on the master alone
+            time.sleep(max(0.0, began + quick["lease_s"] / 4 + 0.5 - time.time()))
             assert group.relay.dropped > 0
             os.kill(first.proc.pid, signal.SIGSTOP)  # mid-step, its keeper with it
             try:
