@@ -108,6 +108,20 @@ def step_sources(target: StepStatus) -> frozenset[StepStatus]:
     return frozenset(s for s, to in STEP_TRANSITIONS.items() if target in to)
 
 
+def held_sources(target: StepStatus) -> frozenset[StepStatus]:
+    """The states from which the holder of a step run's lease may move it to ``target``:
+    :func:`step_sources`, and, when ``target`` follows ``running``, every state
+    ``running`` is entered from.  Redis may have lost the holder's move to ``running`` (a
+    restart from a snapshot, a failover that lost the last writes) while its attempt ran
+    on: its keeper took its lost lease back, which proves that no other attempt holds the
+    step run, so its outcome is recorded over the older record (which may say ``queued``,
+    ``retrying`` or nothing) instead of being refused and the step run again."""
+    sources = step_sources(target)
+    if StepStatus.RUNNING in sources:
+        sources |= step_sources(StepStatus.RUNNING)
+    return sources
+
+
 def run_sources(target: RunStatus) -> frozenset[RunStatus]:
     """The states from which a run may move to ``target``."""
     return frozenset(s for s, to in RUN_TRANSITIONS.items() if target in to)

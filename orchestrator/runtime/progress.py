@@ -414,10 +414,11 @@ class Progress:
                                           **fields)
         if not self._goes_on(run_id, step_id, code):
             return False
-        if canvas is not None:  # sent with the record
+        # sent with the record, and its lease settled (step_transition.lua); a move the
+        # table refused sent nothing: Celery sends the chain on as for any task
+        if canvas is not None and code == MOVED:
             request.chain = None
-            if code == MOVED:  # and its lease settled (step_transition.lua)
-                setattr(request, SETTLED_BY_STEP, True)
+            setattr(request, SETTLED_BY_STEP, True)
         if failing:
             continue_canvas(self.app, request)
         self.unit_task_done(d, run_id, step_id)

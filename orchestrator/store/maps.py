@@ -21,7 +21,7 @@ import redis
 
 from orchestrator.core.maps import FAILURES_KEPT, item_id
 from orchestrator.core.priorities import Priority, stored_priority
-from orchestrator.core.states import RunStatus, StepStatus, step_sources
+from orchestrator.core.states import RunStatus, StepStatus, held_sources, step_sources
 from orchestrator.errors import RunNotFound
 from orchestrator.store import scripts
 from orchestrator.store.keys import Keys
@@ -171,9 +171,10 @@ class MapStore:
         """
         code, handed, *closing = scripts.MAP_STEP(
             self._r, self._keys(run_id),
-            ["item", item, step_id, token, status.value, _sources(status), json.dumps(patch),
-             json.dumps(output) if has_output else "", time.time(), workflow, unit, run_id,
-             FAILURES_KEPT, json.dumps(failure) if failure is not None else "",
+            ["item", item, step_id, token, status.value, _sources(status, held=bool(token)),
+             json.dumps(patch), json.dumps(output) if has_output else "", time.time(),
+             workflow, unit, run_id, FAILURES_KEPT,
+             json.dumps(failure) if failure is not None else "",
              _sources(StepStatus.SUCCEEDED), _sources(StepStatus.FAILED),
              len(successors), *successors])
         return ItemEnd(int(code), int(handed), _closing(*closing))
@@ -207,5 +208,6 @@ class MapStore:
         return int(f[0] or 0), int(f[1] or 0)
 
 
-def _sources(status: StepStatus) -> str:
-    return ",".join(sorted(s.value for s in step_sources(status)))
+def _sources(status: StepStatus, held: bool = False) -> str:
+    """The states ``status`` may be entered from (by a lease holder: ``held``)."""
+    return ",".join(sorted(s.value for s in (held_sources if held else step_sources)(status)))

@@ -25,7 +25,13 @@ from orchestrator.core.models import WorkflowDef
 from orchestrator.core.origin import Origin
 from orchestrator.core.plan import Plan
 from orchestrator.core.priorities import Priority, stored_priority
-from orchestrator.core.states import RunStatus, StepStatus, run_sources, step_sources
+from orchestrator.core.states import (
+    RunStatus,
+    StepStatus,
+    held_sources,
+    run_sources,
+    step_sources,
+)
 from orchestrator.core.tenants import DEFAULT_TENANT, sees, tenant_of
 from orchestrator.errors import RunDamaged, RunExists, RunNotFound
 from orchestrator.outages import mask_url
@@ -578,7 +584,8 @@ class RunStore:
                 k.metrics(), k.leases(run_id), k.lease_index(), k.slots(run_id), k.timers(),
                 k.counters(run_id), k.units_done(run_id), k.units_claimed(run_id),
                 k.claims()]
-        args = [step_id, status.value, _joined(step_sources(status)), json.dumps(patch),
+        sources = held_sources(status) if token else step_sources(status)
+        args = [step_id, status.value, _joined(sources), json.dumps(patch),
                 json.dumps(output) if has_output else "", time.time(), workflow, token,
                 lease_member(run_id, step_id), "1" if slotted else "0", unit, run_id,
                 len(successors), *successors,
@@ -601,7 +608,7 @@ class RunStore:
             self._r,
             [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
              k.leases(run_id), k.lease_index(), k.timers(), k.timer(timer_id)],
-            [step_id, _joined(step_sources(StepStatus.RETRYING)),
+            [step_id, _joined(held_sources(StepStatus.RETRYING)),
              json.dumps({"error": error, "retry_at": retry_at}), time.time(), token,
              lease_member(run_id, step_id), timer_id, int(delay_s * 1000), message,
              self.retention_s],

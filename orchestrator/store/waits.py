@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.core.states import StepStatus, step_sources
+from orchestrator.core.states import StepStatus, held_sources, step_sources
 from orchestrator.core.tenants import DEFAULT_TENANT, tenant_of
 from orchestrator.store import scripts
 from orchestrator.store.keys import Keys
@@ -75,7 +75,8 @@ class WaitStore:
             [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
              k.leases(run_id), k.lease_index(), k.timers(), k.timer(tid),
              k.wait_event(key, tenant), k.wait_waiters(key, tenant)],
-            [step_id, ",".join(s.value for s in step_sources(StepStatus.WAITING)),
+            [step_id, ",".join(s.value for s in (held_sources if token else step_sources)(
+                StepStatus.WAITING)),
              json.dumps(patch), time.time(), token, lease_member(run_id, step_id), tid,
              "" if timer_at is None else int(timer_at * 1000), message, ttl, key, NEVER_MS])
         return int(res[0]), bool(int(res[2]))

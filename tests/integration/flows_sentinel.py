@@ -87,6 +87,13 @@ def ran_alone(lines: list[dict[str, Any]], step: str) -> None:
     assert not [e for e in runs[1:] if e["event"] == "start" and e["t"] < ended[0]["t"]], runs
 
 
+def ran_once_each(lines: list[dict[str, Any]], steps: list[str]) -> None:
+    """Assert that each of ``steps`` began exactly once (counted in the step)."""
+    began = {s: sum(1 for e in lines if e["event"] == "start" and e["key"].endswith(f":{s}"))
+             for s in steps}
+    assert began == dict.fromkeys(steps, 1), (began, lines)
+
+
 def _workflow(name: str, deps: shapes.Deps, rng: random.Random) -> WorkflowDef:
     wf = Workflow(name)
     handles: dict[str, Any] = {}

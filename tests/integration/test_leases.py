@@ -31,6 +31,7 @@ from tests.integration.flows_sentinel import (
     COUNT_FILE_VARIABLE,
     executions,
     ran_alone,
+    ran_once_each,
     restart_long,
 )
 from tests.support.redis_server import RedisServer
@@ -195,6 +196,34 @@ def test_a_lease_redis_lost_is_taken_back_and_the_step_runs_on_once(
     logs = "".join(w.tail(5000) for w in short_lease_pool.workers)
     assert "Redis had lost its lease" in logs
     assert "stopping this attempt" not in logs
+
+
+@pytest.fixture
+def no_stall_pool(redis_binary: str) -> Iterator[Pool]:
+    yield from _pool(redis_binary, 1, "prefork", 2, stall_s=600.0)
+
+
+def test_a_chain_step_whose_end_the_store_refuses_still_sends_its_chain_on(
+        no_stall_pool: Pool) -> None:
+    """The store refuses a chain step's final move (its record, here set by hand while the
+    step runs, is one the table does not move from): the script that would have sent the
+    chain's next task with the record sent nothing, so Celery sends it as for any task.
+    The next step decides by the record (skipped: its upstream did not succeed) and the
+    run ends long before the stalled-run pass (ten minutes here) would find it; each step
+    function ran at most once."""
+    coord, r = no_stall_pool.coord, no_stall_pool.r
+    run_id = coord.submit(long_count)
+    wait_until(lambda: no_stall_pool.executions(run_id) == {"long": 1}, 30,
+               message="the long step never began")
+    steps = coord.store.keys.steps(run_id)
+    rec = json.loads(str(r.hget(steps, "long")))
+    assert rec["status"] == "running"
+    r.hset(steps, "long", json.dumps({**rec, "status": "cancelled"}))
+    view = wait_run(coord, run_id, timeout_s=60)
+    assert view.run.status.terminal, statuses(view)
+    assert statuses(view) == {"long": "cancelled", "after_long": "skipped"}
+    assert no_stall_pool.executions(run_id) == {"long": 1}
+    assert no_stall_pool.overlaps(run_id) == {}
 
 
 @pytest.fixture
@@ -393,6 +422,8 @@ def test_a_restart_that_lost_a_running_step_s_lease_starts_no_second_attempt(
             view = coord.view(run_id)
             assert view.run.status.value == "succeeded", statuses(view)
             ran_alone(executions(count_file), "long")
+            assert statuses(view) == {"long": "succeeded", "after": "succeeded"}
+            ran_once_each(executions(count_file), ["long", "after"])
             assert "Redis had lost its lease" in first.tail(400)
         finally:
             for w in workers:

@@ -32,6 +32,7 @@ from orchestrator.runtime.catalog import discover
 from orchestrator.runtime.coordinator import Coordinator
 from orchestrator.settings import Settings
 from orchestrator.store import AsyncRunReader, StoreError, scripts
+from tests.integration.conftest import statuses
 from tests.integration.flows_sentinel import (
     COUNT_FILE_VARIABLE,
     SHAPES,
@@ -39,6 +40,7 @@ from tests.integration.flows_sentinel import (
     failover_long,
     overlaps,
     ran_alone,
+    ran_once_each,
 )
 from tests.support.sentinel import SentinelGroup
 from tests.support.wait import wait_until
@@ -112,8 +114,8 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
                    + "\n" + "\n".join(w.tail(30) for w in workers))
         ended_s = time.time() - killed_at
 
-        statuses = {rid: coord.store.run(rid).status.value for rid in run_ids}
-        assert set(statuses.values()) == {"succeeded"}, statuses
+        ended = {rid: coord.store.run(rid).status.value for rid in run_ids}
+        assert set(ended.values()) == {"succeeded"}, ended
         # the store's client follows the failover: it talks to the promoted replica now,
         # whose library its scripts ran from
         assert group.replica.client().function_list(library=library)
@@ -218,8 +220,11 @@ def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
             wait_until(lambda: supervise(workers) >= 0 and _ended(coord, [run_id]), 60,
                        interval_s=0.2, message=lambda: "did not end:\n"
                        + "\n".join(w.tail(60) for w in workers))
-            assert coord.store.run(run_id).status.value == "succeeded"
+            view = coord.view(run_id)
+            assert view.run.status.value == "succeeded"
             ran_alone(executions(count_file), "long")
+            assert statuses(view) == {"long": "succeeded", "after": "succeeded"}
+            ran_once_each(executions(count_file), ["long", "after"])
             assert "Redis had lost its lease" in first.tail(400)
         finally:
             for w in workers:

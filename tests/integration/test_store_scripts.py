@@ -402,6 +402,31 @@ def test_a_lease_redis_lost_is_taken_back_and_no_other_one(store: RunStore) -> N
     assert store.step_transition("r", "b", StepStatus.SUCCEEDED, token="t3") == -2
 
 
+def test_a_holder_whose_running_record_redis_lost_records_its_outcome(
+        store: RunStore) -> None:
+    """A restart (or failover) lost a step run's lease and its move to running while its
+    attempt ran on: the holder's keeper takes the lease back, and the attempt's success
+    is recorded over the older record (and its lease settled), not refused; a copy then
+    finds nothing to do.  Without the lease, the same move is still refused by the
+    table."""
+    k = store.keys
+    assert _begin(store, "t1") is LeaseMode.BEGAN
+    rec = json.loads(str(store.client.hget(k.steps("r"), "a")))
+    assert rec["status"] == "running"
+    # lost: the lease, and the record's move to running
+    store.client.hset(k.steps("r"), "a", json.dumps({**rec, "status": "queued"}))
+    store.client.hdel(k.leases("r"), "a")
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED) == 0  # the table says no
+    leases = Leases(store.client, store.keys)
+    assert leases.renew([Held("r", "a", "t1", "tag-1")], 30, {"t1"}) == [3]  # taken back
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t2") == -2
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, output=5,
+                                 has_output=True, token="t1") == 1
+    assert store.step_runs("r")["a"].status is StepStatus.SUCCEEDED
+    leases.release([Held("r", "a", "t1")], ["done"])
+    assert _begin(store, "t3") is LeaseMode.DROP
+
+
 def test_a_lease_given_up_or_settled_is_done_with_not_lost(store: RunStore) -> None:
     """A renewal between a give-up (or a settle) and its task's return must neither take
     the lease back nor stop the task."""
