@@ -48,6 +48,7 @@ from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
 from orchestrator.store.leases import Expired, Leases
+from orchestrator.store.records import StepRun
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +192,7 @@ class Recovery:
         if step is not None:
             rec = self.progress.store.step_runs(run_id, [step])[step]
             if rec.status.terminal:
-                return (f"step {step} is {rec.status.value}, yet a worker still renews its "
-                        f"lease: its task has not returned (a hung process? "
-                        f"`py-spy dump` worker {rec.worker or '(unknown)'})")
+                return self._hung(run_id, rec)
             return f"step {step} holds a live lease (a worker runs it and renews it)"
         timer = self.leases.timer_of(run_id)
         if timer is not None:
@@ -251,6 +250,30 @@ class Recovery:
                         run_id, quiet_s, ", ".join(fresh))
             self.progress.publish(d, run_id, fresh, priority)
         return len(units) + len(fresh)
+
+    def _hung(self, run_id: str, rec: StepRun) -> str:
+        """A step run ended, yet the worker that ended it still renews its lease and the
+        run is quiet: its task has not returned (a process hung after recording the
+        outcome, before its canvas went on; seen once in ``bench.chaos``, a pool process
+        of the worker whose link had just been cut).  Its lease is taken from it and its
+        message put back (:meth:`Leases.restore`, ``hung``): the holder's keeper stops
+        the attempt at its next renewal (it lost its lease), and the copy settles the
+        step run and carries its canvas on.  Returns why the run is not replayed."""
+        step = rec.step_id
+        held = self.leases.lease(run_id, step)
+        found = self.leases.unacked_message(held[1]) if held is not None else None
+        if held is not None and found is not None:
+            message, _exchange, queue = found
+            e = Expired(run_id, step, held[0], held[1], rec.status)
+            if self.leases.restore(e, message, queue, hung=True):
+                log.warning("step %s of run %s is %s, yet its task has not returned (a hung "
+                            "process? `py-spy dump` worker %s): its lease is taken back and "
+                            "its message is in queue %r again, to carry its canvas on",
+                            step, run_id, rec.status.value, rec.worker or "(unknown)", queue)
+                return f"step {step}'s hung task was taken over"
+        return (f"step {step} is {rec.status.value}, yet a worker still renews its lease: "
+                f"its task has not returned (a hung process? `py-spy dump` worker "
+                f"{rec.worker or '(unknown)'})")
 
     def _recover(self, e: Expired, out: Reaped) -> None:
         found = self.leases.unacked_message(e.tag)

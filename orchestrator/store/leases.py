@@ -246,30 +246,51 @@ class Leases:
         return [tag for (tag, _, _), lease in zip(found, p.execute(), strict=True)
                 if _lease_fields(lease)[2] != tag]
 
-    def restore(self, e: Expired, message: dict[str, Any], queue: str) -> bool:
+    def restore(self, e: Expired, message: dict[str, Any], queue: str,
+                hung: bool = False) -> bool:
         """Put ``message`` (marked redelivered) back at the head of ``queue`` if ``e``'s
-        lease is unchanged and its message still unacknowledged; True if it was."""
+        lease is unchanged and its message still unacknowledged; True if it was.
+
+        Args:
+            hung: the lease is live, but its step run ended and its task has not returned
+                (the stalled-run pass found it): take it from its holder all the same,
+                unless it was settled or given up meanwhile.  The holder's keeper stops
+                the attempt at its next renewal; the copy settles the step run and
+                carries its canvas on.
+        """
         k = self.keys
         again = json.dumps(_redelivered(message))
         member = lease_member(e.run_id, e.step_id)
+        how = "hung" if hung else ""
         if self._b is self._r:  # one script: the check, the put-back and the mark
             return bool(scripts.RESTORE_MESSAGE(
                 self._r,
                 [k.leases(e.run_id), k.lease_index(), k.unacked(), k.unacked_index(),
-                 queue], [e.step_id, member, e.token, e.tag, again]))
+                 queue], [e.step_id, member, e.token, e.tag, again, how]))
         # The broker is another Redis: check the lease, put the message back, then mark
         # the lease.  Killed after the put-back, the lease is left expired (not marked):
-        # the copy delivered takes an expired lease over just as a restored one.
+        # the copy delivered takes an expired lease over just as a restored one.  (A hung
+        # lease left unmarked stays its holder's: the copy is deferred while it renews,
+        # and the stalled-run pass, which finds no unacknowledged message to put back
+        # now, names the hung worker in its log.)
         if not scripts.RESTORE_LEASE(
                 self._r, [k.leases(e.run_id), k.lease_index()],
-                [e.step_id, member, e.token, "check"]):
+                [e.step_id, member, e.token, "check", how]):
             return False
         if not scripts.REQUEUE_UNACKED(self._b, [k.unacked(), k.unacked_index(), queue],
                                        [e.tag, again]):
             return False
         scripts.RESTORE_LEASE(self._r, [k.leases(e.run_id), k.lease_index()],
-                              [e.step_id, member, e.token, "mark"])
+                              [e.step_id, member, e.token, "mark", how])
         return True
+
+    def lease(self, run_id: str, step_id: str) -> tuple[str, str] | None:
+        """The token and delivery tag of the step run's lease, or None if it has none."""
+        raw = self._r.hget(self.keys.leases(run_id), step_id)
+        if raw is None:
+            return None
+        token, _until, tag, _flag = _lease_fields(raw)
+        return token, tag
 
     def park(self, e: Expired, park_s: float, ended: bool = False) -> int:
         """An expired lease whose message is gone: settle it (an ended step run), or look

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 from billiard.process import current_process
+from celery import current_task as celery_current_task
 from celery import signals
 
 from orchestrator.core.dsl import Workflow
@@ -287,6 +288,35 @@ def _count_delivery(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     url = os.environ.get("ORCH_REDIS_URL")
     if step.startswith("die_") and url:
         redis.Redis.from_url(url).hincrby(f"test:deliveries:{kwargs['run_id']}", step, 1)
+
+
+# --- a task that hangs after its step ended (tests/integration/test_leases.py)
+HUNG_MARK = "orch-test-hung-"
+"""The file (in the temporary directory, then the run id) that the one hang of a run of
+``hung_fan`` leaves."""
+
+
+@signals.before_task_publish.connect
+def _hang_once(body: Any = None, **_: Any) -> None:
+    """In the task of step ``hang_split``, the first publish of ``hang_p1`` of its run never
+    returns: the task hangs after its step ended and one message of its fan-out went out
+    (as a pool process of ``bench.chaos`` once hung).  Once per run."""
+    request = getattr(celery_current_task, "request", None)
+    own = getattr(request, "kwargs", None) or {}
+    sent = body[1] if isinstance(body, list | tuple) and len(body) > 1 else {}
+    if own.get("step_id") != "hang_split" or not isinstance(sent, dict) \
+            or sent.get("step_id") != "hang_p1":
+        return
+    mark = Path(tempfile.gettempdir()) / f"{HUNG_MARK}{own.get('run_id')}"
+    try:
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    time.sleep(3600)
+
+
+hung_fan = _counted("hung_fan", {"hang_split": [], "hang_p0": ["hang_split"],
+                                 "hang_p1": ["hang_split"], "hang_p2": ["hang_split"]})
 
 
 @signals.task_postrun.connect

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,15 @@ from tests.integration.conftest import (
     statuses,
     wait_run,
 )
-from tests.integration.flows import Counted, line_count, long_count, random_nsp_60, zigzag_11
+from tests.integration.flows import (
+    HUNG_MARK,
+    Counted,
+    hung_fan,
+    line_count,
+    long_count,
+    random_nsp_60,
+    zigzag_11,
+)
 from tests.integration.flows_sentinel import (
     COUNT_FILE_VARIABLE,
     executions,
@@ -224,6 +233,32 @@ def test_a_chain_step_whose_end_the_store_refuses_still_sends_its_chain_on(
     assert statuses(view) == {"long": "cancelled", "after_long": "skipped"}
     assert no_stall_pool.executions(run_id) == {"long": 1}
     assert no_stall_pool.overlaps(run_id) == {}
+
+
+def test_a_task_hung_after_its_step_ended_is_taken_over(quick_stall_pool: Pool) -> None:
+    """A task records its step's success, then hangs before its fan-out has gone out
+    (the first publish of one branch never returns; its worker renews the lease all the
+    while): the stalled-run pass (``stall_s`` 3 s here) takes the lease from it and puts
+    its message back, the worker's keeper kills the hung pool process at its next
+    renewal, and the copy settles the step and carries the fan-out on.  Each step
+    function runs once; before, the run stayed stuck for as long as the process hung."""
+    coord = quick_stall_pool.coord
+    run_id = coord.submit(hung_fan)
+    mark = Path(tempfile.gettempdir()) / f"{HUNG_MARK}{run_id}"
+    try:
+        view = wait_run(coord, run_id, timeout_s=90)
+        assert mark.exists(), "the task never hung"
+    finally:
+        mark.unlink(missing_ok=True)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert quick_stall_pool.executions(run_id) == {s.step_id: 1 for s in view.steps}
+    assert quick_stall_pool.overlaps(run_id) == {}
+    def logs() -> str:
+        return "".join(w.tail(3000) for w in quick_stall_pool.workers)
+
+    assert "its lease is taken back" in logs()
+    wait_until(lambda: "hang_split of run" in logs() and "stopping this attempt" in logs(),
+               15, message=lambda: "the hung attempt was not stopped:\n" + logs()[-3000:])
 
 
 @pytest.fixture

@@ -11,13 +11,14 @@ from dataclasses import replace
 from importlib import resources
 
 import pytest
+import redis
 
 from orchestrator.core.compiler import compile_workflow
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.errors import RunNotFound
 from orchestrator.store import AsyncRunReader, RunStore, connection, fields, scripts
-from orchestrator.store.leases import Held, Leases
+from orchestrator.store.leases import Expired, Held, Leases
 from orchestrator.store.records import LeaseMode, RunRecord
 from orchestrator.store.run_cache import RunCache
 from tests.support.redis_server import RedisServer
@@ -479,6 +480,37 @@ def test_reaper_restores_the_message_of_an_expired_lease(store: RunStore) -> Non
     assert back["headers"]["redelivered"] is True and back["headers"]["id"] == "task-1"
     assert r.hlen(store.keys.unacked()) == 0 and leases.expired() == []
     assert _begin(store, "t2") is LeaseMode.BEGAN  # the restored copy takes over
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one-script", "broker-apart"])
+def test_the_live_lease_of_a_hung_task_is_restored_only_as_hung(store: RunStore,
+                                                                apart: bool) -> None:
+    """A step run that ended while its task has not returned: its live lease is restored
+    (its message put back, the lease marked) only when the reaper says it is hung, not
+    after a settle; the holder's next renewal is refused, and the copy settles the step.
+    ``broker-apart``: the two-step path of a broker on another Redis (here another
+    client of the same server)."""
+    r = store.client
+    message = {"body": "x", "headers": {"id": "task-1"}, "properties": {}}
+    r.hset(store.keys.unacked(), "tag-1", json.dumps([message, "default", "default"]))
+    r.zadd(store.keys.unacked_index(), {"tag-1": 1.0})
+    broker = redis.Redis(connection_pool=r.connection_pool) if apart else None
+    leases = Leases(r, store.keys, broker)
+    assert _begin(store, "t1") is LeaseMode.BEGAN
+    assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t1") == 1
+    e = Expired("r", "a", "t1", "tag-1", StepStatus.SUCCEEDED)
+    assert leases.lease("r", "a") == ("t1", "tag-1")
+    assert not leases.restore(e, message, "default")  # live: not expired
+    assert leases.restore(e, message, "default", hung=True)
+    assert not leases.restore(e, message, "default", hung=True)  # once
+    assert json.loads(str(r.lpop("default")))["headers"]["redelivered"] is True
+    assert leases.renew([Held("r", "a", "t1")], 30, {"t1"}) == [0]  # the holder stops
+    assert _begin(store, "t2") is LeaseMode.SETTLE
+    assert _begin(store, "u1", step="b") is LeaseMode.BEGAN  # settled, given: not hung
+    assert store.step_transition("r", "b", StepStatus.SUCCEEDED, token="u1") == 1
+    leases.release([Held("r", "b", "u1")], ["done"])
+    assert not leases.restore(Expired("r", "b", "u1", "", StepStatus.SUCCEEDED), message,
+                              "default", hung=True)
 
 
 def test_an_orphan_is_parked_and_an_ended_step_settles(store: RunStore) -> None:

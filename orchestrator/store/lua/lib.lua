@@ -91,6 +91,14 @@ local function held_by_other(lease, token, now)
     and lease['flag'] ~= LEASE.RESTORED
 end
 
+-- Whether the reaper may restore `lease` of delivery `token`: unchanged and expired; or,
+-- `how` "hung", unchanged and still held (neither settled, given up nor restored).
+local function restorable(lease, token, how)
+  if lease == nil or lease['token'] ~= token then return false end
+  if how == 'hung' then return lease['flag'] == '' end
+  return lease['until'] <= now_ms()
+end
+
 -- Store a lease and index it by expiry (0: not indexed, nobody has to look at it).
 local function put_lease(k_leases, k_index, step, member, lease)
   redis.call('HSET', k_leases, step, lease['token'] .. '|' .. lease['until'] .. '|'

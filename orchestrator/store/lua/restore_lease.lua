@@ -4,10 +4,11 @@
 -- "mark": the same, and then the lease becomes "restored" (the next copy delivered takes
 -- the step over at once; an expired lease it takes over too, so a reaper killed between
 -- the put-back and the mark leaves nothing stuck).
--- KEYS: leases, lease index.  ARGV: step, member, token, "check" or "mark".
--- Returns 1 (unchanged and expired; with "mark": marked), 0 (it changed).
+-- KEYS: leases, lease index.  ARGV: step, member, token, "check" or "mark", "hung" or ""
+-- (as restore_message.lua).
+-- Returns 1 (unchanged and expired, or hung; with "mark": marked), 0 (it changed).
 local lease = lease_of(KEYS[1], ARGV[1])
-if lease == nil or lease['token'] ~= ARGV[3] or lease['until'] > now_ms() then return 0 end
+if not restorable(lease, ARGV[3], ARGV[5]) then return 0 end
 if ARGV[4] == 'mark' then
   lease['flag'] = LEASE.RESTORED
   lease['until'] = 0
