@@ -93,16 +93,18 @@ def statuses(view: RunView) -> dict[str, str]:
 def private_stack(redis_binary: str, names: Sequence[str], *,
                   server_args: Sequence[str] = (), appendonly: bool = False,
                   queues: Sequence[str] = ("default",), pool: str = "prefork",
-                  concurrency: int = 1, **settings: Any
+                  concurrency: int = 1, env: dict[str, str] | None = None, **settings: Any
                   ) -> Iterator[tuple[RedisServer, Coordinator, list[WorkerProcess]]]:
     """A Redis of the test's own, one worker per name (``settings`` go to the workers
-    and the coordinator alike), ready; everything stopped at the end."""
+    and the coordinator alike; ``env``: extra variables of the workers), ready;
+    everything stopped at the end."""
     with RedisServer(binary=redis_binary, appendonly=appendonly,
                      extra_args=tuple(server_args)) as server:
         s = make_settings(server.url, **settings)
         coord = Coordinator(s, discover(s.workflow_packages))
         workers = [WorkerProcess(server.url, n, queues=queues, pool=pool,
-                                 concurrency=concurrency, **settings) for n in names]
+                                 concurrency=concurrency, env=env, **settings)
+                   for n in names]
         try:
             for w in workers:
                 w.wait_ready(coord.app)

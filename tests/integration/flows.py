@@ -294,9 +294,12 @@ def _count_delivery(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
 HUNG_MARK = "orch-test-hung-"
 """The file (in the temporary directory, then the run id) that the one hang of a run of
 ``hung_fan`` leaves."""
+HANG_VARIABLE = "ORCH_TEST_HANG_ONCE"
+"""Set (to anything) in a worker's environment, its processes hang as :func:`_hang_once`
+says.  Only there: a ``before_task_publish`` receiver turns the message templates off in
+every process it is connected in (``orchestrator/runtime/messages.py``)."""
 
 
-@signals.before_task_publish.connect
 def _hang_once(body: Any = None, **_: Any) -> None:
     """In the task of step ``hang_split``, the first publish of ``hang_p1`` of its run never
     returns: the task hangs after its step ended and one message of its fan-out went out
@@ -314,6 +317,9 @@ def _hang_once(body: Any = None, **_: Any) -> None:
         return
     time.sleep(3600)
 
+
+if os.environ.get(HANG_VARIABLE):
+    signals.before_task_publish.connect(_hang_once)
 
 hung_fan = _counted("hung_fan", {"hang_split": [], "hang_p0": ["hang_split"],
                                  "hang_p1": ["hang_split"], "hang_p2": ["hang_split"]})

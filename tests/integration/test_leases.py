@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     wait_run,
 )
 from tests.integration.flows import (
+    HANG_VARIABLE,
     HUNG_MARK,
     Counted,
     hung_fan,
@@ -235,14 +236,14 @@ def test_a_chain_step_whose_end_the_store_refuses_still_sends_its_chain_on(
     assert no_stall_pool.overlaps(run_id) == {}
 
 
-def test_a_task_hung_after_its_step_ended_is_taken_over(quick_stall_pool: Pool) -> None:
+def test_a_task_hung_after_its_step_ended_is_taken_over(hanging_pool: Pool) -> None:
     """A task records its step's success, then hangs before its fan-out has gone out
     (the first publish of one branch never returns; its worker renews the lease all the
     while): the stalled-run pass (``stall_s`` 3 s here) takes the lease from it and puts
     its message back, the worker's keeper kills the hung pool process at its next
     renewal, and the copy settles the step and carries the fan-out on.  Each step
     function runs once; before, the run stayed stuck for as long as the process hung."""
-    coord = quick_stall_pool.coord
+    coord = hanging_pool.coord
     run_id = coord.submit(hung_fan)
     mark = Path(tempfile.gettempdir()) / f"{HUNG_MARK}{run_id}"
     try:
@@ -251,10 +252,10 @@ def test_a_task_hung_after_its_step_ended_is_taken_over(quick_stall_pool: Pool) 
     finally:
         mark.unlink(missing_ok=True)
     assert view.run.status.value == "succeeded", statuses(view)
-    assert quick_stall_pool.executions(run_id) == {s.step_id: 1 for s in view.steps}
-    assert quick_stall_pool.overlaps(run_id) == {}
+    assert hanging_pool.executions(run_id) == {s.step_id: 1 for s in view.steps}
+    assert hanging_pool.overlaps(run_id) == {}
     def logs() -> str:
-        return "".join(w.tail(3000) for w in quick_stall_pool.workers)
+        return "".join(w.tail(3000) for w in hanging_pool.workers)
 
     assert "its lease is taken back" in logs()
     wait_until(lambda: "hang_split of run" in logs() and "stopping this attempt" in logs(),
@@ -282,6 +283,11 @@ def test_a_submit_cut_short_between_claim_and_publish_is_published(
 @pytest.fixture
 def quick_stall_pool(redis_binary: str) -> Iterator[Pool]:
     yield from _pool(redis_binary, 1, "prefork", 2, stall_s=3.0)
+
+
+@pytest.fixture
+def hanging_pool(redis_binary: str) -> Iterator[Pool]:
+    yield from _pool(redis_binary, 1, "prefork", 2, stall_s=3.0, env={HANG_VARIABLE: "1"})
 
 
 def test_a_submit_cut_short_between_create_and_publish_is_published(
