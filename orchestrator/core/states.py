@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 
 
 class RunStatus(StrEnum):
@@ -103,11 +104,13 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+@cache
 def step_sources(target: StepStatus) -> frozenset[StepStatus]:
     """The states from which a step run may move to ``target``."""
     return frozenset(s for s, to in STEP_TRANSITIONS.items() if target in to)
 
 
+@cache
 def held_sources(target: StepStatus) -> frozenset[StepStatus]:
     """The states from which the holder of a step run's lease may move it to ``target``:
     :func:`step_sources`, and, when ``target`` follows ``running``, every state

@@ -608,7 +608,7 @@ class RunStore:
             self._r,
             [k.run(run_id), k.steps(run_id), k.events(run_id), k.outputs(run_id), k.metrics(),
              k.leases(run_id), k.lease_index(), k.timers(), k.timer(timer_id)],
-            [step_id, _joined(held_sources(StepStatus.RETRYING)),
+            [step_id, _joined((held_sources if token else step_sources)(StepStatus.RETRYING)),
              json.dumps({"error": error, "retry_at": retry_at}), time.time(), token,
              lease_member(run_id, step_id), timer_id, int(delay_s * 1000), message,
              self.retention_s],
