@@ -47,7 +47,7 @@ from orchestrator.outages import kind_of
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
-from orchestrator.store.leases import Expired, Leases
+from orchestrator.store.leases import Expired, Held, Leases
 from orchestrator.store.records import StepRun
 
 log = logging.getLogger(__name__)
@@ -188,11 +188,12 @@ class Recovery:
     def _not_stalled(self, run_id: str) -> str | None:
         """Why a quiet running run is not stalled (``""``: it is; None: it is gone, or
         every unit was done and it is finalized now)."""
-        step = self.leases.live_lease(run_id)
-        if step is not None:
+        held = self.leases.live_lease(run_id)
+        if held is not None:
+            step = held.step_id
             rec = self.progress.store.step_runs(run_id, [step])[step]
             if rec.status.terminal:
-                return self._hung(run_id, rec)
+                return self._hung(held, rec)
             return f"step {step} holds a live lease (a worker runs it and renews it)"
         timer = self.leases.timer_of(run_id)
         if timer is not None:
@@ -251,7 +252,7 @@ class Recovery:
             self.progress.publish(d, run_id, fresh, priority)
         return len(units) + len(fresh)
 
-    def _hung(self, run_id: str, rec: StepRun) -> str:
+    def _hung(self, held: Held, rec: StepRun) -> str:
         """A step run ended, yet the worker that ended it still renews its lease and the
         run is quiet: its task has not returned (a process hung after recording the
         outcome, before its canvas went on; seen once in ``bench.chaos``, a pool process
@@ -259,12 +260,11 @@ class Recovery:
         message put back (:meth:`Leases.restore`, ``hung``): the holder's keeper stops
         the attempt at its next renewal (it lost its lease), and the copy settles the
         step run and carries its canvas on.  Returns why the run is not replayed."""
-        step = rec.step_id
-        held = self.leases.lease(run_id, step)
-        found = self.leases.unacked_message(held[1]) if held is not None else None
-        if held is not None and found is not None:
+        run_id, step = held.run_id, held.step_id
+        found = self.leases.unacked_message(held.tag)
+        if found is not None:
             message, _exchange, queue = found
-            e = Expired(run_id, step, held[0], held[1], rec.status)
+            e = Expired(run_id, step, held.token, held.tag, rec.status)
             if self.leases.restore(e, message, queue, hung=True):
                 log.warning("step %s of run %s is %s, yet its task has not returned (a hung "
                             "process? `py-spy dump` worker %s): its lease is taken back and "

@@ -284,14 +284,6 @@ class Leases:
                               [e.step_id, member, e.token, "mark", how])
         return True
 
-    def lease(self, run_id: str, step_id: str) -> tuple[str, str] | None:
-        """The token and delivery tag of the step run's lease, or None if it has none."""
-        raw = self._r.hget(self.keys.leases(run_id), step_id)
-        if raw is None:
-            return None
-        token, _until, tag, _flag = _lease_fields(raw)
-        return token, tag
-
     def park(self, e: Expired, park_s: float, ended: bool = False) -> int:
         """An expired lease whose message is gone: settle it (an ended step run), or look
         again in ``park_s`` (a running one); ``ended``: the caller knows the task ended
@@ -379,15 +371,15 @@ class Leases:
             replies.insert(at, self._r.time())
         return replies
 
-    def live_lease(self, run_id: str) -> str | None:
-        """The step run of the run whose lease a delivery holds live (its ``until`` not
-        passed), or None."""
+    def live_lease(self, run_id: str) -> Held | None:
+        """A lease of the run that a delivery holds live (its ``until`` not passed): its
+        step run, token and delivery tag; or None."""
         secs, micro = self._r.time()
         now_ms = int(secs) * 1000 + int(micro) // 1000
         for step, raw in self._r.hgetall(self.keys.leases(run_id)).items():
-            _token, until, _tag, _flag = str(raw).split("|", 3)
+            token, until, tag, _flag = str(raw).split("|", 3)
             if int(until or 0) > now_ms:
-                return str(step)
+                return Held(run_id, str(step), token, tag)
         return None
 
     def timer_of(self, run_id: str) -> str | None:

@@ -499,7 +499,7 @@ def test_the_live_lease_of_a_hung_task_is_restored_only_as_hung(store: RunStore,
     assert _begin(store, "t1") is LeaseMode.BEGAN
     assert store.step_transition("r", "a", StepStatus.SUCCEEDED, token="t1") == 1
     e = Expired("r", "a", "t1", "tag-1", StepStatus.SUCCEEDED)
-    assert leases.lease("r", "a") == ("t1", "tag-1")
+    assert leases.live_lease("r") == Held("r", "a", "t1", "tag-1")
     assert not leases.restore(e, message, "default")  # live: not expired
     assert leases.restore(e, message, "default", hung=True)
     assert not leases.restore(e, message, "default", hung=True)  # once
