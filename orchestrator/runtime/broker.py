@@ -13,6 +13,8 @@ connections and their options (timeouts, keepalive, health checks) are kombu's a
 The coordinator's app (:func:`orchestrator.runtime.celeryconf.client_app`) and the
 workers use it, on a plain ``redis://`` or ``rediss://`` broker; on a Sentinel broker
 both keep kombu's own clients.  Messages are byte for byte what kombu's Redis transport sends.
+Under :func:`to_head` (a store timer's message, due already) they go to the end of the
+queue workers pop next, on a worker's transports and the publisher's alike.
 
 A worker's transport (:data:`WORKER_TRANSPORT`, :data:`WORKER_SENTINEL_TRANSPORT`) differs
 from kombu's in one place.  When Redis restarts under a worker, kombu reconnects on a new
@@ -49,6 +51,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
 
 from orchestrator import forks
 
@@ -112,15 +115,56 @@ def captures(app: Any) -> bool:
             and not app.conf.get(APART, False))
 
 
-class Channel(kombu_redis.Channel):
-    """kombu's Redis channel that reuses its synchronous client, and whose publishes
-    :func:`capture` can hold."""
+_heading: ContextVar[bool] = ContextVar("orchestrator_broker_head", default=False)
+
+
+@contextmanager
+def to_head() -> Iterator[None]:
+    """Send what this thread (or task) publishes meanwhile to the *head* of its queue,
+    the end workers pop next, instead of kombu's tail: for a message that was due
+    already (a store timer's: a retry, a copy deferred while another delivery held its
+    step run's lease, a durable wait's wake-up), which at the tail waited behind the
+    whole backlog (48 and 58 s in ``bench.chaos``'s ``all``, 2026-12-07).  Celery's own
+    retries run at their ETA whatever the backlog (the worker holds them), and kombu's
+    restore of an unacknowledged message puts it at the head: this is both.
+
+    Only a worker's transports (:data:`WORKER_TRANSPORT`,
+    :data:`WORKER_SENTINEL_TRANSPORT`: where the timers fire) and the publisher's
+    (:data:`TRANSPORT`) do it; on kombu's own a message goes to the tail, as always.  A
+    message :func:`capture` holds goes to the tail too (a script sends it).
+    """
+    token = _heading.set(True)
+    try:
+        yield
+    finally:
+        _heading.reset(token)
+
+
+class _HeadPut:
+    """A kombu Redis channel's ``_put`` that :func:`to_head` sends to the head of the
+    queue (``RPUSH``: kombu pushes on the left and pops on the right)."""
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        chan: Any = self
+        if (_heading.get() and kwargs.get("_publish_batch") is None
+                and _capturing.get() is None
+                and not (chan._expires and queue in chan._expires)):
+            key = chan._q_for_pri(queue, chan._get_message_priority(message, reverse=False))
+            with chan.conn_or_acquire() as client:
+                client.rpush(key, dumps(message))  # type: ignore[no-untyped-call]
+            return
+        super()._put(queue, message, **kwargs)  # type: ignore[misc]
+
+
+class Channel(_HeadPut, kombu_redis.Channel):
+    """kombu's Redis channel that reuses its synchronous client, whose publishes
+    :func:`capture` can hold and :func:`to_head` can put at the head."""
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         held = _capturing.get()
         if held is not None and kwargs.get("_publish_batch") is None:
             kwargs["_publish_batch"] = held
-        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+        super()._put(queue, message, **kwargs)
 
     def _put_fanout(self, exchange: str, message: Any, routing_key: str,
                     **kwargs: Any) -> None:
@@ -265,9 +309,9 @@ class WorkerTransport(kombu_redis.Transport):
     Channel = WorkerChannel
 
 
-class WorkerSentinelChannel(kombu_redis.SentinelChannel):
+class WorkerSentinelChannel(_HeadPut, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel (its own clients, as a publisher's on Sentinel) with
-    :class:`GuardedQoS`."""
+    :class:`GuardedQoS`, whose publishes :func:`to_head` can put at the head."""
 
     QoS = GuardedQoS
 

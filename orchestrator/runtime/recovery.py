@@ -17,8 +17,11 @@ Any worker runs it (:class:`Recovery`, one at a time under a Redis lock), every
   A copy that some worker still holds after all meets the lease.
 * **Stale claims** (a unit claimed for dispatch and not published within
   ``claim_grace_s``: its claimer died in between, a coordinator included): published.
-* **Due retry timers**: the next attempt's message is published; so is a waiting step's
-  (durable waits: its time came, or an event or a decision made its timer due).
+* **Due store timers**: the next attempt's message is published; so is a waiting step's
+  (durable waits: its time came, or an event or a decision made its timer due) and a
+  copy deferred while another delivery held its step run's lease.  Each goes to the
+  head of its queue (``broker.to_head``): it was due already, and at the tail it waited
+  behind the whole backlog.
 * **Runs being unwound** (``compensating``): their undo run is started once none of their
   steps runs, and they end when it has ended (``Progress.compensate``, idempotent), should
   the process that was to do it have died.
@@ -44,6 +47,7 @@ from orchestrator.core.priorities import Priority, band_queue
 from orchestrator.core.states import RunStatus
 from orchestrator.errors import RunDamaged, RunNotFound
 from orchestrator.outages import kind_of
+from orchestrator.runtime import broker
 from orchestrator.runtime.definitions import Definition
 from orchestrator.runtime.progress import Progress
 from orchestrator.settings import Settings
@@ -355,7 +359,8 @@ class Recovery:
         done: list[str] = []
         for timer_id, message in store.due_timers(TIMER_REARM_S, BATCH):
             if message is not None:
-                self.progress.publish_message(json.loads(message))
+                with broker.to_head():  # due already: not behind the backlog
+                    self.progress.publish_message(json.loads(message))
                 out.timers += 1
             done.append(timer_id)
         store.timers_done(done)

@@ -143,3 +143,27 @@ def test_a_message_popped_as_redis_went_away_goes_back_once_redis_answers(
             again.ack()
         with contextlib.suppress(Exception):  # its connection died with the crash
             conn.release()
+
+
+@pytest.mark.parametrize("transport", [broker.TRANSPORT, broker.WORKER_TRANSPORT])
+def test_a_message_published_to_the_head_is_taken_next(redis_binary: str,
+                                                        transport: str) -> None:
+    """Under ``broker.to_head`` a message goes to the end of its queue that consumers pop
+    (a store timer's message: it was due already), ahead of a backlog published before
+    it; outside it, and on kombu's own transport, publishes keep kombu's order."""
+    with RedisServer(binary=redis_binary) as server:
+        for name, expected in ((transport, [0, 1, 2, 3]), (None, [1, 2, 0, 3])):
+            with Connection(server.url, transport=name) as conn:
+                q = conn.SimpleQueue("q")
+                for n in (1, 2):
+                    q.put({"n": n})
+                with broker.to_head():
+                    q.put({"n": 0})
+                q.put({"n": 3})
+                got = []
+                for _ in range(4):
+                    m = q.get(timeout=5)
+                    got.append(m.payload["n"])
+                    m.ack()
+                assert got == expected, name
+                q.close()
