@@ -57,18 +57,7 @@ def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
                 JOIN_TASK, kwargs={"run_id": run_id, "join_id": node.id,
                                    "version": d.wf.version},
                 immutable=True, app=app, queue=band_queue(default_queue, priority))
-        step = d.wf.step_map[node.id]
-        opts: dict[str, Any] = {"queue": band_queue(d.queue(node.id, default_queue), priority)}
-        if step.timeout_s:
-            opts["time_limit"] = step.timeout_s
-        if step.soft_timeout_s:
-            opts["soft_time_limit"] = step.soft_timeout_s
-        # Signature itself, not app.signature: that goes through a property behind a lock
-        # that every submitting thread of the process takes
-        return Signature(step_task_name(step.function),
-                         kwargs={"run_id": run_id, "step_id": node.id,
-                                 "version": d.wf.version},
-                         immutable=True, app=app, **opts)
+        return step_signature(app, d, node.id, node.id, run_id, default_queue, priority)
     if isinstance(node, ChainNode):
         return chain(*(signature(app, d, n, run_id, default_queue, priority)
                        for n in node.items), app=app)
@@ -79,6 +68,36 @@ def signature(app: Celery, d: Definition, node: CanvasNode, run_id: str,
     header = group([signature(app, d, n, run_id, default_queue, priority)
                     for n in node.header], app=app)
     return chord(header, join, app=app)
+
+
+def step_signature(app: Celery, d: Definition, step_id: str, as_id: str, run_id: str,
+                   default_queue: str, priority: Priority = Priority.NORMAL) -> Signature:
+    """The task of step ``step_id`` of ``d`` (see :func:`signature`), for step run
+    ``as_id`` (the step's id, or a placeholder: :meth:`orchestrator.runtime.messages.
+    Templates.lone` builds one message for every step that :func:`lone_key` puts
+    together)."""
+    step = d.wf.step_map[step_id]
+    opts: dict[str, Any] = {"queue": band_queue(d.queue(step_id, default_queue), priority)}
+    if step.timeout_s:
+        opts["time_limit"] = step.timeout_s
+    if step.soft_timeout_s:
+        opts["soft_time_limit"] = step.soft_timeout_s
+    # Signature itself, not app.signature: that goes through a property behind a lock
+    # that every submitting thread of the process takes
+    return Signature(step_task_name(step.function),
+                     kwargs={"run_id": run_id, "step_id": as_id, "version": d.wf.version},
+                     immutable=True, app=app, **opts)
+
+
+def lone_key(d: Definition, node: CanvasNode, default_queue: str,
+             priority: Priority) -> tuple[Any, ...] | None:
+    """What fixes the message of a unit that is one step's task alone, but the run and
+    step ids (everything :func:`step_signature` reads); None for any other unit."""
+    if not isinstance(node, TaskNode) or is_join(node.id):
+        return None
+    step = d.wf.step_map[node.id]
+    return (d.wf.version, "lone", step.function, d.queue(node.id, default_queue),
+            step.timeout_s, step.soft_timeout_s, priority.value, default_queue)
 
 
 def continue_canvas(app: Celery, request: Any) -> None:

@@ -56,7 +56,7 @@ from orchestrator.core.concurrency import Admission
 from orchestrator.core.maps import parse_item
 from orchestrator.core.models import StepDef, WorkflowDef
 from orchestrator.core.origin import Origin, OriginKind
-from orchestrator.core.plan import CanvasNode
+from orchestrator.core.plan import CanvasNode, TaskNode
 from orchestrator.core.priorities import Priority
 from orchestrator.core.states import RunStatus, StepStatus
 from orchestrator.core.subworkflows import WAIT_KIND as SUBWORKFLOW_WAIT
@@ -70,7 +70,13 @@ from orchestrator.errors import (
 )
 from orchestrator.runtime import broker, messages, tracing
 from orchestrator.runtime import maps as map_steps
-from orchestrator.runtime.canvas import continue_canvas, held_chain, signature
+from orchestrator.runtime.canvas import (
+    continue_canvas,
+    held_chain,
+    lone_key,
+    signature,
+    step_signature,
+)
 from orchestrator.runtime.definitions import Definition, Definitions, entry_steps
 from orchestrator.store import RunRecord, RunStore, StepRun
 from orchestrator.store.leases import Leases
@@ -263,11 +269,18 @@ class Progress:
              priority: Priority = Priority.NORMAL) -> bool:
         """Whether :meth:`held` would render every one of ``units`` from a message
         template this process holds (no Celery build, which for a wide version's first
-        publish in a band takes seconds)."""
+        publish in a band took seconds before the lone steps' tasks shared theirs)."""
         return self.templates.warm(self._template_key(d, uid, priority) for uid in units)
 
-    def _template_key(self, d: Definition, uid: str, priority: Priority) -> tuple[str, ...]:
-        """What fixes a unit's messages but the run id (``Templates.commands``' key)."""
+    def _template_key(self, d: Definition, uid: str, priority: Priority
+                      ) -> tuple[Any, ...]:
+        """What fixes a unit's messages but the run id (``Templates.commands``' key), or
+        but the run and step ids for a lone step's task (``Templates.lone``')."""
+        canvas = d.plan.unit_map[uid].canvas
+        lone = lone_key(d, canvas, self.default_queue, priority)
+        if (lone is not None and isinstance(canvas, TaskNode)
+                and len(canvas.id) <= messages.LONE_STEP_ID_MAX):
+            return lone
         return (d.wf.version, uid, priority.value, self.default_queue)
 
     def held(self, d: Definition, run_id: str, units: Sequence[str],
@@ -288,9 +301,30 @@ class Progress:
                                   priority).apply_async()
                     return got.commands
 
-                held.append((uid, entry_steps(canvas), self.templates.commands(
-                    self._template_key(d, uid, priority), canvas, run_id, build)))
+                held.append((uid, entry_steps(canvas),
+                             self._lone(d, canvas, run_id, priority)
+                             or self.templates.commands(
+                                 (d.wf.version, uid, priority.value, self.default_queue),
+                                 canvas, run_id, build)))
         return held
+
+    def _lone(self, d: Definition, canvas: CanvasNode, run_id: str, priority: Priority
+              ) -> list[messages.Command] | None:
+        """A lone step's task from the template it shares (``Templates.lone``), or None
+        (another unit, or one the shared template cannot render)."""
+        key = lone_key(d, canvas, self.default_queue, priority)
+        if key is None:
+            return None
+        assert isinstance(canvas, TaskNode)
+        step_id = canvas.id
+
+        def build(rid: str, as_id: str) -> list[messages.Command]:
+            with broker.capture() as got:
+                step_signature(self.app, d, step_id, as_id, rid, self.default_queue,
+                               priority).apply_async()
+            return got.commands
+
+        return self.templates.lone(key, run_id, step_id, build)
 
     def publish(self, d: Definition, run_id: str, units: Sequence[str],
                 priority: Priority = Priority.NORMAL, claim: bool = False) -> list[str]:

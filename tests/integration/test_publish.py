@@ -340,3 +340,61 @@ def test_a_failed_step_carries_its_chain_on_in_the_same_script(
     assert theirs is not None
     assert _shape(ours) == _shape(theirs)
     b.ended_as(coord, StepStatus.FAILED)
+
+
+def _wide(width: int) -> Any:
+    """A fan-out of ``width`` lone sources (wider than a chord: one unit each) calling two
+    functions, one of them also with a time limit and on a queue of its own."""
+    from orchestrator.core.dsl import Workflow
+    from tests.integration.flows import fail, sleep_step
+
+    wf = Workflow("wide_lone")
+    for i in range(width):
+        if i % 3 == 0:
+            wf.step(f"w{i}", sleep_step, seconds=0.0)
+        elif i % 3 == 1:
+            wf.step(f"w{i}", fail)
+        else:
+            wf.step(f"w{i}", sleep_step, seconds=0.0, timeout_s=30.0, queue="elsewhere")
+    return wf.build()
+
+
+@pytest.mark.parametrize("priority", [Priority.NORMAL, Priority.HIGH])
+def test_the_lone_steps_of_a_wide_fan_out_share_a_template_per_kind(
+        coord: Coordinator, monkeypatch: pytest.MonkeyPatch, priority: Priority) -> None:
+    """A fan-out wider than a chord is one unit per branch, each one step's task alone.
+    Such units share a template per version, function, queue, time limits and band: the
+    version's first publish builds two messages per kind with Celery (3 kinds here), not
+    two per branch; each message rendered is what Celery builds for its step (ids
+    aside), and no generated id is shared by two branches or two runs."""
+    from orchestrator.runtime import progress as progress_module
+
+    built: list[str] = []
+    real = progress_module.step_signature
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(str(args[3]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(progress_module, "step_signature", counting)
+    d = coord.compile(_wide(60))
+    units = list(d.plan.sources)
+    assert len(units) == 60
+    p = coord.progress
+    assert not p.warm(d, units, priority)
+    first = p.held(d, "run-1", units, priority)
+    assert len(built) == 6 and all(x.startswith("tpl0step0") for x in built)
+    assert p.warm(d, units, priority)
+    again = p.held(d, "run-2", units, priority)
+    assert len(built) == 6  # the second run renders only
+    ids: list[str] = []
+    for (uid, steps, got), (_, _, later) in zip(first, again, strict=True):
+        canvas = d.plan.unit_map[uid].canvas
+        want = _builder(coord, d, canvas, priority, [])("run-1")
+        assert [_normal(c) for c in got] == [_normal(c) for c in want], uid
+        assert steps == [canvas.id] and f'"step_id": "{canvas.id}"' in \
+            base64.b64decode(json.loads(got[0][1][1])["body"]).decode()
+        assert "run-2" in str(later) and "run-1" not in str(later)
+        ids += set(UUID.findall(str(got))) | set(UUID.findall(str(later)))
+    shared = {x for x in ids if ids.count(x) > 1}
+    assert shared <= {coord.app.thread_oid}, shared
