@@ -59,8 +59,10 @@ LONE_STEP_ID_MAX = 64
 shortens a long repr of a message's arguments, which a longer id could reach."""
 _LIMIT = 8192
 """Templates kept per process (workflow versions x units x bands x queues), least recently
-used out first: a fan-out compiled into one unit per branch (``core/compiler.py``,
-``MAX_CHORD_WIDTH``) has a template per branch, a few KiB each."""
+used out first, a few KiB each.  A fan-out compiled into one unit per branch
+(``core/compiler.py``, ``MAX_CHORD_WIDTH``) needs one per kind of branch, not one per
+branch (:meth:`Templates.lone`): before, a fan-out wider than this missed on every run
+(a 10,000-wide submit took 14 s of Celery builds every time, now 0.7-0.8 s)."""
 
 
 @dataclass(frozen=True)
