@@ -131,6 +131,7 @@ def test_one_trace_per_run_across_two_prefork_workers(
     every = worker_spans + local
     by_id = {_hex(x["context"]["span_id"]): x for x in every}
     trace_ids = []
+    across: list[dict[str, Any]] = []
     for run_id, view in zip(runs, views, strict=True):
         tid = tracing.trace_id_hex(run_id, s.key_prefix)
         trace_ids.append(tid)
@@ -158,13 +159,15 @@ def test_one_trace_per_run_across_two_prefork_workers(
                 seen.append(by_id[cur]["name"])
                 cur = _hex(by_id[cur]["parent_id"])
             assert cur == root_id, (x["name"], seen, cur)
-        # across both workers and more than one process
-        assert {x["attributes"]["orch.worker"] for x in step_spans} == \
-            {"tr1@test", "tr2@test"}
-        assert len({x["resource"]["attributes"]["process.pid"] for x in step_spans}) >= 2
+        across += step_spans
         # the coordinator's own publish of the first unit is the run span's child
         first = [x for x in local if _hex(x["context"]["trace_id"]) == tid]
         assert first and all(_hex(x["parent_id"]) == root_id for x in first)
+    # the runs' steps ran on both workers and in more than one process, each in its run's
+    # trace (checked above); which worker takes which step is the broker's choice, so a
+    # run may have all its steps on one worker (a busy CI machine saw it): both runs count
+    assert {x["attributes"]["orch.worker"] for x in across} == {"tr1@test", "tr2@test"}
+    assert len({x["resource"]["attributes"]["process.pid"] for x in across}) >= 2
     assert trace_ids[0] != trace_ids[1]
     # nothing of these runs outside their traces
     assert {_hex(x["context"]["trace_id"]) for x in worker_spans
