@@ -281,6 +281,10 @@ class Progress:
         if (lone is not None and isinstance(canvas, TaskNode)
                 and len(canvas.id) <= messages.LONE_STEP_ID_MAX):
             return lone
+        return self._unit_key(d, uid, priority)
+
+    def _unit_key(self, d: Definition, uid: str, priority: Priority) -> tuple[Any, ...]:
+        """What fixes one unit's messages but the run id."""
         return (d.wf.version, uid, priority.value, self.default_queue)
 
     def held(self, d: Definition, run_id: str, units: Sequence[str],
@@ -304,8 +308,7 @@ class Progress:
                 held.append((uid, entry_steps(canvas),
                              self._lone(d, canvas, run_id, priority)
                              or self.templates.commands(
-                                 (d.wf.version, uid, priority.value, self.default_queue),
-                                 canvas, run_id, build)))
+                                 self._unit_key(d, uid, priority), canvas, run_id, build)))
         return held
 
     def _lone(self, d: Definition, canvas: CanvasNode, run_id: str, priority: Priority

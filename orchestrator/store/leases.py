@@ -377,7 +377,7 @@ class Leases:
         secs, micro = self._r.time()
         now_ms = int(secs) * 1000 + int(micro) // 1000
         for step, raw in self._r.hgetall(self.keys.leases(run_id)).items():
-            token, until, tag, _flag = str(raw).split("|", 3)
+            token, until, tag, _flag = _lease_fields(str(raw))
             if int(until or 0) > now_ms:
                 return Held(run_id, str(step), token, tag)
         return None
