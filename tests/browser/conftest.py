@@ -42,6 +42,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+"""Where ``ORCH_UPDATE_SCREENSHOTS=1`` makes the tests write the screenshots docs/ui.md shows."""
 _FALSE_WORDS = {"", "0", "false", "no", "off"}
 
 
@@ -198,3 +199,14 @@ def wait_status(coord: Coordinator, run_id: str, step: str, status: str,
                    for s in coord.view(run_id).steps)
     wait_until(reached, timeout_s, message=lambda: f"{step} of {run_id} never {status}: "
                + json.dumps({s.step_id: s.status.value for s in coord.view(run_id).steps}))
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the tests' screenshots go to: docs/ with ``ORCH_UPDATE_SCREENSHOTS=1``
+    (to refresh the pictures of docs/ui.md), else a temporary one, so that a test run
+    leaves the work tree as it found it."""
+    if os.environ.get("ORCH_UPDATE_SCREENSHOTS", "").strip().lower() not in _FALSE_WORDS:
+        DOCS.mkdir(exist_ok=True)
+        return DOCS
+    return tmp_path_factory.mktemp("screenshots")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import DOCS, FLOWER_LOGIN, UiStack, wait_status
+from tests.browser.conftest import FLOWER_LOGIN, UiStack, wait_status
 from tests.integration.conftest import wait_run
 from tests.support.api import RO_TOKEN, RW_TOKEN
 from tests.support.wait import wait_until
@@ -41,7 +41,7 @@ def _open_run(page: Any, base: str, run_id: str, fragment: str = "") -> None:
 
 
 def test_order_run_updates_live_and_shows_the_skipped_back_order(
-        ui_stack: UiStack, signed_in: Any) -> None:
+        ui_stack: UiStack, signed_in: Any, shots: Path) -> None:
     coord, r = ui_stack.coord, ui_stack.r
     systems.set_stock(r, "SKU-UI", 5)
     systems.hold_payments(r)  # the run waits for the payment event: the page opens mid-run
@@ -79,8 +79,7 @@ def test_order_run_updates_live_and_shows_the_skipped_back_order(
     _node(page, "notify_backorder").click()  # the screenshot shows the skipped step
     page.wait_for_selector("#detail-reason")
     page.evaluate("window.scrollTo(0, 0)")
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "ui-run.png"), full_page=True)
+    page.screenshot(path=str(shots / "ui-run.png"), full_page=True)
 
 
 def test_failed_step_shows_its_traceback_and_links_to_flower(
@@ -158,7 +157,8 @@ def test_cancel_a_run_and_read_only_sees_no_button(ui_stack: UiStack, signed_in:
     ro.wait_for_selector("#run-status >> text=cancelled", timeout=TIMEOUT_MS)
 
 
-def test_runs_list_filters_and_updates_live(ui_stack: UiStack, signed_in: Any) -> None:
+def test_runs_list_filters_and_updates_live(ui_stack: UiStack, signed_in: Any,
+                                            shots: Path) -> None:
     coord = ui_stack.coord
     page = signed_in(RW_TOKEN)
     page.goto(f"{ui_stack.url}/ui/runs?workflow=grandparent_condition&since=3600")
@@ -177,14 +177,14 @@ def test_runs_list_filters_and_updates_live(ui_stack: UiStack, signed_in: Any) -
     page.get_by_label("Status").select_option("")
     page.get_by_label("Started by").select_option("python")
     page.locator(f'tr[data-run="{run_id}"]').wait_for(timeout=TIMEOUT_MS)
-    page.screenshot(path=str(DOCS / "ui-runs.png"))
+    page.screenshot(path=str(shots / "ui-runs.png"))
     row = page.locator(f'tr[data-run="{run_id}"] a')
     row.click()
     page.wait_for_selector("body[data-ready=true]")
     assert run_id in page.locator("h1").inner_text()
 
 
-def test_workflows_and_workers_pages(ui_stack: UiStack, signed_in: Any) -> None:
+def test_workflows_and_workers_pages(ui_stack: UiStack, signed_in: Any, shots: Path) -> None:
     coord = ui_stack.coord
     wait_run(coord, coord.submit("grandparent_condition"))
     page = signed_in(RO_TOKEN)
@@ -199,7 +199,7 @@ def test_workflows_and_workers_pages(ui_stack: UiStack, signed_in: Any) -> None:
     assert "ui1@test" in page.locator("#queues-body").inner_text()
     link = page.locator('#workers-body tr[data-worker="ui1@test"] a')
     assert link.get_attribute("href") == f"{ui_stack.flower_url}/worker/ui1@test"
-    page.screenshot(path=str(DOCS / "ui-workers.png"))
+    page.screenshot(path=str(shots / "ui-workers.png"))
 
 
 def _axe(page: Any) -> list[dict[str, Any]]:
@@ -233,8 +233,8 @@ def test_accessibility_has_no_serious_violations(ui_stack: UiStack, signed_in: A
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
 
 
-def test_thousand_step_run_page_time_to_interactive(ui_stack: UiStack,
-                                                    signed_in: Any) -> None:
+def test_thousand_step_run_page_time_to_interactive(ui_stack: UiStack, signed_in: Any,
+                                                    shots: Path) -> None:
     coord = ui_stack.coord
     run_id = coord.submit("ui_big_1000")
     wait_run(coord, run_id, timeout_s=600)
@@ -253,4 +253,4 @@ def test_thousand_step_run_page_time_to_interactive(ui_stack: UiStack,
     assert page.locator("svg.gantt g.row").count() == 1000
     print(f"\n1,000-step run page: time to interactive {', '.join(f'{t:.0f}' for t in figures)}"
           " ms (navigation start to the page's 'orch-interactive' mark; 3 loads)")
-    page.screenshot(path=str(DOCS / "ui-run-1000.png"))
+    page.screenshot(path=str(shots / "ui-run-1000.png"))
