@@ -31,7 +31,7 @@ from orchestrator.settings import Settings
 from tests.support.api import TOKENS
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess, worker_env
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, stop_workers, worker_env
 
 PACKAGES = [*TEST_PACKAGES, "tests.browser.flows_ui"]
 TRACE_URL = "http://127.0.0.1:16686/trace/{trace_id}"
@@ -119,8 +119,7 @@ def ui_stack(redis_binary: str) -> Iterator[UiStack]:
         finally:
             procs.stop(api, 20)
             procs.stop(flower, 20)
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
 
 
 def _flower_metrics(base: str) -> str:

@@ -17,7 +17,7 @@ from orchestrator.settings import Settings
 from tests.support.api import CALLBACK_NETWORKS, CALLBACK_SECRET
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, stop_workers, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -44,8 +44,7 @@ def stack(redis_server: RedisServer) -> Iterator[dict[str, Any]]:
         yield {"coord": coord, "workers": workers, "url": url}
     finally:
         _WORKERS.pop(id(coord), None)
-        for w in workers:
-            w.stop()
+        stop_workers(workers)
 
 
 @pytest.fixture
@@ -115,8 +114,7 @@ def private_stack(redis_binary: str, names: Sequence[str], *,
                 print(f"--- worker {w.name} ({alive}), last lines:\n{w.tail(40)}")
             raise
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
 
 
 def kill_while_running(coord: Coordinator, run_id: str, step_id: str,

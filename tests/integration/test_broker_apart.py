@@ -36,7 +36,7 @@ from tests.integration.conftest import (
 from tests.integration.flows import Counted, long_count, random_nsp_60, zigzag_11
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, stop_workers
 
 pytestmark = pytest.mark.redis
 
@@ -76,8 +76,7 @@ def apart(redis_binary: str) -> Iterator[Apart]:
                 print(f"--- worker {w.name}, last lines:\n{w.tail(40)}")
             raise
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
 
 
 def test_runs_complete_with_messages_on_the_broker_and_records_in_the_store(

@@ -48,7 +48,7 @@ from tests.integration.flows_sentinel import (
 )
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, stop_workers, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -410,8 +410,7 @@ def test_a_message_lost_across_a_redis_restart_is_replayed_without_waiting_stall
             assert all("Redis restarted or failed over" in log for log in logs)
             assert any(f"run {run_id} made no progress" in log for log in logs)
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
 
 
 def test_a_restart_that_lost_a_running_step_s_lease_starts_no_second_attempt(
@@ -469,8 +468,7 @@ def test_a_restart_that_lost_a_running_step_s_lease_starts_no_second_attempt(
             ran_once_each(executions(count_file), ["long", "after"])
             assert "Redis had lost its lease" in first.tail(400)
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
 
 
 def test_a_message_a_dead_worker_held_prefetched_goes_back_to_its_queue(

@@ -32,7 +32,7 @@ from orchestrator.store.schedules import ScheduleStore
 from tests.integration.flows_schedules import EXEC_KEY, OVERLAP_KEY
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess, worker_env
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, stop_workers, worker_env
 
 pytestmark = pytest.mark.redis
 
@@ -100,8 +100,7 @@ def schedulers(url: str, store: ScheduleStore, names: Sequence[str]
             p.wait_ready(store)
         yield started
     finally:
-        for p in started:
-            p.stop()
+        stop_workers(started)
 
 
 def fired_runs(coord: Coordinator, schedule: str) -> dict[int, Any]:

@@ -44,7 +44,7 @@ from tests.integration.flows_sentinel import (
 )
 from tests.support.sentinel import SentinelGroup
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess, supervise
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, stop_workers, supervise
 
 pytestmark = pytest.mark.redis
 
@@ -157,8 +157,7 @@ def test_master_killed_mid_run_every_run_completes(group: SentinelGroup,
 
         assert asyncio.run(read()) == "succeeded"
     finally:
-        for w in workers:
-            w.stop()
+        stop_workers(workers)
 
 
 def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
@@ -227,5 +226,4 @@ def test_a_failover_that_lost_a_running_step_s_lease_starts_no_second_attempt(
             ran_once_each(executions(count_file), ["long", "after"])
             assert "Redis had lost its lease" in first.tail(400)
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)

@@ -25,7 +25,7 @@ from tests.integration.conftest import statuses, wait_run
 from tests.integration.flows_traces import FAN
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import TEST_PACKAGES, WorkerProcess
+from tests.support.workers import TEST_PACKAGES, WorkerProcess, stop_workers
 
 pytestmark = pytest.mark.redis
 
@@ -122,8 +122,7 @@ def test_one_trace_per_run_across_two_prefork_workers(
                     for r in runs)
             wait_until(complete, 20, message=f"spans missing: {_spans(tmp_path)[:5]}")
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
         tracing.shutdown()  # flushes this process's producer spans into memory
         worker_spans = _spans(tmp_path)
         local = [json.loads(x.to_json()) for x in in_process_spans.get_finished_spans()]

@@ -40,7 +40,7 @@ from tests.support.api import RW_TOKEN, api_settings, bearer
 from tests.support.cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, stop_workers
 
 pytestmark = pytest.mark.redis
 
@@ -85,8 +85,7 @@ def running(cluster: RedisCluster, redis_binary: str) -> Iterator[OnCluster]:
             raise
         finally:
             r.close()
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
 
 
 @pytest.fixture
