@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from orchestrator.callbacks.destinations import networks
 from orchestrator.callbacks.signing import key as signing_key
+from orchestrator.core.compiler import MAX_UNIT_TASKS
 from orchestrator.core.tenants import DEFAULT_TENANT, check_name
 from orchestrator.errors import SettingsInvalid
 from orchestrator.outages import mask_url
@@ -191,7 +192,8 @@ class Settings(BaseSettings):
     result_expires_s: int = Field(7 * 24 * 3600, description="Celery result/chord key TTL.")
     run_retention_s: int = Field(7 * 24 * 3600,
                                  description="How long a finished run stays in the store.")
-    max_unit_tasks: int = Field(100, description="Most signatures in one canvas message.")
+    max_unit_tasks: int = Field(MAX_UNIT_TASKS, ge=2,
+                                description="Most signatures in one canvas message.")
     worker_concurrency: int | None = Field(None, description="Default worker concurrency.")
     flower_user: str = Field("admin", description="Flower basic-auth user.")
     flower_password: SecretStr = Field(SecretStr(""), description="Flower basic-auth "

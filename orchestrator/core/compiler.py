@@ -52,7 +52,13 @@ from orchestrator.core.plan import (
     Unit,
 )
 
-MAX_UNIT_TASKS = 100
+MAX_UNIT_TASKS = 32
+"""Most signatures one unit's message carries (``Settings.max_unit_tasks``).  A chain's
+message carries the rest of its chain, so a line's messages average half this many
+signatures: at 100 a 200-step line moved about 17 KB per hop through Lua, Redis and the
+worker's decoding, at 32 about 5 KB, for one more unit boundary every 32 steps
+(``docs/benchmarks.md``, 2026-12-07: ms per hop 0.77-0.79x raw's chain against
+1.02-1.08x, Redis server CPU 1.02-1.06x against 1.10-1.11x)."""
 MAX_CHORD_DEPTH = 3
 MAX_CHORD_WIDTH = 16
 """A parallel of more branches than this runs as units joined by a counter, not as a
