@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
 
+from orchestrator.core.compiler import MAX_UNIT_TASKS
 from orchestrator.core.models import WorkflowDef
 from orchestrator.core.plan import (
     CanvasNode,
@@ -83,7 +84,7 @@ def plan_reach(plan: Plan, steps: Sequence[str]) -> dict[str, int]:
     return closure(steps, plan.step_edges())
 
 
-def check_plan(plan: Plan, wf: WorkflowDef, *, max_unit_tasks: int = 100,
+def check_plan(plan: Plan, wf: WorkflowDef, *, max_unit_tasks: int = MAX_UNIT_TASKS,
                max_chord_depth: int = 3, max_chord_width: int = 10**9) -> None:
     """Assert everything a plan promises.
 

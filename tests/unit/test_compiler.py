@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator.core.compiler import (
     MAX_CHORD_WIDTH,
+    MAX_UNIT_TASKS,
     Leaf,
     Parallel,
     Region,
@@ -175,10 +176,15 @@ def test_chain_units_respect_any_budget(budget: int) -> None:
 
 
 def test_default_budget_bounds_a_long_chain() -> None:
+    """A line's message carries the rest of its unit's chain: the default keeps every
+    message to 32 signatures (docs/benchmarks.md: at 100, a 200-step line moved three
+    times the bytes per hop, and Redis' time per step was 1.10x raw Celery's)."""
     wf = workflow(shapes.chain(2500))
     plan = compile_workflow(wf)
     check_plan(plan, wf)
-    assert max(largest_message(u.canvas) for u in plan.units) <= 100
+    assert MAX_UNIT_TASKS == 32
+    assert max(largest_message(u.canvas) for u in plan.units) == 32
+    assert len(plan.units) == -(-2500 // 32)
 
 
 def test_series_of_diamonds_is_split_at_series_boundaries() -> None:
