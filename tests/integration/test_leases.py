@@ -34,6 +34,7 @@ from tests.integration.flows import (
     HUNG_MARK,
     Counted,
     hung_fan,
+    line_across_units,
     line_count,
     long_count,
     random_nsp_60,
@@ -160,6 +161,26 @@ def test_killed_worker_step_runs_again_within_seconds_with_default_settings(
           f"{coord.settings.visibility_timeout_s} s)")
     assert again_s <= 30
     assert default_pool.executions(run_id) == {"long": 2, "after_long": 1}
+    assert default_pool.overlaps(run_id) == {}
+
+
+def test_a_worker_killed_at_a_unit_boundary_of_a_long_line_loses_nothing(
+        default_pool: Pool) -> None:
+    """A line longer than a unit (70 steps: three units of at most 32): the worker running
+    the first unit's last step is SIGKILLed mid-step; that step runs again on the other
+    worker, its unit completes, the next unit is published once, and every other step runs
+    exactly once, never two executions at once (counted in the steps)."""
+    coord = default_pool.coord
+    plan = coord.compile(line_across_units).plan
+    assert [len(u.steps) for u in plan.units] == [32, 32, 6]
+    run_id = coord.submit(line_across_units)
+    victim, _ = kill_while_running(coord, run_id, "s31", default_pool.workers,
+                                   default_pool.r)
+    view = wait_run(coord, run_id, timeout_s=90)
+    assert view.run.status.value == "succeeded", statuses(view)
+    assert next(s for s in view.steps if s.step_id == "s31").worker != victim.name
+    assert default_pool.executions(run_id) == {
+        f"s{i}": 2 if i == 31 else 1 for i in range(70)}
     assert default_pool.overlaps(run_id) == {}
 
 
