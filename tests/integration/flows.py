@@ -251,11 +251,14 @@ def count(pause_s: float = 0.0) -> int:
     return n
 
 
-def _counted(name: str, deps: dict[str, list[str]], pause_s: float = 0.0) -> Any:
+def _counted(name: str, deps: dict[str, list[str]], pause_s: float = 0.0,
+             pauses: dict[str, float] | None = None) -> Any:
+    """Counted steps in the shape ``deps``, each pausing ``pause_s`` (``pauses``: by step)."""
     wf = Workflow(name)
     handles: dict[str, Any] = {}
     for s, parents in deps.items():
-        handles[s] = wf.step(s, count, after=[handles[p] for p in parents], pause_s=pause_s)
+        handles[s] = wf.step(s, count, after=[handles[p] for p in parents],
+                             pause_s=(pauses or {}).get(s, pause_s))
     return wf.build()
 
 
@@ -264,12 +267,9 @@ random_nsp_60 = _counted("random_nsp_60", shapes.random_dag(random.Random(7), 60
 long_count = _counted("long_count", {"long": [], "after_long": ["long"]}, pause_s=7.0)
 line_count = _counted("line_count", {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(6)})
 
-_lu = Workflow("line_across_units")
-_lu_prev: list[Any] = []
-for _i in range(70):  # three units at the default 32 signatures: s0-s31, s32-s63, s64-s69
-    _lu_prev = [_lu.step(f"s{_i}", count, after=_lu_prev, pause_s=3.0 if _i == 31 else 0.0)]
-line_across_units = _lu.build()
-"""A counted line of 70 steps; s31, its first unit's last, takes 3 s (to be killed in)."""
+line_across_units = _counted("line_across_units", shapes.chain(70), pauses={"s31": 3.0})
+"""A counted line of 70 steps (three units at the default 32 signatures: s0-s31, s32-s63,
+s64-s69); s31, its first unit's last, takes 3 s (to be killed in)."""
 
 # --- a pool process that dies after its task returned (tests/integration/test_redelivery.py)
 _dying: list[int] = []
