@@ -34,6 +34,18 @@ not left to the visibility timeout: its tag goes to :data:`stranded`, and the wo
 lease keeper puts the message back in its queue as soon as Redis answers.  A step's first
 requeue goes the same way when Redis answers, to the head of its queue (:data:`at_head`).
 
+Acknowledgements without transactions.  kombu records a delivery (``ZADD`` in the
+unacked index, ``HSET`` of the message in the unacked hash) and acknowledges it (``ZREM``,
+``HDEL``) in ``MULTI``/``EXEC`` pipelines: eight commands per message, four of them the
+transaction's.  :class:`GuardedQoS` sends the same writes in plain pipelines (one round
+trip each, as before).  Nothing needed the transaction: the index and the hash are only
+read together by kombu's restore (``restore_by_tag``), which ``WATCH``es the hash and so
+still sees an acknowledgement land in between, and by our lease scripts, which look a
+message up by its tag in the hash.  Redis going away between the two writes of a record
+leaves an index entry without its message (the pop is then kept in :data:`popped`, as
+before); between the two of an acknowledgement (the message goes first) an index entry
+whose message is gone: kombu's sweep finds nothing to restore and drops it.
+
 kombu takes a message in two commands: it pops it (``BRPOP``), then records the delivery
 as unacknowledged.  When Redis goes away between the two, kombu drops the message it
 popped; :class:`GuardedQoS` keeps it (:data:`popped`) and the lease keeper puts it back
@@ -44,6 +56,7 @@ the stalled-run pass publishes its run's unit again after ``stall_s``.)
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +64,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.json import dumps
 
 from orchestrator import forks
@@ -235,7 +249,7 @@ class GuardedQoS(kombu_redis.QoS):
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         try:
-            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+            self._record(message, delivery_tag)
         except Exception:
             info = message.delivery_info
             popped.append((str(delivery_tag), message._raw, str(info["routing_key"])))
@@ -243,6 +257,19 @@ class GuardedQoS(kombu_redis.QoS):
                         "delivery: it goes back to its queue once Redis answers",
                         delivery_tag, info["routing_key"])
             raise
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def _record(self, message: Any, delivery_tag: Any) -> None:
+        """Record a delivery as unacknowledged: kombu's two writes, in one pipeline
+        without ``MULTI``/``EXEC`` (see "Acknowledgements without transactions" in the
+        module docstring)."""
+        info = message.delivery_info
+        record = dumps(  # type: ignore[no-untyped-call]
+            [message._raw, info["exchange"], info["routing_key"]])
+        with self.channel.conn_or_acquire() as client:
+            client.pipeline(transaction=False) \
+                .zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
+                .hset(self.unacked_key, delivery_tag, record).execute()
 
     def _gone(self) -> bool:
         """Whether kombu would build its client from a connection that is gone: the
@@ -262,7 +289,12 @@ class GuardedQoS(kombu_redis.QoS):
                         "no-op", delivery_tag)
             self._quick_ack(delivery_tag)  # local bookkeeping only
             return
-        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        with self.channel.conn_or_acquire() as client:
+            # the message first, then its index entry: an entry left alone (Redis went
+            # away in between) only makes kombu's sweep find nothing to restore
+            client.pipeline(transaction=False).hdel(self.unacked_key, delivery_tag) \
+                .zrem(self.unacked_index_key, delivery_tag).execute()
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         head = str(delivery_tag) in at_head

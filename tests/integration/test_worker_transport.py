@@ -71,6 +71,50 @@ def test_with_its_pool_still_there_the_ack_goes_through(redis_binary: str) -> No
         assert r.hlen("unacked") == 0 and r.llen("q") == 0
 
 
+def test_a_delivery_and_its_ack_send_kombus_writes_without_a_transaction(
+        redis_binary: str) -> None:
+    """The worker's transport records a delivery and acknowledges it with kombu's own
+    writes (the message in the unacked hash and its tag in the index, then both gone)
+    but sends no ``MULTI``/``EXEC``; kombu's own transport sends both, twice."""
+    with RedisServer(binary=redis_binary) as server:
+        r = server.client()
+        for transport, transactions in ((broker.WORKER_TRANSPORT, 0), (None, 2)):
+            with Connection(server.url, transport=transport) as conn:
+                q = conn.SimpleQueue("q")
+                q.put({"n": 1})
+                r.config_resetstat()
+                msg = q.get(timeout=5)
+                assert r.hlen("unacked") == 1 and r.zcard("unacked_index") == 1
+                tag = msg.delivery_tag
+                assert r.zscore("unacked_index", tag) is not None
+                msg.ack()
+                assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0
+                stats = r.info("commandstats")
+                assert stats.get("cmdstat_multi", {}).get("calls", 0) == transactions
+                assert stats.get("cmdstat_exec", {}).get("calls", 0) == transactions
+                q.close()
+
+
+def test_an_index_entry_whose_message_is_gone_is_dropped_by_kombus_sweep(
+        redis_binary: str) -> None:
+    """Redis going away between an acknowledgement's two writes (the message goes
+    first) leaves a tag in the unacked index with no message: kombu's sweep drops it and
+    restores nothing, and a message still recorded is restored as before."""
+    with RedisServer(binary=redis_binary) as server:
+        r = server.client()
+        conn = Connection(server.url, transport=broker.WORKER_TRANSPORT,
+                          transport_options={"visibility_timeout": 1})
+        q = conn.SimpleQueue("q")
+        q.put({"n": 1})
+        msg = q.get(timeout=5)
+        r.zadd("unacked_index", {"half-acked": time.time() - 60})
+        r.zadd("unacked_index", {msg.delivery_tag: time.time() - 60})
+        conn.default_channel.qos.restore_visible()
+        assert r.zcard("unacked_index") == 0 and r.hlen("unacked") == 0
+        assert r.llen("q") == 1  # the recorded one, once
+        conn.release()
+
+
 def test_a_requeue_redis_could_not_take_goes_back_once_redis_answers(
         redis_binary: str) -> None:
     """A task requeued (cancelled on a lost connection, or failed before its outcome was
@@ -107,8 +151,6 @@ def test_a_message_popped_as_redis_went_away_goes_back_once_redis_answers(
     ``Leases.requeue_popped`` puts it back in its queue, marked redelivered, once Redis
     answers; a second call for the same tag would find no record and put the worker's
     copy back again, so the keeper calls it once per popped message."""
-    from kombu.transport import redis as kombu_redis
-
     from orchestrator.store.keys import Keys
     from orchestrator.store.leases import Leases
 
@@ -118,13 +160,13 @@ def test_a_message_popped_as_redis_went_away_goes_back_once_redis_answers(
         conn = Connection(server.url, transport=broker.WORKER_TRANSPORT)
         q = conn.SimpleQueue("q")
         q.put({"n": 1})
-        record = kombu_redis.QoS.append
+        record = broker.GuardedQoS._record
 
         def crash_between(self: Any, message: Any, delivery_tag: Any) -> None:
             server.kill()  # after the pop, before the record
             record(self, message, delivery_tag)
 
-        monkeypatch.setattr(kombu_redis.QoS, "append", crash_between)
+        monkeypatch.setattr(broker.GuardedQoS, "_record", crash_between)
         with pytest.raises(Exception):  # noqa: B017 (kombu's or redis-py's connection error)
             q.get(timeout=5)
         monkeypatch.undo()
