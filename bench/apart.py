@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 
 from bench import flows, raw
-from bench.stack import Worker, server_cpu_usec
+from bench.stack import Worker, server_cpu_usec, stop_workers
 from orchestrator.dev.localcluster import RedisCluster
 from orchestrator.dev.localredis import RedisServer
 from orchestrator.runtime.catalog import discover
@@ -184,8 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{a} {figs[a].rate[-1]:.0f} steps/s, S {figs[a].s_cpu[-1]:.0f} µs, "
                     f"B {figs[a].b_cpu[-1]:.0f} µs" for a in arms), flush=True)
         finally:
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
     med = statistics.median
     print(f"\n{args.rounds} rounds of {args.lines} lines x {n} no-op steps, medians "
           "(range):\n")

@@ -103,11 +103,19 @@ class Worker:
 
         The log is deleted after a clean exit and kept (its path printed) otherwise.
         """
-        code = procs.stop(self.proc, 20)
+        stop_workers([self])
+
+    def _stopped(self, code: int) -> None:
         if code == 0:
             self.log.unlink(missing_ok=True)
         else:
             print(f"worker {self.name} exited {code}; log: {self.log}", file=sys.stderr)
+
+
+def stop_workers(workers: Sequence[Worker]) -> None:
+    """:meth:`Worker.stop` for several workers at once: they shut down in parallel."""
+    for w, code in zip(workers, procs.stop_all([w.proc for w in workers], 20), strict=True):
+        w._stopped(code)
 
 
 def _rss(pid: int) -> int:
@@ -152,13 +160,12 @@ class Stack:
                 w.wait_ready(app)
             yield pair
         finally:
+            stop_workers(pair)
             for w in pair:
-                w.stop()
                 self.workers.remove(w)
 
     def close(self) -> None:
-        for w in list(self.workers):
-            w.stop()
+        stop_workers(self.workers)
         self.workers.clear()
         self.server.close()
 
