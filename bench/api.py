@@ -44,7 +44,7 @@ import httpx
 import redis
 
 from bench.loadgen import KeepAlive, Reply
-from bench.report import percentile
+from bench.report import percentile, ratios, spread
 from orchestrator.dev import procs
 from orchestrator.dev.localredis import RedisServer, free_loopback_port
 from orchestrator.dev.waiting import wait_until
@@ -232,35 +232,69 @@ RAW_QUEUE = "bench-api-raw"
 """The queue the raw Celery arm publishes to: no worker reads it; emptied after."""
 
 
-def in_process(url: str, clients: int, count: int, order: dict[str, object]
-               ) -> tuple[Phase, Phase]:
-    """The client phase (``Coordinator.submit`` from ``clients`` threads) and, right after
-    it, the raw Celery arm (``apply_async`` of the same unit's canvas, no store)."""
-    settings = Settings(redis_url=url, workflow_packages=("workflows",))
-    coord = Coordinator(settings, discover(settings.workflow_packages))
-    for _ in range(5):  # warm: compile and store the version, open connections
-        coord.submit(WORKFLOW, order)
-    def submit(i: int) -> None:
-        coord.submit(WORKFLOW, order)
+class InProcess:
+    """The in-process arms, on one :class:`Coordinator` of the store at ``url``: the
+    client (``Coordinator.submit``) and raw Celery (``apply_async`` of the workflow's
+    first unit's canvas, no store, to a queue no worker reads)."""
 
-    client = run_calls("client: Coordinator.submit", clients, count, submit)
-    d = coord.compile(WORKFLOW)
-    unit = d.plan.unit_map[d.plan.sources[0]]
-    app = coord.app
+    def __init__(self, url: str, order: dict[str, object]) -> None:
+        settings = Settings(redis_url=url, workflow_packages=("workflows",))
+        self.coord = Coordinator(settings, discover(settings.workflow_packages))
+        self.order = order
+        for _ in range(5):  # warm: compile and store the version, open connections
+            self.coord.submit(WORKFLOW, order)
+        self.published = 0
 
-    def raw_publish(i: int) -> None:
-        signature(app, d, unit.canvas, f"bench-raw-{i}", RAW_QUEUE).apply_async(
-            queue=RAW_QUEUE)
+    def client(self, clients: int, count: int) -> Phase:
+        """``count`` runs started by ``Coordinator.submit`` from ``clients`` threads."""
+        def submit(i: int) -> None:
+            self.coord.submit(WORKFLOW, self.order)
 
-    raw = run_calls("raw Celery: apply_async", clients, count, raw_publish)
-    coord.store.client.delete(RAW_QUEUE)
-    return client, raw
+        return run_calls("client: Coordinator.submit", clients, count, submit)
+
+    def raw(self, clients: int, count: int) -> Phase:
+        """``count`` publishes of the first unit's canvas by Celery alone."""
+        d = self.coord.compile(WORKFLOW)
+        unit = d.plan.unit_map[d.plan.sources[0]]
+        app, base = self.coord.app, self.published
+        self.published += count
+
+        def raw_publish(i: int) -> None:
+            signature(app, d, unit.canvas, f"bench-raw-{base + i}", RAW_QUEUE).apply_async(
+                queue=RAW_QUEUE)
+
+        phase = run_calls("raw Celery: apply_async", clients, count, raw_publish)
+        self.coord.store.client.delete(RAW_QUEUE)
+        return phase
+
+
+def rounds_summary(submits: Sequence[Phase], raws: Sequence[Phase]) -> str:
+    """The HTTP submit and raw ``apply_async`` rates of each round (back to back, the
+    worker running the round's runs during both), their medians and per-round ratios."""
+    def rate(p: Phase) -> float:
+        return len(p.latencies_s) / p.wall_s
+
+    ours, raw = [rate(p) for p in submits], [rate(p) for p in raws]
+    p99 = [percentile(p.latencies_s, 0.99) * 1000 for p in submits]
+    return "\n".join([
+        f"rounds: {len(submits)} (each: HTTP submits, then raw apply_async at once, the "
+        "worker running the round's runs through both; then every run ends)",
+        f"  HTTP submits/s        {spread(ours, '{:.0f}')}   per round: "
+        + ", ".join(f"{v:.0f}" for v in ours),
+        f"  raw apply_async/s     {spread(raw, '{:.0f}')}   per round: "
+        + ", ".join(f"{v:.0f}" for v in raw),
+        f"  HTTP / raw            {spread(ratios(ours, raw))}",
+        f"  HTTP p99 ms           {spread(p99, '{:.1f}')}",
+        f"  rounds with HTTP >= 500/s: {sum(v >= 500 for v in ours)} of {len(ours)}"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.splitlines()[0])
     p.add_argument("--submits", type=int, default=500, help="requests per phase (500)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of HTTP submits, each followed at once by the raw Celery "
+                   "arm (3): medians and per-round ratios")
     p.add_argument("--worker-concurrency", type=int, default=2,
                    help="prefork children of the worker (2; 0: no worker, the API alone "
                    "on the cores, the runs queued and never run)")
@@ -273,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="serving processes of the API (python -m orchestrator.api "
                    "--workers; 1)")
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.submits < 1 or args.clients < 1:
+        p.error("--rounds, --submits and --clients must be at least 1")
 
     token = secrets.token_urlsafe(32)
     order = {"order_id": "o-bench", "sku": SKU, "qty": 1, "customer_email": "b@example.com"}
@@ -333,16 +369,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"after the last submit", flush=True)
 
             drain("warm-up")
-            cpu0 = tree_cpu_s(api.pid)
-            submit, subs = run_phase(
-                "submit", args.clients, args.submits, base, token,
-                lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order), _created,
-                args.client)
-            submit = replace(submit, cpu_s=tree_cpu_s(api.pid) - cpu0)
-            expected += args.submits
-            t_runs = time.perf_counter() - submit.wall_s
-            drain("submit")
-            e2e_s = time.perf_counter() - t_runs
+            arms = InProcess(url, order)
+            expected += 5  # its warm-up runs
+            submits: list[Phase] = []
+            raws: list[Phase] = []
+            subs: list[Resp] = []
+            e2e_s = 0.0
+            for k in range(1, args.rounds + 1):
+                label = "submit" if args.rounds == 1 else f"submit, round {k}"
+                cpu0 = tree_cpu_s(api.pid)
+                submit, got = run_phase(
+                    label, args.clients, args.submits, base, token,
+                    lambda h, i: h.post(f"/v1/workflows/{WORKFLOW}/runs", json=order),
+                    _created, args.client)
+                submits.append(replace(submit, cpu_s=tree_cpu_s(api.pid) - cpu0))
+                subs = subs or got
+                t_runs = time.perf_counter() - submit.wall_s
+                raw = arms.raw(args.clients, args.submits)
+                raws.append(raw if args.rounds == 1 else replace(raw, name=f"{raw.name}, "
+                                                                 f"round {k}"))
+                expected += args.submits
+                drain(label)
+                e2e_s = e2e_s or time.perf_counter() - t_runs
             cpu0 = tree_cpu_s(api.pid)
             keyed, _ = run_phase(
                 "submit + Idempotency-Key", args.clients, args.submits, base, token,
@@ -359,14 +407,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lambda h, i: h.get(f"/v1/runs/{ids[i]}"), lambda resp: resp.is_success,
                 args.client)
             read = replace(read, cpu_s=tree_cpu_s(api.pid) - cpu0)
-            client, raw = in_process(url, args.clients, args.submits, order)
+            client = arms.client(args.clients, args.submits)
             expected += args.submits
             drain("client: Coordinator.submit")
             print()
-            print(table([submit.row(), keyed.row(), read.row(), client.row(), raw.row()]))
+            print(table([*(p.row() for p in submits), keyed.row(), read.row(), client.row(),
+                         *(p.row() for p in raws)]))
             print("\nCPU ms/req: of the API process(es) for the HTTP phases, of this "
                   "process for the in-process ones (the bench's HTTP client threads are "
                   "idle then)")
+            print("\n" + rounds_summary(submits, raws))
             if alone:
                 print("\nno worker (--worker-concurrency 0): the API alone on the cores")
             else:
