@@ -34,7 +34,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -227,7 +226,7 @@ class Templates:
         return tpl
 
     def _render(self, tpl: _Template, run_id: str, step_id: str = "") -> list[Command]:
-        ids = [str(uuid.uuid4()) for _ in range(tpl.ids)]
+        ids = uuid4_strings(tpl.ids)
         fixed = {_RUN: run_id, _STEP: step_id}
 
         def fill(segments: tuple[Segment, ...], body: str = "") -> str:
@@ -248,6 +247,19 @@ class Templates:
             out.append((part.name, (part.key, fill(
                 part.envelope, base64.b64encode(body.encode()).decode()))))
         return out
+
+
+def uuid4_strings(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as Celery writes task ids, ``str(uuid.uuid4())``,
+    from one ``os.urandom`` call: a templated message of a 32-step unit takes 32 ids, and
+    one call for all of them is a quarter of the CPU of 32 calls of ``uuid4``."""
+    raw = bytearray(os.urandom(16 * n))
+    for i in range(0, 16 * n, 16):
+        raw[i + 6] = raw[i + 6] & 0x0F | 0x40  # version 4
+        raw[i + 8] = raw[i + 8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return [f"{h[j:j + 8]}-{h[j + 8:j + 12]}-{h[j + 12:j + 16]}-{h[j + 16:j + 20]}-"
+            f"{h[j + 20:j + 32]}" for j in range(0, 32 * n, 32)]
 
 
 def single_message(canvas: CanvasNode) -> bool:
