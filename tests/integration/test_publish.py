@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import redis
 from celery import signals
 from celery.app.task import Context
 from celery.canvas import signature as from_dict
+from celery.utils.time import utcoffset
 
 from orchestrator.core.priorities import Priority
 from orchestrator.core.states import StepStatus
@@ -190,6 +192,32 @@ def test_a_template_renders_what_celery_builds(coord: Coordinator, redis_url: st
                 assert len(calls) == 3  # built each time (and once more for `want`)
     assert checked >= 3
     assert not r.keys("celery-task-meta-*")  # building wrote nothing to the backend
+
+
+def test_a_template_stamps_each_task_sent_event_as_celery_does(coord: Coordinator) -> None:
+    # the event's clock, timestamp and utcoffset are taken at each render, written as
+    # json.dumps writes the event Celery builds (the bytes Flower and the events read)
+    templates = messages.Templates(coord.app)
+    d = coord.compile("customer_order")
+    uid = d.plan.sources[0]
+    canvas = d.plan.unit_map[uid].canvas
+    build = _builder(coord, d, canvas, Priority.NORMAL, [])
+    clocks = []
+    for run_id in ("run-1", "run-2", "run-3"):
+        t0 = time.time()
+        got = templates.commands((d.wf.version, uid, "normal", QUEUE), canvas, run_id, build)
+        events = [json.loads(v) for name, (_, v) in got if name == "publish"]
+        assert len(events) == 1
+        text = base64.b64decode(events[0]["body"]).decode()
+        event = json.loads(text)
+        assert text == json.dumps(event)  # json.dumps' own layout, key order kept
+        assert event["type"] == "task-sent"
+        assert type(event["clock"]) is int and type(event["timestamp"]) is float
+        assert t0 <= event["timestamp"] <= time.time()
+        assert event["utcoffset"] == utcoffset()
+        assert run_id in text
+        clocks.append(event["clock"])
+    assert clocks == sorted(set(clocks))  # the app's Lamport clock, forwarded each time
 
 
 def test_no_template_when_a_publish_could_differ_by_more_than_ids(
