@@ -18,10 +18,14 @@ then, in this process (no HTTP), with the same number of threads:
   first unit, built by :func:`orchestrator.runtime.canvas.signature`) to a queue no worker
   reads, with no run store: the floor under a submit, measured in the same run;
 
-and reports, for each, the CPU seconds its process(es) spent per request (robust on a
-shared machine, where wall times drift), then waits for every run to end and reports
-end-to-end runs/s (bound by the worker).  Every process it starts is stopped (by process
-id) before it exits.  Not a test.
+The ``submit`` phase runs in ``--rounds`` (3), each followed at once by the raw Celery
+arm while the worker still runs that round's runs, then every run ends: the summary gives
+medians over the rounds and the per-round ratio of HTTP submits to raw ``apply_async``
+(one 1-second phase moves with the machine's pace; a ratio of arms run back to back
+does much less).  It reports, for each phase, the CPU seconds its process(es) spent per
+request (robust on a shared machine, where wall times drift), then waits for every run to
+end and reports end-to-end runs/s (bound by the worker).  Every process it starts is
+stopped (by process id) before it exits.  Not a test.
 """
 
 from __future__ import annotations
