@@ -191,3 +191,42 @@ def test_a_taken_fixed_port_fails_with_the_log(redis_binary: str) -> None:
             assert not server.is_running
         finally:
             server.close()
+
+
+# ---------------------------------------------------------------- free_loopback_port
+
+
+def test_free_ports_come_from_below_the_ephemeral_range() -> None:
+    # an outgoing connection's local port comes from the ephemeral range: a port picked
+    # there may be taken by any client before the caller binds it
+    from orchestrator.dev import localredis
+
+    low, high = localredis.ephemeral_ports()
+    assert 0 < low <= high
+    ports = [free_loopback_port() for _ in range(200)]
+    if low - 1 > 11_000:  # room below it (Linux's default range has 22,767 ports)
+        assert all(10_000 <= p < low for p in ports), sorted(ports)[:5]
+        assert len(set(ports)) > 150  # picked at random, not in a row
+    for p in ports[:20]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", p))  # free when returned (nobody else binds here)
+
+
+def test_a_taken_port_is_not_given_and_no_room_falls_back_to_the_kernel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.dev import localredis
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy, busy, busy])
+        monkeypatch.setattr(localredis.random, "randint", lambda a, b: next(picks, free))
+        monkeypatch.setattr(localredis, "ephemeral_ports", lambda: (32768, 60999))
+        assert localredis.free_loopback_port() == free  # the taken one skipped
+        monkeypatch.setattr(localredis, "ephemeral_ports", lambda: (1024, 65535))
+        port = localredis.free_loopback_port()  # no room below: the kernel's pick
+        assert port != busy and 1024 <= port <= 65535

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -78,16 +79,45 @@ def find_redis_server_binary() -> str | None:
     return shutil.which("redis-server") or shipped_redis_server_binary()
 
 
-def free_loopback_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+_PORTS_FLOOR = 10_000
+"""The lowest port :func:`free_loopback_port` picks (well clear of well-known services)."""
 
-    Another process may take it before the caller binds it; :meth:`RedisServer.start`
-    retries with a fresh port when that happens.
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes the local ports of outgoing connections from (Linux's
+    ``ip_local_port_range``; its usual default when that cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_loopback_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago, picked at random below
+    the ephemeral range when there is room (else one the kernel gives).
+
+    Why below it: a port of the ephemeral range that is free now may become the local
+    port of any outgoing connection (a Redis client, an HTTP request) before the caller
+    binds it; a test stack that starts Redis, workers and then the API seconds later lost
+    its API's port that way.  Below the range only another caller of this function can
+    take it, and picking at random makes that rare; :meth:`RedisServer.start` still
+    retries with a fresh port when it happens.
     """
+    low, _ = ephemeral_ports()
+    if low - 1 > _PORTS_FLOOR + 1000:
+        for _ in range(64):
+            port = random.randint(_PORTS_FLOOR, low - 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue  # in use: another
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def _known(value: T | None, what: str) -> T:
