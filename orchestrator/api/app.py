@@ -27,6 +27,7 @@ from orchestrator.api.auth import TokenTable, any_token
 from orchestrator.api.deps import ApiContext
 from orchestrator.api.failures import error_responses
 from orchestrator.api.limits import BodyLimit, known_query_only
+from orchestrator.api.plain_submit import PlainSubmitRoute
 from orchestrator.api.quotas import Admission, Quotas
 from orchestrator.api.responses import JSONResponse
 from orchestrator.runtime.catalog import Catalog, discover, limits_of
@@ -116,6 +117,7 @@ def create_api(settings: Settings, catalog: Catalog | None = None,
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(runs.router)
+    app.router.routes.insert(0, PlainSubmitRoute())  # the hot path, ahead of FastAPI's
     app.include_router(waits.router)
     app.include_router(items.router)
     app.include_router(schedules.router)

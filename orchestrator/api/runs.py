@@ -176,17 +176,19 @@ async def submit_run(
     """
     slot = quotas.hold(request, "wait") if wait else None
     try:
-        return await _start(request, name, ctx, _token, wait, callback_url, version,
+        return await start_run(request, name, ctx, _token, wait, callback_url, version,
                             priority, idempotency_key)
     finally:
         if slot is not None:
             slot.release()
 
 
-async def _start(request: Request, name: str, ctx: ApiContext, _token: ApiToken,
-                 wait: float | None, callback_url: str | None, version: str | None,
-                 priority: Priority, idempotency_key: str | None) -> Response:
-    """:func:`submit_run`'s work, its wait slot (if any) held."""
+async def start_run(request: Request, name: str, ctx: ApiContext, _token: ApiToken,
+                    wait: float | None, callback_url: str | None, version: str | None,
+                    priority: Priority, idempotency_key: str | None) -> Response:
+    """:func:`submit_run`'s work, its wait slot (if any) held, the token checked; also
+    the plain submit's (:mod:`orchestrator.api.plain_submit`, every parameter at its
+    default)."""
     settings = ctx.settings
     wf = ctx.catalog.get(name) if version is None else (await anyio.to_thread.run_sync(
         ctx.coordinator.stored, name, version)).wf
