@@ -177,7 +177,7 @@ async def submit_run(
     slot = quotas.hold(request, "wait") if wait else None
     try:
         return await start_run(request, name, ctx, _token, wait, callback_url, version,
-                            priority, idempotency_key)
+                               priority, idempotency_key)
     finally:
         if slot is not None:
             slot.release()
