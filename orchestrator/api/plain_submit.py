@@ -30,13 +30,13 @@ from starlette.types import Scope
 from orchestrator.api import runs
 from orchestrator.api.auth import bearer, write_runs
 from orchestrator.api.deps import ApiContext
-from orchestrator.api.models import API_PREFIX
+from orchestrator.api.models import API_PREFIX, IDEMPOTENCY_HEADER
 from orchestrator.core.models import WORKFLOW_NAME
 from orchestrator.core.priorities import Priority
 
-PATH = f"{API_PREFIX}/workflows/{{name}}/runs"
+PATH = API_PREFIX + runs.SUBMIT_PATH
 _NAME = re.compile(WORKFLOW_NAME)
-_NAME_MAX = 200  # as runs.WorkflowName
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode()
 
 
 async def plain_submit(request: Request) -> Response:
@@ -59,12 +59,14 @@ class PlainSubmitRoute(Route):
         if scope["type"] != "http" or scope["method"] != "POST" or scope["query_string"]:
             return Match.NONE, {}
         for key, _ in scope["headers"]:
-            if key == b"idempotency-key":
+            if key == _IDEMPOTENCY:
                 return Match.NONE, {}
         match, child = super().matches(scope)
         if match is not Match.FULL:
             return Match.NONE, {}
         name = child["path_params"]["name"]
-        if len(name) > _NAME_MAX or _NAME.search(name) is None:
+        # as FastAPI's check of runs.WorkflowName (fullmatch: a `$` of re.search would
+        # let a name end in a newline through)
+        if len(name) > runs.WORKFLOW_NAME_MAX or _NAME.fullmatch(name) is None:
             return Match.NONE, {}
         return match, child

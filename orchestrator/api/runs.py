@@ -47,8 +47,12 @@ MAX_PAGE = 200
 router = APIRouter(prefix=API_PREFIX, tags=["runs"])
 
 RunId = Annotated[str, Path(min_length=1, max_length=200, description="The run's id.")]
-WorkflowName = Annotated[str, Path(pattern=WORKFLOW_NAME, max_length=200,
+WORKFLOW_NAME_MAX = 200
+"""The longest workflow name a path takes (:data:`WorkflowName`)."""
+WorkflowName = Annotated[str, Path(pattern=WORKFLOW_NAME, max_length=WORKFLOW_NAME_MAX,
                                    description="A cataloged workflow's name.")]
+SUBMIT_PATH = "/workflows/{name}/runs"
+"""Where runs are started, under :data:`API_PREFIX` (also :mod:`.plain_submit`'s)."""
 
 _LOCATION = {"Location": {"description": "The run: /v1/runs/{run_id}",
                           "schema": {"type": "string"}}}
@@ -127,7 +131,7 @@ def _run_json(out: RunOut, status: int, headers: dict[str, str]) -> Response:
 
 
 @router.post(
-    "/workflows/{name}/runs",
+    SUBMIT_PATH,
     status_code=201,
     summary="Start a run",
     response_model=RunOut,

@@ -41,6 +41,7 @@ def test_the_route_takes_only_the_plain_submit() -> None:
         _scope(headers=[(b"idempotency-key", b"k-1")]),
         _scope(method="GET"),
         _scope(path="/v1/workflows/customer order/runs"),  # the name's pattern refuses it
+        _scope(path="/v1/workflows/customer_order\n/runs"),  # so does FastAPI's check
         _scope(path="/v1/workflows/" + "w" * 201 + "/runs"),
         _scope(path="/v1/workflows/customer_order/runs/x"),
         {"type": "websocket", "path": RUN_PATH, "root_path": "", "query_string": b"",
